@@ -1,0 +1,113 @@
+"""Experiment configs: plain nested dicts read from YAML.
+
+An experiment file holds shared sections (``seed``, ``data``, ``model``,
+``objective``, ``train``) and ``stages``: named partial configs (``teacher``, ...)
+merged over the shared sections. ``resolve_run(cfg, stage)`` gives the complete
+config of one training run; it is what a checkpoint records.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 2000,
+    "batch_size": 4096,
+    "lr": 1e-3,
+    "warmup": 100,
+    "ema_decay": 0.999,
+    "grad_clip": None,
+    "log_every": 50,
+    "ckpt_every": 500,
+    "device": "cpu",
+}
+
+RUN_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "data": {"name": "checkerboard"},
+    "model": {"arch": "mlp"},
+    "objective": {"name": "flow_matching"},
+    "train": TRAIN_DEFAULTS,
+}
+
+RUN_KEYS = set(RUN_DEFAULTS)
+EXPERIMENT_KEYS = RUN_KEYS | {"stages", "eval", "experiment"}
+
+
+class ConfigError(ValueError):
+    """A config value that is missing, unknown or out of range; the message names the key."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    with path.open() as f:
+        cfg = yaml.safe_load(f) or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(cfg).__name__}")
+    return cfg
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """A new dict: ``over`` merged into ``base`` recursively (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` strings (value parsed as YAML) to a copy of cfg."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a mapping")
+        node[leaf] = yaml.safe_load(raw)
+    return cfg
+
+
+def resolve_run(cfg: dict, stage: str | None = None) -> dict:
+    """The complete config of one training run: defaults <- shared sections <- stages[stage]."""
+    unknown = set(cfg) - EXPERIMENT_KEYS
+    if unknown:
+        raise ConfigError(f"unknown top-level config key(s) {sorted(unknown)}; allowed: {sorted(EXPERIMENT_KEYS)}")
+    run = deep_merge(RUN_DEFAULTS, {k: v for k, v in cfg.items() if k in RUN_KEYS})
+    if stage is not None:
+        stages = cfg.get("stages") or {}
+        if stage not in stages:
+            raise ConfigError(f"stage {stage!r} is not in the config's stages; available: {sorted(stages)}")
+        extra = set(stages[stage] or {}) - RUN_KEYS
+        if extra:
+            raise ConfigError(f"stages.{stage} has unknown key(s) {sorted(extra)}; allowed: {sorted(RUN_KEYS)}")
+        run = deep_merge(run, stages[stage] or {})
+    bad = set(run["train"]) - set(TRAIN_DEFAULTS)
+    if bad:
+        raise ConfigError(f"unknown train key(s) {sorted(bad)}; allowed: {sorted(TRAIN_DEFAULTS)}")
+    _check_train(run["train"])
+    return run
+
+
+def _check_train(tr: dict) -> None:
+    for key in ("steps", "batch_size", "log_every", "ckpt_every"):
+        if not isinstance(tr[key], int) or tr[key] < 1:
+            raise ConfigError(f"train.{key} = {tr[key]!r}; expected an integer >= 1")
+    if not isinstance(tr["warmup"], int) or tr["warmup"] < 0:
+        raise ConfigError(f"train.warmup = {tr['warmup']!r}; expected an integer >= 0")
+    if not (isinstance(tr["lr"], (int, float)) and tr["lr"] > 0):
+        raise ConfigError(f"train.lr = {tr['lr']!r}; expected a number > 0")
+    if not (isinstance(tr["ema_decay"], (int, float)) and 0 <= tr["ema_decay"] < 1):
+        raise ConfigError(f"train.ema_decay = {tr['ema_decay']!r}; expected a number in [0, 1)")
+    if tr["grad_clip"] is not None and not (isinstance(tr["grad_clip"], (int, float)) and tr["grad_clip"] > 0):
+        raise ConfigError(f"train.grad_clip = {tr['grad_clip']!r}; expected null or a number > 0")

@@ -1,0 +1,75 @@
+"""MLP flow map for low-dimensional data (the paper's 2D setup: 4 layers of 512, GELU)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import FlowMapNet, FlowMapOutput
+
+
+class FourierTime(nn.Module):
+    """Embeds a time batch (B,) as [tau, sin(pi k tau), cos(pi k tau)] for k = 1..n_freq: (B, 1 + 2 n_freq)."""
+
+    def __init__(self, n_freq: int):
+        super().__init__()
+        self.register_buffer("freqs", math.pi * torch.arange(1, n_freq + 1, dtype=torch.float32), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return 1 + 2 * self.freqs.numel()
+
+    def forward(self, tau: torch.Tensor) -> torch.Tensor:
+        ang = tau[:, None] * self.freqs
+        return torch.cat([tau[:, None], ang.sin(), ang.cos()], dim=1)
+
+
+class MLPFlowMap(FlowMapNet):
+    """Trunk on [x, emb(s), emb(t)] with a velocity head (dim outputs) and an optional scalar divergence head.
+
+    x: (B, dim); s, t: (B,). The divergence head is zero-initialised, so a head added
+    to a trained velocity model starts at D = 0 without changing u.
+    """
+
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden: int = 512,
+        depth: int = 4,
+        time_freqs: int = 8,
+        div_head: bool = False,
+        div_scale: float = 1.0,
+        flow_map: bool = False,
+    ):
+        super().__init__(div_scale, flow_map)
+        if depth < 1 or hidden < 1 or dim < 1:
+            raise ValueError(f"MLP needs dim, hidden, depth >= 1; got dim={dim}, hidden={hidden}, depth={depth}")
+        self.data_shape = (dim,)
+        self.embed = FourierTime(time_freqs)
+        layers: list[nn.Module] = []
+        width = dim + 2 * self.embed.out_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.GELU()]
+            width = hidden
+        self.trunk = nn.Sequential(*layers)
+        self.u_head = nn.Linear(hidden, dim)
+        self.d_head: nn.Linear | None = None
+        self.has_div_head = False
+        if div_head:
+            self.add_div_head()
+
+    def add_div_head(self) -> None:
+        if self.d_head is not None:
+            return
+        head = nn.Linear(self.u_head.in_features, 1)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+        self.d_head = head.to(self.u_head.weight.device)
+        self.has_div_head = True
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> FlowMapOutput:
+        h = self.trunk(torch.cat([x, self.embed(s), self.embed(t)], dim=1))
+        d = self.d_head(h).squeeze(1) if self.d_head is not None else None
+        return FlowMapOutput(self.u_head(h), d)

@@ -1,0 +1,116 @@
+"""The likelihood integrators, divergence estimator and sampling against closed forms and a peer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from analytic import GaussianFlow
+
+from f2d2.divergence import divergence
+from f2d2.likelihood import bits_per_dim, log_likelihood, reference_log_likelihood, standard_normal_log_prob
+from f2d2.nets import MLPFlowMap
+from f2d2.sampling import sample
+
+MU, SIGMA = [1.0, -0.5], 0.6
+
+
+@pytest.fixture
+def gaussian_points():
+    g = torch.Generator().manual_seed(0)
+    return torch.tensor(MU) + SIGMA * torch.randn(400, 2, generator=g)
+
+
+def test_reference_recovers_gaussian_log_density(gaussian_points):
+    model = GaussianFlow(MU, SIGMA, flow_map=False)
+    res = reference_log_likelihood(model, gaussian_points, atol=1e-7, rtol=1e-7)
+    exact = model.log_prob_data(gaussian_points)
+    assert (res.log_prob - exact).abs().max() < 1e-4
+    # x0 is the noise the flow sends to x1: x1 = mu + sigma * x0 for this flow.
+    assert torch.allclose(res.x0, (gaussian_points - torch.tensor(MU)) / SIGMA, atol=1e-4)
+
+
+def test_many_step_euler_converges_to_gaussian_log_density(gaussian_points):
+    model = GaussianFlow(MU, SIGMA, flow_map=False)
+    exact = model.log_prob_data(gaussian_points)
+    errs = {k: (log_likelihood(model, gaussian_points, k, div="exact").log_prob - exact).abs().mean() for k in (10, 1000)}
+    assert errs[1000] < 5e-3
+    assert errs[10] > 5 * errs[1000]  # first order: the error falls with K
+
+
+def test_exact_flow_map_head_is_exact_in_one_step(gaussian_points):
+    model = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=7.0)
+    exact = model.log_prob_data(gaussian_points)
+    one = log_likelihood(model, gaussian_points, 1, div="head", backward="two-way")
+    assert (one.log_prob - exact).abs().max() < 1e-4
+    # The forward-only approximation of the same exact map is not exact in one step.
+    fwd = log_likelihood(model, gaussian_points, 1, div="head", backward="forward-only")
+    assert (fwd.log_prob - exact).abs().mean() > 1e-2
+
+
+def test_sampling_moves_noise_to_data():
+    model = GaussianFlow(MU, SIGMA, flow_map=False)
+    x0 = torch.randn(20000, 2, generator=torch.Generator().manual_seed(1))
+    x1 = sample(model, x0, 200)
+    assert torch.allclose(x1.mean(0), torch.tensor(MU), atol=0.02)
+    assert torch.allclose(x1.std(0), torch.full((2,), SIGMA), atol=0.02)
+    one = sample(GaussianFlow(MU, SIGMA, flow_map=True), x0, 1)  # exact map: one step lands exactly
+    assert torch.allclose(one, torch.tensor(MU) + SIGMA * x0, atol=1e-5)
+
+
+def _random_mlp(dim: int = 3) -> MLPFlowMap:
+    torch.manual_seed(3)
+    return MLPFlowMap(dim=dim, hidden=32, depth=2, time_freqs=2)
+
+
+def test_exact_divergence_equals_jacobian_trace():
+    model = _random_mlp()
+    x = torch.randn(16, 3)
+    t = torch.full((16,), 0.3)
+    _, div = divergence(lambda y: model.velocity(y, t), x, "exact")
+    jac = torch.func.vmap(torch.func.jacrev(lambda xi, ti: model.velocity(xi[None], ti[None])[0]))(x, t)
+    assert torch.allclose(div, jac.diagonal(dim1=1, dim2=2).sum(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_hutchinson_mean_matches_exact_trace(probe):
+    model = _random_mlp()
+    x = torch.randn(4, 3)
+    t = torch.full((4,), 0.7)
+    _, exact = divergence(lambda y: model.velocity(y, t), x, "exact")
+    reps = 20000
+    xr, tr = x.repeat(reps, 1), t.repeat(reps)
+    _, est = divergence(lambda y: model.velocity(y, tr), xr, "hutchinson", probe=probe,
+                        generator=torch.Generator().manual_seed(0))
+    est = est.reshape(reps, 4)
+    stderr = est.std(0) / math.sqrt(reps)
+    assert ((est.mean(0) - exact).abs() < 5 * stderr + 1e-6).all()
+    assert (est.std(0) > 0).all()  # a real estimator, not the exact trace in disguise
+
+
+def test_bits_per_dim_of_known_values():
+    assert bits_per_dim(torch.tensor([2 * math.log(2)]), 2).item() == pytest.approx(1.0)
+    assert bits_per_dim(torch.tensor([3072 * 8 * math.log(2)]), 3072).item() == pytest.approx(8.0)
+    # N(0, I) at its mode: NLL = d/2 log(2 pi) nats = log2(2 pi)/2 bits per dimension.
+    nll0 = -standard_normal_log_prob(torch.zeros(1, 5))
+    assert bits_per_dim(nll0, 5).item() == pytest.approx(0.5 * math.log2(2 * math.pi))
+
+
+def test_reference_agrees_with_flow_matching_package():
+    from flow_matching.solver import ODESolver
+    from flow_matching.utils import ModelWrapper
+
+    model = _random_mlp(dim=2)
+
+    class Wrapped(ModelWrapper):
+        def forward(self, x, t, **extras):
+            return self.model.velocity(x, t.expand(x.shape[0]))
+
+    x1 = torch.randn(200, 2, generator=torch.Generator().manual_seed(5)) * 2
+    _, peer = ODESolver(Wrapped(model)).compute_likelihood(
+        x1, standard_normal_log_prob, step_size=None, method="dopri5", atol=1e-7, rtol=1e-7, exact_divergence=True
+    )
+    ours = reference_log_likelihood(model, x1, atol=1e-7, rtol=1e-7)
+    assert torch.allclose(ours.log_prob, peer, atol=1e-4)
+    assert (ours.log_prob - standard_normal_log_prob(x1)).abs().mean() > 1e-2  # the flow is not the identity

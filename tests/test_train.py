@@ -1,0 +1,103 @@
+"""The training loop: resume equals an uninterrupted run; non-finite losses stop it loudly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from f2d2 import train as train_mod
+from f2d2.checkpoint import load_checkpoint, load_model
+from f2d2.config import resolve_run
+from f2d2.train import NonFiniteLossError, train
+
+
+def tiny_run(steps: int = 30) -> dict:
+    return resolve_run({
+        "seed": 3,
+        "data": {"name": "checkerboard"},
+        "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
+        "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup": 5, "ema_decay": 0.9,
+                  "log_every": 5, "ckpt_every": 10},
+    })
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_states_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
+
+
+def _log(workdir):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch):
+    run = tiny_run(30)
+    full = train(run, tmp_path / "full", progress=False)
+
+    real = train_mod.build_objective
+    calls = {"n": 0}
+
+    def crashing(cfg):
+        objective = real(cfg)
+
+        def wrapped(*args):
+            calls["n"] += 1
+            if calls["n"] == 24:  # after the step-20 checkpoint and the step-20 log line
+                raise KeyboardInterrupt("simulated kill")
+            return objective(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(train_mod, "build_objective", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train(run, tmp_path / "cut", progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 20
+    monkeypatch.setattr(train_mod, "build_objective", real)
+    resumed = train(run, tmp_path / "cut", progress=False)
+
+    a, b = load_checkpoint(full), load_checkpoint(resumed)
+    assert a["step"] == b["step"] == 30
+    for key in ("model", "ema", "optimizer", "scheduler", "rng"):
+        assert _states_equal(a[key], b[key]), key
+    assert _log(tmp_path / "full") == _log(tmp_path / "cut")  # no duplicated or lost log lines
+    assert [r["step"] for r in _log(tmp_path / "full")] == [5, 10, 15, 20, 25, 30]
+
+
+def test_training_lowers_the_flow_matching_loss(tmp_path):
+    run = tiny_run(150)
+    train(run, tmp_path, progress=False)
+    rows = _log(tmp_path)
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]
+    model = load_model(tmp_path / "checkpoint.pt")
+    assert not model.flow_map and not model.has_div_head
+    assert not model.training
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(tiny_run(10), tmp_path, progress=False)
+    other = tiny_run(10)
+    other["train"]["lr"] = 5e-3
+    with pytest.raises(RuntimeError, match="different config"):
+        train(other, tmp_path, progress=False)
+    longer = tiny_run(20)  # extending the run is allowed
+    assert load_checkpoint(train(longer, tmp_path, progress=False))["step"] == 20
+
+
+def test_non_finite_loss_names_step_and_terms(tmp_path, monkeypatch):
+    def nan_objective(cfg):
+        def objective(model, x1, gen):
+            fm = model.velocity(x1, torch.zeros(len(x1))).pow(2).mean() * float("nan")
+            return {"loss": fm, "fm": fm.detach()}
+        return objective
+
+    monkeypatch.setattr(train_mod, "build_objective", nan_objective)
+    with pytest.raises(NonFiniteLossError, match=r"step 1: loss=nan, fm=nan"):
+        train(tiny_run(5), tmp_path, progress=False)
