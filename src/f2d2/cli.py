@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--compare", type=Path, default=None,
                    help="a previous nll output (e.g. the reference) to report mean |NLL - NLL_compare| against")
     n.add_argument("--summary", type=Path, default=None, help="also write the printed summary as JSON here")
-    n.add_argument("--device", default="cpu")
+    n.add_argument("--device", default="cpu", help="torch device to evaluate on, e.g. cpu or cuda")
 
     s = sub.add_parser("sample", help="draw samples with K steps", description=(
         "Push N(0, I) noise (t = 0) to data (t = 1) with K uniform steps of the checkpoint's flow map "
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", help="torch device to sample on, e.g. cpu or cuda")
 
     d = sub.add_parser("data", help="draw points from a config's dataset (e.g. a held-out test set)")
     d.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")

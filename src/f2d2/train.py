@@ -112,7 +112,7 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
             bar.update(1)
             if step % tr["log_every"] == 0 or step == tr["steps"]:
                 row = {"step": step, "lr": sched.get_last_lr()[0], "time": round(time.time() - t_start, 3)}
-                row.update({k: float(v) for k, v in terms.items()})
+                row.update({k: float(v.detach()) for k, v in terms.items()})
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{row['loss']:.4g}")
@@ -128,7 +128,7 @@ def _resume_key(run: dict) -> dict:
 
 
 def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
-    values = {k: float(v) for k, v in terms.items()}
+    values = {k: float(v.detach()) for k, v in terms.items()}
     if not all(math.isfinite(v) for v in values.values()):
         listing = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
         raise NonFiniteLossError(

@@ -1,0 +1,46 @@
+"""2D datasets: analytic toy distributions and a user's own point set.
+
+``make_dataset(cfg)`` builds one from a config's ``data`` section, e.g.
+``{"name": "checkerboard", "scale": 2.0}``, ``{"name": "gmm"}`` or ``{"name": "points", "path": "my.npy"}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+from .points import PointCloud, load_points
+from .toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
+
+__all__ = ["Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "PointCloud", "load_points", "make_dataset"]
+
+
+def gmm_preset(
+    means: list[list[float]] | None = None, stds: float | list[float] = 0.5, weights: list[float] | None = None
+) -> GaussianMixture:
+    """The "gmm" dataset: by default 8 equally weighted components of std 0.5 on a circle of radius 4."""
+    if means is None:
+        means = [[4 * math.cos(2 * math.pi * k / 8), 4 * math.sin(2 * math.pi * k / 8)] for k in range(8)]
+    return GaussianMixture(means, stds, weights)
+
+
+DATASETS = {"checkerboard": Checkerboard, "gmm": gmm_preset, "points": PointCloud}
+
+
+def make_dataset(cfg: dict) -> Dataset2D:
+    """The dataset named by ``cfg["name"]``; the other keys are its constructor's arguments."""
+    if not isinstance(cfg, dict) or "name" not in cfg:
+        raise DataError(f"data config {cfg!r} must be a mapping with a 'name'; allowed names: {sorted(DATASETS)}")
+    name = cfg["name"]
+    if not isinstance(name, str) or name not in DATASETS:
+        raise DataError(f"unknown data name {name!r}; allowed: {sorted(DATASETS)}")
+    build = DATASETS[name]
+    params = inspect.signature(build).parameters
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise DataError(f"unknown key(s) {unknown} for data name {name!r}; allowed: {sorted(params)}")
+    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs]
+    if missing:
+        raise DataError(f"data name {name!r} needs key(s) {missing}")
+    return build(**kwargs)

@@ -1,0 +1,94 @@
+"""The f2d2 command line end to end on a tiny run, and its handling of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from f2d2.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "model.hidden=32", "--set", "model.depth=2", "--set", "train.steps=20",
+        "--set", "train.batch_size=128", "--set", "train.log_every=10", "--set", "train.ckpt_every=10"]
+
+
+def test_every_option_has_help():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(subparsers) == {"train", "nll", "sample", "data"}
+    for name, sub in subparsers.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help and len(action.help) > 10, (name, action.dest)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cli")
+    cfg = str(ROOT / "config" / "config.yaml")
+    assert main(["train", "--config", cfg, "--stage", "teacher", "--workdir", str(work / "teacher"),
+                 "--no-progress", *TINY]) == 0
+    assert main(["data", "--config", cfg, "--n", "300", "--seed", "7", "--out", str(work / "pts.npy")]) == 0
+    return work
+
+
+def test_nll_reference_and_euler_outputs(trained, capsys):
+    w = trained
+    ckpt, pts = str(w / "teacher" / "checkpoint.pt"), str(w / "pts.npy")
+    capsys.readouterr()
+    assert main(["nll", "--checkpoint", ckpt, "--points", pts, "--reference", "--out", str(w / "ref.csv")]) == 0
+    ref_summary = json.loads(capsys.readouterr().out)
+    assert main(["nll", "--checkpoint", ckpt, "--points", pts, "--steps", "2", "--compare", str(w / "ref.csv"),
+                 "--out", str(w / "k2.csv"), "--summary", str(w / "k2.json")]) == 0
+    k2_summary = json.loads((w / "k2.json").read_text())
+
+    header = (w / "ref.csv").read_text().splitlines()[0].split(",")
+    assert header == ["nll_nats", "bpd", "analytic_nll_nats"]
+    ref = np.loadtxt(w / "ref.csv", delimiter=",", skiprows=1)
+    k2 = np.loadtxt(w / "k2.csv", delimiter=",", skiprows=1)
+    assert ref.shape == k2.shape == (300, 3)
+    assert np.isfinite(ref).all() and np.isfinite(k2).all()
+    assert np.allclose(ref[:, 1], ref[:, 0] / (2 * np.log(2)), rtol=1e-6)  # bpd column
+    assert np.allclose(ref[:, 2], np.log(32))  # checkerboard points: analytic NLL = log 32
+    assert ref_summary["mean_nll_nats"] == pytest.approx(ref[:, 0].mean(), rel=1e-6)
+    assert ref_summary["solver"] == "dopri5" and ref_summary["div"] == "exact" and ref_summary["nfe"] > 10
+    assert k2_summary["nfe"] == 2 and k2_summary["div"] == "exact"
+    assert k2_summary["mean_abs_err_nats"] == pytest.approx(np.abs(k2[:, 0] - ref[:, 0]).mean(), rel=1e-5)
+    assert k2_summary["mean_abs_err_nats"] > 0
+
+
+def test_sample_writes_requested_points(trained):
+    out = trained / "samples.csv"
+    assert main(["sample", "--checkpoint", str(trained / "teacher" / "checkpoint.pt"), "--n", "50",
+                 "--steps", "4", "--out", str(out)]) == 0
+    arr = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert arr.shape == (50, 2) and np.isfinite(arr).all() and arr.std() > 0.1
+
+
+def test_nll_rejects_bad_points_file(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((10, 3)))
+    code = main(["nll", "--checkpoint", str(trained / "teacher" / "checkpoint.pt"), "--points", str(bad),
+                 "--steps", "1", "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(bad) in err and "(N, 2)" in err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_nll_head_needs_a_divergence_head(trained, tmp_path, capsys):
+    code = main(["nll", "--checkpoint", str(trained / "teacher" / "checkpoint.pt"), "--points",
+                 str(trained / "pts.npy"), "--steps", "1", "--div", "head", "--out", str(tmp_path / "o.csv")])
+    assert code == 2 and "divergence head" in capsys.readouterr().err
+
+
+def test_train_rejects_bad_values_before_training(tmp_path, capsys):
+    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
+                 "--workdir", str(tmp_path / "w"), "--set", "train.lr=-1"])
+    assert code == 2 and "train.lr = -1" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "nope",
+                 "--workdir", str(tmp_path / "w")])
+    assert code == 2 and "'nope'" in capsys.readouterr().err
