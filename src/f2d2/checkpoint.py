@@ -45,6 +45,25 @@ def ema_weights(ckpt: dict) -> dict:
     return {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
 
 
+def warm_start(model: FlowMapNet, path: str | Path) -> None:
+    """Load a checkpoint's EMA weights into ``model``; only a divergence head may be missing from the file.
+
+    This is how F2D2 finetuning starts from a velocity-only model: the new head keeps
+    its zero initialisation (D = 0) and everything else is copied.
+    """
+    state = ema_weights(load_checkpoint(path))
+    mine = model.state_dict()
+    missing = sorted(k for k in mine if k not in state and not k.startswith("d_head."))
+    unexpected = sorted(k for k in state if k not in mine)
+    mismatched = sorted(k for k in state if k in mine and state[k].shape != mine[k].shape)
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"cannot warm start from {path}: missing keys {missing}, unexpected keys {unexpected}, "
+            f"shape mismatches {mismatched}; does model.* in the config match the checkpoint's architecture?"
+        )
+    model.load_state_dict(state, strict=False)
+
+
 def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> FlowMapNet:
     """Rebuild the network recorded in a checkpoint, with its EMA (default) or raw weights, in eval mode."""
     ckpt = load_checkpoint(path)

@@ -19,6 +19,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .config import ConfigError, apply_overrides, load_yaml, resolve_run
 from .data import DataError, load_points, make_dataset
 from .fileio import atomic_path, atomic_write_text
+from .guidance import self_guided_noise
 from .flowmap import BACKWARD_MODES, DIVERGENCE_SOURCES
 from .likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
 from .sampling import sample
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", required=True, type=_positive_int, help="K, the number of steps")
     s.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    s.add_argument("--guidance-steps", type=int, default=0,
+                   help="maximum-likelihood self-guidance: Adam steps on the noise before sampling (F2D2 models; "
+                        "default 0 = off)")
+    s.add_argument("--guidance-lr", type=float, default=None, help="learning rate of the self-guidance Adam steps")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument("--device", default="cpu", help="torch device to sample on, e.g. cpu or cuda")
 
@@ -192,14 +197,19 @@ def _read_nll(path: Path) -> torch.Tensor:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     _check_out(args.out)
+    if args.guidance_steps and args.guidance_lr is None:
+        raise ValueError("--guidance-steps needs --guidance-lr")
     model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
     gen = torch.Generator(args.device).manual_seed(args.seed)
     x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
     start = time.perf_counter()
+    if args.guidance_steps:
+        x0 = self_guided_noise(model, x0, lr=args.guidance_lr, steps=args.guidance_steps)
     x1 = sample(model, x0, args.steps)
     seconds = time.perf_counter() - start
     write_array(args.out, x1.cpu().numpy())
-    print(json.dumps({"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps, "seconds": round(seconds, 4)}))
+    print(json.dumps({"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps,
+                      "guidance_steps": args.guidance_steps, "seconds": round(seconds, 4)}))
 
 
 def cmd_data(args: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "log_every": 50,
     "ckpt_every": 500,
     "device": "cpu",
+    "init_from": None,
 }
 
 RUN_DEFAULTS: dict[str, Any] = {

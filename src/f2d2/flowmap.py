@@ -32,6 +32,14 @@ DIVERGENCE_SOURCES = ("head", "exact", "hutchinson")
 BACKWARD_MODES = ("two-way", "forward-only")
 
 
+def jump(x: torch.Tensor, s, t, u: torch.Tensor) -> torch.Tensor:
+    """X_{s,t}(x) = x + (t - s) u; s, t are floats or (B,) tensors, x and u (B, *shape)."""
+    h = t - s
+    if isinstance(h, torch.Tensor) and h.dim() == 1:
+        h = h.reshape(-1, *([1] * (x.dim() - 1)))
+    return x + h * u
+
+
 def flow_map_step(
     model: FlowMapNet,
     x: torch.Tensor,
@@ -42,7 +50,11 @@ def flow_map_step(
     backward: str = "two-way",
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Move x (B, *data_shape) from time s to t; return (x_t, dlogp) with dlogp (B,) or None if div is None."""
+    """Move x (B, *data_shape) from time s to t; return (x_t, dlogp) with dlogp (B,) or None if div is None.
+
+    Differentiable in x and the parameters (self-guidance needs it); inference callers
+    wrap it in ``torch.no_grad()``. Exact/Hutchinson divergences are always detached.
+    """
     if div is not None and div not in DIVERGENCE_SOURCES:
         raise ValueError(f"divergence source {div!r} is unknown; expected one of {DIVERGENCE_SOURCES}")
     if backward not in BACKWARD_MODES:
@@ -55,17 +67,15 @@ def flow_map_step(
         # Euler step of the joint ODE with the instantaneous velocity v(x, s) = u(x, s, s).
         ss = x.new_full((b,), s)
         if div is None:
-            with torch.no_grad():
-                return x + h * model.velocity(x, ss), None
+            return jump(x, s, t, model.velocity(x, ss)), None
         if div == "head":
             raise ValueError("divergence source 'head' needs a flow map with a divergence head")
         v, dv = divergence(lambda y: model.velocity(y, ss), x, div, generator=generator)
-        return x + h * v, -h * dv
+        return jump(x, s, t, v), -h * dv
     # Flow-map step; forward-only maps take a backward step through the reversed interval.
     a, e = (t, s) if (backward == "forward-only" and t < s) else (s, t)
-    with torch.no_grad():
-        out = model(x, x.new_full((b,), a), x.new_full((b,), e))
-    x_next = x + h * out.u if a == s else x - (s - t) * out.u
+    out = model(x, x.new_full((b,), a), x.new_full((b,), e))
+    x_next = jump(x, s, t, out.u)
     if div is None:
         return x_next, None
     return x_next, -h * model.div_scale * out.d

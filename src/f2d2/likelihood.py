@@ -46,6 +46,7 @@ class LikelihoodResult:
     nfe: int
 
 
+@torch.no_grad()
 def log_likelihood(
     model: FlowMapNet,
     x1: torch.Tensor,

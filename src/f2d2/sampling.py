@@ -9,6 +9,7 @@ from .likelihood import time_grid
 from .nets import FlowMapNet
 
 
+@torch.no_grad()
 def sample(model: FlowMapNet, x0: torch.Tensor, steps: int) -> torch.Tensor:
     """Push noise x0 (B, *shape) through ``steps`` uniform steps; returns x1 of the same shape."""
     grid = time_grid(steps, start=0.0, end=1.0)

@@ -18,7 +18,7 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, warm_start
 from .data import make_dataset
 from .fileio import atomic_write_text
 from .nets import build_model
@@ -52,7 +52,9 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
     torch.manual_seed(run["seed"])
     data = make_dataset(run["data"])
     model = build_model(run["model"]).to(device)
-    objective = build_objective(run["objective"])
+    objective = build_objective(run["objective"], device=tr["device"])
+    if tr["init_from"] is not None:
+        warm_start(model, tr["init_from"])
     opt = torch.optim.RAdam(model.parameters(), lr=tr["lr"])
     warmup = tr["warmup"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) if warmup else 1.0)

@@ -7,20 +7,48 @@ all randomness (noise x0, times, probes) is drawn from ``generator``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable
 
 from .flow_matching import FlowMatching
+from .meanflow import MeanFlow
+from .shortcut import Shortcut
 
-OBJECTIVES: dict[str, Callable[..., object]] = {"flow_matching": FlowMatching}
+OBJECTIVES: dict[str, Callable[..., object]] = {
+    "flow_matching": FlowMatching,
+    "shortcut": functools.partial(Shortcut, distill=False, f2d2=False),
+    "shortcut_distill": functools.partial(Shortcut, distill=True, f2d2=False),
+    "shortcut_f2d2": functools.partial(Shortcut, distill=False, f2d2=True),
+    "shortcut_distill_f2d2": functools.partial(Shortcut, distill=True, f2d2=True),
+    "meanflow": functools.partial(MeanFlow, f2d2=False),
+    "meanflow_f2d2": functools.partial(MeanFlow, f2d2=True),
+}
+F2D2_OBJECTIVES = {name for name in OBJECTIVES if name.endswith("_f2d2")}
 
 
-def build_objective(cfg: dict):
-    """Build an objective from ``{"name": ..., **options}``."""
+def objective_options(name: str) -> set[str]:
+    """The config keys objective ``name`` accepts (besides ``name``)."""
+    build = OBJECTIVES[name]
+    fixed = set(build.keywords) if isinstance(build, functools.partial) else set()
+    target = build.func if isinstance(build, functools.partial) else build
+    return set(inspect.signature(target).parameters) - fixed - {"self", "device"}
+
+
+def build_objective(cfg: dict, device: str = "cpu"):
+    """Build an objective from ``{"name": ..., **options}``; unknown names and keys raise ValueError."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
     if name not in OBJECTIVES:
         raise ValueError(f"objective.name = {name!r} is unknown; expected one of {sorted(OBJECTIVES)}")
+    allowed = objective_options(name)
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ValueError(f"objective {name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}")
+    target = OBJECTIVES[name].func if isinstance(OBJECTIVES[name], functools.partial) else OBJECTIVES[name]
+    if "device" in inspect.signature(target).parameters:
+        cfg["device"] = device
     return OBJECTIVES[name](**cfg)
 
 
-__all__ = ["OBJECTIVES", "FlowMatching", "build_objective"]
+__all__ = ["F2D2_OBJECTIVES", "OBJECTIVES", "FlowMatching", "MeanFlow", "Shortcut", "build_objective"]

@@ -1,0 +1,106 @@
+"""MeanFlow (the Eulerian condition, via a JVP) and MeanFlow-F2D2.
+
+With the paper's time direction (t = 0 noise, t = 1 data), x = I_s and the
+conditional velocity v = x1 - x0, the flow map's average velocity obeys
+u(x, s, t) = v(x, s) + (t - s) du/ds, where du/ds is the total derivative along
+the trajectory: the JVP of u in its inputs (x, s, t) with tangent (v, 1, 0).
+
+    L_MF     = || u(x, s, t) - sg(v + (t - s) JVP_u) ||^2
+    L_MF-div = || D(x, s, t) - sg(div v(x, s) / c + (t - s) JVP_D) ||^2     (F2D2)
+    L = L_MF + lambda L_MF-div
+
+A share ``1 - map_fraction`` of the batch has s = t (the tangent condition:
+flow matching for u, divergence matching for D). ``two_way`` draws pairs in both
+orders; otherwise s <= t. The official MeanFlow code runs time the other way
+(t = 1 noise); see ``f2d2.nets`` for converting its checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..nets import FlowMapNet, FlowMapOutput
+from .interpolant import expand_time, interpolate, noise_like, uniform_time
+from .targets import divergence_target, load_teacher
+
+
+class MeanFlow:
+    """MeanFlow and MeanFlow-F2D2 (``f2d2=True``)."""
+
+    def __init__(
+        self,
+        *,
+        f2d2: bool = False,
+        teacher=None,
+        div_source: str = "teacher",
+        div_method: str = "exact",
+        lam: float = 1.0,
+        map_fraction: float = 0.25,
+        two_way: bool = True,
+        device: str = "cpu",
+    ):
+        if f2d2 and div_source not in ("self", "teacher"):
+            raise ValueError(f"objective.div_source = {div_source!r}; expected 'self' or 'teacher'")
+        if f2d2 and div_source == "teacher" and teacher is None:
+            raise ValueError("objective.div_source = 'teacher' needs objective.teacher (a checkpoint path)")
+        if not 0 < map_fraction <= 1:
+            raise ValueError(f"objective.map_fraction = {map_fraction!r}; expected a number in (0, 1]")
+        if lam < 0:
+            raise ValueError(f"objective.lam = {lam!r}; expected a number >= 0")
+        self.f2d2, self.lam = f2d2, float(lam)
+        self.div_source, self.div_method = div_source, div_method
+        self.map_fraction, self.two_way = map_fraction, two_way
+        self.teacher = load_teacher(teacher, device) if f2d2 and div_source == "teacher" else None
+
+    def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s, t), each (b,): a share map_fraction with s != t, ordered s <= t unless two_way."""
+        a, c = uniform_time(b, generator, like), uniform_time(b, generator, like)
+        if not self.two_way:
+            a, c = torch.minimum(a, c), torch.maximum(a, c)
+        on_map = torch.rand(b, generator=generator, device=like.device) < self.map_fraction
+        return a, torch.where(on_map, c, a)
+
+    def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if self.f2d2 and not model.has_div_head:
+            raise ValueError("an F2D2 objective needs model.div_head: true")
+        x0 = noise_like(x1, generator)
+        s, t = self.times(x1.shape[0], generator, x1)
+        x = interpolate(x0, x1, s)
+        div_src = None
+        if self.f2d2:
+            source = self.teacher if self.teacher is not None else model
+            _, div_src = divergence_target(source, x, s, self.div_method, generator)
+        out, u_target, d_target = eulerian_targets(model, x, s, t, x1 - x0, div_src)
+        terms = {"mf": (out.u - u_target).pow(2).mean()}
+        loss = terms["mf"]
+        if self.f2d2:
+            terms["mf_div"] = (out.d - d_target).pow(2).mean()
+            loss = loss + self.lam * terms["mf_div"]
+        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+
+def eulerian_targets(
+    model: FlowMapNet,
+    x: torch.Tensor,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    v: torch.Tensor,
+    div_v: torch.Tensor | None = None,
+) -> tuple[FlowMapOutput, torch.Tensor, torch.Tensor | None]:
+    """The model's outputs at (x, s, t) and the sg MeanFlow targets for u and (given div_v) D.
+
+    x, v (B, *shape): points at times s and the velocity there; s, t (B,); div_v (B,) the
+    divergence of v at (x, s). One JVP of both heads with tangent (v, 1, 0):
+    u_target = v + (t - s) du/ds,  d_target = div_v / c + (t - s) dD/ds.
+    """
+    with_d = div_v is not None
+
+    def heads(x_, s_, t_):
+        out = model(x_, s_, t_)
+        return (out.u, out.d) if with_d else (out.u,)
+
+    outs, jvps = torch.func.jvp(heads, (x, s, t), (v, torch.ones_like(s), torch.zeros_like(t)))
+    h = t - s
+    u_target = (v + expand_time(h, x) * jvps[0]).detach()
+    d_target = (div_v / model.div_scale + h * jvps[1]).detach() if with_d else None
+    return FlowMapOutput(outs[0], outs[1] if with_d else None), u_target, d_target

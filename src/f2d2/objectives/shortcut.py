@@ -1,0 +1,114 @@
+"""Shortcut models (semigroup self-consistency) and their F2D2 variants.
+
+One batch of data x1 (B, *shape) is split: a share ``sc_fraction`` enforces the
+semigroup property on dyadic steps d in {1, 1/2, ..., 2^-max_log2}, the rest the
+tangent condition at s = t. With m = (s + t) / 2 and x = I_s:
+
+    L_tangent = || u(I_t, t, t) - target ||^2       target = x1 - x0, or teacher v (distill)
+    L_SC      = || u(x, s, t) - sg((u(x, s, m) + u(X_{s,m}(x), m, t)) / 2) ||^2
+    L_div     = || D(I_t, t, t) - sg(div v(I_t, t)) / c ||^2                    (F2D2)
+    L_divSC   = || D(x, s, t) - sg((D(x, s, m) + D(X_{s,m}(x), m, t)) / 2) ||^2   (F2D2)
+    L = L_tangent + L_SC + lambda (L_div + L_divSC)
+
+``two_way`` also draws steps with t < s (signed step t - s), so that the map can
+integrate backwards from data to noise; otherwise every step has s < t.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..nets import FlowMapNet
+from ..flowmap import jump
+from .interpolant import interpolate, noise_like, uniform_time
+from .targets import divergence_target, load_teacher, velocity_target
+
+
+class Shortcut:
+    """Shortcut, Shortcut-Distill and their F2D2 variants (``f2d2=True``)."""
+
+    def __init__(
+        self,
+        *,
+        distill: bool = False,
+        f2d2: bool = False,
+        teacher=None,
+        div_source: str = "teacher",
+        div_method: str = "exact",
+        lam: float = 1.0,
+        sc_fraction: float = 0.25,
+        max_log2: int = 7,
+        two_way: bool = True,
+        device: str = "cpu",
+    ):
+        if distill and teacher is None:
+            raise ValueError("a Distill objective needs objective.teacher (a flow-matching checkpoint path)")
+        if f2d2 and div_source not in ("self", "teacher"):
+            raise ValueError(f"objective.div_source = {div_source!r}; expected 'self' or 'teacher'")
+        if f2d2 and div_source == "teacher" and teacher is None:
+            raise ValueError("objective.div_source = 'teacher' needs objective.teacher (a checkpoint path)")
+        if not 0 < sc_fraction < 1:
+            raise ValueError(f"objective.sc_fraction = {sc_fraction!r}; expected a number in (0, 1)")
+        if lam < 0:
+            raise ValueError(f"objective.lam = {lam!r}; expected a number >= 0")
+        if not (isinstance(max_log2, int) and max_log2 >= 0):
+            raise ValueError(f"objective.max_log2 = {max_log2!r}; expected an integer >= 0")
+        self.distill, self.f2d2, self.lam = distill, f2d2, float(lam)
+        self.div_source, self.div_method = div_source, div_method
+        self.sc_fraction, self.max_log2, self.two_way = sc_fraction, max_log2, two_way
+        self.teacher = load_teacher(teacher, device)  # a checkpoint path or a network
+
+    def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if self.f2d2 and not model.has_div_head:
+            raise ValueError("an F2D2 objective needs model.div_head: true")
+        n_sc = max(1, int(round(self.sc_fraction * x1.shape[0])))
+        x0 = noise_like(x1, generator)
+        terms = self._tangent(model, x0[n_sc:], x1[n_sc:], generator)
+        terms.update(self._self_consistency(model, x0[:n_sc], x1[:n_sc], generator))
+        loss = terms["tangent"] + terms["sc"]
+        if self.f2d2:
+            loss = loss + self.lam * (terms["div"] + terms["div_sc"])
+        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+    def _tangent(self, model, x0, x1, generator) -> dict[str, torch.Tensor]:
+        t = uniform_time(x1.shape[0], generator, x1)
+        xt = interpolate(x0, x1, t)
+        out = model(xt, t, t)
+        terms = {}
+        if self.f2d2:
+            source = self.teacher if self.div_source == "teacher" else model
+            _, div_src = divergence_target(source, xt, t, self.div_method, generator)
+            terms["div"] = (out.d - div_src / model.div_scale).pow(2).mean()
+        target = velocity_target(self.teacher, xt, t) if self.distill else x1 - x0
+        terms["tangent"] = (out.u - target).pow(2).mean()
+        return terms
+
+    def _self_consistency(self, model, x0, x1, generator) -> dict[str, torch.Tensor]:
+        b = x1.shape[0]
+        k = torch.randint(0, self.max_log2 + 1, (b,), generator=generator, device=x1.device)
+        d = torch.pow(2.0, -k.to(x1.dtype))
+        s = uniform_time(b, generator, x1) * (1 - d)  # s < t = s + d <= 1
+        t = s + d
+        if self.two_way:
+            back = torch.rand(b, generator=generator, device=x1.device) < 0.5
+            s, t = torch.where(back, t, s), torch.where(back, s, t)
+        x = interpolate(x0, x1, s)
+        u_target, d_target = semigroup_targets(model, x, s, t)
+        out = model(x, s, t)
+        terms = {"sc": (out.u - u_target).pow(2).mean()}
+        if self.f2d2:
+            terms["div_sc"] = (out.d - d_target).pow(2).mean()
+        return terms
+
+
+@torch.no_grad()
+def semigroup_targets(model: FlowMapNet, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor):
+    """Two half steps through m = (s + t) / 2: sg targets for u(x, s, t) and D(x, s, t) (None without a head).
+
+    x (B, *shape) at times s; s, t (B,). For an exact flow map both equal the map's own outputs.
+    """
+    m = (s + t) / 2
+    first = model(x, s, m)
+    second = model(jump(x, s, m, first.u), m, t)
+    d = (first.d + second.d) / 2 if first.d is not None else None
+    return (first.u + second.u) / 2, d

@@ -1,0 +1,35 @@
+"""Regression targets shared by the flow-map objectives (all under stop-gradient).
+
+The instantaneous velocity and its divergence come from a *source*: the model's
+own u(x, t, t) ("self") or a frozen flow-matching teacher loaded from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..checkpoint import load_model
+from ..divergence import divergence
+from ..nets import FlowMapNet
+
+
+def load_teacher(source: str | FlowMapNet | None, device: torch.device | str = "cpu") -> FlowMapNet | None:
+    """A frozen teacher: a network, or the EMA weights of a checkpoint path; None passes through."""
+    if source is None:
+        return None
+    teacher = source.to(device) if isinstance(source, FlowMapNet) else load_model(source, ema=True, device=device)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def velocity_target(source: FlowMapNet, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """sg(v(x, t)) of the source, shape of x."""
+    with torch.no_grad():
+        return source.velocity(x, t)
+
+
+def divergence_target(
+    source: FlowMapNet, x: torch.Tensor, t: torch.Tensor, method: str, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sg(v(x, t)) and sg(div v(x, t)) of the source: shapes of x and (B,)."""
+    return divergence(lambda y: source.velocity(y, t), x, method, generator=generator)

@@ -1,0 +1,166 @@
+"""Flow-map objectives: MeanFlow's JVP target, semigroup/Eulerian residuals of exact and perturbed maps,
+one training step of every objective, warm start with a new divergence head, and self-guidance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from analytic import GaussianFlow
+
+from f2d2.checkpoint import load_model, warm_start
+from f2d2.guidance import predicted_log_likelihood, self_guided_noise
+from f2d2.nets import FlowMapNet, FlowMapOutput, MLPFlowMap
+from f2d2.objectives import OBJECTIVES, MeanFlow, Shortcut, build_objective
+from f2d2.objectives.meanflow import eulerian_targets
+from f2d2.objectives.shortcut import semigroup_targets
+
+MU, SIGMA = [0.5, -1.0], 0.7
+
+
+def _mlp(div_head: bool = True, div_scale: float = 3.0) -> MLPFlowMap:
+    torch.manual_seed(0)
+    model = MLPFlowMap(dim=2, hidden=32, depth=2, time_freqs=2, div_head=div_head, div_scale=div_scale, flow_map=True)
+    if div_head:  # give the zero-initialised head something to differentiate
+        torch.nn.init.normal_(model.d_head.weight, std=0.5)
+    return model
+
+
+class Perturbed(FlowMapNet):
+    """An exact map with a smooth error added to both heads."""
+
+    def __init__(self, exact: GaussianFlow):
+        super().__init__(div_scale=exact.div_scale, flow_map=True)
+        self.exact, self.data_shape, self.has_div_head = exact, exact.data_shape, True
+
+    def forward(self, x, s, t):
+        out = self.exact(x, s, t)
+        bump = 0.2 * torch.sin(3 * s + 2 * t)[:, None] * x
+        return FlowMapOutput(out.u + bump, out.d + 0.2 * (s - t) ** 2 + 0.1 * x[:, 0])
+
+
+def _points(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(n, generator=g)
+    t = torch.rand(n, generator=g)
+    x = torch.randn(n, 2, generator=g) * 1.5
+    return x, s, t
+
+
+def test_meanflow_jvp_target_matches_finite_differences():
+    model = _mlp().double()
+    x, s, t = (a.double() for a in _points(64))
+    v = torch.randn_like(x)
+    div_v = torch.randn(64, dtype=torch.float64)
+    _, u_target, d_target = eulerian_targets(model, x, s, t, v, div_v)
+    eps = 1e-5
+    with torch.no_grad():
+        plus, minus = model(x + eps * v, s + eps, t), model(x - eps * v, s - eps, t)
+    du = (plus.u - minus.u) / (2 * eps)
+    dd = (plus.d - minus.d) / (2 * eps)
+    h = t - s
+    assert torch.allclose(u_target, v + h[:, None] * du, atol=1e-7)
+    assert torch.allclose(d_target, div_v / model.div_scale + h * dd, atol=1e-7)
+    assert (du.abs() > 1e-3).any()  # the derivative is not trivially zero
+
+
+def _residuals(model: FlowMapNet, x, s, t):
+    exact = GaussianFlow(MU, SIGMA, flow_map=True).to(x.dtype)
+    out = model(x, s, t)
+    u_sg, d_sg = semigroup_targets(model, x, s, t)
+    v = exact.velocity(x, s)
+    div_v = exact(x, s, s).d * exact.div_scale
+    _, u_eu, d_eu = eulerian_targets(model, x, s, t, v, div_v)
+    return {
+        "semigroup_u": (out.u - u_sg).abs().max().item(),
+        "semigroup_d": (out.d - d_sg).abs().max().item(),
+        "eulerian_u": (out.u - u_eu).abs().max().item(),
+        "eulerian_d": (out.d - d_eu).abs().max().item(),
+    }
+
+
+def test_exact_flow_map_has_zero_residuals_and_a_perturbed_one_does_not():
+    x, s, t = (a.double() for a in _points())
+    exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=4.0).double()
+    for name, value in _residuals(exact, x, s, t).items():
+        assert value < 1e-8, name
+    for name, value in _residuals(Perturbed(exact), x, s, t).items():
+        assert value > 1e-2, name
+
+
+def test_exact_map_zeroes_the_self_consistency_and_distill_terms():
+    exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0)
+    teacher = GaussianFlow(MU, SIGMA, flow_map=False)
+    x1 = torch.tensor(MU) + SIGMA * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    terms = Shortcut(distill=True, f2d2=True, teacher=teacher, div_source="teacher")(exact, x1, g)
+    for name in ("tangent", "sc", "div", "div_sc"):
+        assert terms[name] < 1e-8, name
+    # Against the conditional velocity x1 - x0 the tangent term is the irreducible flow-matching variance.
+    assert Shortcut(f2d2=False)(exact, x1, g)["tangent"] > 1e-2
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_objective_takes_a_training_step(name, tmp_path):
+    teacher = _mlp(div_head=False)
+    teacher.flow_map = False
+    opts = {"name": name}
+    if "distill" in name or "f2d2" in name:
+        opts["teacher"] = teacher
+    model = _mlp(div_head="f2d2" in name)
+    objective = build_objective(opts)
+    x1 = torch.randn(64, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    terms = objective(model, x1, torch.Generator().manual_seed(0))
+    assert torch.isfinite(terms["loss"]) and terms["loss"] > 0
+    terms["loss"].backward()
+    torch.optim.SGD(model.parameters(), lr=1e-2).step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    expected = {"flow_matching": {"fm"}, "meanflow": {"mf"}, "meanflow_f2d2": {"mf", "mf_div"}}.get(
+        name, {"tangent", "sc"} | ({"div", "div_sc"} if "f2d2" in name else set()))
+    assert set(terms) - {"loss"} == expected
+
+
+def test_objective_options_are_checked():
+    with pytest.raises(ValueError, match="needs objective.teacher"):
+        build_objective({"name": "shortcut_distill"})
+    with pytest.raises(ValueError, match=r"no option\(s\) \['lamda'\]"):
+        build_objective({"name": "shortcut_f2d2", "div_source": "self", "lamda": 1})
+    with pytest.raises(ValueError, match="objective.lam = -1"):
+        build_objective({"name": "shortcut_f2d2", "div_source": "self", "lam": -1})
+
+
+def test_forward_only_training_draws_only_forward_steps():
+    mf = MeanFlow(two_way=False, map_fraction=1.0)
+    s, t = mf.times(2000, torch.Generator().manual_seed(0), torch.zeros(1))
+    assert (s <= t).all()
+    s, t = MeanFlow(two_way=True, map_fraction=1.0).times(2000, torch.Generator().manual_seed(0), torch.zeros(1))
+    assert 0.4 < (s > t).float().mean() < 0.6
+
+
+def test_warm_start_adds_a_zero_divergence_head(tmp_path):
+    from f2d2.config import resolve_run
+    from f2d2.train import train
+
+    run = resolve_run({"model": {"hidden": 32, "depth": 2, "time_freqs": 2},
+                       "train": {"steps": 3, "batch_size": 32, "log_every": 1, "ckpt_every": 3}})
+    ckpt = train(run, tmp_path / "teacher", progress=False)
+    teacher = load_model(ckpt)
+    student = MLPFlowMap(dim=2, hidden=32, depth=2, time_freqs=2, div_head=True, flow_map=True)
+    warm_start(student, ckpt)
+    x, s, t = _points(16)
+    assert torch.equal(student(x, s, s).u, teacher(x, s, s).u)
+    assert torch.equal(student(x, s, t).d, torch.zeros(16))
+    wrong = MLPFlowMap(dim=2, hidden=64, depth=2, time_freqs=2, div_head=True)
+    with pytest.raises(Exception, match="shape mismatches"):
+        warm_start(wrong, ckpt)
+
+
+def test_self_guidance_lowers_the_predicted_nll():
+    model = _mlp()
+    eps = torch.randn(256, 2, generator=torch.Generator().manual_seed(3))
+    before = -predicted_log_likelihood(model, eps)
+    guided = self_guided_noise(model, eps, lr=0.05, steps=5)
+    after = -predicted_log_likelihood(model, guided)
+    assert not torch.equal(guided, eps)
+    assert after.mean() < before.mean() - 1e-3
+    assert (after < before).float().mean() > 0.9
