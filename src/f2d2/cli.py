@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, type=Path, help="experiment YAML file")
     t.add_argument("--stage", default=None, help="name under the config's 'stages' to train (default: none)")
     t.add_argument("--workdir", required=True, type=Path, help="folder for checkpoint.pt, metrics.jsonl, config.yaml")
+    t.add_argument("--stage-root", type=Path, default=None,
+                   help="folder holding one workdir per stage, for stage names used as train.init_from or "
+                        "objective.teacher (default: the parent of --workdir)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config value after stage merging, e.g. train.steps=100 (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -118,7 +121,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
     cfg = load_yaml(args.config)
-    run = apply_overrides(resolve_run(cfg, args.stage), args.overrides)
+    root = args.stage_root if args.stage_root is not None else args.workdir.parent
+    run = apply_overrides(resolve_run(cfg, args.stage, stage_root=root), args.overrides)
     run = resolve_run(run)  # re-check values after the overrides
     ckpt = train(run, args.workdir, progress=not args.no_progress)
     print(f"checkpoint: {ckpt}")

@@ -4,6 +4,10 @@ An experiment file holds shared sections (``seed``, ``data``, ``model``,
 ``objective``, ``train``) and ``stages``: named partial configs (``teacher``, ...)
 merged over the shared sections. ``resolve_run(cfg, stage)`` gives the complete
 config of one training run; it is what a checkpoint records.
+
+A stage refers to another stage's result by its name in ``train.init_from``
+(warm start) and ``objective.teacher``; ``resolve_run`` turns such a name into
+``<stage_root>/<name>/checkpoint.pt``. Any other value there is a file path.
 """
 
 from __future__ import annotations
@@ -79,8 +83,21 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     return cfg
 
 
-def resolve_run(cfg: dict, stage: str | None = None) -> dict:
-    """The complete config of one training run: defaults <- shared sections <- stages[stage]."""
+STAGE_REFERENCES = (("train", "init_from"), ("objective", "teacher"))
+
+
+def stage_dependencies(cfg: dict, stage: str) -> list[str]:
+    """Names of the stages whose checkpoints ``stage`` reads (warm start, teacher)."""
+    stages = cfg.get("stages") or {}
+    run = resolve_run(cfg, stage)
+    return [run[sec][key] for sec, key in STAGE_REFERENCES if run[sec].get(key) in stages]
+
+
+def resolve_run(cfg: dict, stage: str | None = None, stage_root: str | Path | None = None) -> dict:
+    """The complete config of one training run: defaults <- shared sections <- stages[stage].
+
+    With ``stage_root``, references to other stages by name become their checkpoint paths.
+    """
     unknown = set(cfg) - EXPERIMENT_KEYS
     if unknown:
         raise ConfigError(f"unknown top-level config key(s) {sorted(unknown)}; allowed: {sorted(EXPERIMENT_KEYS)}")
@@ -97,6 +114,12 @@ def resolve_run(cfg: dict, stage: str | None = None) -> dict:
     if bad:
         raise ConfigError(f"unknown train key(s) {sorted(bad)}; allowed: {sorted(TRAIN_DEFAULTS)}")
     _check_train(run["train"])
+    if stage_root is not None:
+        stages = cfg.get("stages") or {}
+        for sec, key in STAGE_REFERENCES:
+            ref = run[sec].get(key)
+            if isinstance(ref, str) and ref in stages:
+                run[sec][key] = str(Path(stage_root) / ref / "checkpoint.pt")
     return run
 
 

@@ -1,0 +1,189 @@
+"""Checkerboard benchmark of every method: few-step NLL, per-point error vs the reference, sample quality,
+self-guidance and the K = 1 likelihood's speed against the reference solve. Not a test: it prints numbers.
+
+    python bench/checkerboard.py --config config/config.yaml --out results/bench [--device cuda]
+
+Trains each stage of the config twice, once with maps trained in both time directions (the 2D
+default, backward steps query u(x, s, t) with s > t) and once forward-only (backward steps use the
+paper's first-order trick), reusing one teacher. Finished stages are reused on a rerun. Writes
+<out>/checkerboard.json with every number and the config and seeds behind it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from f2d2.checkpoint import load_checkpoint, load_model
+from f2d2.config import apply_overrides, load_yaml, resolve_run, stage_dependencies
+from f2d2.data import make_dataset
+from f2d2.fileio import atomic_write_text
+from f2d2.guidance import self_guided_noise
+from f2d2.likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
+from f2d2.metrics import nll_error, sliced_wasserstein, support_mass
+from f2d2.sampling import sample
+from f2d2.train import train
+
+FAMILIES = {"two-way": True, "forward-only": False}
+
+
+def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, progress: bool,
+                extra: list[str]) -> Path:
+    """Train one stage into family_root/stage (the teacher always into teacher_root/teacher)."""
+    root = teacher_root if stage == "teacher" else family_root
+    work = root / stage
+    ckpt = work / "checkpoint.pt"
+    run = resolve_run(cfg, stage, stage_root=family_root)
+    for sec, key in (("train", "init_from"), ("objective", "teacher")):
+        if run[sec].get(key) == str(family_root / "teacher" / "checkpoint.pt"):
+            run[sec][key] = str(teacher_root / "teacher" / "checkpoint.pt")
+    overrides = [f"train.device={device}"]
+    if stage != "teacher":
+        overrides.append(f"objective.two_way={'true' if family_root.name == 'two-way' else 'false'}")
+    run = resolve_run(apply_overrides(run, overrides + extra))
+    if ckpt.exists() and load_checkpoint(ckpt)["step"] >= run["train"]["steps"]:
+        return ckpt
+    start = time.time()
+    train(run, work, progress=progress)
+    (work / "train_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+    return ckpt
+
+
+def order_stages(cfg) -> list[str]:
+    done, order = set(), []
+    stages = list(cfg["stages"])
+    while len(order) < len(stages):
+        for s in stages:
+            if s not in done and all(d in done for d in stage_dependencies(cfg, s)):
+                order.append(s)
+                done.add(s)
+    return order
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="experiment config")
+    p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
+    p.add_argument("--device", default="cpu", help="torch device for training and evaluation")
+    p.add_argument("--n-points", type=int, default=10000, help="held-out points and samples per evaluation")
+    p.add_argument("--test-seed", type=int, default=12345, help="seed of the held-out points")
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8], help="the K values")
+    p.add_argument("--guidance-lr", type=float, nargs=2, default=[0.1, 0.05],
+                   help="self-guidance Adam learning rate for K = 1 and for K > 1 (one Adam step)")
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
+                   help="which map families to train and evaluate")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every stage's run config, e.g. train.steps=50 (a smoke run)")
+    args = p.parse_args(argv)
+
+    cfg = load_yaml(args.config)
+    dev = args.device
+    data = make_dataset(resolve_run(cfg)["data"])
+    x_test = data.sample(args.n_points, torch.Generator().manual_seed(args.test_seed)).to(dev)
+    fresh = data.sample(args.n_points, torch.Generator().manual_seed(args.test_seed + 1))
+    analytic = -data.log_prob(x_test.cpu()).double()
+    dim = x_test.shape[1]
+    result = {
+        "config": str(args.config), "config_content": cfg, "device": dev, "torch": torch.__version__,
+        "host": platform.node(), "n_points": args.n_points, "test_seed": args.test_seed,
+        "analytic_mean_nll_nats": float(analytic.mean()),
+        "analytic_mean_bpd": float(bits_per_dim(analytic, dim).mean()),
+        "rows": [],
+    }
+    stages = order_stages(cfg)
+    ckpts: dict[tuple[str, str], Path] = {}
+    for family in args.families:
+        for stage in stages:
+            ckpts[(family, stage)] = train_stage(cfg, stage, args.out / family, args.out / "two-way", dev,
+                                                 not args.no_progress, args.overrides)
+            print(f"[bench] trained {family}/{stage}", file=sys.stderr)
+
+    teacher = load_model(ckpts[(args.families[0], "teacher")], device=dev)
+    ref, ref_seconds = timed(lambda: reference_log_likelihood(teacher, x_test))
+    ref_nll = -ref.log_prob.cpu().double()
+    result["reference"] = {
+        "mean_nll_nats": float(ref_nll.mean()), "mean_bpd": float(bits_per_dim(ref_nll, dim).mean()),
+        "mean_abs_err_vs_analytic": nll_error(ref_nll, analytic), "nfe": ref.nfe, "seconds": ref_seconds,
+    }
+    print(f"[bench] reference: {result['reference']}", file=sys.stderr)
+
+    noise = torch.randn(args.n_points, dim, generator=torch.Generator().manual_seed(7)).to(dev)
+    for family in args.families:
+        for stage in stages:
+            if family != args.families[0] and stage == "teacher":
+                continue
+            model = load_model(ckpts[(family, stage)], device=dev)
+            div = "head" if model.has_div_head else "exact"
+            for k in args.steps:
+                res, secs = timed(lambda: log_likelihood(model, x_test, k, div=div,
+                                                         backward="two-way" if family == "two-way" else "forward-only"))
+                nll = -res.log_prob.cpu().double()
+                row = {
+                    "family": family, "method": stage, "K": k, "div": div,
+                    "mean_nll_nats": float(nll.mean()), "mean_bpd": float(bits_per_dim(nll, dim).mean()),
+                    "abs_err_vs_reference": nll_error(nll, ref_nll), "abs_err_vs_analytic": nll_error(nll, analytic),
+                    "nll_seconds": secs,
+                }
+                for guided in ([False, True] if model.has_div_head else [False]):
+                    z = noise
+                    if guided:
+                        lr = args.guidance_lr[0] if k == 1 else args.guidance_lr[1]
+                        z = self_guided_noise(model, noise, lr=lr, steps=1)
+                    xs = sample(model, z, k).cpu()
+                    tag = "guided_" if guided else ""
+                    row[f"{tag}support_mass"] = support_mass(data.log_prob(xs))
+                    row[f"{tag}sliced_w2"] = sliced_wasserstein(xs, fresh)
+                result["rows"].append(row)
+                print(json.dumps(row), file=sys.stderr)
+
+    f2d2_k1 = [r for r in result["rows"] if r["K"] == 1 and r["div"] == "head"]
+    if f2d2_k1:
+        model = load_model(ckpts[(args.families[0], f2d2_k1[0]["method"])], device=dev)
+        _, k1_seconds = timed(lambda: log_likelihood(model, x_test, 1, div="head"))
+        _, ref_again = timed(lambda: reference_log_likelihood(teacher, x_test))
+        result["speed"] = {"k1_seconds": k1_seconds, "reference_seconds": ref_again,
+                           "ratio": ref_again / k1_seconds, "method": f2d2_k1[0]["method"]}
+    result["train_seconds"] = {
+        f"{f}/{s}": float((c.parent / "train_seconds.txt").read_text()) if (c.parent / "train_seconds.txt").exists()
+        else None for (f, s), c in ckpts.items()
+    }
+    atomic_write_text(args.out / "checkerboard.json", json.dumps(result, indent=1) + "\n")
+    print_table(result)
+    return 0
+
+
+def print_table(result: dict) -> None:
+    print(f"analytic mean NLL {result['analytic_mean_nll_nats']:.4f} nats "
+          f"({result['analytic_mean_bpd']:.4f} bits/dim); reference (dopri5) {result['reference']['mean_nll_nats']:.4f} "
+          f"nats, |ref - analytic| {result['reference']['mean_abs_err_vs_analytic']:.4f}, NFE {result['reference']['nfe']}")
+    head = f"{'family':13s} {'method':22s} {'K':>2s} {'NLL':>8s} {'bpd':>7s} {'|err| ref':>9s} {'mass':>6s} {'SW2':>6s} {'g.mass':>6s} {'g.SW2':>6s}"
+    print(head)
+    for r in result["rows"]:
+        g = (f"{r['guided_support_mass']:6.3f} {r['guided_sliced_w2']:6.3f}" if "guided_support_mass" in r else "")
+        print(f"{r['family']:13s} {r['method']:22s} {r['K']:2d} {r['mean_nll_nats']:8.4f} {r['mean_bpd']:7.4f} "
+              f"{r['abs_err_vs_reference']:9.4f} {r['support_mass']:6.3f} {r['sliced_w2']:6.3f} {g}")
+    if "speed" in result:
+        s = result["speed"]
+        print(f"K=1 F2D2 likelihood ({s['method']}) {s['k1_seconds'] * 1e3:.2f} ms vs reference "
+              f"{s['reference_seconds']:.3f} s: {s['ratio']:.0f}x faster")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
