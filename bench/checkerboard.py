@@ -46,7 +46,9 @@ def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, 
     overrides = [f"train.device={device}"]
     if stage != "teacher":
         overrides.append(f"objective.two_way={'true' if family_root.name == 'two-way' else 'false'}")
-    run = resolve_run(apply_overrides(run, overrides + extra))
+    mine = [o.split(":", 1)[1] for o in extra if o.split("=", 1)[0].startswith(f"{stage}:")]
+    common = [o for o in extra if ":" not in o.split("=", 1)[0]]
+    run = resolve_run(apply_overrides(run, overrides + common + mine))
     if ckpt.exists() and load_checkpoint(ckpt)["step"] >= run["train"]["steps"]:
         return ckpt
     start = time.time()
@@ -55,9 +57,20 @@ def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, 
     return ckpt
 
 
-def order_stages(cfg) -> list[str]:
-    done, order = set(), []
+def order_stages(cfg, wanted: list[str] | None = None) -> list[str]:
+    """Stages in dependency order: all of them, or ``wanted`` and what they need."""
     stages = list(cfg["stages"])
+    if wanted is not None:
+        need, todo = set(), list(wanted)
+        while todo:
+            s = todo.pop()
+            if s not in cfg["stages"]:
+                raise SystemExit(f"--stages: {s!r} is not a stage of the config; stages: {stages}")
+            if s not in need:
+                need.add(s)
+                todo.extend(stage_dependencies(cfg, s))
+        stages = [s for s in stages if s in need]
+    done, order = set(), []
     while len(order) < len(stages):
         for s in stages:
             if s not in done and all(d in done for d in stage_dependencies(cfg, s)):
@@ -90,7 +103,10 @@ def main(argv=None) -> int:
                    help="which map families to train and evaluate")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override applied to every stage's run config, e.g. train.steps=50 (a smoke run)")
+                   help="override of every stage's run config, e.g. train.steps=50 (a smoke run); "
+                        "STAGE:KEY=VALUE overrides one stage only")
+    p.add_argument("--stages", nargs="+", default=None,
+                   help="train and evaluate only these stages (and the stages they need)")
     args = p.parse_args(argv)
 
     cfg = load_yaml(args.config)
@@ -107,7 +123,7 @@ def main(argv=None) -> int:
         "analytic_mean_bpd": float(bits_per_dim(analytic, dim).mean()),
         "rows": [],
     }
-    stages = order_stages(cfg)
+    stages = order_stages(cfg, args.stages)
     ckpts: dict[tuple[str, str], Path] = {}
     for family in args.families:
         for stage in stages:
