@@ -84,6 +84,13 @@ def test_nll_head_needs_a_divergence_head(trained, tmp_path, capsys):
     assert code == 2 and "divergence head" in capsys.readouterr().err
 
 
+def test_overrides_parse_numbers_yaml_reads_as_strings():
+    from f2d2.config import apply_overrides
+
+    cfg = apply_overrides({}, ["train.lr=3e-4", "model.arch=mlp", "train.grad_clip=null", "train.steps=5"])
+    assert cfg == {"train": {"lr": 3e-4, "grad_clip": None, "steps": 5}, "model": {"arch": "mlp"}}
+
+
 def test_train_rejects_bad_values_before_training(tmp_path, capsys):
     code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
                  "--workdir", str(tmp_path / "w"), "--set", "train.lr=-1"])

@@ -79,8 +79,19 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a mapping")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = _parse_value(raw)
     return cfg
+
+
+def _parse_value(raw: str):
+    """YAML scalar, except that numbers YAML 1.1 reads as strings (``3e-4``) become floats."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 STAGE_REFERENCES = (("train", "init_from"), ("objective", "teacher"))
