@@ -91,6 +91,18 @@ def test_overrides_parse_numbers_yaml_reads_as_strings():
     assert cfg == {"train": {"lr": 3e-4, "grad_clip": None, "steps": 5}, "model": {"arch": "mlp"}}
 
 
+def test_stage_names_resolve_to_checkpoints():
+    from f2d2.config import load_yaml, resolve_run, stage_dependencies
+
+    cfg = load_yaml(ROOT / "config" / "config.yaml")
+    run = resolve_run(cfg, "shortcut_distill_f2d2", stage_root="/runs")
+    assert run["train"]["init_from"] == "/runs/shortcut_distill/checkpoint.pt"
+    assert run["objective"]["teacher"] == "/runs/teacher/checkpoint.pt"
+    assert run["model"]["div_head"] is True
+    assert sorted(stage_dependencies(cfg, "shortcut_distill_f2d2")) == ["shortcut_distill", "teacher"]
+    assert stage_dependencies(cfg, "teacher") == []
+
+
 def test_train_rejects_bad_values_before_training(tmp_path, capsys):
     code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
                  "--workdir", str(tmp_path / "w"), "--set", "train.lr=-1"])
@@ -99,3 +111,23 @@ def test_train_rejects_bad_values_before_training(tmp_path, capsys):
     code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "nope",
                  "--workdir", str(tmp_path / "w")])
     assert code == 2 and "'nope'" in capsys.readouterr().err
+
+
+def test_f2d2_chain_trains_and_evaluates_from_the_cli(trained, capsys):
+    cfg = str(ROOT / "config" / "config.yaml")
+    for stage in ("shortcut_distill", "shortcut_distill_f2d2"):
+        assert main(["train", "--config", cfg, "--stage", stage, "--workdir", str(trained / stage),
+                     "--no-progress", *TINY]) == 0
+    ckpt = str(trained / "shortcut_distill_f2d2" / "checkpoint.pt")
+    capsys.readouterr()
+    for backward in ("two-way", "forward-only"):
+        assert main(["nll", "--checkpoint", ckpt, "--points", str(trained / "pts.npy"), "--steps", "1",
+                     "--backward", backward, "--out", str(trained / f"f2d2_{backward}.csv")]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["div"] == "head" and summary["nfe"] == 1 and np.isfinite(summary["mean_nll_nats"])
+    assert main(["sample", "--checkpoint", ckpt, "--n", "40", "--steps", "1", "--guidance-steps", "1",
+                 "--guidance-lr", "0.1", "--out", str(trained / "guided.npy")]) == 0
+    plain = trained / "plain.npy"
+    assert main(["sample", "--checkpoint", ckpt, "--n", "40", "--steps", "1", "--out", str(plain)]) == 0
+    guided = np.load(trained / "guided.npy")
+    assert guided.shape == (40, 2) and not np.allclose(guided, np.load(plain))

@@ -157,9 +157,9 @@ def cmd_nll(args: argparse.Namespace) -> None:
     nll = -torch.cat(logps).double()
     bpd = bits_per_dim(nll, dim)
     columns, names = [nll, bpd], ["nll_nats", "bpd"]
-    data = make_dataset(ckpt_cfg["data"])
     analytic = None
-    if data.has_density:
+    data = make_dataset(ckpt_cfg["data"]) if ckpt_cfg["data"]["name"] != "points" else None
+    if data is not None and data.has_density:
         analytic = -data.log_prob(points).double()
         columns.append(analytic)
         names.append("analytic_nll_nats")

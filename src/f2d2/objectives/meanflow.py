@@ -21,7 +21,7 @@ import torch
 
 from ..nets import FlowMapNet, FlowMapOutput
 from .interpolant import expand_time, interpolate, noise_like, uniform_time
-from .targets import divergence_target, load_teacher
+from .targets import check_common_options, divergence_target, load_teacher
 
 
 class MeanFlow:
@@ -39,14 +39,9 @@ class MeanFlow:
         two_way: bool = True,
         device: str = "cpu",
     ):
-        if f2d2 and div_source not in ("self", "teacher"):
-            raise ValueError(f"objective.div_source = {div_source!r}; expected 'self' or 'teacher'")
-        if f2d2 and div_source == "teacher" and teacher is None:
-            raise ValueError("objective.div_source = 'teacher' needs objective.teacher (a checkpoint path)")
+        check_common_options(f2d2=f2d2, teacher=teacher, div_source=div_source, lam=lam)
         if not 0 < map_fraction <= 1:
             raise ValueError(f"objective.map_fraction = {map_fraction!r}; expected a number in (0, 1]")
-        if lam < 0:
-            raise ValueError(f"objective.lam = {lam!r}; expected a number >= 0")
         self.f2d2, self.lam = f2d2, float(lam)
         self.div_source, self.div_method = div_source, div_method
         self.map_fraction, self.two_way = map_fraction, two_way

@@ -21,7 +21,7 @@ import torch
 from ..nets import FlowMapNet
 from ..flowmap import jump
 from .interpolant import interpolate, noise_like, uniform_time
-from .targets import divergence_target, load_teacher, velocity_target
+from .targets import check_common_options, divergence_target, load_teacher, velocity_target
 
 
 class Shortcut:
@@ -43,14 +43,9 @@ class Shortcut:
     ):
         if distill and teacher is None:
             raise ValueError("a Distill objective needs objective.teacher (a flow-matching checkpoint path)")
-        if f2d2 and div_source not in ("self", "teacher"):
-            raise ValueError(f"objective.div_source = {div_source!r}; expected 'self' or 'teacher'")
-        if f2d2 and div_source == "teacher" and teacher is None:
-            raise ValueError("objective.div_source = 'teacher' needs objective.teacher (a checkpoint path)")
+        check_common_options(f2d2=f2d2, teacher=teacher, div_source=div_source, lam=lam)
         if not 0 < sc_fraction < 1:
             raise ValueError(f"objective.sc_fraction = {sc_fraction!r}; expected a number in (0, 1)")
-        if lam < 0:
-            raise ValueError(f"objective.lam = {lam!r}; expected a number >= 0")
         if not (isinstance(max_log2, int) and max_log2 >= 0):
             raise ValueError(f"objective.max_log2 = {max_log2!r}; expected an integer >= 0")
         self.distill, self.f2d2, self.lam = distill, f2d2, float(lam)

@@ -22,6 +22,16 @@ def load_teacher(source: str | FlowMapNet | None, device: torch.device | str = "
     return teacher
 
 
+def check_common_options(*, f2d2: bool, teacher, div_source: str, lam: float) -> None:
+    """Validate the options every flow-map objective shares; messages name the config key."""
+    if f2d2 and div_source not in ("self", "teacher"):
+        raise ValueError(f"objective.div_source = {div_source!r}; expected 'self' or 'teacher'")
+    if f2d2 and div_source == "teacher" and teacher is None:
+        raise ValueError("objective.div_source = 'teacher' needs objective.teacher (a checkpoint path)")
+    if lam < 0:
+        raise ValueError(f"objective.lam = {lam!r}; expected a number >= 0")
+
+
 def velocity_target(source: FlowMapNet, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """sg(v(x, t)) of the source, shape of x."""
     with torch.no_grad():
