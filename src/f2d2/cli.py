@@ -22,6 +22,7 @@ from .fileio import atomic_path, atomic_write_text
 from .guidance import self_guided_noise
 from .flowmap import BACKWARD_MODES, DIVERGENCE_SOURCES
 from .likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
+from .metrics import sliced_wasserstein, support_mass
 from .sampling import sample
 
 
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 0 = off)")
     s.add_argument("--guidance-lr", type=float, default=None, help="learning rate of the self-guidance Adam steps")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    s.add_argument("--metrics", type=Path, default=None,
+                   help="also write sample-quality metrics as JSON here: sliced W2 to fresh data of the checkpoint's "
+                        "dataset and, for analytic datasets, the share of samples on the support")
     s.add_argument("--device", default="cpu", help="torch device to sample on, e.g. cpu or cuda")
 
     d = sub.add_parser("data", help="draw points from a config's dataset (e.g. a held-out test set)")
@@ -166,6 +170,7 @@ def cmd_nll(args: argparse.Namespace) -> None:
     write_array(args.out, torch.stack(columns, 1).numpy(), names)
     summary = {
         "checkpoint": str(args.checkpoint),
+        "train_seed": ckpt_cfg["seed"],
         "points": str(args.points),
         "n": len(points),
         "solver": "dopri5" if args.reference else f"{args.steps}-step",
@@ -212,8 +217,24 @@ def cmd_sample(args: argparse.Namespace) -> None:
     x1 = sample(model, x0, args.steps)
     seconds = time.perf_counter() - start
     write_array(args.out, x1.cpu().numpy())
-    print(json.dumps({"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps,
-                      "guidance_steps": args.guidance_steps, "seconds": round(seconds, 4)}))
+    ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
+    summary = {"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps, "seed": args.seed,
+               "train_seed": ckpt_cfg["seed"], "guidance_steps": args.guidance_steps,
+               "guidance_lr": args.guidance_lr, "seconds": round(seconds, 4)}
+    if args.metrics is not None:
+        summary.update(_sample_quality(ckpt_cfg["data"], x1.cpu(), args.seed))
+        atomic_write_text(args.metrics, json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary))
+
+
+def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
+    """Sliced W2 to as many fresh data points (seeded apart from the noise) and, if analytic, the support mass."""
+    data = make_dataset(data_cfg)
+    fresh = data.sample(len(samples), torch.Generator().manual_seed(seed + 1_000_003))
+    out = {"sliced_w2": sliced_wasserstein(samples, fresh, seed=seed)}
+    if data.has_density:
+        out["support_mass"] = support_mass(data.log_prob(samples))
+    return out
 
 
 def cmd_data(args: argparse.Namespace) -> None:
