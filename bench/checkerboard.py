@@ -1,7 +1,7 @@
 """Checkerboard benchmark of every method: few-step NLL, per-point error vs the reference, sample quality,
 self-guidance and the K = 1 likelihood's speed against the reference solve. Not a test: it prints numbers.
 
-    python bench/checkerboard.py --config config/config.yaml --out results/bench [--device cuda]
+    python bench/checkerboard.py --config config/checkerboard.yaml --out results/bench [--device cuda]
 
 Trains each stage of the config twice, once with maps trained in both time directions (the 2D
 default, backward steps query u(x, s, t) with s > t) and once forward-only (backward steps use the
@@ -91,7 +91,7 @@ def timed(fn):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="experiment config")
+    p.add_argument("--config", type=Path, default=Path("config/checkerboard.yaml"), help="experiment config")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
     p.add_argument("--device", default="cpu", help="torch device for training and evaluation")
     p.add_argument("--n-points", type=int, default=10000, help="held-out points and samples per evaluation")

@@ -1,26 +1,16 @@
 #!/usr/bin/env bash
-# The main job on an experiment config (default: config/config.yaml, the 2D checkerboard), from nothing:
-# set-up, the flow-matching teacher, then the per-point NLL of held-out points with the reference
-# (dopri5) solver and with K = 1, 2, 4, 8 Euler steps, each compared with the reference.
-# Outputs land in results/<config name>/. Re-running resumes or skips finished training.
+# The main job, from nothing: set-up, then the whole Snakemake pipeline on an experiment config
+# (CONFIG, default config/config.yaml: the 2D checkerboard, small) with the local profile, then
+# the HTML report. Extra arguments go to snakemake, e.g. `bash scripts/run.sh results/tables/table1.csv`;
+# another experiment: `CONFIG=config/checkerboard.yaml bash scripts/run.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONFIG="${1:-config/config.yaml}"
-N_POINTS="${N_POINTS:-10000}"
-TEST_SEED="${TEST_SEED:-12345}"
 bash scripts/setup.sh
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-F2D2="${F2D2_VENV:-.venv}/bin/f2d2"
-OUT="results/$(basename "$CONFIG" .yaml)"
-
-"$F2D2" train --config "$CONFIG" --stage teacher --workdir "$OUT/teacher"
-"$F2D2" data --config "$CONFIG" --n "$N_POINTS" --seed "$TEST_SEED" --out "$OUT/test_points.npy"
-"$F2D2" nll --checkpoint "$OUT/teacher/checkpoint.pt" --points "$OUT/test_points.npy" --reference \
-  --out "$OUT/nll/teacher_reference.csv" --summary "$OUT/nll/teacher_reference.json"
-for K in 1 2 4 8; do
-  "$F2D2" nll --checkpoint "$OUT/teacher/checkpoint.pt" --points "$OUT/test_points.npy" --steps "$K" --div exact \
-    --compare "$OUT/nll/teacher_reference.csv" --out "$OUT/nll/teacher_euler_K$K.csv" \
-    --summary "$OUT/nll/teacher_euler_K$K.json"
-done
-"$F2D2" sample --checkpoint "$OUT/teacher/checkpoint.pt" --n "$N_POINTS" --steps 100 --out "$OUT/samples_teacher_K100.npy"
-echo "done: results in $OUT/"
+CONFIG="${CONFIG:-config/config.yaml}"
+VENV="${F2D2_VENV:-.venv}"
+export PATH="$PWD/$VENV/bin:$PATH"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+out=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['outdir'])" "$CONFIG")
+snakemake --profile workflow/profiles/local --configfile "$CONFIG" "$@"
+snakemake --profile workflow/profiles/local --configfile "$CONFIG" "$@" --report "$out/report.html"
+echo "done: tables in $out/tables, figures in $out/figures, report $out/report.html"

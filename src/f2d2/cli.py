@@ -1,5 +1,7 @@
 """The ``f2d2`` command line: train, nll, sample, data. Each subcommand stands alone.
 
+``f2d2 submit [options] -- <subcommand> ...`` runs one of them as a job (SLURM, local or inline).
+
 Points files are ``.npy`` or ``.csv`` arrays of shape (N, dim). Times run from
 t = 0 (noise) to t = 1 (data).
 """
@@ -8,22 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .checkpoint import CheckpointError, load_checkpoint, load_model
-from .config import ConfigError, apply_overrides, load_yaml, resolve_run
-from .data import DataError, load_points, make_dataset
-from .fileio import atomic_path, atomic_write_text
-from .guidance import self_guided_noise
-from .flowmap import BACKWARD_MODES, DIVERGENCE_SOURCES
-from .likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
-from .metrics import sliced_wasserstein, support_mass
-from .sampling import sample
+from .launch import CLUSTERS, LaunchError, Resources, submit
+from .modes import BACKWARD_MODES, DIVERGENCE_SOURCES
 
 
 def _positive_int(text: str) -> int:
@@ -49,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config value after stage merging, e.g. train.steps=100 (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument("--summary", type=Path, default=None,
+                   help="when training has finished, write a JSON summary here (checkpoint path, steps, last "
+                        "logged losses, wall time); a pipeline can depend on it instead of the checkpoint")
 
     n = sub.add_parser("nll", help="per-point negative log-likelihood of points under a checkpoint", description=(
         "Integrate from data (t = 1) to noise (t = 0): --steps K uniform flow-map/Euler steps, or --reference "
@@ -98,161 +94,72 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", required=True, type=_positive_int, help="number of points")
     d.add_argument("--seed", type=int, required=True, help="seed; use one that no training run uses")
     d.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
+
+    j = sub.add_parser("submit", help="run one f2d2 command as a job (SLURM, local or inline) and wait for it",
+                       usage="f2d2 submit [options] --log-dir DIR -- <subcommand> <args...>", description=(
+        "Run the f2d2 command given after '--' as a submitit job and wait for it. Logs and job.json land in "
+        "--log-dir; a failed job exits with code 1 and prints its id, error tail and log paths."))
+    j.add_argument("--cluster", metavar="{" + ",".join(CLUSTERS) + "}",
+                   default=os.environ.get("F2D2_CLUSTER", "local"),
+                   help="where to run: 'slurm', 'local' (a subprocess here) or 'inline' (this process); "
+                        "default: $F2D2_CLUSTER, else local")
+    j.add_argument("--log-dir", required=True, type=Path, help="folder for the job's logs and job.json")
+    j.add_argument("--partition", default=None, help="SLURM partition (ignored by local and inline runs)")
+    j.add_argument("--gpus", type=int, default=0, help="GPUs per node (default 0)")
+    j.add_argument("--cpus", type=int, default=1, help="CPUs per task (default 1)")
+    j.add_argument("--mem-gb", type=float, default=4, help="memory in GB (default 4)")
+    j.add_argument("--time-min", type=int, default=60, help="time limit in minutes (default 60)")
+    j.add_argument("--tasks-per-node", type=int, default=1, help="tasks per node, each runs the command (default 1)")
+    j.add_argument("--job-name", default=None, help="job name (default: f2d2-<subcommand>)")
+    j.add_argument("job", nargs="*", metavar="-- COMMAND",
+                   help="the f2d2 command to run, after '--', e.g. -- train --config c.yaml --workdir w")
     return p
 
 
-def write_array(path: Path, array: np.ndarray, header: list[str] | None = None) -> None:
-    """Write (N, k) or (N,) to .npy or .csv atomically."""
-    if path.suffix == ".npy":
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, array)
-    elif path.suffix == ".csv":
-        arr = array.reshape(len(array), -1)
-        names = header or [f"x{i}" for i in range(arr.shape[1])]
-        lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in arr]
-        atomic_write_text(path, "\n".join(lines) + "\n")
-    else:
-        raise ValueError(f"output file {path} must end in .npy or .csv")
+def cmd_submit(args: argparse.Namespace) -> None:
+    if not args.job:
+        raise ValueError(f"give the f2d2 command to run after '--', e.g. -- data --config c.yaml ... "
+                         f"(one of {', '.join(COMMANDS)})")
+    if args.cluster not in CLUSTERS:
+        source = " (the default, from $F2D2_CLUSTER)" if os.environ.get("F2D2_CLUSTER") == args.cluster else ""
+        raise ValueError(f"--cluster {args.cluster!r}{source} is not one of {', '.join(CLUSTERS)}")
+    resources = Resources(partition=args.partition, gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb,
+                          time_min=args.time_min, tasks_per_node=args.tasks_per_node)
+    submit(args.job, cluster=args.cluster, log_dir=args.log_dir, resources=resources,
+           job_name=args.job_name or f"f2d2-{args.job[0]}")
 
 
-def _check_out(path: Path) -> None:
-    if path.suffix not in (".npy", ".csv"):
-        raise ValueError(f"output file {path} must end in .npy or .csv, got {path.suffix!r}")
-
-
-def cmd_train(args: argparse.Namespace) -> None:
-    from .train import train
-
-    cfg = load_yaml(args.config)
-    root = args.stage_root if args.stage_root is not None else args.workdir.parent
-    run = apply_overrides(resolve_run(cfg, args.stage, stage_root=root), args.overrides)
-    run = resolve_run(run)  # re-check values after the overrides
-    ckpt = train(run, args.workdir, progress=not args.no_progress)
-    print(f"checkpoint: {ckpt}")
-
-
-def cmd_nll(args: argparse.Namespace) -> None:
-    _check_out(args.out)
-    ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
-    model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
-    dim = int(np.prod(model.data_shape))
-    points = load_points(args.points, dim=dim)
-    div = args.div or ("exact" if args.reference or not model.has_div_head else "head")
-    if div == "head" and not model.has_div_head:
-        raise ValueError(f"--div head needs a checkpoint with a divergence head; {args.checkpoint} has none")
-    compare = None
-    if args.compare is not None:
-        compare = _read_nll(args.compare)
-        if len(compare) != len(points):
-            raise ValueError(f"--compare {args.compare} has {len(compare)} rows; the points have {len(points)}")
-    gen = torch.Generator(args.device).manual_seed(args.seed)
-    logps, nfe = [], 0
-    start = time.perf_counter()
-    for chunk in points.split(args.batch_size):
-        chunk = chunk.to(args.device)
-        if args.reference:
-            res = reference_log_likelihood(model, chunk, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
-        else:
-            res = log_likelihood(model, chunk, args.steps, div=div, backward=args.backward, generator=gen)
-        logps.append(res.log_prob.cpu())
-        nfe += res.nfe
-    seconds = time.perf_counter() - start
-    nll = -torch.cat(logps).double()
-    bpd = bits_per_dim(nll, dim)
-    columns, names = [nll, bpd], ["nll_nats", "bpd"]
-    analytic = None
-    data = make_dataset(ckpt_cfg["data"]) if ckpt_cfg["data"]["name"] != "points" else None
-    if data is not None and data.has_density:
-        analytic = -data.log_prob(points).double()
-        columns.append(analytic)
-        names.append("analytic_nll_nats")
-    write_array(args.out, torch.stack(columns, 1).numpy(), names)
-    summary = {
-        "checkpoint": str(args.checkpoint),
-        "train_seed": ckpt_cfg["seed"],
-        "points": str(args.points),
-        "n": len(points),
-        "solver": "dopri5" if args.reference else f"{args.steps}-step",
-        "div": div,
-        "backward": None if args.reference else args.backward,
-        "mean_nll_nats": float(nll.mean()),
-        "mean_bpd": float(bpd.mean()),
-        "nfe": nfe,
-        "seconds": round(seconds, 4),
-    }
-    if analytic is not None:
-        summary["analytic_mean_nll_nats"] = float(analytic.mean())
-        summary["analytic_mean_bpd"] = float(bits_per_dim(analytic, dim).mean())
-    if compare is not None:
-        summary["mean_abs_err_nats"] = float((nll - compare).abs().mean())
-    text = json.dumps(summary, indent=1)
-    print(text)
-    if args.summary is not None:
-        atomic_write_text(args.summary, text + "\n")
-
-
-def _read_nll(path: Path) -> torch.Tensor:
-    """The nll_nats column of a file written by ``f2d2 nll``."""
-    if path.suffix == ".npy":
-        arr = np.load(path)
-        return torch.from_numpy(np.asarray(arr).reshape(len(arr), -1)[:, 0]).double()
-    header = path.read_text().splitlines()[0].split(",")
-    if "nll_nats" not in header:
-        raise ValueError(f"{path} has no nll_nats column (columns: {header}); expected a file written by f2d2 nll")
-    arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    return torch.from_numpy(arr[:, header.index("nll_nats")]).double()
-
-
-def cmd_sample(args: argparse.Namespace) -> None:
-    _check_out(args.out)
-    if args.guidance_steps and args.guidance_lr is None:
-        raise ValueError("--guidance-steps needs --guidance-lr")
-    model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
-    gen = torch.Generator(args.device).manual_seed(args.seed)
-    x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
-    start = time.perf_counter()
-    if args.guidance_steps:
-        x0 = self_guided_noise(model, x0, lr=args.guidance_lr, steps=args.guidance_steps)
-    x1 = sample(model, x0, args.steps)
-    seconds = time.perf_counter() - start
-    write_array(args.out, x1.cpu().numpy())
-    ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
-    summary = {"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps, "seed": args.seed,
-               "train_seed": ckpt_cfg["seed"], "guidance_steps": args.guidance_steps,
-               "guidance_lr": args.guidance_lr, "seconds": round(seconds, 4)}
-    if args.metrics is not None:
-        summary.update(_sample_quality(ckpt_cfg["data"], x1.cpu(), args.seed))
-        atomic_write_text(args.metrics, json.dumps(summary, indent=1) + "\n")
-    print(json.dumps(summary))
-
-
-def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
-    """Sliced W2 to as many fresh data points (seeded apart from the noise) and, if analytic, the support mass."""
-    data = make_dataset(data_cfg)
-    fresh = data.sample(len(samples), torch.Generator().manual_seed(seed + 1_000_003))
-    out = {"sliced_w2": sliced_wasserstein(samples, fresh, seed=seed)}
-    if data.has_density:
-        out["support_mass"] = support_mass(data.log_prob(samples))
-    return out
-
-
-def cmd_data(args: argparse.Namespace) -> None:
-    _check_out(args.out)
-    data = make_dataset(resolve_run(load_yaml(args.config))["data"])
-    points = data.sample(args.n, torch.Generator().manual_seed(args.seed))
-    write_array(args.out, points.numpy())
-    print(f"wrote {args.n} points to {args.out}")
-
-
-COMMANDS = {"train": cmd_train, "nll": cmd_nll, "sample": cmd_sample, "data": cmd_data}
+COMMANDS = ("train", "nll", "sample", "data")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    job = None
+    if argv[:1] == ["submit"] and "--" in argv:  # everything after the first '--' is the command to run
+        cut = argv.index("--")
+        argv, job = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if args.command == "submit":
+        if job is not None:
+            if args.job:
+                print(f"f2d2 submit: error: unexpected arguments before '--': {' '.join(args.job)}",
+                      file=sys.stderr)
+                return 2
+            args.job = job
+        try:
+            cmd_submit(args)
+        except LaunchError as e:  # the job ran and failed
+            print(f"f2d2 submit: error: {e}", file=sys.stderr)
+            return 1
+        except ValueError as e:
+            print(f"f2d2 submit: error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    from . import commands  # torch and the model code load only here
+
     try:
-        COMMANDS[args.command](args)
-    except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as e:
+        getattr(commands, f"cmd_{args.command}")(args)
+    except commands.USER_ERRORS as e:
         print(f"f2d2 {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

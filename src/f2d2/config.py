@@ -40,7 +40,9 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 
 RUN_KEYS = set(RUN_DEFAULTS)
-EXPERIMENT_KEYS = RUN_KEYS | {"stages", "eval", "experiment"}
+# Keys the pipeline reads (the Snakefile and config/schema.yaml); training ignores them.
+PIPELINE_KEYS = {"experiment", "outdir", "cluster", "eval", "ablations", "figures", "resources"}
+EXPERIMENT_KEYS = RUN_KEYS | PIPELINE_KEYS | {"stages"}
 
 
 class ConfigError(ValueError):

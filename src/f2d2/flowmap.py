@@ -26,10 +26,8 @@ from __future__ import annotations
 import torch
 
 from .divergence import divergence
+from .modes import BACKWARD_MODES, DIVERGENCE_SOURCES
 from .nets import FlowMapNet
-
-DIVERGENCE_SOURCES = ("head", "exact", "hutchinson")
-BACKWARD_MODES = ("two-way", "forward-only")
 
 
 def jump(x: torch.Tensor, s, t, u: torch.Tensor) -> torch.Tensor:

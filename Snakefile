@@ -1,0 +1,33 @@
+# F2D2 pipeline: teacher -> Shortcut / Shortcut-Distill / MeanFlow -> F2D2 finetuning -> evaluation
+# cells -> tables, figures, report. Rules only wire files together and call the f2d2 CLI; training
+# and evaluation jobs run through submitit (`f2d2 submit`): on SLURM with the slurm profile, as
+# local processes with the local profile.
+#
+#   snakemake --profile workflow/profiles/local                       # everything
+#   snakemake --profile workflow/profiles/local results/tables/table1.csv
+#   snakemake --profile workflow/profiles/local --configfile config/checkerboard.yaml
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/gather.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,177 @@
+"""Implementations of the ``f2d2`` subcommands train, nll, sample and data (``f2d2.cli`` parses).
+
+Kept apart from the parser so that ``f2d2 submit`` and ``--help`` start without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .config import ConfigError, apply_overrides, load_yaml, resolve_run
+from .data import DataError, load_points, make_dataset
+from .fileio import atomic_path, atomic_write_text
+from .guidance import self_guided_noise
+from .likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
+from .metrics import sliced_wasserstein, support_mass
+from .sampling import sample
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError)
+
+
+def write_array(path: Path, array: np.ndarray, header: list[str] | None = None) -> None:
+    """Write (N, k) or (N,) to .npy or .csv atomically."""
+    if path.suffix == ".npy":
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+    elif path.suffix == ".csv":
+        arr = array.reshape(len(array), -1)
+        names = header or [f"x{i}" for i in range(arr.shape[1])]
+        lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in arr]
+        atomic_write_text(path, "\n".join(lines) + "\n")
+    else:
+        raise ValueError(f"output file {path} must end in .npy or .csv")
+
+
+def _check_out(path: Path) -> None:
+    if path.suffix not in (".npy", ".csv"):
+        raise ValueError(f"output file {path} must end in .npy or .csv, got {path.suffix!r}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    cfg = load_yaml(args.config)
+    root = args.stage_root if args.stage_root is not None else args.workdir.parent
+    run = apply_overrides(resolve_run(cfg, args.stage, stage_root=root), args.overrides)
+    run = resolve_run(run)  # re-check values after the overrides
+    start = time.perf_counter()
+    ckpt = train(run, args.workdir, progress=not args.no_progress)
+    print(f"checkpoint: {ckpt}")
+    if args.summary is not None:
+        lines = (args.workdir / "metrics.jsonl").read_text().splitlines()
+        summary = {"checkpoint": str(ckpt), "config": str(args.config), "stage": args.stage,
+                   "overrides": args.overrides, "seed": run["seed"], "steps": run["train"]["steps"],
+                   "seconds_this_call": round(time.perf_counter() - start, 3),
+                   "last_log": json.loads(lines[-1]) if lines else None}
+        atomic_write_text(args.summary, json.dumps(summary, indent=1) + "\n")
+
+
+def cmd_nll(args: argparse.Namespace) -> None:
+    _check_out(args.out)
+    ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
+    model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
+    dim = int(np.prod(model.data_shape))
+    points = load_points(args.points, dim=dim)
+    div = args.div or ("exact" if args.reference or not model.has_div_head else "head")
+    if div == "head" and not model.has_div_head:
+        raise ValueError(f"--div head needs a checkpoint with a divergence head; {args.checkpoint} has none")
+    compare = None
+    if args.compare is not None:
+        compare = _read_nll(args.compare)
+        if len(compare) != len(points):
+            raise ValueError(f"--compare {args.compare} has {len(compare)} rows; the points have {len(points)}")
+    gen = torch.Generator(args.device).manual_seed(args.seed)
+    logps, nfe = [], 0
+    start = time.perf_counter()
+    for chunk in points.split(args.batch_size):
+        chunk = chunk.to(args.device)
+        if args.reference:
+            res = reference_log_likelihood(model, chunk, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
+        else:
+            res = log_likelihood(model, chunk, args.steps, div=div, backward=args.backward, generator=gen)
+        logps.append(res.log_prob.cpu())
+        nfe += res.nfe
+    seconds = time.perf_counter() - start
+    nll = -torch.cat(logps).double()
+    bpd = bits_per_dim(nll, dim)
+    columns, names = [nll, bpd], ["nll_nats", "bpd"]
+    analytic = None
+    data = make_dataset(ckpt_cfg["data"]) if ckpt_cfg["data"]["name"] != "points" else None
+    if data is not None and data.has_density:
+        analytic = -data.log_prob(points).double()
+        columns.append(analytic)
+        names.append("analytic_nll_nats")
+    write_array(args.out, torch.stack(columns, 1).numpy(), names)
+    summary = {
+        "checkpoint": str(args.checkpoint),
+        "train_seed": ckpt_cfg["seed"],
+        "points": str(args.points),
+        "n": len(points),
+        "solver": "dopri5" if args.reference else f"{args.steps}-step",
+        "div": div,
+        "backward": None if args.reference else args.backward,
+        "mean_nll_nats": float(nll.mean()),
+        "mean_bpd": float(bpd.mean()),
+        "nfe": nfe,
+        "seconds": round(seconds, 4),
+    }
+    if analytic is not None:
+        summary["analytic_mean_nll_nats"] = float(analytic.mean())
+        summary["analytic_mean_bpd"] = float(bits_per_dim(analytic, dim).mean())
+    if compare is not None:
+        summary["mean_abs_err_nats"] = float((nll - compare).abs().mean())
+    text = json.dumps(summary, indent=1)
+    print(text)
+    if args.summary is not None:
+        atomic_write_text(args.summary, text + "\n")
+
+
+def _read_nll(path: Path) -> torch.Tensor:
+    """The nll_nats column of a file written by ``f2d2 nll``."""
+    if path.suffix == ".npy":
+        arr = np.load(path)
+        return torch.from_numpy(np.asarray(arr).reshape(len(arr), -1)[:, 0]).double()
+    header = path.read_text().splitlines()[0].split(",")
+    if "nll_nats" not in header:
+        raise ValueError(f"{path} has no nll_nats column (columns: {header}); expected a file written by f2d2 nll")
+    arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    return torch.from_numpy(arr[:, header.index("nll_nats")]).double()
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    _check_out(args.out)
+    if args.guidance_steps and args.guidance_lr is None:
+        raise ValueError("--guidance-steps needs --guidance-lr")
+    model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
+    gen = torch.Generator(args.device).manual_seed(args.seed)
+    x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
+    start = time.perf_counter()
+    if args.guidance_steps:
+        x0 = self_guided_noise(model, x0, lr=args.guidance_lr, steps=args.guidance_steps)
+    x1 = sample(model, x0, args.steps)
+    seconds = time.perf_counter() - start
+    write_array(args.out, x1.cpu().numpy())
+    ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
+    summary = {"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps, "seed": args.seed,
+               "train_seed": ckpt_cfg["seed"], "guidance_steps": args.guidance_steps,
+               "guidance_lr": args.guidance_lr, "seconds": round(seconds, 4)}
+    if args.metrics is not None:
+        summary.update(_sample_quality(ckpt_cfg["data"], x1.cpu(), args.seed))
+        atomic_write_text(args.metrics, json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary))
+
+
+def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
+    """Sliced W2 to as many fresh data points (seeded apart from the noise) and, if analytic, the support mass."""
+    data = make_dataset(data_cfg)
+    fresh = data.sample(len(samples), torch.Generator().manual_seed(seed + 1_000_003))
+    out = {"sliced_w2": sliced_wasserstein(samples, fresh, seed=seed)}
+    if data.has_density:
+        out["support_mass"] = support_mass(data.log_prob(samples))
+    return out
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    _check_out(args.out)
+    data = make_dataset(resolve_run(load_yaml(args.config))["data"])
+    points = data.sample(args.n, torch.Generator().manual_seed(args.seed))
+    write_array(args.out, points.numpy())
+    print(f"wrote {args.n} points to {args.out}")

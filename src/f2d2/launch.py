@@ -1,0 +1,294 @@
+"""Run one ``f2d2`` CLI invocation as a job: on SLURM, on this machine, or in this process.
+
+A Snakemake rule calls ``f2d2 submit --cluster {inline,local,slurm} --log-dir DIR -- <subcommand> ...``
+with the same command under every profile; only ``--cluster`` (or ``F2D2_CLUSTER``) changes. The call
+blocks until the job ends. Its logs land in ``log_dir`` (put it next to the rule's outputs): submitit's
+``<job_id>_<task>_log.out`` / ``.err`` and pickles, plus ``job.json``, a record of the job (id, cluster,
+command, resources, timestamps, state, log paths). If the job fails, :class:`LaunchError` says which
+job, where, what command, the tail of its error log and where the full logs are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import signal
+import threading
+import traceback
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from .fileio import atomic_write_text
+
+CLUSTERS = ("inline", "local", "slurm")
+TAIL_LINES = 30
+
+
+class LaunchError(RuntimeError):
+    """The job ran (or was submitted) and failed; the message carries its id, command, error tail and logs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What one job asks for. ``partition`` is used on SLURM only; the local executor ignores cpus and memory."""
+
+    partition: str | None = None
+    gpus: int = 0
+    cpus: int = 1
+    mem_gb: float = 4
+    time_min: int = 60
+    tasks_per_node: int = 1
+
+    def __post_init__(self) -> None:
+        checks = [("gpus", self.gpus, 0, "an integer >= 0"), ("cpus", self.cpus, 1, "an integer >= 1"),
+                  ("time_min", self.time_min, 1, "an integer >= 1 (minutes)"),
+                  ("tasks_per_node", self.tasks_per_node, 1, "an integer >= 1")]
+        for name, value, low, allowed in checks:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"Resources.{name}={value!r} is not allowed; it must be {allowed}")
+        if isinstance(self.mem_gb, bool) or not isinstance(self.mem_gb, (int, float)) or not self.mem_gb > 0:
+            raise ValueError(f"Resources.mem_gb={self.mem_gb!r} is not allowed; it must be a number > 0 (GB)")
+        if self.partition is not None and not (isinstance(self.partition, str) and self.partition.strip()):
+            raise ValueError(f"Resources.partition={self.partition!r} is not allowed; it must be a non-empty "
+                             "string or None (the cluster's default partition)")
+
+
+def run_cli(argv: list[str]) -> int:
+    """What the job executes: ``f2d2.cli.main(argv)``; a non-zero exit code becomes a RuntimeError.
+
+    The CLI has already printed the reason to the job's stderr.
+    """
+    from .cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse's usage errors; submitit would otherwise record no result at all
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if code != 0:
+        raise RuntimeError(f"f2d2 {' '.join(argv)} exited with code {code}")
+    return code
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _check_argv(argv: list[str]) -> list[str]:
+    """Parse the command here, so that a usage error fails now rather than after waiting in a queue."""
+    from .cli import COMMANDS, build_parser
+
+    argv = list(argv)
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError(f"the command to run must be a non-empty list of strings, got {argv!r}")
+    if argv[0] not in COMMANDS:
+        raise ValueError(f"the command to run must start with an f2d2 subcommand ({', '.join(COMMANDS)}), "
+                         f"got {argv[0]!r}")
+    err = io.StringIO()
+    try:
+        with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            build_parser().parse_args(argv)
+    except SystemExit as e:
+        if e.code:
+            usage_error = err.getvalue().strip().splitlines()
+            raise ValueError(f"invalid command 'f2d2 {' '.join(argv)}': "
+                             f"{usage_error[-1] if usage_error else 'argparse rejected it'}") from None
+        raise ValueError(f"'f2d2 {' '.join(argv)}' only prints help; there is nothing to run") from None
+    return argv
+
+
+def _tail(path: Path | None, n: int = TAIL_LINES) -> str:
+    """The last ``n`` lines of a text file ('' if it cannot be read)."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 256 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-n:])
+
+
+_START_LINE = re.compile(r"submitit INFO \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\) - Starting with")
+
+
+def _started_from_log(stdout: Path) -> str | None:
+    """When the job started, from submitit's 'Starting with JobEnvironment' log line (in the job's local time)."""
+    try:
+        with open(stdout, encoding="utf-8", errors="replace") as f:
+            for _, line in zip(range(50), f):
+                m = _START_LINE.search(line)
+                if m:
+                    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").astimezone().isoformat()
+    except OSError:
+        pass
+    return None
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """While submitting and waiting, let SIGTERM (e.g. Snakemake stopping) and SIGINT reach us, so the job is
+    cancelled rather than left running.
+
+    SIGTERM becomes SystemExit. An ignored SIGINT (what a shell gives a background command) is restored to
+    KeyboardInterrupt: the local executor cancels with SIGINT, and its processes inherit an ignored one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous_term = signal.signal(signal.SIGTERM, on_sigterm)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        if previous_int == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous_int)
+
+
+def _cancel(job: Any) -> None:
+    """Cancel a submitit job; for a local one, also wait (briefly) for its controller to stop its tasks."""
+    job.cancel(check=False)
+    process = getattr(job, "_process", None)  # LocalJob's controller (kills its tasks on SIGINT)
+    if process is not None:
+        try:
+            process.wait(timeout=10)
+        except Exception:
+            process.kill()
+
+
+def _executor_parameters(cluster: str, resources: Resources, job_name: str) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "name": job_name,
+        "timeout_min": int(resources.time_min),
+        "gpus_per_node": int(resources.gpus),
+        "cpus_per_task": int(resources.cpus),
+        "mem_gb": float(resources.mem_gb),
+        "tasks_per_node": int(resources.tasks_per_node),
+    }
+    if cluster == "slurm" and resources.partition is not None:
+        params["slurm_partition"] = resources.partition
+    return params
+
+
+def submit(argv: list[str], *, cluster: str, log_dir: Path, resources: Resources, job_name: str = "f2d2") -> None:
+    """Run ``f2d2 <argv>`` on ``cluster`` and wait for it; record it in ``log_dir/job.json``.
+
+    ``cluster``: "inline" (in this process, no submitit), "local" (a submitit subprocess on this machine) or
+    "slurm". Raises ValueError for bad arguments and LaunchError if the job fails.
+    """
+    if cluster not in CLUSTERS:
+        raise ValueError(f"cluster {cluster!r} is not one of {', '.join(CLUSTERS)}")
+    if not isinstance(resources, Resources):
+        raise ValueError(f"resources must be a Resources, got {type(resources).__name__}")
+    argv = _check_argv(argv)
+    log_dir = Path(log_dir).expanduser().absolute()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    command = "f2d2 " + " ".join(argv)
+    record: dict[str, Any] = {
+        "job_id": None, "cluster": cluster, "job_name": job_name, "argv": argv, "cwd": os.getcwd(),
+        "log_dir": str(log_dir),
+        "resources": dataclasses.asdict(resources), "submitted": _now(), "started": None, "finished": None,
+        "state": "SUBMITTED", "stdout": None, "stderr": None,
+    }
+
+    def write(state: str | None = None) -> None:
+        if state is not None:
+            record["state"] = state
+            record["finished"] = _now()
+        atomic_write_text(log_dir / "job.json", json.dumps(record, indent=1) + "\n")
+
+    if cluster == "inline":
+        _submit_inline(argv, command, record, write)
+    else:
+        _submit_submitit(argv, command, cluster, log_dir, resources, job_name, record, write)
+
+
+def _failure_message(record: dict[str, Any], command: str, reason: str, tail: str, tail_of: str) -> str:
+    lines = [f"job {record['job_id']} on cluster {record['cluster']!r} failed: {command}"]
+    if reason:
+        lines.append(reason)
+    lines += [f"--- last lines of {tail_of} ---", tail or "(empty)", "---",
+              f"stdout log: {record['stdout']}", f"stderr log: {record['stderr']}",
+              f"job record: {record['log_dir']}/job.json"]
+    return "\n".join(lines)
+
+
+def _submit_inline(argv: list[str], command: str, record: dict[str, Any], write: Any) -> None:
+    record.update(job_id=f"inline-{os.getpid()}", stdout="(this process's stdout)",
+                  stderr="(this process's stderr)", state="RUNNING", started=_now())
+    write()
+    try:
+        run_cli(argv)
+    except Exception as e:
+        write("FAILED")
+        tail = "\n".join(traceback.format_exc().rstrip("\n").splitlines()[-TAIL_LINES:])
+        raise LaunchError(_failure_message(record, command, "", tail, "the traceback")) from e
+    except BaseException:
+        write("CANCELLED")
+        raise
+    write("COMPLETED")
+
+
+def _submit_submitit(argv: list[str], command: str, cluster: str, log_dir: Path, resources: Resources,
+                     job_name: str, record: dict[str, Any], write: Any) -> None:
+    with _interruptible():
+        _submit_and_wait(argv, command, cluster, log_dir, resources, job_name, record, write)
+
+
+def _submit_and_wait(argv: list[str], command: str, cluster: str, log_dir: Path,
+                     resources: Resources, job_name: str, record: dict[str, Any], write: Any) -> None:
+    import submitit
+    from submitit.core.utils import FailedJobError
+
+    try:  # no SLURM here ("Could not detect srun"), sbatch refused it (bad partition, ...)
+        executor = submitit.AutoExecutor(folder=log_dir, cluster=cluster)
+        executor.update_parameters(**_executor_parameters(cluster, resources, job_name))
+        job = executor.submit(run_cli, argv)
+    except Exception as e:
+        write("FAILED")
+        raise LaunchError(f"could not submit {command} to cluster {cluster!r}: {e} "
+                          f"(job record: {log_dir / 'job.json'})") from e
+    record.update(job_id=str(job.job_id), stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
+    write()
+    try:
+        job.results()  # waits, polling with sleeps; one result per task
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM while waiting: do not leave the job running
+        try:
+            _cancel(job)
+        finally:
+            record["started"] = _started_from_log(job.paths.stdout)
+            write("CANCELLED")
+        raise
+    except Exception as e:  # FailedJobError (it raised), UncompletedJobError (timed out, killed, ...)
+        record["started"] = _started_from_log(job.paths.stdout)
+        failed, error = job, e
+        for k in range(job.num_tasks):  # point at the first task that failed
+            try:
+                task_error = job.task(k).exception()
+            except Exception as task_e:  # pragma: no cover - submitit internals
+                task_error = task_e
+            if task_error is not None:
+                failed, error = job.task(k), task_error
+                break
+        record.update(stdout=str(failed.paths.stdout), stderr=str(failed.paths.stderr))
+        write("FAILED")
+        tail, tail_of = _tail(failed.paths.stderr), str(failed.paths.stderr)
+        if not tail:
+            tail, tail_of = "\n".join(str(error).splitlines()[-TAIL_LINES:]), "submitit's error"
+        reason = "" if isinstance(error, FailedJobError) else "\n".join(str(error).splitlines()[:2])
+        raise LaunchError(_failure_message(record, command, reason, tail, tail_of)) from e
+    record["started"] = _started_from_log(job.paths.stdout)
+    write("COMPLETED")

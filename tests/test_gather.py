@@ -1,0 +1,417 @@
+"""The gather scripts (workflow/scripts): tables and figures from synthetic cell files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+CONFIG = "config/config.yaml"
+STEPS = [1, 2, 4, 8]
+MAIN_RUNS = ["teacher", "shortcut", "shortcut_distill", "meanflow",
+             "shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2"]
+F2D2_RUNS = ["shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2"]
+ABL_RUNS = ["shortcut_distill_f2d2__lam0.1", "shortcut_distill_f2d2", "shortcut_distill_f2d2__lam10"]
+RUNS = MAIN_RUNS + [r for r in ABL_RUNS if r not in MAIN_RUNS]
+N_POINTS = 25
+GRID_SIZE = 12
+
+
+def load(name: str):
+    """Import workflow/scripts/<name>.py by path."""
+    spec = importlib.util.spec_from_file_location(f"gather_{name}", SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+common = load("common")
+
+
+# ---------------------------------------------------------------- synthetic cells
+
+def write_json(path: Path, obj: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1) + "\n")
+    return str(path)
+
+
+def write_points(path: Path, nll: np.ndarray, analytic: np.ndarray | None = None) -> None:
+    """The per-point CSV as ``f2d2 nll`` writes it (9 significant digits)."""
+    cols, names = [nll, nll / (2 * math.log(2))], ["nll_nats", "bpd"]
+    if analytic is not None:
+        cols.append(analytic)
+        names.append("analytic_nll_nats")
+    lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in np.stack(cols, 1)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def seed_of(run: str) -> int:
+    return 100 + RUNS.index(run)
+
+
+def bpd_of(run: str, k: int) -> float:
+    return 1.0 + RUNS.index(run) + k / 100 + 0.001
+
+
+def sw2_of(run: str, k: int, guided: bool = False) -> float:
+    return 0.5 + RUNS.index(run) / 10 + k / 1000 - (0.05 if guided else 0.0)
+
+
+def abs_err_of(run: str, k: int) -> float:
+    return 0.01 * (1 + RUNS.index(run)) / k
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> dict:
+    """OUT tree with reference, NLL, sample and density cells, grid and train configs."""
+    root = tmp_path_factory.mktemp("results")
+    rng = np.random.default_rng(0)
+    ref_nll = rng.uniform(1.0, 4.0, N_POINTS)
+    analytic = ref_nll + rng.normal(0, 0.01, N_POINTS)
+    ref_dir = root / "eval" / "nll" / "teacher"
+    write_points(ref_dir / "reference.csv", ref_nll, analytic)
+    ref_csv = np.loadtxt(ref_dir / "reference.csv", delimiter=",", skiprows=1)[:, 0]
+    reference = write_json(ref_dir / "reference.json", {
+        "checkpoint": "results/train/teacher/checkpoint.pt", "train_seed": seed_of("teacher"),
+        "points": "results/data/test.npy", "n": N_POINTS, "solver": "dopri5", "div": "exact", "backward": None,
+        "mean_nll_nats": float(ref_nll.mean()), "mean_bpd": 0.777, "nfe": 512, "seconds": 42.5,
+        "analytic_mean_nll_nats": float(analytic.mean()), "analytic_mean_bpd": 0.765})
+    nll, samples, guided = {}, {}, {}
+    for run in RUNS:
+        for k in STEPS:
+            # per-point NLL whose mean |NLL - ref| is abs_err_of(run, k); the JSON value is
+            # computed before CSV rounding, as in the real pipeline
+            signs = np.where(np.arange(N_POINTS) % 3 == 0, -1.0, 1.0)
+            jitter = rng.uniform(0.5, 1.5, N_POINTS)
+            dev = signs * jitter / jitter.mean() * abs_err_of(run, k)
+            values = ref_csv + dev
+            d = root / "eval" / "nll" / run
+            write_points(d / f"K{k}.csv", values, analytic)
+            nll[(run, k)] = write_json(d / f"K{k}.json", {
+                "checkpoint": f"results/train/{run}/checkpoint.pt", "train_seed": seed_of(run),
+                "points": "results/data/test.npy", "n": N_POINTS, "solver": f"{k}-step",
+                "div": "head" if "f2d2" in run else "exact", "backward": "two-way",
+                "mean_nll_nats": float(values.mean()), "mean_bpd": bpd_of(run, k), "nfe": 2 * k,
+                "seconds": 0.1 * k + RUNS.index(run), "analytic_mean_nll_nats": float(analytic.mean()),
+                "analytic_mean_bpd": 0.765, "mean_abs_err_nats": float(np.abs(values - ref_csv).mean())})
+            s = root / "eval" / "samples" / run
+            base = {"checkpoint": f"results/train/{run}/checkpoint.pt", "n": 2000, "steps": k, "seed": 7,
+                    "train_seed": seed_of(run), "guidance_steps": 0, "guidance_lr": None}
+            samples[(run, k)] = write_json(s / f"K{k}.json", {
+                **base, "seconds": 0.2 * k + RUNS.index(run) / 10, "sliced_w2": sw2_of(run, k),
+                "support_mass": 0.9 - RUNS.index(run) / 100 + k / 1000})
+            if "f2d2" in run:
+                guided[(run, k)] = write_json(s / f"K{k}_guided.json", {
+                    **base, "guidance_steps": 1, "guidance_lr": 0.1, "seconds": 0.3 * k,
+                    "sliced_w2": sw2_of(run, k, True), "support_mass": 0.95})
+    grid = write_json(root / "eval" / "density" / "grid.json", {"lo": -2.0, "hi": 2.0, "size": GRID_SIZE})
+    xs = np.linspace(-2, 2, GRID_SIZE)
+    x, y = np.meshgrid(xs, xs)  # row-major, x fastest
+    x, y = x.ravel(), y.ravel()
+    inside = (np.floor(x) + np.floor(y)) % 2 == 0
+    dens_analytic = np.where(inside, math.log(8.0), np.inf)
+    density = {}
+    for i, run in enumerate(["teacher", "shortcut", "shortcut_f2d2"]):
+        p = root / "eval" / "density" / run / "K1.csv"
+        write_points(p, 0.5 * (x - 0.3 * i) ** 2 + y ** 2 + 1.0, dens_analytic)
+        density[(run, 1)] = str(p)
+    configs = {}
+    for run in RUNS:
+        cfg = (f"seed: {seed_of(run)}\ndata: {{name: checkerboard}}\n"
+               f"model: {{arch: mlp, hidden: {64 * (1 + RUNS.index(run))}, depth: 4, time_freqs: 8"
+               + (", div_head: true, div_scale: 1.0" if "f2d2" in run else "") + "}\n"
+               f"objective: {{name: {run.split('__')[0]}" + (", lam: 0.1" if "lam" in run else "") + "}\n"
+               "train: {steps: 2000, lr: 0.001, batch_size: 2048, grad_clip: null, milestones: [10, 20]}\n")
+        p = root / "train" / run / "config.yaml"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(cfg)
+        configs[run] = str(p)
+    return {"root": root, "reference": reference, "nll": nll, "samples": samples, "guided": guided,
+            "grid": grid, "density": density, "configs": configs}
+
+
+def read_back(path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def assert_no_temp_files(folder: Path) -> None:
+    assert [p.name for p in Path(folder).iterdir() if p.name.startswith(".")] == []
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+    flat = img.reshape(-1, img.shape[-1])
+    assert len(np.unique(flat, axis=0)) > 10, "image is (almost) a single colour"
+
+
+class NamedList(list):
+    """Stand-in for Snakemake's Namedlist: a list whose named entries are attributes."""
+
+    def __init__(self, items=(), **named):
+        super().__init__(items)
+        for k, v in named.items():
+            setattr(self, k, v)
+
+
+def run_as_snakemake(name: str, input: NamedList, output: list, params: NamedList) -> None:
+    fake = type("Snakemake", (), {"input": input, "output": output, "params": params})()
+    runpy.run_path(str(SCRIPTS / f"{name}.py"), init_globals={"snakemake": fake})
+
+
+# ---------------------------------------------------------------- common
+
+def test_method_labels_and_cell_paths(out):
+    assert [common.method_label(r) for r in MAIN_RUNS] == [
+        "Flow Matching", "Shortcut Model", "Shortcut-Distill", "MeanFlow",
+        "Shortcut-F2D2", "Shortcut-Distill-F2D2", "MeanFlow-F2D2"]
+    assert common.method_label("shortcut_distill_f2d2__div_scale10") == "Shortcut-Distill-F2D2"
+    assert common.method_label("shortcut_distill_f2d2__lam0.1") == "Shortcut-Distill-F2D2"
+    with pytest.raises(ValueError, match="unknown run"):
+        common.method_label("nope")
+    assert common.parse_cell_path("results/eval/samples/meanflow_f2d2/K4_guided.json") == ("meanflow_f2d2", 4, True)
+    flat = list(out["samples"].values()) + list(out["guided"].values()) + ["x/teacher/K1.csv"]
+    unguided = common.cells_from_paths(flat, ["shortcut", "teacher"], [8, 1])
+    assert list(unguided) == [("shortcut", 8), ("shortcut", 1), ("teacher", 8), ("teacher", 1)]
+    assert unguided[("teacher", 1)] == out["samples"][("teacher", 1)]
+    g = common.cells_from_paths(flat, ["meanflow_f2d2"], STEPS, guided=True)
+    assert g[("meanflow_f2d2", 2)] == out["guided"][("meanflow_f2d2", 2)]
+    with pytest.raises(ValueError, match="teacher"):
+        common.cells_from_paths(flat, ["teacher"], STEPS, guided=True)
+
+
+# ---------------------------------------------------------------- Table 1
+
+def test_table_main(out, tmp_path):
+    mod = load("table_main")
+    dest = tmp_path / "tables" / "table1.csv"
+    df = mod.main(out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(dest))
+    back = read_back(dest)
+    assert list(back.columns) == (
+        ["method", "run"]
+        + [f"K{k}_{c}" for k in (8, 4, 2, 1) for c in ("nll_bpd", "sw2", "support_mass")]
+        + ["config", "seed"])
+    assert list(back.method) == ["Reference (teacher, dopri5)", "Analytic", "Flow Matching", "Shortcut Model",
+                                 "Shortcut-Distill", "MeanFlow", "Shortcut-F2D2", "Shortcut-Distill-F2D2",
+                                 "MeanFlow-F2D2"]
+    assert (back.iloc[0][[f"K{k}_nll_bpd" for k in STEPS]] == 0.777).all()
+    assert back.iloc[0][[f"K{k}_sw2" for k in STEPS]].isna().all()
+    assert (back.iloc[1][[f"K{k}_nll_bpd" for k in STEPS]] == 0.765).all()
+    row = back[back.run == "meanflow"].iloc[0]
+    cell_n = json.loads(Path(out["nll"][("meanflow", 4)]).read_text())
+    cell_s = json.loads(Path(out["samples"][("meanflow", 2)]).read_text())
+    assert row.K4_nll_bpd == cell_n["mean_bpd"]
+    assert row.K2_sw2 == cell_s["sliced_w2"]
+    assert row.K2_support_mass == cell_s["support_mass"]
+    assert row.seed == seed_of("meanflow") and row.config == CONFIG
+    assert (back.config == CONFIG).all() and back.seed.notna().all()
+    assert back.iloc[0].seed == seed_of("teacher")
+    pd.testing.assert_frame_equal(back, df.astype({"run": object}), check_dtype=False)
+    assert_no_temp_files(dest.parent)
+
+
+def test_table_main_without_analytic_values(out, tmp_path):
+    mod = load("table_main")
+    ref = json.loads(Path(out["reference"]).read_text())
+    del ref["analytic_mean_bpd"], ref["analytic_mean_nll_nats"]
+    ref_path = write_json(tmp_path / "reference.json", ref)
+    samples = {}
+    for key, path in out["samples"].items():
+        if key[0] in ("teacher", "shortcut"):
+            cell = json.loads(Path(path).read_text())
+            del cell["support_mass"]
+            samples[key] = write_json(tmp_path / "s" / key[0] / f"K{key[1]}.json", cell)
+    df = mod.main(out["nll"], samples, ref_path, ["shortcut", "teacher"], [2, 8], CONFIG, str(tmp_path / "t.csv"))
+    assert list(df.method) == ["Reference (teacher, dopri5)", "Shortcut Model", "Flow Matching"]
+    assert list(df.columns) == ["method", "run", "K8_nll_bpd", "K8_sw2", "K2_nll_bpd", "K2_sw2", "config", "seed"]
+
+
+def test_table_main_from_snakemake_lists(out, tmp_path):
+    dest = tmp_path / "t1.csv"
+    nll_flat = list(out["nll"].values()) + [str(Path(p).with_suffix(".csv")) for p in out["nll"].values()]
+    run_as_snakemake(
+        "table_main",
+        NamedList(nll=nll_flat, samples=list(out["samples"].values()) + list(out["guided"].values()),
+                  reference=out["reference"]),
+        [str(dest)], NamedList(methods=["shortcut_f2d2", "teacher"], steps=STEPS, config=CONFIG))
+    back = read_back(dest)
+    assert list(back.method) == ["Reference (teacher, dopri5)", "Analytic", "Shortcut-F2D2", "Flow Matching"]
+    assert back.iloc[2].K1_sw2 == sw2_of("shortcut_f2d2", 1)  # the unguided cell, not the guided one
+
+
+# ---------------------------------------------------------------- Table 3
+
+def test_table_hparams(out, tmp_path):
+    mod = load("table_hparams")
+    dest = tmp_path / "table3.csv"
+    runs = ["teacher", "shortcut_distill_f2d2", "shortcut_distill_f2d2__lam0.1"]
+    configs = mod.configs_from_paths(list(out["configs"].values()), runs)
+    assert list(configs) == runs
+    mod.main(configs, CONFIG, str(dest))
+    back = read_back(dest)
+    assert list(back.run) == runs
+    assert list(back.method) == ["Flow Matching", "Shortcut-Distill-F2D2", "Shortcut-Distill-F2D2"]
+    for key in ("data.name", "model.arch", "model.hidden", "model.div_head", "model.div_scale", "objective.name",
+                "objective.lam", "train.steps", "train.lr", "train.batch_size", "train.grad_clip",
+                "train.milestones"):
+        assert key in back.columns, key
+    assert back.columns[:2].tolist() == ["method", "run"] and back.columns[-2:].tolist() == ["config", "seed"]
+    assert "seed" not in back.columns[:-1].tolist()
+    assert list(back["model.hidden"]) == [64 * (1 + RUNS.index(r)) for r in runs]
+    assert list(back.seed) == [seed_of(r) for r in runs]
+    assert back["model.div_scale"].isna().iloc[0] and back["model.div_scale"].iloc[1] == 1.0
+    assert back["objective.lam"].iloc[2] == 0.1 and back["train.lr"].iloc[0] == 0.001
+    assert json.loads(back["train.milestones"].iloc[0]) == [10, 20]
+    assert (back.config == CONFIG).all()
+
+
+# ---------------------------------------------------------------- Table 4
+
+def test_table_timing(out, tmp_path):
+    mod = load("table_timing")
+    dest = tmp_path / "table4.csv"
+    methods = ["teacher", "shortcut_f2d2", "meanflow"]
+    mod.main(out["nll"], out["samples"], out["reference"], methods, STEPS, CONFIG, str(dest))
+    back = read_back(dest)
+    assert list(back.columns) == (
+        ["method", "run"]
+        + [f"K{k}_{c}" for k in (8, 4, 2, 1) for c in ("sample_seconds", "ms_per_sample", "nll_seconds")]
+        + ["reference_nll_seconds", "config", "seed"])
+    assert list(back.method) == ["Flow Matching", "Shortcut-F2D2", "MeanFlow"]
+    s = json.loads(Path(out["samples"][("shortcut_f2d2", 4)]).read_text())
+    n = json.loads(Path(out["nll"][("shortcut_f2d2", 2)]).read_text())
+    row = back.iloc[1]
+    assert row.K4_sample_seconds == s["seconds"]
+    assert row.K4_ms_per_sample == pytest.approx(s["seconds"] / s["n"] * 1000)
+    assert row.K2_nll_seconds == n["seconds"]
+    assert (back.reference_nll_seconds == 42.5).all()
+    assert list(back.seed) == [seed_of(r) for r in methods] and (back.config == CONFIG).all()
+
+
+# ---------------------------------------------------------------- Tables 5 and 6
+
+def test_table_ablation(out, tmp_path):
+    mod = load("table_ablation")
+    dest = tmp_path / "table6.csv"
+    mod.main("lam", [0.1, 1.0, 10.0], ABL_RUNS, ["shortcut_distill"], out["nll"], out["samples"], STEPS,
+             CONFIG, str(dest))
+    back = read_back(dest)
+    assert list(back.columns) == (
+        ["method", "run"]
+        + [f"K{k}_{c}" for k in (8, 4, 2, 1) for c in ("nll_bpd", "abs_err_nats", "sw2")]
+        + ["key", "value", "config", "seed"])
+    assert list(back.run) == ["shortcut_distill"] + ABL_RUNS
+    assert list(back.method) == ["Shortcut-Distill"] + ["Shortcut-Distill-F2D2"] * 3
+    assert back.value.isna().iloc[0] and list(back.value[1:]) == [0.1, 1.0, 10.0]
+    assert (back.key == "lam").all() and (back.config == CONFIG).all()
+    row = back.iloc[3]
+    n = json.loads(Path(out["nll"][(ABL_RUNS[2], 8)]).read_text())
+    assert row.K8_nll_bpd == n["mean_bpd"] and row.K8_abs_err_nats == n["mean_abs_err_nats"]
+    assert row.K1_sw2 == sw2_of(ABL_RUNS[2], 1)
+    assert back.iloc[0].K2_nll_bpd == bpd_of("shortcut_distill", 2)
+    assert list(back.seed) == [seed_of(r) for r in ["shortcut_distill"] + ABL_RUNS]
+    with pytest.raises(ValueError, match="values"):
+        mod.main("lam", [0.1], ABL_RUNS, [], out["nll"], out["samples"], STEPS, CONFIG, str(dest))
+
+
+# ---------------------------------------------------------------- Table 7
+
+def test_table_error(out, tmp_path):
+    mod = load("table_error")
+    dest = tmp_path / "table7.csv"
+    methods = ["shortcut", "shortcut_distill_f2d2", "teacher"]
+    df = mod.main(out["nll"], out["reference"], methods, STEPS, CONFIG, str(dest))
+    back = read_back(dest)
+    assert list(back.columns) == ["method", "run"] + [f"K{k}_abs_err_nats" for k in (8, 4, 2, 1)] + ["config", "seed"]
+    assert list(back.method) == ["Shortcut Model", "Shortcut-Distill-F2D2", "Flow Matching"]
+    for run in methods:
+        for k in STEPS:
+            stated = json.loads(Path(out["nll"][(run, k)]).read_text())["mean_abs_err_nats"]
+            got = df.loc[df.run == run, f"K{k}_abs_err_nats"].item()
+            assert got == pytest.approx(stated, rel=1e-6)
+            assert got == pytest.approx(abs_err_of(run, k), rel=1e-5)
+    assert list(back.seed) == [seed_of(r) for r in methods] and (back.config == CONFIG).all()
+
+
+def test_table_error_catches_tampered_cell(out, tmp_path):
+    mod = load("table_error")
+    src = Path(out["nll"][("meanflow", 4)])
+    cell = json.loads(src.read_text())
+    cell["mean_abs_err_nats"] *= 1.001
+    bad_dir = tmp_path / "nll" / "meanflow"
+    bad = write_json(bad_dir / "K4.json", cell)
+    (bad_dir / "K4.csv").write_text(src.with_suffix(".csv").read_text())
+    cells = dict(out["nll"])
+    cells[("meanflow", 4)] = bad
+    with pytest.raises(mod.CellMismatch, match="mean_abs_err_nats"):
+        mod.main(cells, out["reference"], ["meanflow"], STEPS, CONFIG, str(tmp_path / "t7.csv"))
+    assert not (tmp_path / "t7.csv").exists()
+    # a CSV with a different number of points is caught too
+    (bad_dir / "K4.csv").write_text("\n".join(src.with_suffix(".csv").read_text().splitlines()[:-1]) + "\n")
+    cell["mean_abs_err_nats"] /= 1.001
+    write_json(bad_dir / "K4.json", cell)
+    with pytest.raises(mod.CellMismatch, match="points"):
+        mod.main(cells, out["reference"], ["meanflow"], STEPS, CONFIG, str(tmp_path / "t7.csv"))
+
+
+# ---------------------------------------------------------------- Figure 2
+
+def test_figure_guidance(out, tmp_path):
+    mod = load("figure_guidance")
+    dest = tmp_path / "figures" / "fig2.png"
+    mod.main(out["samples"], out["guided"], F2D2_RUNS, STEPS, CONFIG, str(dest))
+    assert_png(dest)
+    data = read_back(dest.with_suffix(".csv"))
+    assert list(data.columns) == ["method", "run", "guided", "K", "nfe", "sliced_w2", "config", "seed"]
+    assert len(data) == len(STEPS) * (1 + 2 * len(F2D2_RUNS))
+    assert set(data.run) == {"teacher", *F2D2_RUNS}
+    assert not data[data.run == "teacher"].guided.any()
+    for _, r in data.iterrows():
+        assert r.nfe == (r.K + 1 if r.guided else r.K)
+        assert r.sliced_w2 == sw2_of(r.run, r.K, bool(r.guided))
+        assert r.seed == seed_of(r.run)
+    assert (data.config == CONFIG).all()
+    assert_no_temp_files(dest.parent)
+
+
+# ---------------------------------------------------------------- Figure 3
+
+def test_figure_density(out, tmp_path):
+    mod = load("figure_density")
+    dest = tmp_path / "fig3.png"
+    titles = mod.main(out["grid"], out["density"], str(dest))
+    assert titles == ["Analytic density", "Flow Matching, K=1", "Shortcut Model, K=1", "Shortcut-F2D2, K=1"]
+    assert_png(dest)
+    # grid layout: row index is y, column index is x (x varies fastest in the file)
+    nll = pd.read_csv(out["density"][("shortcut", 1)])["nll_nats"].to_numpy()
+    m = mod.density_map(nll, GRID_SIZE, "x")
+    xs = np.linspace(-2, 2, GRID_SIZE)
+    assert m[3, 5] == pytest.approx(math.exp(-(0.5 * (xs[5] - 0.3) ** 2 + xs[3] ** 2 + 1.0)), rel=1e-6)
+    assert mod.main(out["grid"], out["density"], str(tmp_path / "f.png"), analytic=False)[0] == "Flow Matching, K=1"
+    with pytest.raises(ValueError, match="grid"):
+        mod.density_map(nll[:-1], GRID_SIZE, "x")
+
+
+def test_figure_density_from_snakemake_lists(out, tmp_path):
+    dest = tmp_path / "fig3.png"
+    run_as_snakemake("figure_density", NamedList(grid=out["grid"], density=list(out["density"].values())),
+                     [str(dest)], NamedList())
+    assert_png(dest)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

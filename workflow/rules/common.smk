@@ -1,0 +1,126 @@
+# Names, paths and command fragments shared by the rules. No model logic: the f2d2 package
+# resolves stage configs; this file only decides which files exist and how they are named.
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from f2d2.config import ConfigError, resolve_run, stage_dependencies
+
+OUT = config.get("outdir", "results")
+CONFIG_FILE = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
+CLUSTER = config.get("cluster", "local")
+STAGES = list(config["stages"])
+EVAL = config["eval"]
+STEPS = list(EVAL["steps"])
+F2D2_STAGES = [s for s in STAGES if config["stages"][s].get("model", {}).get("div_head")]
+
+# Fail before any job when a stage does not resolve (unknown keys, bad values, missing stages).
+for _stage in STAGES:
+    try:
+        resolve_run(config, _stage)
+    except ConfigError as e:
+        raise WorkflowError(f"config {CONFIG_FILE}: {e}")
+
+
+def _value_tag(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _stage_value(stage, key):
+    node = resolve_run(config, stage)
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def ablation_runs(name):
+    """[(value, run)] for one ablation; a value equal to the stage's own reuses the stage's run."""
+    ab = config["ablations"][name]
+    runs = []
+    for value in ab["values"]:
+        same = _stage_value(ab["stage"], ab["key"]) == value
+        runs.append((value, ab["stage"] if same else f"{ab['stage']}__{name}{_value_tag(value)}"))
+    return runs
+
+
+ABLATION_RUNS = {}  # run name -> (stage, [override, ...])
+for _name in config.get("ablations", {}) or {}:
+    _ab = config["ablations"][_name]
+    for _value, _run in ablation_runs(_name):
+        if _run != _ab["stage"]:
+            ABLATION_RUNS[_run] = (_ab["stage"], [f"{_ab['key']}={json.dumps(_value)}"])
+
+RUNS = STAGES + list(ABLATION_RUNS)
+
+
+def run_stage(run):
+    return ABLATION_RUNS[run][0] if run in ABLATION_RUNS else run
+
+
+def run_overrides(run):
+    return ABLATION_RUNS[run][1] if run in ABLATION_RUNS else []
+
+
+def is_f2d2(run):
+    return run_stage(run) in F2D2_STAGES
+
+
+def checkpoint(run):
+    """A run's checkpoint. Rules depend on its train.json (written when training has finished) instead,
+    so that Snakemake never deletes a half-trained checkpoint that a rerun resumes from."""
+    return f"{OUT}/train/{run}/checkpoint.pt"
+
+
+def trained(run):
+    return f"{OUT}/train/{run}/train.json"
+
+
+def run_inputs(run):
+    """What a run reads: its warm start and its teacher (stage names in the config)."""
+    return [trained(dep) for dep in stage_dependencies(config, run_stage(run))]
+
+
+def submit(kind, log_dir, job_name):
+    """`f2d2 submit ...` with the config's resources for ``kind`` (train or eval); a command follows `--`."""
+    res = config["resources"][kind]
+    parts = ["f2d2", "submit", "--cluster", CLUSTER, "--log-dir", log_dir, "--job-name", job_name,
+             "--gpus", str(res["gpus"]), "--cpus", str(res["cpus"]), "--mem-gb", str(res["mem_gb"]),
+             "--time-min", str(res["time_min"])]
+    partition = res.get("partition") or os.environ.get("F2D2_PARTITION")
+    if partition:
+        parts += ["--partition", partition]
+    return shlex.join(parts)
+
+
+def device(kind):
+    return "cuda" if config["resources"][kind]["gpus"] > 0 else "cpu"
+
+
+def nll_cell(run, k):
+    return f"{OUT}/eval/nll/{run}/K{k}.json"
+
+
+def sample_cell(run, k, guided=False):
+    return f"{OUT}/eval/samples/{run}/K{k}{'_guided' if guided else ''}.json"
+
+
+def main_table_cells():
+    nll = [nll_cell(r, k) for r in STAGES for k in STEPS]
+    samples = [sample_cell(r, k) for r in STAGES for k in STEPS]
+    return nll, samples
+
+
+def all_targets():
+    tables = [f"{OUT}/tables/table{n}.csv" for n in (1, 3, 4, 7)]
+    if "div_scale" in (config.get("ablations") or {}):
+        tables.append(f"{OUT}/tables/table5.csv")
+    if "lam" in (config.get("ablations") or {}):
+        tables.append(f"{OUT}/tables/table6.csv")
+    figures = [f"{OUT}/figures/figure2.png"]
+    if "density" in (config.get("figures") or {}):
+        figures.append(f"{OUT}/figures/figure3.png")
+    return tables + figures

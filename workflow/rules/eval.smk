@@ -1,0 +1,116 @@
+# Evaluation cells: each (run, K) is its own job and its own output files, so one cell can be
+# rebuilt alone. NLL cells are compared point by point with the teacher's reference solve.
+
+
+rule test_points:
+    output:
+        f"{OUT}/eval/test_points.npy",
+    params:
+        n=EVAL["n_points"],
+        seed=EVAL["test_seed"],
+    shell:
+        "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --out {output}"
+
+
+rule reference_nll:
+    input:
+        trained("teacher"),
+        points=rules.test_points.output,
+    output:
+        csv=f"{OUT}/eval/nll/teacher/reference.csv",
+        json=f"{OUT}/eval/nll/teacher/reference.json",
+    params:
+        submit=submit("eval", f"{OUT}/eval/nll/teacher/logs/reference", "nll-reference"),
+        ckpt=checkpoint("teacher"),
+        atol=EVAL["reference"]["atol"],
+        rtol=EVAL["reference"]["rtol"],
+        device=device("eval"),
+    shell:
+        "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --reference "
+        "--atol {params.atol} --rtol {params.rtol} --device {params.device} "
+        "--out {output.csv} --summary {output.json}"
+
+
+rule nll_cell:
+    input:
+        lambda w: trained(w.run),
+        points=rules.test_points.output,
+        reference=rules.reference_nll.output.csv,
+    output:
+        csv=f"{OUT}/eval/nll/{{run}}/K{{k}}.csv",
+        json=f"{OUT}/eval/nll/{{run}}/K{{k}}.json",
+    params:
+        submit=lambda w: submit("eval", f"{OUT}/eval/nll/{w.run}/logs/K{w.k}", f"nll-{w.run}-K{w.k}"),
+        ckpt=lambda w: checkpoint(w.run),
+        div=lambda w: "head" if is_f2d2(w.run) else EVAL["baseline_div"],
+        backward=EVAL["backward"],
+        device=device("eval"),
+    wildcard_constraints:
+        run="|".join(RUNS),
+        k=r"\d+",
+    shell:
+        "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --steps {wildcards.k} "
+        "--div {params.div} --backward {params.backward} --compare {input.reference} "
+        "--device {params.device} --out {output.csv} --summary {output.json}"
+
+
+def _guidance_args(w):
+    if not w.guided:
+        return ""
+    g = EVAL["guidance"]
+    lr = g["lr_one_step"] if int(w.k) == 1 else g["lr_multi_step"]
+    return f"--guidance-steps {g['steps']} --guidance-lr {lr}"
+
+
+rule sample_cell:
+    input:
+        lambda w: trained(w.run),
+    output:
+        samples=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.npy",
+        json=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.json",
+    params:
+        submit=lambda w: submit("eval", f"{OUT}/eval/samples/{w.run}/logs/K{w.k}{w.guided}",
+                                f"sample-{w.run}-K{w.k}{w.guided}"),
+        ckpt=lambda w: checkpoint(w.run),
+        n=EVAL["n_points"],
+        seed=EVAL["sample_seed"],
+        guidance=_guidance_args,
+        device=device("eval"),
+    wildcard_constraints:
+        run="|".join(RUNS),
+        k=r"\d+",
+        guided="|_guided",
+    shell:
+        "{params.submit} -- sample --checkpoint {params.ckpt} --n {params.n} --steps {wildcards.k} "
+        "--seed {params.seed} {params.guidance} --device {params.device} "
+        "--out {output.samples} --metrics {output.json}"
+
+
+rule density_grid:
+    output:
+        points=f"{OUT}/eval/density/grid.npy",
+        meta=f"{OUT}/eval/density/grid.json",
+    params:
+        **config.get("eval", {}).get("density_grid", {"lo": -4.5, "hi": 4.5, "size": 64}),
+    script:
+        "../scripts/density_grid.py"
+
+
+rule density_cell:
+    input:
+        lambda w: trained(w.run),
+        points=rules.density_grid.output.points,
+    output:
+        f"{OUT}/eval/density/{{run}}/K{{k}}.csv",
+    params:
+        submit=lambda w: submit("eval", f"{OUT}/eval/density/{w.run}/logs/K{w.k}", f"density-{w.run}-K{w.k}"),
+        ckpt=lambda w: checkpoint(w.run),
+        div=lambda w: "head" if is_f2d2(w.run) else EVAL["baseline_div"],
+        backward=EVAL["backward"],
+        device=device("eval"),
+    wildcard_constraints:
+        run="|".join(RUNS),
+        k=r"\d+",
+    shell:
+        "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --steps {wildcards.k} "
+        "--div {params.div} --backward {params.backward} --device {params.device} --out {output}"

@@ -1,0 +1,126 @@
+# Tables and figures gathered from the evaluation cells with pandas and matplotlib, marked for the
+# HTML report (`snakemake --report results/report.html`).
+
+_NLL_MAIN, _SAMPLES_MAIN = main_table_cells()
+
+
+def _report(path, n, kind="Tables"):
+    return report(path, caption=f"../report/{'table' if kind == 'Tables' else 'figure'}{n}.rst", category=kind)
+
+
+rule table_main:
+    input:
+        nll=_NLL_MAIN,
+        samples=_SAMPLES_MAIN,
+        reference=rules.reference_nll.output.json,
+    output:
+        _report(f"{OUT}/tables/table1.csv", 1),
+    params:
+        methods=STAGES,
+        steps=STEPS,
+        config=CONFIG_FILE,
+    script:
+        "../scripts/table_main.py"
+
+
+rule table_hparams:
+    input:
+        [f"{OUT}/train/{run}/config.yaml" for run in RUNS],
+    output:
+        _report(f"{OUT}/tables/table3.csv", 3),
+    params:
+        runs=RUNS,
+        config=CONFIG_FILE,
+    script:
+        "../scripts/table_hparams.py"
+
+
+rule table_timing:
+    input:
+        nll=_NLL_MAIN,
+        samples=_SAMPLES_MAIN,
+        reference=rules.reference_nll.output.json,
+    output:
+        _report(f"{OUT}/tables/table4.csv", 4),
+    params:
+        methods=STAGES,
+        steps=STEPS,
+        config=CONFIG_FILE,
+    script:
+        "../scripts/table_timing.py"
+
+
+def _ablation_inputs(name):
+    runs = [run for _, run in ablation_runs(name)] + list(config["ablations"][name].get("baselines", []))
+    return {
+        "nll": [nll_cell(r, k) for r in runs for k in STEPS],
+        "samples": [sample_cell(r, k) for r in runs for k in STEPS],
+    }
+
+
+for _name, _table in (("div_scale", 5), ("lam", 6)):
+    if _name not in (config.get("ablations") or {}):
+        continue
+
+    rule:
+        name:
+            f"table_ablation_{_name}"
+        input:
+            **_ablation_inputs(_name),
+        output:
+            _report(f"{OUT}/tables/table{_table}.csv", _table),
+        params:
+            key=_name,
+            values=[v for v, _ in ablation_runs(_name)],
+            runs=[r for _, r in ablation_runs(_name)],
+            baselines=list(config["ablations"][_name].get("baselines", [])),
+            steps=STEPS,
+            config=CONFIG_FILE,
+        script:
+            "../scripts/table_ablation.py"
+
+
+rule table_error:
+    input:
+        nll=[nll_cell(r, k) for r in STAGES for k in STEPS]
+        + [nll_cell(r, k).replace(".json", ".csv") for r in STAGES for k in STEPS],
+        reference=rules.reference_nll.output.json,
+        reference_csv=rules.reference_nll.output.csv,
+    output:
+        _report(f"{OUT}/tables/table7.csv", 7),
+    params:
+        methods=STAGES,
+        steps=STEPS,
+        config=CONFIG_FILE,
+    script:
+        "../scripts/table_error.py"
+
+
+rule figure_guidance:
+    input:
+        samples=[sample_cell(r, k) for r in STAGES for k in STEPS]
+        + [sample_cell(r, k, guided=True) for r in F2D2_STAGES for k in STEPS],
+    output:
+        _report(f"{OUT}/figures/figure2.png", 2, kind="Figures"),
+    params:
+        methods=F2D2_STAGES,
+        steps=STEPS,
+        teacher="teacher",
+        config=CONFIG_FILE,
+    script:
+        "../scripts/figure_guidance.py"
+
+
+if "density" in (config.get("figures") or {}):
+
+    rule figure_density:
+        input:
+            grid=rules.density_grid.output.meta,
+            density=[
+                f"{OUT}/eval/density/{run}/K{config['figures']['density']['steps']}.csv"
+                for run in config["figures"]["density"]["runs"]
+            ],
+        output:
+            _report(f"{OUT}/figures/figure3.png", 3, kind="Figures"),
+        script:
+            "../scripts/figure_density.py"

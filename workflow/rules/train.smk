@@ -1,0 +1,21 @@
+# One training run per stage and per ablation value, each through `f2d2 submit`.
+# A rerun of an interrupted run resumes from its checkpoint.pt (which is not a declared output).
+
+
+rule train:
+    input:
+        lambda w: run_inputs(w.run),
+    output:
+        summary=f"{OUT}/train/{{run}}/train.json",
+        config=f"{OUT}/train/{{run}}/config.yaml",
+    params:
+        submit=lambda w: submit("train", f"{OUT}/train/{w.run}/logs", f"train-{w.run}"),
+        stage=lambda w: run_stage(w.run),
+        overrides=lambda w: " ".join(f"--set {shlex.quote(o)}" for o in run_overrides(w.run)),
+        device=device("train"),
+    wildcard_constraints:
+        run="|".join(RUNS),
+    shell:
+        "{params.submit} -- train --config {CONFIG_FILE} --stage {params.stage} "
+        "--workdir {OUT}/train/{wildcards.run} --stage-root {OUT}/train --no-progress "
+        "--set train.device={params.device} {params.overrides} --summary {output.summary}"

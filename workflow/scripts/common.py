@@ -1,0 +1,171 @@
+"""Shared helpers for the gather scripts: reading cells, method labels, atomic writes.
+
+Cell files live at ``OUT/eval/<kind>/{run}/K{k}.json`` (``K{k}_guided.json`` for
+self-guided samples) with the per-point ``K{k}.csv`` beside them; the teacher's
+adaptive-solver reference is ``OUT/eval/nll/teacher/reference.json``.
+"""
+
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+
+# Training-run name -> label used in the paper, in the paper's order.
+METHOD_LABELS: dict[str, str] = {
+    "teacher": "Flow Matching",
+    "shortcut": "Shortcut Model",
+    "shortcut_distill": "Shortcut-Distill",
+    "meanflow": "MeanFlow",
+    "shortcut_f2d2": "Shortcut-F2D2",
+    "shortcut_distill_f2d2": "Shortcut-Distill-F2D2",
+    "meanflow_f2d2": "MeanFlow-F2D2",
+}
+
+ABLATION_SEP = "__"  # ablation runs are "<base run>__<key><value>"
+
+_CELL_RE = re.compile(r"^K(\d+)(_guided)?\.(json|csv)$")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A cell JSON as a dict; the error names the file."""
+    path = Path(path)
+    try:
+        with path.open() as f:
+            cell = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cell file {path} not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"cell file {path} is not valid JSON: {e}") from None
+    if not isinstance(cell, dict):
+        raise ValueError(f"cell file {path} must hold a JSON object, got {type(cell).__name__}")
+    return cell
+
+
+read_cell = read_json
+
+
+def cell_value(cell: dict, key: str, path: str | os.PathLike = "?"):
+    """``cell[key]``, with an error naming the file when the key is missing."""
+    if key not in cell:
+        raise KeyError(f"cell {path} has no {key!r} (keys: {sorted(cell)})")
+    return cell[key]
+
+
+def read_points_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """A per-point CSV (``nll_nats,bpd[,analytic_nll_nats]``) as a float DataFrame."""
+    df = pd.read_csv(path)
+    if "nll_nats" not in df.columns:
+        raise ValueError(f"{path} has no nll_nats column (columns: {list(df.columns)})")
+    return df.astype(float)
+
+
+def base_run(run: str) -> str:
+    """The training run an ablation run varies (``a__lam0.1`` -> ``a``); other runs map to themselves."""
+    return run.split(ABLATION_SEP, 1)[0]
+
+
+def method_label(run: str) -> str:
+    """The paper's label for a run name; ablation runs get their base run's label."""
+    base = base_run(run)
+    if base not in METHOD_LABELS:
+        raise ValueError(f"unknown run {run!r}; known runs: {list(METHOD_LABELS)} (ablations: <run>__<key><value>)")
+    return METHOD_LABELS[base]
+
+
+def parse_cell_path(path: str | os.PathLike) -> tuple[str, int, bool]:
+    """``.../{run}/K{k}[_guided].json`` -> (run, k, guided)."""
+    p = Path(path)
+    m = _CELL_RE.match(p.name)
+    if m is None or not p.parent.name:
+        raise ValueError(f"cannot parse cell path {path}: expected .../{{run}}/K{{k}}[_guided].json")
+    return p.parent.name, int(m.group(1)), m.group(2) is not None
+
+
+def cells_from_paths(paths: Iterable[str | os.PathLike], runs: Iterable[str] | None = None,
+                     steps: Iterable[int] | None = None, guided: bool = False) -> dict[tuple[str, int], str]:
+    """Map (run, k) -> path from a flat list of cell paths (as Snakemake passes them).
+
+    Keeps only unguided (or only guided) JSON cells (other files are skipped); with ``runs``/``steps`` it keeps those and
+    raises if any (run, k) of their product is missing. Order follows ``runs`` x ``steps``.
+    """
+    found: dict[tuple[str, int], str] = {}
+    for path in paths:
+        if Path(path).suffix != ".json":
+            continue
+        run, k, g = parse_cell_path(path)
+        if g != guided:
+            continue
+        if (run, k) in found and str(found[(run, k)]) != str(path):
+            raise ValueError(f"two cells for run {run!r}, K={k}: {found[(run, k)]} and {path}")
+        found[(run, k)] = str(path)
+    if runs is None and steps is None:
+        return found
+    runs = list(runs) if runs is not None else list(dict.fromkeys(r for r, _ in found))
+    steps = [int(k) for k in steps] if steps is not None else sorted({k for _, k in found})
+    missing = [(r, k) for r in runs for k in steps if (r, k) not in found]
+    if missing:
+        kind = "guided" if guided else "unguided"
+        raise ValueError(f"no {kind} cell among the inputs for (run, K) = {missing}")
+    return {(r, k): found[(r, k)] for r in runs for k in steps}
+
+
+def descending(steps: Iterable[int]) -> list[int]:
+    """Step counts in the paper's column order (8, 4, 2, 1)."""
+    return sorted({int(k) for k in steps}, reverse=True)
+
+
+def train_seed(cells: Iterable[tuple[str | os.PathLike, dict]]):
+    """The training seed shared by some (path, cell) pairs; raises if they disagree."""
+    seeds = {}
+    for path, cell in cells:
+        seeds.setdefault(cell_value(cell, "train_seed", path), str(path))
+    if len(seeds) > 1:
+        raise ValueError(f"cells of one row disagree on train_seed: {seeds}")
+    return next(iter(seeds)) if seeds else None
+
+
+def sibling_csv(json_path: str | os.PathLike) -> Path:
+    """The per-point CSV beside a cell JSON."""
+    return Path(json_path).with_suffix(".csv")
+
+
+def _atomic(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table atomically (no index; floats round-trip exactly; NaN -> empty cell)."""
+    return _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save a matplotlib figure atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return _atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,75 @@
+"""Figure 2: sample quality (sliced W2) vs NFE, with and without self-guidance.
+
+NFE = K unguided and K + 1 guided (guidance costs one extra forward and backward pass).
+F2D2 methods: solid = unguided, dashed = guided (same colour); plus the teacher's Euler
+line. The plotted numbers go to a CSV beside the PNG (same stem). Snakemake:
+input.samples (flat list of unguided and ``_guided`` cells); params.methods,
+params.steps, params.config, params.teacher (optional, default "teacher"); output[0] the PNG.
+"""
+
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402  (selects the Agg backend)
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str) -> list[dict]:
+    rows = []
+    for k in steps:
+        if (run, k) not in cells:
+            raise KeyError(f"no {'guided' if guided else 'unguided'} sample cell for run {run!r}, K={k}")
+        path = cells[(run, k)]
+        cell = common.read_json(path)
+        rows.append({"method": common.method_label(run), "run": run, "guided": guided, "K": k,
+                     "nfe": k + 1 if guided else k,
+                     "sliced_w2": float(common.cell_value(cell, "sliced_w2", path)),
+                     "config": config, "seed": common.cell_value(cell, "train_seed", path)})
+    return rows
+
+
+def main(sample_cells: dict, guided_cells: dict, methods: list[str], steps: list[int], config: str, out: str,
+         teacher: str | None = "teacher") -> pd.DataFrame:
+    """Cells keyed by (run, k); ``methods`` are the F2D2 runs. Writes ``out`` (PNG) and its .csv."""
+    steps = sorted(int(k) for k in steps)
+    rows = []
+    if teacher:
+        rows += _points(teacher, sample_cells, steps, False, config)
+    for run in methods:
+        rows += _points(run, sample_cells, steps, False, config)
+        rows += _points(run, guided_cells, steps, True, config)
+    df = pd.DataFrame(rows, columns=["method", "run", "guided", "K", "nfe", "sliced_w2", "config", "seed"])
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    if teacher:
+        t = df[df.run == teacher]
+        ax.plot(t.nfe, t.sliced_w2, "o-", color="black", label=f"{common.method_label(teacher)} (teacher)")
+    for i, run in enumerate(methods):
+        color = f"C{i}"
+        for guided, style in ((False, "o-"), (True, "s--")):
+            d = df[(df.run == run) & (df.guided == guided)]
+            label = common.method_label(run) + (" + guidance" if guided else "")
+            ax.plot(d.nfe, d.sliced_w2, style, color=color, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("NFE")
+    ax.set_ylabel("sliced W2 (lower is better)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    common.save_figure(fig, out)
+    common.write_csv(df, Path(out).with_suffix(".csv"))
+    return df
+
+
+if "snakemake" in globals():
+    _p = snakemake.params  # noqa: F821
+    _teacher = getattr(_p, "teacher", "teacher")
+    _methods, _steps = list(_p.methods), [int(k) for k in _p.steps]
+    _runs = ([_teacher] if _teacher else []) + _methods
+    main(common.cells_from_paths(snakemake.input.samples, _runs, _steps),  # noqa: F821
+         common.cells_from_paths(snakemake.input.samples, _methods, _steps, guided=True),  # noqa: F821
+         _methods, _steps, str(_p.config), str(snakemake.output[0]), _teacher)  # noqa: F821

@@ -1,0 +1,67 @@
+"""Tables 5 and 6: ablation of one F2D2 hyperparameter (e.g. div_scale, lam).
+
+Rows: the baseline runs first (e.g. the non-F2D2 "Shortcut-Distill", its NLL from its
+own Euler cells; ``value`` empty), then one row per ablation value in the given order.
+Columns ``K{k}_nll_bpd``, ``K{k}_abs_err_nats``, ``K{k}_sw2`` for K = 8, 4, 2, 1, then
+``key``, ``value``, ``config``, ``seed``. Snakemake: input.nll, input.samples (flat lists);
+params.key, params.values, params.runs (one per value), params.baselines (optional),
+params.steps, params.config; output[0] the CSV.
+"""
+
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pandas as pd  # noqa: E402
+
+import common  # noqa: E402
+
+
+def _row(run: str, nll_cells: dict, sample_cells: dict, steps: list[int]) -> dict:
+    row = {"method": common.method_label(run), "run": run}
+    used = []
+    for k in steps:
+        for kind, cells in (("NLL", nll_cells), ("sample", sample_cells)):
+            if (run, k) not in cells:
+                raise KeyError(f"no {kind} cell for run {run!r}, K={k}")
+        n_path, s_path = nll_cells[(run, k)], sample_cells[(run, k)]
+        n, s = common.read_json(n_path), common.read_json(s_path)
+        used += [(n_path, n), (s_path, s)]
+        row[f"K{k}_nll_bpd"] = float(common.cell_value(n, "mean_bpd", n_path))
+        row[f"K{k}_abs_err_nats"] = float(common.cell_value(n, "mean_abs_err_nats", n_path))
+        row[f"K{k}_sw2"] = float(common.cell_value(s, "sliced_w2", s_path))
+    row["seed"] = common.train_seed(used)
+    return row
+
+
+def main(key: str, values: list, runs: list[str], baselines: list[str], nll_cells: dict, sample_cells: dict,
+         steps: list[int], config: str, out: str) -> pd.DataFrame:
+    """values[i] is the setting of ``key`` in training run runs[i]; cells keyed by (run, k). Writes ``out``."""
+    values, runs = list(values), list(runs)
+    if len(values) != len(runs):
+        raise ValueError(f"{len(values)} values {values} but {len(runs)} runs {runs}")
+    steps = common.descending(steps)
+    cols = ["method", "run"]
+    for k in steps:
+        cols += [f"K{k}_nll_bpd", f"K{k}_abs_err_nats", f"K{k}_sw2"]
+    cols += ["key", "value", "config", "seed"]
+    rows = []
+    for run in baselines or []:
+        rows.append({**_row(run, nll_cells, sample_cells, steps), "key": key, "value": None, "config": config})
+    for value, run in zip(values, runs):
+        rows.append({**_row(run, nll_cells, sample_cells, steps), "key": key, "value": value, "config": config})
+    df = pd.DataFrame(rows, columns=cols)
+    common.write_csv(df, out)
+    return df
+
+
+if "snakemake" in globals():
+    _p = snakemake.params  # noqa: F821
+    _base = list(getattr(_p, "baselines", None) or [])
+    _all, _steps = list(_p.runs) + _base, [int(k) for k in _p.steps]
+    main(str(_p.key), list(_p.values), list(_p.runs), _base,
+         common.cells_from_paths(snakemake.input.nll, _all, _steps),  # noqa: F821
+         common.cells_from_paths(snakemake.input.samples, _all, _steps),  # noqa: F821
+         _steps, str(_p.config), str(snakemake.output[0]))  # noqa: F821

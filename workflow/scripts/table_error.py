@@ -1,0 +1,78 @@
+"""Table 7: mean per-point |NLL - reference NLL| (nats) per method, K = 8, 4, 2, 1.
+
+The value is recomputed from the per-point CSVs (``K{k}.csv`` beside each cell JSON,
+``reference.csv`` beside the reference) and checked against the JSON's
+``mean_abs_err_nats``. Snakemake: input.nll (flat list of JSON cells), input.reference;
+params.methods, params.steps, params.config; output[0] the CSV.
+"""
+
+
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import common  # noqa: E402
+
+# The CSVs hold 9 significant digits, so a recomputed mean can differ from the JSON's
+# (computed before rounding) by about 1e-9 x |NLL|; that much is allowed on top of RTOL.
+RTOL = 1e-6
+CSV_DIGITS_TOL = 1e-9
+
+
+class CellMismatch(ValueError):
+    """A cell's JSON summary disagrees with its per-point CSV."""
+
+
+def abs_err(nll_csv, reference_csv) -> tuple[float, float]:
+    """(mean |nll - ref|, largest |NLL| in either) from two per-point CSVs of equal length."""
+    a = common.read_points_csv(nll_csv)["nll_nats"].to_numpy()
+    b = common.read_points_csv(reference_csv)["nll_nats"].to_numpy()
+    if len(a) != len(b):
+        raise CellMismatch(f"{nll_csv} has {len(a)} points but {reference_csv} has {len(b)}")
+    return float(np.mean(np.abs(a - b))), float(max(np.max(np.abs(a)), np.max(np.abs(b))))
+
+
+def checked_abs_err(cell_json, reference_csv, rtol: float = RTOL) -> float:
+    """The recomputed mean |NLL - reference|; raises CellMismatch if the cell JSON says otherwise."""
+    csv = common.sibling_csv(cell_json)
+    value, scale = abs_err(csv, reference_csv)
+    stated = float(common.cell_value(common.read_json(cell_json), "mean_abs_err_nats", cell_json))
+    if not math.isclose(value, stated, rel_tol=rtol, abs_tol=CSV_DIGITS_TOL * scale):
+        raise CellMismatch(f"{cell_json}: mean_abs_err_nats = {stated!r} but {csv} vs {reference_csv} gives "
+                           f"{value!r} (relative difference {abs(value - stated) / max(abs(stated), 1e-300):.3g}, "
+                           f"allowed {rtol:g}); the cell files are inconsistent")
+    return value
+
+
+def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], config: str, out: str,
+         rtol: float = RTOL) -> pd.DataFrame:
+    """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV)."""
+    steps = common.descending(steps)
+    ref_csv = common.sibling_csv(reference)
+    cols = ["method", "run"] + [f"K{k}_abs_err_nats" for k in steps] + ["config", "seed"]
+    rows = []
+    for run in methods:
+        row = {"method": common.method_label(run), "run": run}
+        used = []
+        for k in steps:
+            if (run, k) not in nll_cells:
+                raise KeyError(f"no NLL cell for run {run!r}, K={k}")
+            path = nll_cells[(run, k)]
+            used.append((path, common.read_json(path)))
+            row[f"K{k}_abs_err_nats"] = checked_abs_err(path, ref_csv, rtol)
+        row.update(config=config, seed=common.train_seed(used))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=cols)
+    common.write_csv(df, out)
+    return df
+
+
+if "snakemake" in globals():
+    _methods, _steps = list(snakemake.params.methods), [int(k) for k in snakemake.params.steps]  # noqa: F821
+    main(common.cells_from_paths(snakemake.input.nll, _methods, _steps), str(snakemake.input.reference),  # noqa: F821
+         _methods, _steps, str(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821

@@ -1,0 +1,57 @@
+"""Table 4: wall time of few-step sampling and few-step NLL per method, K = 8, 4, 2, 1.
+
+Columns ``K{k}_sample_seconds`` (sampling n points), ``K{k}_ms_per_sample``
+(seconds / n * 1000), ``K{k}_nll_seconds``, then ``reference_nll_seconds`` (the teacher's
+dopri5 reference, same on every row). Snakemake: input.nll, input.samples (flat lists),
+input.reference; params.methods, params.steps, params.config; output[0] the CSV.
+"""
+
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pandas as pd  # noqa: E402
+
+import common  # noqa: E402
+
+
+def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int],
+         config: str, out: str) -> pd.DataFrame:
+    """Build Table 4 from cells keyed by (run, k) and write it to ``out`` (CSV)."""
+    steps = common.descending(steps)
+    ref = common.read_json(reference)
+    ref_seconds = float(common.cell_value(ref, "seconds", reference))
+    cols = ["method", "run"]
+    for k in steps:
+        cols += [f"K{k}_sample_seconds", f"K{k}_ms_per_sample", f"K{k}_nll_seconds"]
+    cols += ["reference_nll_seconds", "config", "seed"]
+    rows = []
+    for run in methods:
+        row = {"method": common.method_label(run), "run": run}
+        used = []
+        for k in steps:
+            for kind, cells in (("sample", sample_cells), ("NLL", nll_cells)):
+                if (run, k) not in cells:
+                    raise KeyError(f"no {kind} cell for run {run!r}, K={k}")
+            s_path, n_path = sample_cells[(run, k)], nll_cells[(run, k)]
+            s, n = common.read_json(s_path), common.read_json(n_path)
+            used += [(s_path, s), (n_path, n)]
+            seconds = float(common.cell_value(s, "seconds", s_path))
+            row[f"K{k}_sample_seconds"] = seconds
+            row[f"K{k}_ms_per_sample"] = seconds / int(common.cell_value(s, "n", s_path)) * 1000.0
+            row[f"K{k}_nll_seconds"] = float(common.cell_value(n, "seconds", n_path))
+        row.update(reference_nll_seconds=ref_seconds, config=config, seed=common.train_seed(used))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=cols)
+    common.write_csv(df, out)
+    return df
+
+
+if "snakemake" in globals():
+    _methods, _steps = list(snakemake.params.methods), [int(k) for k in snakemake.params.steps]  # noqa: F821
+    main(common.cells_from_paths(snakemake.input.nll, _methods, _steps),  # noqa: F821
+         common.cells_from_paths(snakemake.input.samples, _methods, _steps),  # noqa: F821
+         str(snakemake.input.reference), _methods, _steps,  # noqa: F821
+         str(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821
