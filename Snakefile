@@ -12,7 +12,11 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The default config, unless --configfile names another (which then replaces it instead of being
+# merged over it, so that no stage or ablation of the default leaks into another experiment).
+if not workflow.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "config/schema.yaml")
