@@ -131,3 +131,18 @@ def test_f2d2_chain_trains_and_evaluates_from_the_cli(trained, capsys):
     assert main(["sample", "--checkpoint", ckpt, "--n", "40", "--steps", "1", "--out", str(plain)]) == 0
     guided = np.load(trained / "guided.npy")
     assert guided.shape == (40, 2) and not np.allclose(guided, np.load(plain))
+
+
+def test_atomic_writes_leave_readable_files_and_no_temporaries(tmp_path):
+    import os
+    import stat
+
+    from f2d2.fileio import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

@@ -9,7 +9,6 @@ adaptive-solver reference is ``OUT/eval/nll/teacher/reference.json``.
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -18,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
+
+from f2d2.fileio import atomic_path  # noqa: E402
 
 # Training-run name -> label used in the paper, in the paper's order.
 METHOD_LABELS: dict[str, str] = {
@@ -139,20 +140,10 @@ def sibling_csv(json_path: str | os.PathLike) -> Path:
 
 
 def _atomic(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path`` (f2d2.fileio)."""
+    with atomic_path(path) as tmp:
+        write(str(tmp))
+    return Path(path)
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -4,22 +4,19 @@ size x size points over [lo, hi]^2 in row-major order, x varying fastest; grid.j
 """
 
 import json
-import os
-import tempfile
 
 import numpy as np
+
+from f2d2.fileio import atomic_path, atomic_write_text
 
 
 def main(lo: float, hi: float, size: int, points_out: str, meta_out: str) -> None:
     xs = np.linspace(lo, hi, size, dtype=np.float32)
     gx, gy = np.meshgrid(xs, xs)  # gy varies along rows: index = row * size + col
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    for path, write in ((points_out, lambda f: np.save(f, grid)),
-                        (meta_out, lambda f: f.write(json.dumps({"lo": lo, "hi": hi, "size": size}).encode()))):
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
+    with atomic_path(points_out) as tmp:
+        np.save(tmp, grid)
+    atomic_write_text(meta_out, json.dumps({"lo": lo, "hi": hi, "size": size}))
 
 
 if "snakemake" in globals():
