@@ -135,7 +135,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 
 def test_paper_presets_list_the_whole_dag():
-    for preset in ("checkerboard.yaml",):
+    for preset in ("checkerboard.yaml", "cifar10.yaml", "imagenet64.yaml"):
         proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", str(ROOT / "config" / preset), "--quiet", "rules"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]

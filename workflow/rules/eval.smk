@@ -24,10 +24,11 @@ rule reference_nll:
         ckpt=checkpoint("teacher"),
         atol=EVAL["reference"]["atol"],
         rtol=EVAL["reference"]["rtol"],
+        div=EVAL["reference"].get("div", "exact"),
         device=device("eval"),
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --reference "
-        "--atol {params.atol} --rtol {params.rtol} --device {params.device} "
+        "--atol {params.atol} --rtol {params.rtol} --div {params.div} --device {params.device} "
         "--out {output.csv} --summary {output.json}"
 
 
