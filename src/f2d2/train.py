@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, warm_start
-from .data import make_dataset
+from .data import Dataset2D, make_dataset
 from .fileio import atomic_write_text
 from .nets import build_model
 from .objectives import build_objective
@@ -32,25 +32,25 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term is NaN or inf; the message names the step and every term."""
 
 
-def prepare_run(run_cfg: dict) -> dict:
-    """Fill in what the data determines (the model's input dimension) and check the pieces build."""
+def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D]:
+    """The run's dataset, and a plain copy of the config with what the data and objective determine
+    filled in (the model's input dimension, whether it is a flow map)."""
     run = json.loads(json.dumps(run_cfg))  # a plain, YAML/JSON-safe copy
     data = make_dataset(run["data"])
     run["model"].setdefault("dim", data.dim)
     run["model"]["flow_map"] = run["objective"]["name"] != "flow_matching"
-    return run
+    return run, data
 
 
 def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
     """Train one run to ``train.steps`` steps; returns the path of the final checkpoint."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    run = prepare_run(run_cfg)
+    run, data = prepare_run(run_cfg)
     tr = run["train"]
     device = torch.device(tr["device"])
 
     torch.manual_seed(run["seed"])
-    data = make_dataset(run["data"])
     model = build_model(run["model"]).to(device)
     objective = build_objective(run["objective"], device=tr["device"])
     if tr["init_from"] is not None:

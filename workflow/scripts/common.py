@@ -54,6 +54,14 @@ def read_json(path: str | os.PathLike) -> dict:
 read_cell = read_json
 
 
+def cell(cells: dict, run: str, k: int, kind: str) -> tuple[str, dict]:
+    """(path, content) of the ``kind`` cell (run, K) in ``cells``; a clear error when it is missing."""
+    if (run, k) not in cells:
+        raise KeyError(f"no {kind} cell for run {run!r}, K={k}")
+    path = cells[(run, k)]
+    return path, read_json(path)
+
+
 def cell_value(cell: dict, key: str, path: str | os.PathLike = "?"):
     """``cell[key]``, with an error naming the file when the key is missing."""
     if key not in cell:

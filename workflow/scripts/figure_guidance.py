@@ -22,10 +22,7 @@ import pandas as pd  # noqa: E402
 def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str) -> list[dict]:
     rows = []
     for k in steps:
-        if (run, k) not in cells:
-            raise KeyError(f"no {'guided' if guided else 'unguided'} sample cell for run {run!r}, K={k}")
-        path = cells[(run, k)]
-        cell = common.read_json(path)
+        path, cell = common.cell(cells, run, k, "guided sample" if guided else "unguided sample")
         rows.append({"method": common.method_label(run), "run": run, "guided": guided, "K": k,
                      "nfe": k + 1 if guided else k,
                      "sliced_w2": float(common.cell_value(cell, "sliced_w2", path)),

@@ -23,11 +23,8 @@ def _row(run: str, nll_cells: dict, sample_cells: dict, steps: list[int]) -> dic
     row = {"method": common.method_label(run), "run": run}
     used = []
     for k in steps:
-        for kind, cells in (("NLL", nll_cells), ("sample", sample_cells)):
-            if (run, k) not in cells:
-                raise KeyError(f"no {kind} cell for run {run!r}, K={k}")
-        n_path, s_path = nll_cells[(run, k)], sample_cells[(run, k)]
-        n, s = common.read_json(n_path), common.read_json(s_path)
+        n_path, n = common.cell(nll_cells, run, k, "NLL")
+        s_path, s = common.cell(sample_cells, run, k, "sample")
         used += [(n_path, n), (s_path, s)]
         row[f"K{k}_nll_bpd"] = float(common.cell_value(n, "mean_bpd", n_path))
         row[f"K{k}_abs_err_nats"] = float(common.cell_value(n, "mean_abs_err_nats", n_path))

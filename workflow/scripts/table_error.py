@@ -60,10 +60,8 @@ def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], 
         row = {"method": common.method_label(run), "run": run}
         used = []
         for k in steps:
-            if (run, k) not in nll_cells:
-                raise KeyError(f"no NLL cell for run {run!r}, K={k}")
-            path = nll_cells[(run, k)]
-            used.append((path, common.read_json(path)))
+            path, content = common.cell(nll_cells, run, k, "NLL")
+            used.append((path, content))
             row[f"K{k}_abs_err_nats"] = checked_abs_err(path, ref_csv, rtol)
         row.update(config=config, seed=common.train_seed(used))
         rows.append(row)

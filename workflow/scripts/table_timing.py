@@ -32,11 +32,8 @@ def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str]
         row = {"method": common.method_label(run), "run": run}
         used = []
         for k in steps:
-            for kind, cells in (("sample", sample_cells), ("NLL", nll_cells)):
-                if (run, k) not in cells:
-                    raise KeyError(f"no {kind} cell for run {run!r}, K={k}")
-            s_path, n_path = sample_cells[(run, k)], nll_cells[(run, k)]
-            s, n = common.read_json(s_path), common.read_json(n_path)
+            s_path, s = common.cell(sample_cells, run, k, "sample")
+            n_path, n = common.cell(nll_cells, run, k, "NLL")
             used += [(s_path, s), (n_path, n)]
             seconds = float(common.cell_value(s, "seconds", s_path))
             row[f"K{k}_sample_seconds"] = seconds

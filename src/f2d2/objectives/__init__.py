@@ -24,15 +24,20 @@ OBJECTIVES: dict[str, Callable[..., object]] = {
     "meanflow": functools.partial(MeanFlow, f2d2=False),
     "meanflow_f2d2": functools.partial(MeanFlow, f2d2=True),
 }
-F2D2_OBJECTIVES = {name for name in OBJECTIVES if name.endswith("_f2d2")}
+
+
+def _parameters(name: str) -> tuple[set[str], set[str]]:
+    """(constructor parameters, those the registry fixes) of objective ``name``."""
+    build = OBJECTIVES[name]
+    if isinstance(build, functools.partial):
+        return set(inspect.signature(build.func).parameters), set(build.keywords)
+    return set(inspect.signature(build).parameters), set()
 
 
 def objective_options(name: str) -> set[str]:
     """The config keys objective ``name`` accepts (besides ``name``)."""
-    build = OBJECTIVES[name]
-    fixed = set(build.keywords) if isinstance(build, functools.partial) else set()
-    target = build.func if isinstance(build, functools.partial) else build
-    return set(inspect.signature(target).parameters) - fixed - {"self", "device"}
+    params, fixed = _parameters(name)
+    return params - fixed - {"self", "device"}
 
 
 def build_objective(cfg: dict, device: str = "cpu"):
@@ -45,10 +50,9 @@ def build_objective(cfg: dict, device: str = "cpu"):
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ValueError(f"objective {name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}")
-    target = OBJECTIVES[name].func if isinstance(OBJECTIVES[name], functools.partial) else OBJECTIVES[name]
-    if "device" in inspect.signature(target).parameters:
+    if "device" in _parameters(name)[0]:
         cfg["device"] = device
     return OBJECTIVES[name](**cfg)
 
 
-__all__ = ["F2D2_OBJECTIVES", "OBJECTIVES", "FlowMatching", "MeanFlow", "Shortcut", "build_objective"]
+__all__ = ["OBJECTIVES", "FlowMatching", "MeanFlow", "Shortcut", "build_objective"]
