@@ -63,7 +63,7 @@ def test_cli_submit_inline(tmp_path, capsys):
     record = json.loads((logs / "job.json").read_text())
     assert record["state"] == "COMPLETED" and record["cluster"] == "inline"
     assert record["resources"] == {"partition": None, "gpus": 0, "cpus": 1, "mem_gb": 4, "time_min": 60,
-                                   "tasks_per_node": 1}
+                                   "tasks_per_node": 1, "signal_delay_s": 90}
 
     # a job that fails inline: exit code 1, the job id and the CLI's own error
     capsys.readouterr()

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--mem-gb", type=float, default=4, help="memory in GB (default 4)")
     j.add_argument("--time-min", type=int, default=60, help="time limit in minutes (default 60)")
     j.add_argument("--tasks-per-node", type=int, default=1, help="tasks per node, each runs the command (default 1)")
+    j.add_argument("--signal-delay-s", type=int, default=90,
+                   help="on SLURM, seconds before the time limit at which the job is told to checkpoint and "
+                        "requeue (default 90)")
     j.add_argument("--job-name", default=None, help="job name (default: f2d2-<subcommand>)")
     j.add_argument("job", nargs="*", metavar="-- COMMAND",
                    help="the f2d2 command to run, after '--', e.g. -- train --config c.yaml --workdir w")
@@ -124,7 +127,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
         source = " (the default, from $F2D2_CLUSTER)" if os.environ.get("F2D2_CLUSTER") == args.cluster else ""
         raise ValueError(f"--cluster {args.cluster!r}{source} is not one of {', '.join(CLUSTERS)}")
     resources = Resources(partition=args.partition, gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb,
-                          time_min=args.time_min, tasks_per_node=args.tasks_per_node)
+                          time_min=args.time_min, tasks_per_node=args.tasks_per_node,
+                          signal_delay_s=args.signal_delay_s)
     submit(args.job, cluster=args.cluster, log_dir=args.log_dir, resources=resources,
            job_name=args.job_name or f"f2d2-{args.job[0]}")
 

@@ -26,6 +26,9 @@ from typing import Any, Iterator
 from .fileio import atomic_write_text
 
 CLUSTERS = ("inline", "local", "slurm")
+# How often a job may be cut off by its time limit and requeued (submitit's default, 3, ends long
+# trainings on short partitions too early); preemptions do not count.
+MAX_TIME_LIMIT_REQUEUES = 50
 TAIL_LINES = 30
 
 
@@ -43,11 +46,13 @@ class Resources:
     mem_gb: float = 4
     time_min: int = 60
     tasks_per_node: int = 1
+    signal_delay_s: int = 90  # SLURM warns the job (SIGUSR2) this long before the time limit
 
     def __post_init__(self) -> None:
         checks = [("gpus", self.gpus, 0, "an integer >= 0"), ("cpus", self.cpus, 1, "an integer >= 1"),
                   ("time_min", self.time_min, 1, "an integer >= 1 (minutes)"),
-                  ("tasks_per_node", self.tasks_per_node, 1, "an integer >= 1")]
+                  ("tasks_per_node", self.tasks_per_node, 1, "an integer >= 1"),
+                  ("signal_delay_s", self.signal_delay_s, 0, "an integer >= 0 (seconds)")]
         for name, value, low, allowed in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"Resources.{name}={value!r} is not allowed; it must be {allowed}")
@@ -58,20 +63,45 @@ class Resources:
                              "string or None (the cluster's default partition)")
 
 
-def run_cli(argv: list[str]) -> int:
-    """What the job executes: ``f2d2.cli.main(argv)``; a non-zero exit code becomes a RuntimeError.
+class CliJob:
+    """What a job executes: ``f2d2.cli.main(argv)``; a non-zero exit code becomes a RuntimeError.
 
-    The CLI has already printed the reason to the job's stderr.
+    Checkpointable for submitit: on preemption or ahead of the time limit submitit calls
+    :meth:`checkpoint` and requeues the job, which then runs the same command again (training resumes
+    from its own checkpoint, saved on the signal: :mod:`f2d2.preemption`). With several tasks it
+    exports the torch.distributed variables first (:mod:`f2d2.distributed`).
     """
-    from .cli import main
+
+    def __call__(self, argv: list[str]) -> int:
+        from .cli import build_parser, main
+
+        _export_distributed_env()
+        try:  # usage errors; submitit would otherwise record no result at all
+            build_parser().parse_args(list(argv))
+        except SystemExit as e:
+            raise RuntimeError(f"f2d2 {' '.join(argv)}: invalid command (exit code {e.code})") from None
+        code = main(list(argv))  # a SystemExit from here on is submitit's requeue: let it through
+        if code != 0:
+            raise RuntimeError(f"f2d2 {' '.join(argv)} exited with code {code}")
+        return code
+
+    def checkpoint(self, argv: list[str]) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(CliJob(), argv)
+
+
+def _export_distributed_env() -> None:
+    """In a submitit job of several tasks: RANK, WORLD_SIZE, MASTER_ADDR, ... for torch.distributed."""
+    import submitit
 
     try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse's usage errors; submitit would otherwise record no result at all
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    if code != 0:
-        raise RuntimeError(f"f2d2 {' '.join(argv)} exited with code {code}")
-    return code
+        env = submitit.JobEnvironment()
+        tasks = env.num_tasks
+    except RuntimeError:  # not inside a submitit job (inline)
+        return
+    if tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def _now() -> str:
@@ -178,8 +208,10 @@ def _executor_parameters(cluster: str, resources: Resources, job_name: str) -> d
         "mem_gb": float(resources.mem_gb),
         "tasks_per_node": int(resources.tasks_per_node),
     }
-    if cluster == "slurm" and resources.partition is not None:
-        params["slurm_partition"] = resources.partition
+    if cluster == "slurm":
+        params["slurm_signal_delay_s"] = int(resources.signal_delay_s)
+        if resources.partition is not None:
+            params["slurm_partition"] = resources.partition
     return params
 
 
@@ -231,7 +263,7 @@ def _submit_inline(argv: list[str], command: str, record: dict[str, Any], write:
                   stderr="(this process's stderr)", state="RUNNING", started=_now())
     write()
     try:
-        run_cli(argv)
+        CliJob()(argv)
     except Exception as e:
         write("FAILED")
         tail = "\n".join(traceback.format_exc().rstrip("\n").splitlines()[-TAIL_LINES:])
@@ -254,9 +286,10 @@ def _submit_and_wait(argv: list[str], command: str, cluster: str, log_dir: Path,
     from submitit.core.utils import FailedJobError
 
     try:  # no SLURM here ("Could not detect srun"), sbatch refused it (bad partition, ...)
-        executor = submitit.AutoExecutor(folder=log_dir, cluster=cluster)
+        executor = submitit.AutoExecutor(folder=log_dir, cluster=cluster,
+                                         slurm_max_num_timeout=MAX_TIME_LIMIT_REQUEUES)
         executor.update_parameters(**_executor_parameters(cluster, resources, job_name))
-        job = executor.submit(run_cli, argv)
+        job = executor.submit(CliJob(), argv)
     except Exception as e:
         write("FAILED")
         raise LaunchError(f"could not submit {command} to cluster {cluster!r}: {e} "

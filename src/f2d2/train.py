@@ -3,7 +3,10 @@
 ``train(run_cfg, workdir)`` writes into ``workdir``:
 ``config.yaml`` (the resolved run config), ``metrics.jsonl`` (one line per logged
 step) and ``checkpoint.pt``. Started again on the same workdir it resumes from the
-checkpoint and ends in the same state as an uninterrupted run.
+checkpoint and ends in the same state as an uninterrupted run. A stop signal (SLURM
+preemption or time limit, ``scancel``) saves a checkpoint at the end of the current step
+(:mod:`f2d2.preemption`). Under several processes (:mod:`f2d2.distributed`) each rank trains on
+``batch_size / world`` points and rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, warm_start
+from .config import ConfigError
 from .data import Dataset2D, make_dataset
+from .distributed import Group, init_from_env, shutdown
 from .fileio import atomic_write_text
 from .nets import build_model
 from .objectives import build_objective
+from .preemption import StopSignals
 
 CHECKPOINT = "checkpoint.pt"
+RANK_SEED_STRIDE = 1_000_003  # rank r's generator starts from seed + r * stride
 METRICS = "metrics.jsonl"
 
 
@@ -45,21 +52,37 @@ def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D]:
 def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
     """Train one run to ``train.steps`` steps; returns the path of the final checkpoint."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     run, data = prepare_run(run_cfg)
     tr = run["train"]
+    group = init_from_env(torch.device(tr["device"]).type)
+    try:
+        return _train(run, data, workdir, group, progress and group.is_main)
+    finally:
+        shutdown(group)
+
+
+def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bool) -> Path:
+    tr = run["train"]
+    if tr["batch_size"] % group.world:
+        raise ConfigError(f"train.batch_size = {tr['batch_size']} is not divisible by the number of "
+                          f"processes ({group.world}); use a multiple of {group.world}")
     device = torch.device(tr["device"])
+    if device.type == "cuda" and group.world > 1:
+        device = torch.device("cuda", group.local_rank)
+        torch.cuda.set_device(device)
+    workdir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(run["seed"])
     model = build_model(run["model"]).to(device)
-    objective = build_objective(run["objective"], device=tr["device"])
+    objective = build_objective(run["objective"], device=device)
     if tr["init_from"] is not None:
         warm_start(model, tr["init_from"])
+    group.broadcast_(model.state_dict().values())
     opt = torch.optim.RAdam(model.parameters(), lr=tr["lr"])
     warmup = tr["warmup"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) if warmup else 1.0)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tr["ema_decay"]), use_buffers=True)
-    gen = torch.Generator(device).manual_seed(run["seed"])
+    gen = torch.Generator(device).manual_seed(run["seed"] + RANK_SEED_STRIDE * group.rank)
     step = 0
 
     ckpt_path = workdir / CHECKPOINT
@@ -74,53 +97,80 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["rng"]["data"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        rng = _rank_rng(ckpt, group, ckpt_path)
+        gen.set_state(rng["data"])
+        torch.set_rng_state(rng["torch"])
         step = ckpt["step"]
-    atomic_write_text(workdir / "config.yaml", yaml.safe_dump(run, sort_keys=False))
-    _truncate_log(workdir / METRICS, step)
+        if group.is_main:
+            print(f"resuming from {ckpt_path} at step {step}", flush=True)
+    if group.is_main:
+        atomic_write_text(workdir / "config.yaml", yaml.safe_dump(run, sort_keys=False))
+        _truncate_log(workdir / METRICS, step)
 
     def save() -> None:
-        save_checkpoint(
-            ckpt_path,
-            {
-                "config": run,
-                "step": step,
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()},
-            },
-        )
+        rngs = group.gather({"data": gen.get_state(), "torch": torch.get_rng_state()})
+        if not group.is_main:
+            return
+        payload = {
+            "config": run,
+            "step": step,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": rngs[0],
+        }
+        if group.world > 1:
+            payload["rng_by_rank"] = rngs
+        save_checkpoint(ckpt_path, payload)
 
     model.train()
     t_start = time.time()
-    with open(workdir / METRICS, "a") as log, tqdm(
-        total=tr["steps"], initial=step, disable=not progress, desc=f"train {run['objective']['name']}", mininterval=2
-    ) as bar:
-        while step < tr["steps"]:
-            x1 = data.sample(tr["batch_size"], gen).to(device)
-            terms = objective(model, x1, gen)
-            _check_finite(terms, step + 1)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if tr["grad_clip"] is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tr["grad_clip"])
-            opt.step()
-            sched.step()
-            ema.update_parameters(model)
-            step += 1
-            bar.update(1)
-            if step % tr["log_every"] == 0 or step == tr["steps"]:
-                row = {"step": step, "lr": sched.get_last_lr()[0], "time": round(time.time() - t_start, 3)}
-                row.update({k: float(v.detach()) for k, v in terms.items()})
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{row['loss']:.4g}")
-            if step % tr["ckpt_every"] == 0 or step == tr["steps"]:
-                save()
+    local_batch = tr["batch_size"] // group.world
+    log = open(workdir / METRICS, "a") if group.is_main else None
+    try:
+        with StopSignals() as stop, tqdm(total=tr["steps"], initial=step, disable=not progress,
+                                         desc=f"train {run['objective']['name']}", mininterval=2) as bar:
+            while step < tr["steps"]:
+                x1 = data.sample(local_batch, gen).to(device)
+                terms = objective(model, x1, gen)
+                opt.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                values, stopping = group.sync_step(model.parameters(), terms, bool(stop.pending))
+                _check_finite(values, step + 1)
+                if tr["grad_clip"] is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tr["grad_clip"])
+                opt.step()
+                sched.step()
+                ema.update_parameters(model)
+                step += 1
+                bar.update(1)
+                if log is not None and (step % tr["log_every"] == 0 or step == tr["steps"]):
+                    row = {"step": step, "lr": sched.get_last_lr()[0], "time": round(time.time() - t_start, 3)}
+                    row.update(values)
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                if step % tr["ckpt_every"] == 0 or step == tr["steps"] or stopping:
+                    save()
+                if stopping:
+                    if group.is_main:
+                        print(f"stop signal: saved {ckpt_path} at step {step}", flush=True)
+                    stop.deliver()
+    finally:
+        if log is not None:
+            log.close()
+    group.barrier()
     return ckpt_path
+
+
+def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
+    """This rank's generator states from a checkpoint; the number of processes must not change."""
+    by_rank = ckpt.get("rng_by_rank", [ckpt["rng"]])
+    if len(by_rank) != group.world:
+        raise RuntimeError(f"{path} was written by {len(by_rank)} training process(es); resume it with "
+                           f"{len(by_rank)}, not {group.world} (or start a fresh workdir)")
+    return by_rank[group.rank]
 
 
 def _resume_key(run: dict) -> dict:
@@ -129,8 +179,7 @@ def _resume_key(run: dict) -> dict:
     return {**run, "train": tr}
 
 
-def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
-    values = {k: float(v.detach()) for k, v in terms.items()}
+def _check_finite(values: dict[str, float], step: int) -> None:
     if not all(math.isfinite(v) for v in values.values()):
         listing = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
         raise NonFiniteLossError(

@@ -90,6 +90,9 @@ def submit(kind, log_dir, job_name):
     parts = ["f2d2", "submit", "--cluster", CLUSTER, "--log-dir", log_dir, "--job-name", job_name,
              "--gpus", str(res["gpus"]), "--cpus", str(res["cpus"]), "--mem-gb", str(res["mem_gb"]),
              "--time-min", str(res["time_min"])]
+    for key in ("tasks_per_node", "signal_delay_s"):
+        if key in res:
+            parts += ["--" + key.replace("_", "-"), str(res[key])]
     partition = res.get("partition") or os.environ.get("F2D2_PARTITION")
     if partition:
         parts += ["--partition", partition]

@@ -1,0 +1,205 @@
+"""Against the real single-node SLURM cluster that scripts/test.sh starts (slurmctld, slurmd, slurmdbd,
+munge, MariaDB): jobs are real SLURM jobs (checked in SLURM's accounting, `sacct`), preemption and time
+limits requeue a training job that resumes to the same result, a failing job reports its id, error and
+logs, and Snakemake waits for many jobs without spinning."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from f2d2.checkpoint import load_checkpoint
+from f2d2.config import resolve_run
+from f2d2.train import train
+
+pytestmark = pytest.mark.slurm
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STEPS, CKPT_EVERY = 4000, 1000
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
+
+
+def env() -> dict:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+
+
+def train_config(tmp: Path) -> Path:
+    """One flow-matching run of ~10-20 s on one CPU: long enough to be interrupted."""
+    cfg = {"seed": 4, "data": {"name": "checkerboard"},
+           "model": {"arch": "mlp", "hidden": 64, "depth": 3, "time_freqs": 4},
+           "objective": {"name": "flow_matching"},
+           "train": {"steps": STEPS, "batch_size": 256, "lr": 1e-3, "warmup": 10, "ema_decay": 0.99,
+                     "log_every": 100, "ckpt_every": CKPT_EVERY},
+           "stages": {"fm": {}}}
+    path = tmp / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def submit_cmd(workdir: Path, config: Path, partition: str, *extra: str, train_args: tuple = ()) -> list[str]:
+    return [str(BIN / "f2d2"), "submit", "--cluster", "slurm", "--partition", partition,
+            "--log-dir", str(workdir / "logs"), *extra, "--", "train", "--config", str(config), "--stage", "fm",
+            "--workdir", str(workdir), "--no-progress", *train_args]
+
+
+def job_id(log_dir: Path, timeout: float = 30) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            jid = json.loads((log_dir / "job.json").read_text())["job_id"]
+        except (OSError, ValueError, KeyError):
+            jid = None
+        if jid:
+            return str(jid)
+        time.sleep(0.2)
+    raise AssertionError(f"no job id in {log_dir / 'job.json'} after {timeout}s")
+
+
+def sacct(*job_ids: str, timeout: float = 30) -> list[dict]:
+    """SLURM's accounting records (one per attempt: -D) of the jobs' allocations, once all have ended."""
+    fields = ["JobID", "JobName", "State", "ExitCode", "Submit", "Start", "End"]
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(job_ids), "-o", ",".join(fields)],
+                             capture_output=True, text=True, check=True).stdout
+        rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
+        last = {r["JobID"]: r["State"].split()[0] for r in rows}
+        if set(last) == set(job_ids) and all(s in FINAL for s in last.values()):
+            return rows
+        if time.time() > deadline:
+            raise AssertionError(f"sacct has no final record for all of {job_ids} after {timeout}s: {rows}")
+        time.sleep(0.5)
+
+
+def wait_for_progress(workdir: Path, lines: int, timeout: float = 90) -> None:
+    log = workdir / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= lines:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{log} did not reach {lines} lines in {timeout}s")
+
+
+def log_rows(workdir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same run, uninterrupted, in this process."""
+    tmp = tmp_path_factory.mktemp("reference")
+    config = train_config(tmp)
+    torch.set_num_threads(1)
+    train(resolve_run(yaml.safe_load(config.read_text()), "fm"), tmp / "run", progress=False)
+    return config, tmp / "run"
+
+
+def assert_same_run(workdir: Path, ref: Path) -> None:
+    got, want = load_checkpoint(workdir / "checkpoint.pt"), load_checkpoint(ref / "checkpoint.pt")
+    assert got["step"] == want["step"] == STEPS
+    for part in ("model", "ema"):
+        different = [k for k in want[part] if not torch.equal(got[part][k], want[part][k])]
+        assert not different, f"{part} tensors differ from the uninterrupted run: {different}"
+    assert log_rows(workdir) == log_rows(ref)
+
+
+def logged_steps(log_dir: Path, jid: str, what: str) -> list[int]:
+    """Steps of the job's 'stop signal: saved ...' or 'resuming from ...' lines, over all attempts."""
+    text = "".join(p.read_text(errors="replace") for p in sorted(log_dir.glob(f"{jid}_*_log.out")))
+    return [int(s) for s in re.findall(rf"{what} \S+ at step (\d+)", text)]
+
+
+def test_job_is_a_slurm_job_and_the_wait_does_not_spin(tmp_path, slurm_cluster, reference):
+    config, _ = reference
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    proc = subprocess.run(submit_cmd(tmp_path / "run", config, slurm_cluster, "--job-name", "f2d2-probe"),
+                          env=env(), capture_output=True, text=True, timeout=300)
+    wall = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert proc.returncode == 0, proc.stderr
+    jid = job_id(tmp_path / "run" / "logs")
+    (record,) = sacct(jid)
+    assert record["State"] == "COMPLETED" and record["JobName"] == "f2d2-probe" and record["ExitCode"] == "0:0"
+    assert json.loads((tmp_path / "run" / "logs" / "job.json").read_text())["state"] == "COMPLETED"
+    # The job ran under slurmd, not under the waiting process: the waiter's CPU time is its own.
+    waiter_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    overhead = _seconds(record["Start"]) - _seconds(record["Submit"])
+    print(f"\nwall {wall:.1f}s, waiter CPU {waiter_cpu:.2f}s, SLURM submit-to-start {overhead:.0f}s")
+    assert waiter_cpu < 0.25 * wall, f"the waiting `f2d2 submit` used {waiter_cpu:.1f}s CPU in {wall:.1f}s"
+
+
+def _seconds(stamp: str) -> float:
+    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+
+
+@pytest.mark.parametrize("how", ["preempt-signal", "scontrol-requeue"])
+def test_interrupted_training_requeues_and_ends_like_an_uninterrupted_run(tmp_path, slurm_cluster, reference, how):
+    config, ref = reference
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(submit_cmd(workdir, config, slurm_cluster), env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    jid = job_id(workdir / "logs")
+    wait_for_progress(workdir, lines=5)  # step 500 of 4000: mid-training, before the first checkpoint
+    if how == "preempt-signal":  # what SLURM sends ahead of preemption / the time limit (submitit's signal)
+        subprocess.run(["scancel", "--signal=USR2", jid], check=True)
+    else:
+        subprocess.run(["scontrol", "requeue", jid], check=True)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    attempts = sacct(jid)
+    assert [a["State"].split()[0] for a in attempts] == ["REQUEUED", "COMPLETED"], attempts
+    # The signal saved a checkpoint at the end of the step it arrived in (not at a multiple of ckpt_every);
+    # the requeued job resumed from it or, after SIGTERM (training goes on until SLURM's SIGKILL), a later one.
+    (saved,) = logged_steps(workdir / "logs", jid, "stop signal: saved")
+    (resumed,) = logged_steps(workdir / "logs", jid, "resuming from")
+    assert 0 < saved < STEPS and saved % CKPT_EVERY != 0 and saved <= resumed < STEPS, (saved, resumed)
+    assert_same_run(workdir, ref)
+
+
+def test_time_limit_checkpoints_requeues_and_finishes(tmp_path, slurm_cluster, reference):
+    """A 1-minute limit, warned 58 s ahead: SLURM sends the warning at its first time-limit check (every
+    30 s) after the job's second second. The same run as the reference, with a checkpoint after every
+    step (the resume allows ckpt_every to change), takes well over 30 s, so the first attempt is cut
+    off; the run still ends in the uninterrupted run's state."""
+    config, ref = reference
+    workdir = tmp_path / "run"
+    cmd = submit_cmd(workdir, config, slurm_cluster, "--time-min", "1", "--signal-delay-s", "58",
+                     train_args=("--set", "train.ckpt_every=1"))
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    jid = job_id(workdir / "logs")
+    states = [a["State"].split()[0] for a in sacct(jid)]
+    assert states[-1] == "COMPLETED" and states.count("REQUEUED") >= 1, states
+    err = "".join(p.read_text(errors="replace") for p in (workdir / "logs").glob(f"{jid}_*_log.err"))
+    assert "this job is timed-out" in err  # submitit's handler saw the time-limit warning, not a preemption
+    assert logged_steps(workdir / "logs", jid, "stop signal: saved")
+    assert logged_steps(workdir / "logs", jid, "resuming from")
+    assert_same_run(workdir, ref)
+
+
+def test_failing_job_names_its_slurm_id_error_and_logs(tmp_path, slurm_cluster):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"data": {"name": "points", "path": str(tmp_path / "missing.npy")},
+                                   "stages": {"fm": {}}}))
+    proc = subprocess.run(submit_cmd(tmp_path / "run", bad, slurm_cluster), env=env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1
+    jid = job_id(tmp_path / "run" / "logs")
+    assert sacct(jid)[-1]["State"].split()[0] == "FAILED"
+    assert f"job {jid} on cluster 'slurm' failed" in proc.stderr
+    assert "missing.npy" in proc.stderr  # the job's own error, from its log
+    assert str(tmp_path / "run" / "logs" / f"{jid}_0_log.err") in proc.stderr
