@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 
+from pipelines import snakemake, tiny_config
+
 
 def _slurm_problem() -> str | None:
     if not os.environ.get("SLURM_CONF"):
@@ -30,3 +32,12 @@ def slurm_cluster() -> str:
         pytest.fail(f"this test needs a SLURM cluster ({problem}): run the suite with `bash scripts/test.sh`, "
                     "which starts one (scripts/slurm.sh up), or deselect with -m 'not slurm'", pytrace=False)
     return os.environ.get("F2D2_PARTITION", "f2d2")
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """The whole pipeline on the tiny config with the local profile: (tmp, config, outdir)."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    config = tiny_config(tmp)
+    snakemake(tmp, config)
+    return tmp, config, tmp / "results"

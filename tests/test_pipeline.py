@@ -3,9 +3,7 @@ Snakemake and submitit's local executor: table contents, figures, rerun and sing
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,44 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+from pipelines import ROOT, SNAKEMAKE, snakemake
+
 METHODS = ["Flow Matching", "Shortcut Model", "Shortcut-Distill", "MeanFlow", "Shortcut-F2D2",
            "Shortcut-Distill-F2D2", "MeanFlow-F2D2"]
-
-
-def tiny_config(tmp: Path) -> Path:
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    cfg["outdir"] = str(tmp / "results")
-    cfg["model"].update(hidden=16, depth=2, time_freqs=2)
-    cfg["train"].update(steps=30, batch_size=128, warmup=5, log_every=10, ckpt_every=10)
-    cfg["stages"]["teacher"]["train"]["steps"] = 60
-    cfg["eval"].update(n_points=200, steps=[1, 2])
-    cfg["eval"]["density_grid"]["size"] = 8
-    cfg["ablations"]["div_scale"]["values"] = [1.0, 10.0]
-    cfg["ablations"]["lam"]["values"] = [0.1, 1.0]
-    path = tmp / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def snakemake(tmp: Path, config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1"}
-    cmd = [*SNAKEMAKE, "--profile", str(ROOT / "workflow" / "profiles" / "local"), "--configfile", str(config),
-           "--directory", str(tmp), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    config = tiny_config(tmp)
-    snakemake(tmp, config)
-    return tmp, config, tmp / "results"
 
 
 def test_main_table_has_every_method_with_finite_values(pipeline):

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -21,6 +22,7 @@ import yaml
 from f2d2.checkpoint import load_checkpoint
 from f2d2.config import resolve_run
 from f2d2.train import train
+from pipelines import snakemake, tiny_config
 
 pytestmark = pytest.mark.slurm
 
@@ -203,3 +205,44 @@ def test_failing_job_names_its_slurm_id_error_and_logs(tmp_path, slurm_cluster):
     assert f"job {jid} on cluster 'slurm' failed" in proc.stderr
     assert "missing.npy" in proc.stderr  # the job's own error, from its log
     assert str(tmp_path / "run" / "logs" / f"{jid}_0_log.err") in proc.stderr
+
+
+def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, slurm_cluster, pipeline):
+    """The tiny pipeline with `--profile workflow/profiles/slurm` (partition from $F2D2_PARTITION): every
+    training and evaluation job is a SLURM job that SLURM's accounting shows completed; the cells go out
+    concurrently; Snakemake and its waiting `f2d2 submit` processes sleep rather than spin; and the
+    tables equal the local profile's for the same seeds (Table 4 holds wall-clock times: layout only)."""
+    _, local_config, local_out = pipeline
+    config = tiny_config(tmp_path)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    snakemake(tmp_path, config, profile="slurm")
+    wall = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = tmp_path / "results"
+
+    records = [json.loads(p.read_text()) for p in out.rglob("job.json")]
+    assert len(records) > 40 and all(r["cluster"] == "slurm" for r in records)
+    ids = [r["job_id"] for r in records]
+    assert all(i.isdigit() for i in ids), ids
+    accounting = sacct(*ids, timeout=60)
+    assert {r["JobID"] for r in accounting} == set(ids)
+    assert all(r["State"] == "COMPLETED" for r in accounting), [r for r in accounting if r["State"] != "COMPLETED"]
+
+    events = sorted([(_seconds(r["Submit"]), 1) for r in accounting] + [(_seconds(r["End"]), -1) for r in accounting])
+    in_flight, most = 0, 0
+    for _, change in events:
+        in_flight += change
+        most = max(most, in_flight)
+    tree_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"\n{len(ids)} SLURM jobs in {wall:.0f}s; at most {most} submitted and not ended at once; "
+          f"Snakemake + waiters used {tree_cpu:.0f}s CPU")
+    assert most >= 4, f"the jobs went out one at a time (at most {most} in flight)"
+    assert tree_cpu < 0.5 * wall, f"Snakemake and its waiters used {tree_cpu:.0f}s CPU in {wall:.0f}s"
+
+    for n in (1, 3, 5, 6, 7):  # paths name each run's own folder: compare them relative to it
+        mine, local = (pd.read_csv(d / "tables" / f"table{n}.csv").drop(columns=["config"], errors="ignore")
+                       .replace(re.escape(str(d)), "OUT", regex=True) for d in (out, local_out))
+        pd.testing.assert_frame_equal(mine, local, check_exact=True, obj=f"table{n}")
+    t4, local4 = (pd.read_csv(d / "tables" / "table4.csv") for d in (out, local_out))
+    assert list(t4.columns) == list(local4.columns) and len(t4) == len(local4)

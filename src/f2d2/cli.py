@@ -9,10 +9,8 @@ t = 0 (noise) to t = 1 (data).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from .launch import CLUSTERS, LaunchError, Resources, submit
