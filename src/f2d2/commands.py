@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import check_run
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .config import ConfigError, apply_overrides, load_yaml, resolve_run
 from .data import DataError, load_points, make_dataset
@@ -52,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     root = args.stage_root if args.stage_root is not None else args.workdir.parent
     run = apply_overrides(resolve_run(cfg, args.stage, stage_root=root), args.overrides)
     run = resolve_run(run)  # re-check values after the overrides
+    check_run(run)
     start = time.perf_counter()
     ckpt = train(run, args.workdir, progress=not args.no_progress)
     print(f"checkpoint: {ckpt}")
