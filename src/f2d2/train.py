@@ -2,8 +2,10 @@
 
 ``train(run_cfg, workdir)`` writes into ``workdir``:
 ``config.yaml`` (the resolved run config), ``metrics.jsonl`` (one line per logged
-step) and ``checkpoint.pt``. Started again on the same workdir it resumes from the
-checkpoint and ends in the same state as an uninterrupted run.
+step), ``checkpoint.pt`` and the one before it, ``checkpoint.prev.pt``. Started again
+on the same workdir it resumes from the checkpoint (from the previous one, with a
+warning, if the latest cannot be read) and ends in the same state as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint, warm_start
+from .checkpoint import load_resumable, save_checkpoint, warm_start
 from .data import Dataset2D, make_dataset
 from .fileio import atomic_write_text
 from .nets import build_model
@@ -63,8 +65,8 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
     step = 0
 
     ckpt_path = workdir / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_resumable(ckpt_path)
+    if ckpt is not None:
         if _resume_key(ckpt["config"]) != _resume_key(run):
             raise RuntimeError(
                 f"{ckpt_path} was written by a different config (only train.steps, log_every and ckpt_every "
@@ -92,6 +94,7 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
                 "scheduler": sched.state_dict(),
                 "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()},
             },
+            keep_previous=True,
         )
 
     model.train()
