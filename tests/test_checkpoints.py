@@ -148,3 +148,14 @@ def test_a_save_cut_short_leaves_the_old_checkpoints(tmp_path, monkeypatch):
         train(tiny_run(30), work, progress=False)
     assert {p.name: p.read_bytes() for p in work.glob("checkpoint*.pt")} == before
     assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_resume_drops_a_log_line_the_kill_cut_short_and_stale_temporaries(tmp_path):
+    work = tmp_path / "w"
+    train(tiny_run(10), work, progress=False)
+    with open(work / "metrics.jsonl", "a") as log:
+        log.write('{"step": 11, "lr": 0.0')  # killed mid-write
+    (work / ".checkpoint.pt.abc123.tmp.pt").write_bytes(b"half")  # killed mid-save
+    train(tiny_run(20), work, progress=False)
+    assert [json.loads(line)["step"] for line in (work / "metrics.jsonl").read_text().splitlines()] == [5, 10, 15, 20]
+    assert not (work / ".checkpoint.pt.abc123.tmp.pt").exists()

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_resumable, save_checkpoint, warm_start
 from .data import Dataset2D, make_dataset
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, remove_stale_temporaries
 from .nets import build_model
 from .objectives import build_objective
 
@@ -65,6 +65,8 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
     step = 0
 
     ckpt_path = workdir / CHECKPOINT
+    for name in (CHECKPOINT, METRICS, "config.yaml"):
+        remove_stale_temporaries(workdir / name)
     ckpt = load_resumable(ckpt_path)
     if ckpt is not None:
         if _resume_key(ckpt["config"]) != _resume_key(run):
@@ -143,8 +145,10 @@ def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint a resumed run starts from)."""
+    """Drop log lines past ``step`` (written after the checkpoint a resumed run starts from), and a last
+    line that a killed run left unfinished (no newline)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    complete = path.read_text().split("\n")[:-1]
+    lines = [ln for ln in complete if ln.strip() and json.loads(ln)["step"] <= step]
     atomic_write_text(path, "".join(ln + "\n" for ln in lines))
