@@ -11,7 +11,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -22,16 +21,13 @@ from tqdm import tqdm
 
 from .checkpoint import load_resumable, save_checkpoint, warm_start
 from .data import Dataset2D, make_dataset
+from .failures import check_terms
 from .fileio import atomic_write_text, remove_stale_temporaries
 from .nets import build_model
 from .objectives import build_objective
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss term is NaN or inf; the message names the step and every term."""
 
 
 def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D]:
@@ -107,7 +103,7 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
         while step < tr["steps"]:
             x1 = data.sample(tr["batch_size"], gen).to(device)
             terms = objective(model, x1, gen)
-            _check_finite(terms, step + 1)
+            check_terms(terms, step + 1, model.div_scale)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if tr["grad_clip"] is not None:
@@ -132,16 +128,6 @@ def _resume_key(run: dict) -> dict:
     """The part of a run config that must match for a resume (the length and logging may change)."""
     tr = {k: v for k, v in run["train"].items() if k not in ("steps", "log_every", "ckpt_every")}
     return {**run, "train": tr}
-
-
-def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
-    values = {k: float(v.detach()) for k, v in terms.items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        listing = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
-        raise NonFiniteLossError(
-            f"non-finite loss at step {step}: {listing}. Lower train.lr, set train.grad_clip, "
-            "or check the data for NaN/inf values."
-        )
 
 
 def _truncate_log(path: Path, step: int) -> None:
