@@ -167,3 +167,27 @@ def test_snakemake_interrupted_with_sigint_keeps_finished_jobs(tmp_path):
     redone = {Path(o) for o in _finished_outputs(rerun.stdout + rerun.stderr)}
     assert not finished & redone and set(cells) - finished <= redone
     print(f"\nkept after SIGINT: {sorted(p.name for p in finished)}; rerun made: {sorted(p.name for p in redone)}")
+
+
+WRITER = """
+import sys, time
+from f2d2.fileio import atomic_path
+with atomic_path(sys.argv[1]) as tmp, open(tmp, "w") as f:
+    f.write('{"half": ')
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+    f.write('"done"}')
+"""
+
+
+def test_a_result_file_killed_mid_write_never_looks_done(tmp_path):
+    cell = tmp_path / "K1.json"
+    cell.write_text('{"old": 1}')
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(cell)], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads(cell.read_text()) == {"old": 1}
+    (stale,) = [p for p in tmp_path.iterdir() if p != cell]
+    assert stale.name.startswith(".K1.json.") and stale.name.endswith(".tmp.json")  # hidden, never the target
