@@ -54,7 +54,8 @@ def test_previous_checkpoint_is_kept_beside_the_latest(trained):
 def test_damaged_checkpoint_is_named_in_the_error(trained, tmp_path, damage):
     data = (trained / "checkpoint.pt").read_bytes()
     bad = tmp_path / "bad.pt"
-    bad.write_bytes({"truncated": data[: len(data) // 2], "random bytes": random.Random(0).randbytes(4096), "empty": b""}[damage])
+    damaged = {"truncated": data[: len(data) // 2], "random bytes": random.Random(0).randbytes(4096), "empty": b""}
+    bad.write_bytes(damaged[damage])
     with pytest.raises(CheckpointError, match=rf"checkpoint {bad} is (truncated or )?corrupt"):
         load_checkpoint(bad)
 
@@ -115,7 +116,8 @@ def test_resume_falls_back_to_the_previous_checkpoint(tmp_path):
     train(tiny_run(20), work, progress=False)
     latest = work / "checkpoint.pt"
     latest.write_bytes(latest.read_bytes()[:500])  # step 20 damaged; step 10 kept
-    with pytest.warns(CheckpointWarning, match=rf"{latest} is truncated or corrupt.*resuming from .*prev\.pt \(step 10\)"):
+    warning = rf"{latest} is truncated or corrupt.*resuming from .*prev\.pt \(step 10\)"
+    with pytest.warns(CheckpointWarning, match=warning):
         resumed = train(tiny_run(30), work, progress=False)
     (sa, ma, ea), (sb, mb, eb) = _states(full), _states(resumed)
     assert sa == sb == 30
