@@ -50,6 +50,8 @@ for line in sys.stdin:
 
 
 class Trainer:
+    """`f2d2 train` runs started through FORK_SERVER, one at a time."""
+
     def __init__(self, config: Path, stderr: Path):
         self.config = config
         self.server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], env=ENV, stdin=subprocess.PIPE,
