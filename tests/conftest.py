@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pipelines import snakemake, tiny_config
+from pipeline_helpers import snakemake, tiny_config
 
 
 def _slurm_problem() -> str | None:

@@ -22,7 +22,7 @@ import yaml
 from f2d2.checkpoint import load_checkpoint
 from f2d2.config import resolve_run
 from f2d2.train import train
-from pipelines import snakemake, tiny_config
+from pipeline_helpers import snakemake, tiny_config
 
 pytestmark = pytest.mark.slurm
 

@@ -10,7 +10,8 @@ import torch
 from f2d2 import train as train_mod
 from f2d2.checkpoint import load_checkpoint, load_model
 from f2d2.config import resolve_run
-from f2d2.train import NonFiniteLossError, train
+from f2d2.failures import NonFiniteLossError
+from f2d2.train import train
 
 
 def tiny_run(steps: int = 30) -> dict:

@@ -13,16 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import check_run
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .config import ConfigError, apply_overrides, load_yaml, resolve_run
 from .data import DataError, load_points, make_dataset
+from .failures import OutOfMemory, TrainingError, explain_out_of_memory
 from .fileio import atomic_path, atomic_write_text
 from .guidance import self_guided_noise
 from .likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
 from .metrics import sliced_wasserstein, support_mass
 from .sampling import sample
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError, OutOfMemory, ValueError, FileNotFoundError)
 
 
 def write_array(path: Path, array: np.ndarray, header: list[str] | None = None) -> None:
@@ -52,8 +54,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     root = args.stage_root if args.stage_root is not None else args.workdir.parent
     run = apply_overrides(resolve_run(cfg, args.stage, stage_root=root), args.overrides)
     run = resolve_run(run)  # re-check values after the overrides
+    check_run(run)
     start = time.perf_counter()
-    ckpt = train(run, args.workdir, progress=not args.no_progress)
+    batch, device = run["train"]["batch_size"], run["train"]["device"]
+    with explain_out_of_memory(f"training on {device} with train.batch_size = {batch}",
+                               f"lower train.batch_size (e.g. --set train.batch_size={max(1, batch // 2)}, in a fresh "
+                               "--workdir), use a smaller model, or spread the batch over more GPUs"):
+        ckpt = train(run, args.workdir, progress=not args.no_progress)
     print(f"checkpoint: {ckpt}")
     if args.summary is not None:
         lines = (args.workdir / "metrics.jsonl").read_text().splitlines()
@@ -81,14 +88,16 @@ def cmd_nll(args: argparse.Namespace) -> None:
     gen = torch.Generator(args.device).manual_seed(args.seed)
     logps, nfe = [], 0
     start = time.perf_counter()
-    for chunk in points.split(args.batch_size):
-        chunk = chunk.to(args.device)
-        if args.reference:
-            res = reference_log_likelihood(model, chunk, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
-        else:
-            res = log_likelihood(model, chunk, args.steps, div=div, backward=args.backward, generator=gen)
-        logps.append(res.log_prob.cpu())
-        nfe += res.nfe
+    with explain_out_of_memory(f"on {args.device} with --batch-size {args.batch_size}",
+                               f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})"):
+        for chunk in points.split(args.batch_size):
+            chunk = chunk.to(args.device)
+            if args.reference:
+                res = reference_log_likelihood(model, chunk, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
+            else:
+                res = log_likelihood(model, chunk, args.steps, div=div, backward=args.backward, generator=gen)
+            logps.append(res.log_prob.cpu())
+            nfe += res.nfe
     seconds = time.perf_counter() - start
     nll = -torch.cat(logps).double()
     bpd = bits_per_dim(nll, dim)
@@ -142,11 +151,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ValueError("--guidance-steps needs --guidance-lr")
     model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
     gen = torch.Generator(args.device).manual_seed(args.seed)
-    x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
-    start = time.perf_counter()
-    if args.guidance_steps:
-        x0 = self_guided_noise(model, x0, lr=args.guidance_lr, steps=args.guidance_steps)
-    x1 = sample(model, x0, args.steps)
+    with explain_out_of_memory(f"on {args.device} drawing --n {args.n} samples at once",
+                               "lower --n and draw the samples in several calls with different --seed"):
+        x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
+        start = time.perf_counter()
+        if args.guidance_steps:
+            x0 = self_guided_noise(model, x0, lr=args.guidance_lr, steps=args.guidance_steps)
+        x1 = sample(model, x0, args.steps)
     seconds = time.perf_counter() - start
     write_array(args.out, x1.cpu().numpy())
     ckpt_cfg = load_checkpoint(args.checkpoint)["config"]

@@ -2,8 +2,10 @@
 
 ``train(run_cfg, workdir)`` writes into ``workdir``:
 ``config.yaml`` (the resolved run config), ``metrics.jsonl`` (one line per logged
-step) and ``checkpoint.pt``. Started again on the same workdir it resumes from the
-checkpoint and ends in the same state as an uninterrupted run. A stop signal (SLURM
+step), ``checkpoint.pt`` and the one before it, ``checkpoint.prev.pt``. Started again
+on the same workdir it resumes from the checkpoint (from the previous one, with a
+warning, if the latest cannot be read) and ends in the same state as an
+uninterrupted run. A stop signal (SLURM
 preemption or time limit, ``scancel``) saves a checkpoint at the end of the current step
 (:mod:`f2d2.preemption`). Under several processes (:mod:`f2d2.distributed`) each rank trains on
 ``batch_size / world`` points and rank 0 alone writes files.
@@ -12,7 +14,6 @@ preemption or time limit, ``scancel``) saves a checkpoint at the end of the curr
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -21,11 +22,12 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint, warm_start
+from .checkpoint import load_resumable, save_checkpoint, warm_start
 from .config import ConfigError
 from .data import Dataset2D, make_dataset
 from .distributed import Group, init_from_env, shutdown
-from .fileio import atomic_write_text
+from .failures import check_terms
+from .fileio import atomic_write_text, remove_stale_temporaries
 from .nets import build_model
 from .objectives import build_objective
 from .preemption import StopSignals
@@ -33,10 +35,6 @@ from .preemption import StopSignals
 CHECKPOINT = "checkpoint.pt"
 RANK_SEED_STRIDE = 1_000_003  # rank r's generator starts from seed + r * stride
 METRICS = "metrics.jsonl"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss term is NaN or inf; the message names the step and every term."""
 
 
 def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D]:
@@ -86,8 +84,12 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     step = 0
 
     ckpt_path = workdir / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
+    if group.is_main:
+        for name in (CHECKPOINT, METRICS, "config.yaml"):
+            remove_stale_temporaries(workdir / name)
+    group.barrier()
+    ckpt = load_resumable(ckpt_path)
+    if ckpt is not None:
         if _resume_key(ckpt["config"]) != _resume_key(run):
             raise RuntimeError(
                 f"{ckpt_path} was written by a different config (only train.steps, log_every and ckpt_every "
@@ -122,7 +124,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
         }
         if group.world > 1:
             payload["rng_by_rank"] = rngs
-        save_checkpoint(ckpt_path, payload)
+        save_checkpoint(ckpt_path, payload, keep_previous=True)
 
     model.train()
     t_start = time.time()
@@ -137,7 +139,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 values, stopping = group.sync_step(model.parameters(), terms, bool(stop.pending))
-                _check_finite(values, step + 1)
+                check_terms(values, step + 1, model.div_scale)
                 if tr["grad_clip"] is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tr["grad_clip"])
                 opt.step()
@@ -179,18 +181,11 @@ def _resume_key(run: dict) -> dict:
     return {**run, "train": tr}
 
 
-def _check_finite(values: dict[str, float], step: int) -> None:
-    if not all(math.isfinite(v) for v in values.values()):
-        listing = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
-        raise NonFiniteLossError(
-            f"non-finite loss at step {step}: {listing}. Lower train.lr, set train.grad_clip, "
-            "or check the data for NaN/inf values."
-        )
-
-
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint a resumed run starts from)."""
+    """Drop log lines past ``step`` (written after the checkpoint a resumed run starts from), and a last
+    line that a killed run left unfinished (no newline)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    complete = path.read_text().split("\n")[:-1]
+    lines = [ln for ln in complete if ln.strip() and json.loads(ln)["step"] <= step]
     atomic_write_text(path, "".join(ln + "\n" for ln in lines))

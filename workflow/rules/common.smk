@@ -8,6 +8,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from f2d2.checks import check_experiment
 from f2d2.config import ConfigError, resolve_run, stage_dependencies
 
 OUT = config.get("outdir", "results")
@@ -18,12 +19,12 @@ EVAL = config["eval"]
 STEPS = list(EVAL["steps"])
 F2D2_STAGES = [s for s in STAGES if config["stages"][s].get("model", {}).get("div_head")]
 
-# Fail before any job when a stage does not resolve (unknown keys, bad values, missing stages).
-for _stage in STAGES:
-    try:
-        resolve_run(config, _stage)
-    except ConfigError as e:
-        raise WorkflowError(f"config {CONFIG_FILE}: {e}")
+# Fail before any job on any bad value: unknown names and keys, out-of-range values, missing files,
+# step counts the flow maps cannot take, resources this cluster cannot give (f2d2.checks).
+try:
+    check_experiment(config)
+except ConfigError as e:
+    raise WorkflowError(f"config {CONFIG_FILE}: {e}")
 
 
 def _value_tag(value):

@@ -1,5 +1,5 @@
-"""Helpers for the tests that run the Snakemake pipeline: a config small enough for CI (seconds per
-stage) and a Snakemake call with a given profile."""
+"""Running the Snakemake pipeline from tests: a tiny config and a `snakemake` call with a profile
+(local unless asked)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snake
 
 
 def tiny_config(tmp: Path) -> Path:
+    """config/config.yaml shrunk to seconds per job, with ``outdir`` under ``tmp``; written to tmp/tiny.yaml."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["outdir"] = str(tmp / "results")
     cfg["model"].update(hidden=16, depth=2, time_freqs=2)
@@ -29,12 +30,18 @@ def tiny_config(tmp: Path) -> Path:
     return path
 
 
-def snakemake(tmp: Path, config: Path, *args: str, check: bool = True,
-              profile: str = "local") -> subprocess.CompletedProcess:
+def snakemake_cmd(tmp: Path, config: Path, *args: str, profile: str = "local") -> tuple[list[str], dict]:
+    """The command line and environment of a Snakemake run in ``tmp`` with workflow/profiles/<profile>."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}
     cmd = [*SNAKEMAKE, "--profile", str(ROOT / "workflow" / "profiles" / profile), "--configfile", str(config),
            "--directory", str(tmp), *args]
+    return cmd, env
+
+
+def snakemake(tmp: Path, config: Path, *args: str, check: bool = True,
+              profile: str = "local") -> subprocess.CompletedProcess:
+    cmd, env = snakemake_cmd(tmp, config, *args, profile=profile)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")

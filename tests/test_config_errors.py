@@ -1,0 +1,172 @@
+"""Malformed configs are refused at start-up with a message naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import yaml
+
+from f2d2.checks import check_experiment
+from f2d2.cli import main
+from f2d2.config import ConfigError
+from f2d2.data import DATASETS
+from pipeline_helpers import ROOT, snakemake, tiny_config
+
+BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+DROP = object()
+
+
+def _set(cfg: dict, path: str, value) -> None:
+    node = cfg
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is DROP:
+        del node[leaf]
+    else:
+        node[leaf] = value
+
+
+# (id, {key path: value}, words the message must hold)
+CASES = [
+    ("unknown objective", {"stages.teacher.objective.name": "flow_matchin"},
+     ["objective.name = 'flow_matchin' is unknown", "'flow_matching'", "stages.teacher"]),
+    ("unknown dataset", {"data.name": "checkers"}, ["data.name = 'checkers' is unknown", "'checkerboard'"]),
+    ("unknown arch", {"model.arch": "transformer"}, ["model.arch = 'transformer' is unknown", "'mlp'"]),
+    ("unknown objective option", {"stages.shortcut.objective.lamda": 1.0}, ["no option(s) ['lamda']", "'lam'"]),
+    ("unknown data option", {"data.scales": 2.0}, ["no option(s) ['scales']", "'scale'"]),
+    ("unknown model option", {"model.width": 3}, ["no option(s) ['width']", "'hidden'"]),
+    ("K not a power of two", {"eval.steps": [1, 3]},
+     ["eval.steps: K = 3 does not fit", "'shortcut'", "power of two <= 128"]),
+    ("K beyond the grid", {"eval.steps": [256]}, ["K = 256", "power of two <= 128"]),
+    ("K beyond a small grid", {"stages.shortcut.objective.max_log2": 2},
+     ["K = 8", "['shortcut']", "max_log2 = 2", "power of two <= 4"]),
+    ("K zero", {"eval.steps": [0, 1]}, ["eval.steps: K = 0", "integer >= 1"]),
+    ("density K off the grid", {"figures.density.steps": 3}, ["figures.density.steps: K = 3", "power of two"]),
+    ("c zero", {"stages.shortcut_f2d2.model.div_scale": 0}, ["model.div_scale = 0", "> 0", "stages.shortcut_f2d2"]),
+    ("c negative", {"stages.meanflow_f2d2.model.div_scale": -2.5}, ["model.div_scale = -2.5", "stages.meanflow_f2d2"]),
+    ("c negative in an ablation", {"ablations.div_scale.values": [1.0, -1.0]},
+     ["model.div_scale = -1.0", "ablations.div_scale value -1.0"]),
+    ("lambda negative", {"stages.shortcut_f2d2.objective.lam": -0.5}, ["objective.lam = -0.5", ">= 0"]),
+    ("lambda negative in an ablation", {"ablations.lam.values": [-1.0]},
+     ["objective.lam = -1.0", "ablations.lam value -1.0"]),
+    ("sc_fraction one", {"stages.shortcut.objective.sc_fraction": 1.0}, ["objective.sc_fraction = 1.0", "(0, 1)"]),
+    ("map_fraction zero", {"stages.meanflow.objective.map_fraction": 0}, ["objective.map_fraction = 0", "(0, 1]"]),
+    ("max_log2 negative", {"stages.shortcut.objective.max_log2": -1}, ["objective.max_log2 = -1", "integer"]),
+    ("div_source unknown", {"stages.shortcut_f2d2.objective.div_source": "both"},
+     ["objective.div_source = 'both'", "'self' or 'teacher'"]),
+    ("div_method unknown", {"stages.shortcut_f2d2.objective.div_method": "hutch"},
+     ["objective.div_method = 'hutch'", "'hutchinson'"]),
+    ("two_way not a bool", {"stages.meanflow.objective.two_way": "yes"},
+     ["objective.two_way = 'yes'", "true or false"]),
+    ("distill without teacher", {"stages.shortcut_distill.objective.teacher": DROP},
+     ["objective.teacher = None", "'shortcut_distill' needs a teacher", "stages.shortcut_distill"]),
+    ("teacher neither stage nor file", {"stages.shortcut_distill.objective.teacher": "runs/none.pt"},
+     ["objective.teacher = 'runs/none.pt' is not a stage name", "existing checkpoint file"]),
+    ("init_from neither stage nor file", {"stages.shortcut.train.init_from": "techer"},
+     ["train.init_from = 'techer' is not a stage name", "'teacher'"]),
+    ("F2D2 without divergence head", {"stages.shortcut_f2d2.model.div_head": False},
+     ["model.div_head = False", "set model.div_head: true"]),
+    ("points file missing", {"data": {"name": "points", "path": "no/such/points.npy"}},
+     ["data.path = 'no/such/points.npy' is not an existing file"]),
+    ("points without a path", {"data": {"name": "points"}}, ["data 'points' needs data.path"]),
+    ("hidden zero", {"model.hidden": 0}, ["model.hidden = 0", "integer >= 1"]),
+    ("seed negative", {"seed": -1}, ["seed = -1", "integer >= 0"]),
+    ("lr negative", {"train.lr": -0.001}, ["train.lr = -0.001", "> 0"]),
+    ("batch zero", {"stages.teacher.train.batch_size": 0}, ["train.batch_size = 0", "integer >= 1"]),
+    ("ema_decay one", {"train.ema_decay": 1.0}, ["train.ema_decay = 1.0", "[0, 1)"]),
+    ("unknown train key", {"train.epochs": 3}, ["unknown train key(s) ['epochs']", "'steps'"]),
+    ("unknown stage key", {"stages.teacher.optim": {}}, ["stages.teacher has unknown key(s) ['optim']"]),
+    ("unknown top-level key", {"epochs": 3}, ["unknown top-level config key(s) ['epochs']"]),
+    ("ablation of no stage", {"ablations.lam.stage": "nostage"}, ["ablations.lam.stage = 'nostage' is not a stage"]),
+    ("ablation baseline of no stage", {"ablations.lam.baselines": ["ghost"]},
+     ["ablations.lam.baselines: 'ghost' is not a stage"]),
+    ("density run of no stage", {"figures.density.runs": ["teacher", "ghost"]},
+     ["figures.density.runs: ['ghost'] are not stages"]),
+    ("batch not divisible by GPUs", {"cluster": "slurm", "resources.train.gpus": 3},
+     ["train.batch_size = 1024", "not divisible by resources.train.gpus = 3", "multiple of 3"]),
+    ("negative memory", {"resources.eval.mem_gb": -4}, ["resources.eval", "mem_gb=-4", "> 0"]),
+    ("zero time", {"resources.train.time_min": 0}, ["resources.train", "time_min=0", ">= 1"]),
+    ("zero cpus", {"resources.eval.cpus": 0}, ["resources.eval", "cpus=0"]),
+    ("tasks per node vs GPUs", {"cluster": "slurm", "resources.train.gpus": 2, "resources.train.tasks_per_node": 3},
+     ["resources.train.tasks_per_node = 3", "resources.train.gpus = 2", "expected 1", "or 2"]),
+]
+
+
+@pytest.mark.parametrize("changes, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_malformed_config_is_refused_naming_key_and_value(changes, words):
+    cfg = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        _set(cfg, path, value)
+    with pytest.raises(ConfigError) as err:
+        check_experiment(cfg)
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+
+
+def test_cases_are_distinct_and_many():
+    assert len({repr(c[1]) for c in CASES}) == len(CASES) >= 30
+
+
+def test_shipped_configs_pass():
+    for name in ("config.yaml", "checkerboard.yaml"):
+        check_experiment(yaml.safe_load((ROOT / "config" / name).read_text()))
+
+
+def test_missing_dataset_root_is_named(monkeypatch, tmp_path):
+    monkeypatch.setitem(DATASETS, "images", lambda root: None)  # a dataset read from a folder
+    cfg = copy.deepcopy(BASE)
+    cfg["data"] = {"name": "images", "root": str(tmp_path / "absent")}
+    with pytest.raises(ConfigError, match=r"data.root = '.*absent' is not an existing folder"):
+        check_experiment(cfg)
+    (tmp_path / "absent").mkdir()
+    check_experiment(cfg)
+
+
+def test_gpus_on_a_local_machine_without_them(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    cfg = copy.deepcopy(BASE)
+    cfg["resources"]["train"]["gpus"] = 1
+    with pytest.raises(ConfigError) as err:
+        check_experiment(cfg)
+    assert "resources.train.gpus = 1 with cluster = 'local', but this machine has 0 CUDA device(s)" in str(err.value)
+    cfg["cluster"] = "slurm"  # SLURM nodes have them
+    check_experiment(cfg)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["objective.name=bogus"], ["objective.name = 'bogus' is unknown"]),
+    (["data.name=points", "data.path=missing.npy"], ["data.path = 'missing.npy' is not an existing file"]),
+    (["model.div_scale=-1"], ["model.div_scale = -1"]),
+])
+def test_train_cli_refuses_before_training(overrides, words, tmp_path, capsys):
+    sets = [a for o in overrides for a in ("--set", o)]
+    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
+                 "--workdir", str(tmp_path / "w"), *sets])
+    err = capsys.readouterr().err
+    assert code == 2 and all(w in err for w in words), err
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_cli_refuses_a_missing_cuda_device(tmp_path, capsys):
+    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
+                 "--workdir", str(tmp_path / "w"), "--set", "train.device=cuda"])
+    assert code == 2 and "train.device = 'cuda', but this machine has no CUDA device" in capsys.readouterr().err
+
+
+def test_snakemake_stops_before_any_job(tmp_path):
+    """A real run (not a dry run) with two semantic errors: both are named and no job starts."""
+    config = tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["eval"]["steps"] = [1, 3]
+    cfg["stages"]["shortcut_distill"]["objective"]["teacher"] = "runs/none.pt"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(tmp_path, config, check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "eval.steps: K = 3 does not fit" in said and "power of two" in said
+    assert "objective.teacher = 'runs/none.pt' is not a stage name" in said
+    assert not (tmp_path / "results").exists()
