@@ -246,3 +246,30 @@ def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, 
         pd.testing.assert_frame_equal(mine, local, check_exact=True, obj=f"table{n}")
     t4, local4 = (pd.read_csv(d / "tables" / "table4.csv") for d in (out, local_out))
     assert list(t4.columns) == list(local4.columns) and len(t4) == len(local4)
+
+
+def test_failed_rule_names_the_slurm_job_and_the_rerun_redoes_only_it(tmp_path, slurm_cluster):
+    config = tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    warm = tmp_path / "warm.pt"
+    warm.write_bytes(b"not a checkpoint")  # exists (the start-up checks pass) but cannot be read: fails in the job
+    cfg["stages"]["warm"] = {**cfg["stages"]["teacher"], "train": {**cfg["stages"]["teacher"]["train"],
+                                                                     "init_from": str(warm)}}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = tmp_path / "results" / "train"
+    targets = [str(out / "teacher" / "train.json"), str(out / "warm" / "train.json")]
+
+    failed = snakemake(tmp_path, config, "-k", *targets, profile="slurm", check=False)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    jid = json.loads((out / "warm" / "logs" / "job.json").read_text())["job_id"]
+    assert f"job {jid} on cluster 'slurm' failed" in said and str(warm) in said
+    assert str(out / "warm" / "logs" / f"{jid}_0_log.err") in said
+    assert sacct(jid)[-1]["State"].split()[0] == "FAILED"
+    teacher_done = (out / "teacher" / "train.json").stat().st_mtime_ns
+
+    warm.write_bytes((out / "teacher" / "checkpoint.pt").read_bytes())  # fix the cause
+    snakemake(tmp_path, config, *targets, profile="slurm")
+    assert (out / "warm" / "train.json").exists()
+    assert (out / "teacher" / "train.json").stat().st_mtime_ns == teacher_done  # not redone
+    assert json.loads((out / "warm" / "logs" / "job.json").read_text())["job_id"] != jid
