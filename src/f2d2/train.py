@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, warm_start
-from .data import Dataset2D, make_dataset
+from .data import Dataset2D, ImageDataset, make_dataset
 from .fileio import atomic_write_text
 from .nets import build_model
 from .objectives import build_objective
@@ -32,12 +32,13 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term is NaN or inf; the message names the step and every term."""
 
 
-def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D]:
+def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D | ImageDataset]:
     """The run's dataset, and a plain copy of the config with what the data and objective determine
-    filled in (the model's input dimension, whether it is a flow map)."""
+    filled in (the model's input shape, whether it is a flow map)."""
     run = json.loads(json.dumps(run_cfg))  # a plain, YAML/JSON-safe copy
     data = make_dataset(run["data"])
-    run["model"].setdefault("dim", data.dim)
+    for key, value in data.model_defaults().items():
+        run["model"].setdefault(key, value)
     run["model"]["flow_map"] = run["objective"]["name"] != "flow_matching"
     return run, data
 
