@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, required=True, help="seed; use one that no training run uses")
     d.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
 
+    m = sub.add_parser("import-meanflow", help="convert an official MeanFlow CIFAR-10 checkpoint to an f2d2 one",
+                       description=("Read a py-meanflow checkpoint (t = 0 data there), map its U-Net keys and flip "
+                                    "its time convention; the result serves as train.init_from or a teacher."))
+    m.add_argument("--checkpoint", required=True, type=Path, help="the official checkpoint-*.pth")
+    m.add_argument("--out", required=True, type=Path, help="f2d2 checkpoint.pt to write")
+    m.add_argument("--weights", default="net_ema", help="which weights: net, net_ema (default), net_ema1, ...")
+    m.add_argument("--data-root", type=Path, default=Path("data/cifar10"), help="CIFAR-10 root recorded in it")
+
     j = sub.add_parser("submit", help="run one f2d2 command as a job (SLURM, local or inline) and wait for it",
                        usage="f2d2 submit [options] --log-dir DIR -- <subcommand> <args...>", description=(
         "Run the f2d2 command given after '--' as a submitit job and wait for it. Logs and job.json land in "
@@ -129,7 +137,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
            job_name=args.job_name or f"f2d2-{args.job[0]}")
 
 
-COMMANDS = ("train", "nll", "sample", "data")
+COMMANDS = ("train", "nll", "sample", "data", "import-meanflow")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands  # torch and the model code load only here
 
     try:
-        getattr(commands, f"cmd_{args.command}")(args)
+        getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
     except commands.USER_ERRORS as e:
         print(f"f2d2 {args.command}: error: {e}", file=sys.stderr)
         return 2

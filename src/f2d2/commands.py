@@ -16,13 +16,15 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .config import ConfigError, apply_overrides, load_yaml, resolve_run
 from .data import DataError, load_points, make_dataset
+from .fid import FIDError
 from .fileio import atomic_path, atomic_write_text
 from .guidance import self_guided_noise
 from .likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
 from .metrics import sliced_wasserstein, support_mass
+from .nets.meanflow_ckpt import MeanFlowCheckpointError
 from .sampling import sample
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FIDError, MeanFlowCheckpointError, ValueError, FileNotFoundError)
 
 
 def write_array(path: Path, array: np.ndarray, header: list[str] | None = None) -> None:
@@ -167,6 +169,20 @@ def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
     if data.has_density:
         out["support_mass"] = support_mass(data.log_prob(samples))
     return out
+
+
+def cmd_import_meanflow(args: argparse.Namespace) -> None:
+    from .checkpoint import save_checkpoint
+    from .nets.meanflow_ckpt import MEANFLOW_CIFAR10, load_meanflow
+
+    model = load_meanflow(args.checkpoint, weights=args.weights)
+    state = model.state_dict()
+    config = {"seed": 0, "data": {"name": "cifar10", "root": str(args.data_root)},
+              "model": {"arch": "unet", **MEANFLOW_CIFAR10, "dropout": 0.0, "flow_map": True},
+              "objective": {"name": "meanflow"}, "train": {}, "imported_from": str(args.checkpoint)}
+    ema = {**{f"module.{k}": v for k, v in state.items()}, "n_averaged": torch.tensor(1)}
+    save_checkpoint(args.out, {"config": config, "step": 0, "model": state, "ema": ema})
+    print(f"wrote {args.out}: MeanFlow '{args.weights}' weights as a time-flipped U-Net flow map")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
