@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from f2d2.config import ConfigError, resolve_run, stage_dependencies
+from f2d2.data import IMAGE_NAMES, DataError, make_dataset
 
 OUT = config.get("outdir", "results")
 CONFIG_FILE = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
@@ -24,6 +25,19 @@ for _stage in STAGES:
         resolve_run(config, _stage)
     except ConfigError as e:
         raise WorkflowError(f"config {CONFIG_FILE}: {e}")
+
+IMAGES = resolve_run(config)["data"]["name"] in IMAGE_NAMES
+FID = EVAL.get("fid", {})
+
+
+def check_data():
+    """Called on start (not in a dry run): missing data files stop the workflow before any job,
+    with the DataError naming the path, the expected layout and where to get the files."""
+    for stage in STAGES:
+        try:
+            make_dataset(resolve_run(config, stage)["data"])
+        except DataError as e:
+            raise WorkflowError(f"config {CONFIG_FILE}, stage {stage}: {e}")
 
 
 def _value_tag(value):
@@ -112,6 +126,10 @@ def main_table_cells():
     nll = [nll_cell(r, k) for r in STAGES for k in STEPS]
     samples = [sample_cell(r, k) for r in STAGES for k in STEPS]
     return nll, samples
+
+
+def fid_reference():
+    return f"{OUT}/eval/fid_reference.npz"
 
 
 def all_targets():

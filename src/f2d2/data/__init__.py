@@ -14,7 +14,7 @@ from .images import CIFAR10, ImageDataset, ImageNet64, Shapes
 from .points import PointCloud, load_points
 from .toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
 
-__all__ = ["CIFAR10", "Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "ImageDataset", "ImageNet64",
+__all__ = ["CIFAR10", "Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "IMAGE_NAMES", "ImageDataset", "ImageNet64",
            "PointCloud", "Shapes", "load_points", "make_dataset"]
 
 
@@ -27,6 +27,7 @@ def gmm_preset(
     return GaussianMixture(means, stds, weights)
 
 
+IMAGE_NAMES = ("cifar10", "imagenet64", "shapes")
 DATASETS = {"checkerboard": Checkerboard, "gmm": gmm_preset, "points": PointCloud,
             "cifar10": CIFAR10, "imagenet64": ImageNet64, "shapes": Shapes}
 
