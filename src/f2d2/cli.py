@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", required=True, type=_positive_int, help="K, the number of steps")
     s.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    s.add_argument("--batch-size", type=_positive_int, default=10000,
+                   help="samples per batch (the noise is drawn at once, so results do not depend on it)")
     s.add_argument("--guidance-steps", type=int, default=0,
                    help="maximum-likelihood self-guidance: Adam steps on the noise before sampling (F2D2 models; "
                         "default 0 = off)")

@@ -157,9 +157,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
     gen = torch.Generator(args.device).manual_seed(args.seed)
     x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
     start = time.perf_counter()
-    if args.guidance_steps:
-        x0 = self_guided_noise(model, x0, lr=args.guidance_lr, steps=args.guidance_steps)
-    x1 = sample(model, x0, args.steps)
+    parts = []
+    for chunk in x0.split(args.batch_size):
+        if args.guidance_steps:
+            chunk = self_guided_noise(model, chunk, lr=args.guidance_lr, steps=args.guidance_steps)
+        parts.append(sample(model, chunk, args.steps))
+    x1 = torch.cat(parts)
     seconds = time.perf_counter() - start
     images = len(model.data_shape) == 3
     write_array(args.out, to_pixels(x1.cpu().numpy()) if images else x1.cpu().numpy())  # images: uint8 pixels
