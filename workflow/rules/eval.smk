@@ -2,6 +2,9 @@
 # rebuilt alone. NLL cells are compared point by point with the teacher's reference solve.
 
 
+BATCH = f"--batch-size {EVAL['batch_size']}" if EVAL.get("batch_size") else ""
+
+
 rule test_points:
     output:
         f"{OUT}/eval/test_points.npy",
@@ -28,7 +31,7 @@ rule reference_nll:
         device=device("eval"),
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --reference "
-        "--atol {params.atol} --rtol {params.rtol} --div {params.div} --device {params.device} "
+        "--atol {params.atol} --rtol {params.rtol} --div {params.div} --device {params.device} {BATCH} "
         "--out {output.csv} --summary {output.json}"
 
 
@@ -52,7 +55,7 @@ rule nll_cell:
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --steps {wildcards.k} "
         "--div {params.div} --backward {params.backward} --compare {input.reference} "
-        "--device {params.device} --out {output.csv} --summary {output.json}"
+        "--device {params.device} {BATCH} --out {output.csv} --summary {output.json}"
 
 
 def _guidance_args(w):
@@ -106,7 +109,7 @@ rule sample_cell:
         guided="|_guided",
     shell:
         "{params.submit} -- sample --checkpoint {params.ckpt} --n {params.n} --steps {wildcards.k} "
-        "--seed {params.seed} {params.guidance} {params.fid} --device {params.device} "
+        "--seed {params.seed} {params.guidance} {params.fid} --device {params.device} {BATCH} "
         "--out {output.samples} --metrics {output.json}"
 
 
