@@ -31,6 +31,10 @@ include: "workflow/rules/gather.smk"
 report: "workflow/report/workflow.rst"
 
 
+onstart:
+    check_data()
+
+
 rule all:
     input:
         all_targets(),

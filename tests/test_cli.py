@@ -18,7 +18,7 @@ TINY = ["--set", "model.hidden=32", "--set", "model.depth=2", "--set", "train.st
 def test_every_option_has_help():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(subparsers) == {"train", "nll", "sample", "data", "submit"}
+    assert set(subparsers) == {"train", "nll", "sample", "data", "submit", "fid-reference", "import-meanflow"}
     for name, sub in subparsers.items():
         for action in sub._actions:
             if action.dest != "help":

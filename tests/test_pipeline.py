@@ -99,18 +99,9 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 @pytest.mark.parametrize("preset", ["checkerboard.yaml", "cifar10.yaml", "imagenet64.yaml"])
 def test_paper_presets_list_the_whole_dag(preset, tmp_path):
-    from f2d2.data import DATASETS
-    from f2d2.nets import ARCHITECTURES
-
-    cfg = yaml.safe_load((ROOT / "config" / preset).read_text())
-    if "root" in cfg["data"]:  # the start-up check wants the dataset folder to exist
-        (tmp_path / cfg["data"]["root"]).mkdir(parents=True)
+    """A dry run lists the DAG without the data (whose files are checked when a real run starts)."""
     proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", str(ROOT / "config" / preset), "--directory",
                            str(tmp_path), "--quiet", "rules"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if cfg["data"]["name"] not in DATASETS or cfg["model"]["arch"] not in ARCHITECTURES:
-        # Until the image code lands, the start-up check refuses the preset, naming what is missing.
-        assert proc.returncode != 0 and f"data.name = {cfg['data']['name']!r} is unknown" in proc.stdout + proc.stderr
-        return
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rule in ("train", "reference_nll", "nll_cell", "sample_cell", "table_main", "table_error"):
         assert rule in proc.stdout, rule

@@ -89,8 +89,9 @@ def _check_reference(key: str, value: Any, stages: Collection[str], what: str) -
     return []
 
 
-def run_problems(run: dict, stages: Collection[str] = ()) -> list[str]:
-    """Problems of one resolved run config; ``stages`` are the names a reference may use instead of a path."""
+def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = True) -> list[str]:
+    """Problems of one resolved run config; ``stages`` are the names a reference may use instead of a path;
+    ``data_files=False`` leaves out whether data.path / data.root exist."""
     problems = []
     if not (_is_int(run.get("seed")) and run["seed"] >= 0):
         problems.append(f"seed = {run.get('seed')!r}; expected an integer >= 0")
@@ -119,7 +120,7 @@ def run_problems(run: dict, stages: Collection[str] = ()) -> list[str]:
     problems += found
     for key, kind, exists in (("path", "file", Path.is_file), ("root", "folder", Path.is_dir)):
         value = data.get(key)
-        if value is not None and not (isinstance(value, str) and exists(Path(value))):
+        if data_files and value is not None and not (isinstance(value, str) and exists(Path(value))):
             problems.append(f"data.{key} = {value!r} is not an existing {kind} (relative paths start from "
                             f"{Path.cwd()})")
 
@@ -214,8 +215,11 @@ def _where(run_name: str, runs: dict) -> str:
     return run_name if run_name.startswith("ablations.") else f"stages.{run_name}"
 
 
-def check_experiment(cfg: dict) -> None:
-    """Every semantic check of an experiment config; raises one ConfigError listing all problems."""
+def check_experiment(cfg: dict, data_files: bool = True) -> None:
+    """Every semantic check of an experiment config; raises one ConfigError listing all problems.
+
+    ``data_files=False``: not whether the data files exist (the pipeline checks them when it starts,
+    so that a dry run lists the DAG of a preset whose data is elsewhere)."""
     try:
         runs = experiment_runs(cfg)
     except ConfigError as e:
@@ -223,7 +227,7 @@ def check_experiment(cfg: dict) -> None:
     stages = list(cfg.get("stages") or {})
     where: dict[str, list[str]] = {}  # problem -> the runs that have it (a shared value: all of them)
     for name, run in runs.items():
-        found = run_problems(run, stages)
+        found = run_problems(run, stages, data_files)
         try:
             resolve_run(run)  # train.* values an ablation may set
         except ConfigError as e:

@@ -2,7 +2,7 @@
 
 ``f2d2 submit [options] -- <subcommand> ...`` runs one of them as a job (SLURM, local or inline).
 
-Points files are ``.npy`` or ``.csv`` arrays of shape (N, dim). Times run from
+Points files are ``.npy`` or ``.csv`` arrays of shape (N, dim), or uint8 images (N, C, H, W). Times run from
 t = 0 (noise) to t = 1 (data).
 """
 
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rtol", type=float, default=1e-5, help="reference solver relative tolerance")
     n.add_argument("--batch-size", type=_positive_int, default=10000, help="points per batch")
     n.add_argument("--seed", type=int, default=0, help="seed of Hutchinson probes")
+    n.add_argument("--dequant-seed", type=int, default=0,
+                   help="image checkpoints: seed of the uniform dequantization noise (points are then uint8 images "
+                        "(N, C, H, W) and bpd includes the dequantization terms, see f2d2.bpd)")
     n.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     n.add_argument("--compare", type=Path, default=None,
                    help="a previous nll output (e.g. the reference) to report mean |NLL - NLL_compare| against")
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", required=True, type=_positive_int, help="K, the number of steps")
     s.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    s.add_argument("--batch-size", type=_positive_int, default=10000,
+                   help="samples per batch (the noise is drawn at once, so results do not depend on it)")
     s.add_argument("--guidance-steps", type=int, default=0,
                    help="maximum-likelihood self-guidance: Adam steps on the noise before sampling (F2D2 models; "
                         "default 0 = off)")
@@ -86,12 +91,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write sample-quality metrics as JSON here: sliced W2 to fresh data of the checkpoint's "
                         "dataset and, for analytic datasets, the share of samples on the support")
     s.add_argument("--device", default="cpu", help="torch device to sample on, e.g. cpu or cuda")
+    s.add_argument("--fid-stats", type=Path, default=None,
+                   help="image checkpoints: reference statistics (.npz from f2d2 fid-reference) for the FID in --metrics")
+    s.add_argument("--fid-extractor", default="inception", choices=("inception", "tiny-conv"),
+                   help="FID features: clean-fid's Inception (default) or a fixed tiny conv net (no weights needed)")
+    s.add_argument("--fid-weights-dir", type=Path, default=Path("/tmp"),
+                   help="folder holding inception-2015-12-05.pt (clean-fid's default: /tmp)")
 
-    d = sub.add_parser("data", help="draw points from a config's dataset (e.g. a held-out test set)")
+    d = sub.add_parser("data", help="draw points from a config's dataset, or write its test images (image data)")
     d.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
     d.add_argument("--n", required=True, type=_positive_int, help="number of points")
     d.add_argument("--seed", type=int, required=True, help="seed; use one that no training run uses")
     d.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
+
+    f = sub.add_parser("fid-reference", help="FID reference statistics of a config's training images",
+                       description="Features of the training images through clean-fid; mean and covariance to --out.")
+    f.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
+    f.add_argument("--out", required=True, type=Path, help="output .npz (mu, sigma)")
+    f.add_argument("--n", type=_positive_int, default=None, help="use a seeded subset of n images (default: all)")
+    f.add_argument("--extractor", default="inception", choices=("inception", "tiny-conv"), help="feature extractor")
+    f.add_argument("--weights-dir", type=Path, default=Path("/tmp"), help="folder holding inception-2015-12-05.pt")
+    f.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+    m = sub.add_parser("import-meanflow", help="convert an official MeanFlow CIFAR-10 checkpoint to an f2d2 one",
+                       description=("Read a py-meanflow checkpoint (t = 0 data there), map its U-Net keys and flip "
+                                    "its time convention; the result serves as train.init_from or a teacher."))
+    m.add_argument("--checkpoint", required=True, type=Path, help="the official checkpoint-*.pth")
+    m.add_argument("--out", required=True, type=Path, help="f2d2 checkpoint.pt to write")
+    m.add_argument("--weights", default="net_ema", help="which weights: net, net_ema (default), net_ema1, ...")
+    m.add_argument("--data-root", type=Path, default=Path("data/cifar10"), help="CIFAR-10 root recorded in it")
 
     j = sub.add_parser("submit", help="run one f2d2 command as a job (SLURM, local or inline) and wait for it",
                        usage="f2d2 submit [options] --log-dir DIR -- <subcommand> <args...>", description=(
@@ -131,7 +159,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
            job_name=args.job_name or f"f2d2-{args.job[0]}")
 
 
-COMMANDS = ("train", "nll", "sample", "data")
+COMMANDS = ("train", "nll", "sample", "data", "fid-reference", "import-meanflow")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands  # torch and the model code load only here
 
     try:
-        getattr(commands, f"cmd_{args.command}")(args)
+        getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
     except commands.USER_ERRORS as e:
         print(f"f2d2 {args.command}: error: {e}", file=sys.stderr)
         return 2

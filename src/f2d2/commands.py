@@ -16,15 +16,19 @@ import torch
 from .checks import check_run
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .config import ConfigError, apply_overrides, load_yaml, resolve_run
-from .data import DataError, load_points, make_dataset
+from .bpd import dequantize, pixel_nll
+from .data import DataError, ImageDataset, load_points, make_dataset
 from .failures import OutOfMemory, TrainingError, explain_out_of_memory
+from .fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
 from .fileio import atomic_path, atomic_write_text
 from .guidance import self_guided_noise
 from .likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
 from .metrics import sliced_wasserstein, support_mass
+from .nets.meanflow_ckpt import MeanFlowCheckpointError
 from .sampling import sample
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError, OutOfMemory, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError, OutOfMemory, FIDError,
+               MeanFlowCheckpointError, ValueError, FileNotFoundError)
 
 
 def write_array(path: Path, array: np.ndarray, header: list[str] | None = None) -> None:
@@ -76,7 +80,8 @@ def cmd_nll(args: argparse.Namespace) -> None:
     ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
     model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
     dim = int(np.prod(model.data_shape))
-    points = load_points(args.points, dim=dim)
+    images = len(model.data_shape) == 3
+    points = load_images(args.points, model.data_shape) if images else load_points(args.points, dim=dim)
     div = args.div or ("exact" if args.reference or not model.has_div_head else "head")
     if div == "head" and not model.has_div_head:
         raise ValueError(f"--div head needs a checkpoint with a divergence head; {args.checkpoint} has none")
@@ -86,12 +91,14 @@ def cmd_nll(args: argparse.Namespace) -> None:
         if len(compare) != len(points):
             raise ValueError(f"--compare {args.compare} has {len(compare)} rows; the points have {len(points)}")
     gen = torch.Generator(args.device).manual_seed(args.seed)
+    # one dequantization noise per image, the same in every cell (per-sample errors compare like with like)
+    dequant = torch.Generator().manual_seed(args.dequant_seed)
     logps, nfe = [], 0
     start = time.perf_counter()
     with explain_out_of_memory(f"on {args.device} with --batch-size {args.batch_size}",
                                f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})"):
         for chunk in points.split(args.batch_size):
-            chunk = chunk.to(args.device)
+            chunk = (dequantize(chunk, dequant) if images else chunk).to(args.device)
             if args.reference:
                 res = reference_log_likelihood(model, chunk, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
             else:
@@ -99,11 +106,12 @@ def cmd_nll(args: argparse.Namespace) -> None:
             logps.append(res.log_prob.cpu())
             nfe += res.nfe
     seconds = time.perf_counter() - start
-    nll = -torch.cat(logps).double()
+    log_p = torch.cat(logps).double()
+    nll = pixel_nll(log_p, dim) if images else -log_p  # images: nats of the 8-bit pixels (f2d2.bpd)
     bpd = bits_per_dim(nll, dim)
     columns, names = [nll, bpd], ["nll_nats", "bpd"]
     analytic = None
-    data = make_dataset(ckpt_cfg["data"]) if ckpt_cfg["data"]["name"] != "points" else None
+    data = make_dataset(ckpt_cfg["data"]) if ckpt_cfg["data"]["name"] != "points" and not images else None
     if data is not None and data.has_density:
         analytic = -data.log_prob(points).double()
         columns.append(analytic)
@@ -119,6 +127,7 @@ def cmd_nll(args: argparse.Namespace) -> None:
         "backward": None if args.reference else args.backward,
         "mean_nll_nats": float(nll.mean()),
         "mean_bpd": float(bpd.mean()),
+        "dequantized": images,
         "nfe": nfe,
         "seconds": round(seconds, 4),
     }
@@ -150,22 +159,36 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.guidance_steps and args.guidance_lr is None:
         raise ValueError("--guidance-steps needs --guidance-lr")
     model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
+    if args.metrics is not None and len(model.data_shape) == 3:  # fail before sampling
+        if args.fid_stats is None or not args.fid_stats.is_file():
+            raise ValueError(f"--metrics for image samples needs --fid-stats: reference statistics from "
+                             f"f2d2 fid-reference; got {args.fid_stats}")
+        build_extractor(args.fid_extractor, args.fid_weights_dir)
     gen = torch.Generator(args.device).manual_seed(args.seed)
-    with explain_out_of_memory(f"on {args.device} drawing --n {args.n} samples at once",
-                               "lower --n and draw the samples in several calls with different --seed"):
+    with explain_out_of_memory(f"on {args.device} drawing --batch-size {args.batch_size} samples at once",
+                               f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})"):
         x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
         start = time.perf_counter()
-        if args.guidance_steps:
-            x0 = self_guided_noise(model, x0, lr=args.guidance_lr, steps=args.guidance_steps)
-        x1 = sample(model, x0, args.steps)
+        parts = []
+        for chunk in x0.split(args.batch_size):
+            if args.guidance_steps:
+                chunk = self_guided_noise(model, chunk, lr=args.guidance_lr, steps=args.guidance_steps)
+            parts.append(sample(model, chunk, args.steps))
+        x1 = torch.cat(parts)
     seconds = time.perf_counter() - start
-    write_array(args.out, x1.cpu().numpy())
+    images = len(model.data_shape) == 3
+    write_array(args.out, to_pixels(x1.cpu().numpy()) if images else x1.cpu().numpy())  # images: uint8 pixels
     ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
     summary = {"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps, "seed": args.seed,
                "train_seed": ckpt_cfg["seed"], "guidance_steps": args.guidance_steps,
                "guidance_lr": args.guidance_lr, "seconds": round(seconds, 4)}
     if args.metrics is not None:
-        summary.update(_sample_quality(ckpt_cfg["data"], x1.cpu(), args.seed))
+        if images:
+            summary["fid"] = fid_to_reference(np.load(args.out), args.fid_stats, args.fid_extractor,
+                                              weights_dir=args.fid_weights_dir, device=args.device)
+            summary["fid_extractor"] = args.fid_extractor
+        else:
+            summary.update(_sample_quality(ckpt_cfg["data"], x1.cpu(), args.seed))
         atomic_write_text(args.metrics, json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
 
@@ -180,9 +203,53 @@ def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
     return out
 
 
+def cmd_import_meanflow(args: argparse.Namespace) -> None:
+    from .checkpoint import save_checkpoint
+    from .nets.meanflow_ckpt import MEANFLOW_CIFAR10, load_meanflow
+
+    model = load_meanflow(args.checkpoint, weights=args.weights)
+    state = model.state_dict()
+    config = {"seed": 0, "data": {"name": "cifar10", "root": str(args.data_root)},
+              "model": {"arch": "unet", **MEANFLOW_CIFAR10, "dropout": 0.0, "flow_map": True},
+              "objective": {"name": "meanflow"}, "train": {}, "imported_from": str(args.checkpoint)}
+    ema = {**{f"module.{k}": v for k, v in state.items()}, "n_averaged": torch.tensor(1)}
+    save_checkpoint(args.out, {"config": config, "step": 0, "model": state, "ema": ema})
+    print(f"wrote {args.out}: MeanFlow '{args.weights}' weights as a time-flipped U-Net flow map")
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     _check_out(args.out)
     data = make_dataset(resolve_run(load_yaml(args.config))["data"])
-    points = data.sample(args.n, torch.Generator().manual_seed(args.seed))
+    if isinstance(data, ImageDataset):  # test images, uint8 (N, C, H, W): all, or a seeded subset of n
+        if args.out.suffix != ".npy":
+            raise ValueError(f"image data are written as .npy; got --out {args.out}")
+        points = data.test_subset(args.n, args.seed)
+    else:
+        points = data.sample(args.n, torch.Generator().manual_seed(args.seed))
     write_array(args.out, points.numpy())
-    print(f"wrote {args.n} points to {args.out}")
+    print(f"wrote {len(points)} {'test images' if isinstance(data, ImageDataset) else 'points'} to {args.out}")
+
+
+def load_images(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """uint8 images (N, *shape) from a .npy file (as written by f2d2 data); errors name the file."""
+    if not Path(path).is_file():
+        raise DataError(f"{path} not found; expected a .npy of uint8 images (N, {', '.join(map(str, shape))})")
+    arr = np.load(path, allow_pickle=False)
+    if arr.dtype != np.uint8 or arr.shape[1:] != tuple(shape) or len(arr) == 0:
+        raise DataError(f"{path} holds {arr.dtype} {arr.shape}; expected uint8 images (N >= 1, "
+                        f"{', '.join(map(str, shape))}) as written by f2d2 data")
+    return torch.from_numpy(arr)
+
+
+def cmd_fid_reference(args: argparse.Namespace) -> None:
+    data = make_dataset(resolve_run(load_yaml(args.config))["data"])
+    if not isinstance(data, ImageDataset):
+        raise ValueError(f"{args.config}: FID reference statistics need an image dataset, not {type(data).__name__}")
+    build_extractor(args.extractor, args.weights_dir)  # fail on missing weights before loading the images
+    pixels = data.train_pixels()
+    if args.n is not None and args.n < len(pixels):
+        pixels = pixels[torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))[: args.n]]
+    name = resolve_run(load_yaml(args.config))["data"]["name"]
+    source = reference_stats(pixels.numpy(), args.out, args.extractor, name=name, weights_dir=args.weights_dir,
+                             device=args.device)
+    print(f"wrote FID reference statistics of {name} ({args.extractor}) to {args.out}: {source}")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_resumable, save_checkpoint, warm_start
 from .config import ConfigError
-from .data import Dataset2D, make_dataset
+from .data import Dataset2D, ImageDataset, make_dataset
 from .distributed import Group, init_from_env, shutdown
 from .failures import check_terms
 from .fileio import atomic_write_text, remove_stale_temporaries
@@ -37,12 +37,13 @@ RANK_SEED_STRIDE = 1_000_003  # rank r's generator starts from seed + r * stride
 METRICS = "metrics.jsonl"
 
 
-def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D]:
+def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D | ImageDataset]:
     """The run's dataset, and a plain copy of the config with what the data and objective determine
-    filled in (the model's input dimension, whether it is a flow map)."""
+    filled in (the model's input shape, whether it is a flow map)."""
     run = json.loads(json.dumps(run_cfg))  # a plain, YAML/JSON-safe copy
     data = make_dataset(run["data"])
-    run["model"].setdefault("dim", data.dim)
+    for key, value in data.model_defaults().items():
+        run["model"].setdefault(key, value)
     run["model"]["flow_map"] = run["objective"]["name"] != "flow_matching"
     return run, data
 

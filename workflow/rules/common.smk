@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 from f2d2.checks import check_experiment
 from f2d2.config import ConfigError, resolve_run, stage_dependencies
+from f2d2.data import IMAGE_NAMES, DataError, make_dataset
 
 OUT = config.get("outdir", "results")
 CONFIG_FILE = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
@@ -21,10 +22,24 @@ F2D2_STAGES = [s for s in STAGES if config["stages"][s].get("model", {}).get("di
 
 # Fail before any job on any bad value: unknown names and keys, out-of-range values, missing files,
 # step counts the flow maps cannot take, resources this cluster cannot give (f2d2.checks).
+# Data files are checked on start (check_data), so that a dry run lists the DAG without the data.
 try:
-    check_experiment(config)
+    check_experiment(config, data_files=False)
 except ConfigError as e:
     raise WorkflowError(f"config {CONFIG_FILE}: {e}")
+
+IMAGES = resolve_run(config)["data"]["name"] in IMAGE_NAMES
+FID = EVAL.get("fid", {})
+
+
+def check_data():
+    """Called on start (not in a dry run): missing data files stop the workflow before any job,
+    with the DataError naming the path, the expected layout and where to get the files."""
+    for stage in STAGES:
+        try:
+            make_dataset(resolve_run(config, stage)["data"])
+        except DataError as e:
+            raise WorkflowError(f"config {CONFIG_FILE}, stage {stage}: {e}")
 
 
 def _value_tag(value):
@@ -116,6 +131,10 @@ def main_table_cells():
     nll = [nll_cell(r, k) for r in STAGES for k in STEPS]
     samples = [sample_cell(r, k) for r in STAGES for k in STEPS]
     return nll, samples
+
+
+def fid_reference():
+    return f"{OUT}/eval/fid_reference.npz"
 
 
 def all_targets():

@@ -2,6 +2,9 @@
 # rebuilt alone. NLL cells are compared point by point with the teacher's reference solve.
 
 
+BATCH = f"--batch-size {EVAL['batch_size']}" if EVAL.get("batch_size") else ""
+
+
 rule test_points:
     output:
         f"{OUT}/eval/test_points.npy",
@@ -28,7 +31,7 @@ rule reference_nll:
         device=device("eval"),
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --reference "
-        "--atol {params.atol} --rtol {params.rtol} --div {params.div} --device {params.device} "
+        "--atol {params.atol} --rtol {params.rtol} --div {params.div} --device {params.device} {BATCH} "
         "--out {output.csv} --summary {output.json}"
 
 
@@ -52,7 +55,7 @@ rule nll_cell:
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --steps {wildcards.k} "
         "--div {params.div} --backward {params.backward} --compare {input.reference} "
-        "--device {params.device} --out {output.csv} --summary {output.json}"
+        "--device {params.device} {BATCH} --out {output.csv} --summary {output.json}"
 
 
 def _guidance_args(w):
@@ -63,9 +66,31 @@ def _guidance_args(w):
     return f"--guidance-steps {g['steps']} --guidance-lr {lr}"
 
 
+rule fid_reference:
+    output:
+        fid_reference(),
+    params:
+        submit=submit("eval", f"{OUT}/eval/logs/fid_reference", "fid-reference"),
+        extractor=FID.get("extractor", "inception"),
+        weights=FID.get("weights_dir", "/tmp"),
+        n=f"--n {FID['n_reference']}" if FID.get("n_reference") else "",
+        device=device("eval"),
+    shell:
+        "{params.submit} -- fid-reference --config {CONFIG_FILE} --out {output} --extractor {params.extractor} "
+        "--weights-dir {params.weights} {params.n} --device {params.device}"
+
+
+def _fid_args(w, input):
+    if not IMAGES:
+        return ""
+    return (f"--fid-stats {input.fid} --fid-extractor {FID.get('extractor', 'inception')} "
+            f"--fid-weights-dir {FID.get('weights_dir', '/tmp')}")
+
+
 rule sample_cell:
     input:
         lambda w: trained(w.run),
+        **({"fid": fid_reference()} if IMAGES else {}),
     output:
         samples=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.npy",
         json=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.json",
@@ -73,9 +98,10 @@ rule sample_cell:
         submit=lambda w: submit("eval", f"{OUT}/eval/samples/{w.run}/logs/K{w.k}{w.guided}",
                                 f"sample-{w.run}-K{w.k}{w.guided}"),
         ckpt=lambda w: checkpoint(w.run),
-        n=EVAL["n_points"],
+        n=FID.get("n_samples", EVAL["n_points"]) if IMAGES else EVAL["n_points"],
         seed=EVAL["sample_seed"],
         guidance=_guidance_args,
+        fid=_fid_args,
         device=device("eval"),
     wildcard_constraints:
         run="|".join(RUNS),
@@ -83,7 +109,7 @@ rule sample_cell:
         guided="|_guided",
     shell:
         "{params.submit} -- sample --checkpoint {params.ckpt} --n {params.n} --steps {wildcards.k} "
-        "--seed {params.seed} {params.guidance} --device {params.device} "
+        "--seed {params.seed} {params.guidance} {params.fid} --device {params.device} {BATCH} "
         "--out {output.samples} --metrics {output.json}"
 
 

@@ -127,6 +127,11 @@ def cells_from_paths(paths: Iterable[str | os.PathLike], runs: Iterable[str] | N
     return {(r, k): found[(r, k)] for r in runs for k in steps}
 
 
+def sample_metric(cells: Iterable[dict]) -> tuple[str, str]:
+    """(cell key, column suffix) of sample quality: FID for image cells, sliced W2 for 2D ones."""
+    return ("fid", "fid") if any("fid" in c for c in cells) else ("sliced_w2", "sw2")
+
+
 def descending(steps: Iterable[int]) -> list[int]:
     """Step counts in the paper's column order (8, 4, 2, 1)."""
     return sorted({int(k) for k in steps}, reverse=True)

@@ -1,4 +1,4 @@
-"""Figure 2: sample quality (sliced W2) vs NFE, with and without self-guidance.
+"""Figure 2: sample quality (FID for images, else sliced W2) vs NFE, with and without self-guidance.
 
 NFE = K unguided and K + 1 guided (guidance costs one extra forward and backward pass).
 F2D2 methods: solid = unguided, dashed = guided (same colour); plus the teacher's Euler
@@ -19,13 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str) -> list[dict]:
+def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str, key: str) -> list[dict]:
     rows = []
     for k in steps:
         path, cell = common.cell(cells, run, k, "guided sample" if guided else "unguided sample")
         rows.append({"method": common.method_label(run), "run": run, "guided": guided, "K": k,
                      "nfe": k + 1 if guided else k,
-                     "sliced_w2": float(common.cell_value(cell, "sliced_w2", path)),
+                     key: float(common.cell_value(cell, key, path)),
                      "config": config, "seed": common.cell_value(cell, "train_seed", path)})
     return rows
 
@@ -34,27 +34,28 @@ def main(sample_cells: dict, guided_cells: dict, methods: list[str], steps: list
          teacher: str | None = "teacher") -> pd.DataFrame:
     """Cells keyed by (run, k); ``methods`` are the F2D2 runs. Writes ``out`` (PNG) and its .csv."""
     steps = sorted(int(k) for k in steps)
+    key, _ = common.sample_metric(common.read_json(p) for p in sample_cells.values())
     rows = []
     if teacher:
-        rows += _points(teacher, sample_cells, steps, False, config)
+        rows += _points(teacher, sample_cells, steps, False, config, key)
     for run in methods:
-        rows += _points(run, sample_cells, steps, False, config)
-        rows += _points(run, guided_cells, steps, True, config)
-    df = pd.DataFrame(rows, columns=["method", "run", "guided", "K", "nfe", "sliced_w2", "config", "seed"])
+        rows += _points(run, sample_cells, steps, False, config, key)
+        rows += _points(run, guided_cells, steps, True, config, key)
+    df = pd.DataFrame(rows, columns=["method", "run", "guided", "K", "nfe", key, "config", "seed"])
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     if teacher:
         t = df[df.run == teacher]
-        ax.plot(t.nfe, t.sliced_w2, "o-", color="black", label=f"{common.method_label(teacher)} (teacher)")
+        ax.plot(t.nfe, t[key], "o-", color="black", label=f"{common.method_label(teacher)} (teacher)")
     for i, run in enumerate(methods):
         color = f"C{i}"
         for guided, style in ((False, "o-"), (True, "s--")):
             d = df[(df.run == run) & (df.guided == guided)]
             label = common.method_label(run) + (" + guidance" if guided else "")
-            ax.plot(d.nfe, d.sliced_w2, style, color=color, label=label)
+            ax.plot(d.nfe, d[key], style, color=color, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("NFE")
-    ax.set_ylabel("sliced W2 (lower is better)")
+    ax.set_ylabel(f"{'FID' if key == 'fid' else 'sliced W2'} (lower is better)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     common.save_figure(fig, out)

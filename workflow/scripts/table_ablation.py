@@ -2,7 +2,7 @@
 
 Rows: the baseline runs first (e.g. the non-F2D2 "Shortcut-Distill", its NLL from its
 own Euler cells; ``value`` empty), then one row per ablation value in the given order.
-Columns ``K{k}_nll_bpd``, ``K{k}_abs_err_nats``, ``K{k}_sw2`` for K = 8, 4, 2, 1, then
+Columns ``K{k}_nll_bpd``, ``K{k}_abs_err_nats``, ``K{k}_sw2`` (``K{k}_fid`` for images) for K = 8, 4, 2, 1, then
 ``key``, ``value``, ``config``, ``seed``. Snakemake: input.nll, input.samples (flat lists);
 params.key, params.values, params.runs (one per value), params.baselines (optional),
 params.steps, params.config; output[0] the CSV.
@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 import common  # noqa: E402
 
 
-def _row(run: str, nll_cells: dict, sample_cells: dict, steps: list[int]) -> dict:
+def _row(run: str, nll_cells: dict, sample_cells: dict, steps: list[int], metric: tuple[str, str]) -> dict:
     row = {"method": common.method_label(run), "run": run}
     used = []
     for k in steps:
@@ -28,7 +28,7 @@ def _row(run: str, nll_cells: dict, sample_cells: dict, steps: list[int]) -> dic
         used += [(n_path, n), (s_path, s)]
         row[f"K{k}_nll_bpd"] = float(common.cell_value(n, "mean_bpd", n_path))
         row[f"K{k}_abs_err_nats"] = float(common.cell_value(n, "mean_abs_err_nats", n_path))
-        row[f"K{k}_sw2"] = float(common.cell_value(s, "sliced_w2", s_path))
+        row[f"K{k}_{metric[1]}"] = float(common.cell_value(s, metric[0], s_path))
     row["seed"] = common.train_seed(used)
     return row
 
@@ -40,15 +40,16 @@ def main(key: str, values: list, runs: list[str], baselines: list[str], nll_cell
     if len(values) != len(runs):
         raise ValueError(f"{len(values)} values {values} but {len(runs)} runs {runs}")
     steps = common.descending(steps)
+    metric = common.sample_metric(common.read_json(p) for p in sample_cells.values())
     cols = ["method", "run"]
     for k in steps:
-        cols += [f"K{k}_nll_bpd", f"K{k}_abs_err_nats", f"K{k}_sw2"]
+        cols += [f"K{k}_nll_bpd", f"K{k}_abs_err_nats", f"K{k}_{metric[1]}"]
     cols += ["key", "value", "config", "seed"]
     rows = []
     for run in baselines or []:
-        rows.append({**_row(run, nll_cells, sample_cells, steps), "key": key, "value": None, "config": config})
+        rows.append({**_row(run, nll_cells, sample_cells, steps, metric), "key": key, "value": None, "config": config})
     for value, run in zip(values, runs):
-        rows.append({**_row(run, nll_cells, sample_cells, steps), "key": key, "value": value, "config": config})
+        rows.append({**_row(run, nll_cells, sample_cells, steps, metric), "key": key, "value": value, "config": config})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df

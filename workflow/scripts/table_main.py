@@ -1,4 +1,4 @@
-"""Table 1: few-step NLL (bits/dim) and sample quality per method, K = 8, 4, 2, 1.
+"""Table 1: few-step NLL (bits/dim) and sample quality (FID for images, else sliced W2) per method, K = 8, 4, 2, 1.
 
 Snakemake: input.nll / input.samples (flat lists of ``{run}/K{k}.json`` cells; guided
 sample cells are ignored), input.reference; params.methods, params.steps, params.config;
@@ -19,11 +19,11 @@ REFERENCE_LABEL = "Reference (teacher, dopri5)"
 ANALYTIC_LABEL = "Analytic"
 
 
-def columns(steps, support_mass: bool) -> list[str]:
+def columns(steps, support_mass: bool, quality: str = "sw2") -> list[str]:
     """The K column groups, descending K."""
     cols = []
     for k in common.descending(steps):
-        cols += [f"K{k}_nll_bpd", f"K{k}_sw2"] + ([f"K{k}_support_mass"] if support_mass else [])
+        cols += [f"K{k}_nll_bpd", f"K{k}_{quality}"] + ([f"K{k}_support_mass"] if support_mass else [])
     return cols
 
 
@@ -35,7 +35,8 @@ def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str
     nll = {key: common.read_json(p) for key, p in nll_cells.items() if key[0] in methods and key[1] in steps}
     smp = {key: common.read_json(p) for key, p in sample_cells.items() if key[0] in methods and key[1] in steps}
     has_mass = any("support_mass" in c for c in smp.values())
-    cols = ["method", "run"] + columns(steps, has_mass) + ["config", "seed"]
+    key, quality = common.sample_metric(smp.values())
+    cols = ["method", "run"] + columns(steps, has_mass, quality) + ["config", "seed"]
 
     def fixed_row(label, run, value):
         row = {"method": label, "run": run, "config": config, "seed": common.cell_value(ref, "train_seed", reference)}
@@ -55,7 +56,7 @@ def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str
                 used.append((paths[(run, k)], cells[(run, k)]))
             n_path, s_path = nll_cells[(run, k)], sample_cells[(run, k)]
             row[f"K{k}_nll_bpd"] = float(common.cell_value(nll[(run, k)], "mean_bpd", n_path))
-            row[f"K{k}_sw2"] = float(common.cell_value(smp[(run, k)], "sliced_w2", s_path))
+            row[f"K{k}_{quality}"] = float(common.cell_value(smp[(run, k)], key, s_path))
             if has_mass:
                 row[f"K{k}_support_mass"] = float(smp[(run, k)].get("support_mass", float("nan")))
         row["seed"] = common.train_seed(used)

@@ -1,7 +1,8 @@
-"""2D datasets: analytic toy distributions and a user's own point set.
+"""Datasets: analytic 2D toy distributions, a user's own point set, and images.
 
 ``make_dataset(cfg)`` builds one from a config's ``data`` section, e.g.
-``{"name": "checkerboard", "scale": 2.0}``, ``{"name": "gmm"}`` or ``{"name": "points", "path": "my.npy"}``.
+``{"name": "checkerboard", "scale": 2.0}``, ``{"name": "gmm"}``, ``{"name": "points", "path": "my.npy"}``,
+``{"name": "cifar10", "root": "data/cifar10"}`` or ``{"name": "shapes", "size": 8}`` (generated images).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import inspect
 import math
 
+from .images import CIFAR10, ImageDataset, ImageNet64, Shapes
 from .points import PointCloud, load_points
 from .toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
 
-__all__ = ["Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "PointCloud", "load_points", "make_dataset"]
+__all__ = ["CIFAR10", "Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "IMAGE_NAMES", "ImageDataset", "ImageNet64",
+           "PointCloud", "Shapes", "load_points", "make_dataset"]
 
 
 def gmm_preset(
@@ -24,10 +27,12 @@ def gmm_preset(
     return GaussianMixture(means, stds, weights)
 
 
-DATASETS = {"checkerboard": Checkerboard, "gmm": gmm_preset, "points": PointCloud}
+IMAGE_NAMES = ("cifar10", "imagenet64", "shapes")
+DATASETS = {"checkerboard": Checkerboard, "gmm": gmm_preset, "points": PointCloud,
+            "cifar10": CIFAR10, "imagenet64": ImageNet64, "shapes": Shapes}
 
 
-def make_dataset(cfg: dict) -> Dataset2D:
+def make_dataset(cfg: dict) -> Dataset2D | ImageDataset:
     """The dataset named by ``cfg["name"]``; the other keys are its constructor's arguments."""
     if not isinstance(cfg, dict) or "name" not in cfg:
         raise DataError(f"data config {cfg!r} must be a mapping with a 'name'; allowed names: {sorted(DATASETS)}")

@@ -25,6 +25,10 @@ class Dataset2D:
         """n points, shape (n, dim), float32, drawn using only ``generator``."""
         raise NotImplementedError
 
+    def model_defaults(self) -> dict:
+        """What the network's config takes from the data."""
+        return {"dim": self.dim}
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor | None:
         """Log-density in nats of points x (n, dim), shape (n,); None when ``has_density`` is False."""
         raise NotImplementedError

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from .base import FlowMapNet, FlowMapOutput
 from .mlp import MLPFlowMap
+from .unet import UNetFlowMap
 
-ARCHITECTURES = {"mlp": MLPFlowMap}
+ARCHITECTURES = {"mlp": MLPFlowMap, "unet": UNetFlowMap}
 
 
 def build_model(cfg: dict) -> FlowMapNet:
@@ -27,4 +28,4 @@ def build_model(cfg: dict) -> FlowMapNet:
     return ARCHITECTURES[arch](**cfg)
 
 
-__all__ = ["ARCHITECTURES", "FlowMapNet", "FlowMapOutput", "MLPFlowMap", "build_model"]
+__all__ = ["ARCHITECTURES", "FlowMapNet", "FlowMapOutput", "MLPFlowMap", "UNetFlowMap", "build_model"]

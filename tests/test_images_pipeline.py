@@ -1,0 +1,86 @@
+"""The image pipeline end to end at the smallest size (generated 8x8 images, a U-Net of 8 channels,
+the tiny conv FID extractor): Table 1's layout with BPD and FID columns and finite values; and
+missing image data stopping the workflow on start, before any job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from test_pipeline import ROOT, snakemake
+
+STAGES = ["teacher", "meanflow", "meanflow_f2d2"]
+METHODS = ["Flow Matching", "MeanFlow", "MeanFlow-F2D2"]
+
+
+def tiny_images_config(tmp: Path) -> Path:
+    cfg = yaml.safe_load((ROOT / "config" / "tiny-images.yaml").read_text())
+    cfg["outdir"] = str(tmp / "results")
+    cfg["data"].update(n_train=200, n_test=24)
+    cfg["model"]["channels"] = 8
+    cfg["train"].update(steps=4, batch_size=8, warmup=1, log_every=2, ckpt_every=4)
+    cfg["stages"]["teacher"]["train"]["steps"] = 8
+    # one chain of the DAG (each job costs a few seconds of start-up on 2 cores); config/tiny-images.yaml has all
+    cfg["stages"] = {k: cfg["stages"][k] for k in STAGES}
+    cfg["eval"].update(n_points=24, steps=[1, 2])
+    cfg["eval"]["fid"]["n_samples"] = 24
+    path = tmp / "tiny-images.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("images")
+    config = tiny_images_config(tmp)
+    snakemake(tmp, config)
+    return tmp, config, tmp / "results"
+
+
+def test_table1_has_bpd_and_fid_for_every_method(image_pipeline):
+    _, config, out = image_pipeline
+    t1 = pd.read_csv(out / "tables" / "table1.csv")
+    assert list(t1["method"]) == ["Reference (teacher, dopri5)"] + METHODS
+    assert [c for c in t1.columns if c.startswith("K")] == ["K2_nll_bpd", "K2_fid", "K1_nll_bpd", "K1_fid"]
+    methods = t1.iloc[1:]
+    for col in ("K2_nll_bpd", "K1_nll_bpd", "K2_fid", "K1_fid"):
+        assert np.isfinite(methods[col].to_numpy(dtype=float)).all(), col
+    # 8-bit images: a barely trained model lands within a few bits of 8 bits per dimension
+    assert t1[["K2_nll_bpd", "K1_nll_bpd"]].stack().between(1, 30).all()
+    assert (methods[["K2_fid", "K1_fid"]] >= 0).all().all()
+    assert set(methods["config"]) == {str(config)}
+
+
+def test_image_cells_record_dequantized_bpd_fid_and_timing(image_pipeline):
+    _, _, out = image_pipeline
+    nll = pd.read_json(out / "eval" / "nll" / "meanflow_f2d2" / "K1.json", typ="series")
+    assert nll["dequantized"] and nll["div"] == "head" and nll["n"] == 24
+    per_point = pd.read_csv(out / "eval" / "nll" / "meanflow_f2d2" / "K1.csv")
+    np.testing.assert_allclose(per_point["bpd"], per_point["nll_nats"] / (3 * 8 * 8 * np.log(2)))
+    sample = pd.read_json(out / "eval" / "samples" / "meanflow_f2d2" / "K1_guided.json", typ="series")
+    assert sample["fid_extractor"] == "tiny-conv" and sample["fid"] >= 0 and sample["guidance_steps"] == 1
+    pixels = np.load(out / "eval" / "samples" / "teacher" / "K2.npy")
+    assert pixels.dtype == np.uint8 and pixels.shape == (24, 3, 8, 8)
+    assert np.load(out / "eval" / "test_points.npy").shape == (24, 3, 8, 8)
+    t4 = pd.read_csv(out / "tables" / "table4.csv")
+    assert (t4[["K1_sample_seconds", "K1_nll_seconds"]] > 0).all().all()
+    t7 = pd.read_csv(out / "tables" / "table7.csv")
+    assert (t7[["K2_abs_err_nats", "K1_abs_err_nats"]] > 0).all().all()
+    assert (out / "figures" / "figure2.png").stat().st_size > 0
+
+
+def test_missing_cifar10_stops_on_start_naming_the_folder(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "cifar10.yaml").read_text())
+    cfg.update(outdir=str(tmp_path / "results"), cluster="local")
+    cfg["data"]["root"] = str(tmp_path / "no-cifar")
+    path = tmp_path / "cifar.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(tmp_path, path, str(tmp_path / "results" / "eval" / "test_points.npy"), check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert str(tmp_path / "no-cifar" / "cifar-10-batches-py") in said and "cifar-10-python.tar.gz" in said
+    assert not (tmp_path / "results").exists()
