@@ -87,6 +87,7 @@ def test_out_of_memory_in_evaluation_names_the_option(tmp_path, monkeypatch, cap
                  "--out", str(tmp_path / "o.csv")]) == 2
     assert "out of memory on cpu with --batch-size 64 (CUDA out of memory.); lower --batch-size (e.g. 32)" \
         in capsys.readouterr().err
-    assert main(["sample", "--checkpoint", ckpt, "--n", "10", "--steps", "1", "--out", str(tmp_path / "s.npy")]) == 2
-    assert "out of memory on cpu drawing --n 10 samples at once (CUDA out of memory.); lower --n" \
-        in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", ckpt, "--n", "10", "--steps", "1", "--batch-size", "8",
+                 "--out", str(tmp_path / "s.npy")]) == 2
+    assert "out of memory on cpu drawing --batch-size 8 samples at once (CUDA out of memory.); lower --batch-size " \
+        "(e.g. 4)" in capsys.readouterr().err
