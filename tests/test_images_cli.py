@@ -65,3 +65,13 @@ def test_sample_batches_and_fid_cell(run, capsys):
     assert main(["fid-reference", "--config", str(d / "c.yaml"), "--out", str(d / "r2.npz"),
                  "--weights-dir", str(d / "nowhere")]) == 2
     assert str(d / "nowhere" / "inception-2015-12-05.pt") in capsys.readouterr().err
+
+
+def test_nll_refuses_images_of_the_wrong_size(run, capsys):
+    d, ckpt = run
+    np.save(d / "big.npy", np.zeros((4, 3, 16, 16), dtype=np.uint8))
+    capsys.readouterr()
+    assert main(["nll", "--checkpoint", str(ckpt), "--points", str(d / "big.npy"), "--steps", "1",
+                 "--out", str(d / "d.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "(4, 3, 16, 16)" in err and "(N >= 1, 3, 8, 8)" in err and not (d / "d.csv").exists()

@@ -76,6 +76,8 @@ def test_image_cells_record_dequantized_bpd_fid_and_timing(image_pipeline):
 def test_missing_cifar10_stops_on_start_naming_the_folder(tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "cifar10.yaml").read_text())
     cfg.update(outdir=str(tmp_path / "results"), cluster="local")
+    for res in cfg["resources"].values():  # this machine has no GPU: the start-up check would say so first
+        res.update(gpus=0, tasks_per_node=1)
     cfg["data"]["root"] = str(tmp_path / "no-cifar")
     path = tmp_path / "cifar.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
