@@ -71,6 +71,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                    "overrides": args.overrides, "seed": run["seed"], "steps": run["train"]["steps"],
                    "seconds_this_call": round(time.perf_counter() - start, 3),
                    "last_log": json.loads(lines[-1]) if lines else None}
+        stopped = load_checkpoint(ckpt).get("early_stopped")
+        if stopped is not None:
+            summary["early_stopped"] = stopped
         atomic_write_text(args.summary, json.dumps(summary, indent=1) + "\n")
 
 
