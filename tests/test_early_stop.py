@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import socket
+import time
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 import yaml
 
+from f2d2 import early_stop as early_stop_mod
 from f2d2.checkpoint import load_checkpoint, load_model
 from f2d2.cli import main
 from f2d2.config import ConfigError, resolve_run
@@ -191,3 +196,31 @@ def test_image_validation_bpd_is_what_f2d2_nll_reports(tmp_path):
     nll = json.loads((tmp_path / "nll.json").read_text())
     assert nll["dequantized"] is True
     assert nll["mean_bpd"] == pytest.approx(val[-1], rel=1e-6)
+
+
+def _rank_worker(rank: int, run: dict, workdir: str, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    if rank == 1:  # this rank alone would measure a BPD far from the target
+        real = early_stop_mod.points_nll
+        early_stop_mod.points_nll = lambda *a, **k: (lambda nll, nfe: (nll + 1e6, nfe))(*real(*a, **k))
+    train(run, workdir, progress=False)
+
+
+def test_two_gloo_ranks_take_rank_0s_decision(tmp_path):
+    """Rank 1 measures another BPD, yet both processes stop at rank 0's first check and return."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.spawn(_rank_worker, args=(f2d2_run({"target_bpd": 0.0, "tol": 100.0}), str(tmp_path), port),
+                   nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the two ranks did not finish together within 120 s")
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["step"] == EVERY and ckpt["early_stopped"]["step"] == EVERY
+    assert len(ckpt["rng_by_rank"]) == 2
