@@ -19,6 +19,7 @@ import torch
 from .config import ConfigError, deep_merge, resolve_run
 from .data import DATASETS
 from .divergence import METHODS as DIVERGENCE_METHODS
+from .early_stop import early_stop_problems
 from .nets import ARCHITECTURES
 from .objectives import OBJECTIVES
 
@@ -125,6 +126,7 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
                             f"{Path.cwd()})")
 
     problems += _check_reference("train.init_from", run["train"].get("init_from"), stages, "checkpoint")
+    problems += early_stop_problems(run)
     return problems
 
 

@@ -16,13 +16,12 @@ import torch
 from .checks import check_run
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .config import ConfigError, apply_overrides, load_yaml, resolve_run
-from .bpd import dequantize, pixel_nll
 from .data import DataError, ImageDataset, load_points, make_dataset
 from .failures import OutOfMemory, TrainingError, explain_out_of_memory
 from .fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
 from .fileio import atomic_path, atomic_write_text
 from .guidance import self_guided_noise
-from .likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
+from .likelihood import bits_per_dim, log_likelihood, points_nll, reference_log_likelihood
 from .metrics import sliced_wasserstein, support_mass
 from .nets.meanflow_ckpt import MeanFlowCheckpointError
 from .sampling import sample
@@ -72,6 +71,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                    "overrides": args.overrides, "seed": run["seed"], "steps": run["train"]["steps"],
                    "seconds_this_call": round(time.perf_counter() - start, 3),
                    "last_log": json.loads(lines[-1]) if lines else None}
+        stopped = load_checkpoint(ckpt).get("early_stopped")
+        if stopped is not None:
+            summary["early_stopped"] = stopped
         atomic_write_text(args.summary, json.dumps(summary, indent=1) + "\n")
 
 
@@ -93,21 +95,19 @@ def cmd_nll(args: argparse.Namespace) -> None:
     gen = torch.Generator(args.device).manual_seed(args.seed)
     # one dequantization noise per image, the same in every cell (per-sample errors compare like with like)
     dequant = torch.Generator().manual_seed(args.dequant_seed)
-    logps, nfe = [], 0
+    if args.reference:
+        def likelihood(x):
+            return reference_log_likelihood(model, x, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
+    else:
+        def likelihood(x):
+            return log_likelihood(model, x, args.steps, div=div, backward=args.backward, generator=gen)
     start = time.perf_counter()
     with explain_out_of_memory(f"on {args.device} with --batch-size {args.batch_size}",
                                f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})"):
-        for chunk in points.split(args.batch_size):
-            chunk = (dequantize(chunk, dequant) if images else chunk).to(args.device)
-            if args.reference:
-                res = reference_log_likelihood(model, chunk, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
-            else:
-                res = log_likelihood(model, chunk, args.steps, div=div, backward=args.backward, generator=gen)
-            logps.append(res.log_prob.cpu())
-            nfe += res.nfe
+        # images: nats of the 8-bit pixels (f2d2.bpd)
+        nll, nfe = points_nll(points, likelihood, model.data_shape, batch_size=args.batch_size,
+                              device=args.device, dequant=dequant)
     seconds = time.perf_counter() - start
-    log_p = torch.cat(logps).double()
-    nll = pixel_nll(log_p, dim) if images else -log_p  # images: nats of the 8-bit pixels (f2d2.bpd)
     bpd = bits_per_dim(nll, dim)
     columns, names = [nll, bpd], ["nll_nats", "bpd"]
     analytic = None

@@ -13,6 +13,7 @@ A stage refers to another stage's result by its name in ``train.init_from``
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,17 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "ckpt_every": 500,
     "device": "cpu",
     "init_from": None,
+    "early_stop": None,
+}
+
+# train.early_stop (null: off), see f2d2.early_stop; a mapping is completed with these values.
+EARLY_STOP_DEFAULTS: dict[str, Any] = {
+    "every": 500,
+    "n_val": 1000,
+    "steps": 1,
+    "target_bpd": None,
+    "tol": 0.02,
+    "seed": 0,
 }
 
 RUN_DEFAULTS: dict[str, Any] = {
@@ -127,6 +139,8 @@ def resolve_run(cfg: dict, stage: str | None = None, stage_root: str | Path | No
     if bad:
         raise ConfigError(f"unknown train key(s) {sorted(bad)}; allowed: {sorted(TRAIN_DEFAULTS)}")
     _check_train(run["train"])
+    if run["train"]["early_stop"] is not None:
+        run["train"]["early_stop"] = {**EARLY_STOP_DEFAULTS, **run["train"]["early_stop"]}
     if stage_root is not None:
         stages = cfg.get("stages") or {}
         for sec, key in STAGE_REFERENCES:
@@ -148,3 +162,33 @@ def _check_train(tr: dict) -> None:
         raise ConfigError(f"train.ema_decay = {tr['ema_decay']!r}; expected a number in [0, 1)")
     if tr["grad_clip"] is not None and not (isinstance(tr["grad_clip"], (int, float)) and tr["grad_clip"] > 0):
         raise ConfigError(f"train.grad_clip = {tr['grad_clip']!r}; expected null or a number > 0")
+    _check_early_stop(tr["early_stop"])
+
+
+def _check_early_stop(es: Any) -> None:
+    if es is None:
+        return
+    if not isinstance(es, dict):
+        raise ConfigError(f"train.early_stop = {es!r}; expected null (off) or a mapping with keys "
+                          f"{sorted(EARLY_STOP_DEFAULTS)}")
+    unknown = set(es) - set(EARLY_STOP_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown train.early_stop key(s) {sorted(unknown)}; allowed: {sorted(EARLY_STOP_DEFAULTS)}")
+    es = {**EARLY_STOP_DEFAULTS, **es}
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for key in ("every", "n_val", "steps"):
+        if not (is_int(es[key]) and es[key] >= 1):
+            raise ConfigError(f"train.early_stop.{key} = {es[key]!r}; expected an integer >= 1")
+    if not (is_int(es["seed"]) and es["seed"] >= 0):
+        raise ConfigError(f"train.early_stop.seed = {es['seed']!r}; expected an integer >= 0")
+    if es["target_bpd"] is not None and not is_number(es["target_bpd"]):
+        raise ConfigError(f"train.early_stop.target_bpd = {es['target_bpd']!r}; expected null (the teacher's "
+                          "reference BPD on the validation split) or a finite number of bits/dim")
+    if not (is_number(es["tol"]) and es["tol"] > 0):
+        raise ConfigError(f"train.early_stop.tol = {es['tol']!r}; expected a number of bits/dim > 0")

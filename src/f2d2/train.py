@@ -8,7 +8,9 @@ warning, if the latest cannot be read) and ends in the same state as an
 uninterrupted run. A stop signal (SLURM
 preemption or time limit, ``scancel``) saves a checkpoint at the end of the current step
 (:mod:`f2d2.preemption`). Under several processes (:mod:`f2d2.distributed`) each rank trains on
-``batch_size / world`` points and rank 0 alone writes files.
+``batch_size / world`` points and rank 0 alone writes files. With ``train.early_stop``
+(:mod:`f2d2.early_stop`) it stops once the validation BPD reaches its target; the checkpoint then
+records ``early_stopped`` and a restart returns at once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .checkpoint import load_resumable, save_checkpoint, warm_start
 from .config import ConfigError
 from .data import Dataset2D, ImageDataset, make_dataset
 from .distributed import Group, init_from_env, shutdown
+from .early_stop import EarlyStop
 from .failures import check_terms
 from .fileio import atomic_write_text, remove_stale_temporaries
 from .nets import build_model
@@ -96,6 +99,11 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
                 f"{ckpt_path} was written by a different config (only train.steps, log_every and ckpt_every "
                 "may change on resume); use a fresh workdir or delete the checkpoint"
             )
+        if "early_stopped" in ckpt:
+            if group.is_main:
+                print(f"{ckpt_path} stopped early at step {ckpt['step']} ({ckpt['early_stopped']}); not training "
+                      "further", flush=True)
+            return ckpt_path
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -106,9 +114,17 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
         step = ckpt["step"]
         if group.is_main:
             print(f"resuming from {ckpt_path} at step {step}", flush=True)
+    early = None
+    if tr["early_stop"] is not None:
+        early = EarlyStop(run, data, device=device, group=group)
+        if ckpt is not None:
+            early.target = ckpt["early_stop"]["target_bpd"]
+        elif early.target is None:
+            early.target = early.reference(run["objective"]["teacher"], run["objective"].get("div_method", "exact"))
     if group.is_main:
         atomic_write_text(workdir / "config.yaml", yaml.safe_dump(run, sort_keys=False))
         _truncate_log(workdir / METRICS, step)
+    stopped: dict = {}  # the early stop, once it happened
 
     def save() -> None:
         rngs = group.gather({"data": gen.get_state(), "torch": torch.get_rng_state()})
@@ -125,6 +141,10 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
         }
         if group.world > 1:
             payload["rng_by_rank"] = rngs
+        if early is not None:
+            payload["early_stop"] = {"target_bpd": early.target}
+        if stopped:
+            payload["early_stopped"] = stopped
         save_checkpoint(ckpt_path, payload, keep_previous=True)
 
     model.train()
@@ -148,18 +168,29 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
                 ema.update_parameters(model)
                 step += 1
                 bar.update(1)
-                if log is not None and (step % tr["log_every"] == 0 or step == tr["steps"]):
+                val = None
+                if early is not None and step % early.every == 0:
+                    val = {"val_bpd": early.evaluate(ema.module), "target_bpd": early.target}
+                    if early.reached(val["val_bpd"]):
+                        stopped.update(step=step, **val)
+                if log is not None and (step % tr["log_every"] == 0 or step == tr["steps"] or val is not None):
                     row = {"step": step, "lr": sched.get_last_lr()[0], "time": round(time.time() - t_start, 3)}
                     row.update(values)
+                    row.update(val or {})
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
-                if step % tr["ckpt_every"] == 0 or step == tr["steps"] or stopping:
+                if step % tr["ckpt_every"] == 0 or step == tr["steps"] or stopping or stopped:
                     save()
                 if stopping:
                     if group.is_main:
                         print(f"stop signal: saved {ckpt_path} at step {step}", flush=True)
                     stop.deliver()
+                if stopped:
+                    if group.is_main:
+                        print(f"early stop at step {step}: validation BPD {stopped['val_bpd']:.4f} is within "
+                              f"{early.tol} of the target {early.target:.4f}; saved {ckpt_path}", flush=True)
+                    break
     finally:
         if log is not None:
             log.close()

@@ -1,0 +1,102 @@
+"""Early stopping of F2D2 finetuning at a calibrated BPD (the paper's Appendix C).
+
+With ``train.early_stop`` set, training measures every ``every`` steps the BPD of the EMA model's
+``steps``-step F2D2 likelihood (divergence head) on a held-out validation split, and stops as soon as
+it lies within ``tol`` bits/dim of the target: ``target_bpd``, or (null) the teacher's reference
+(dopri5) BPD on the same split, computed once at the start and kept in the checkpoint.
+
+The split is data training never sees: ``n_val`` test images (``ImageDataset.test_subset(n_val, seed)``,
+dequantized with a generator seeded by ``seed``, as ``f2d2 nll --dequant-seed`` does), or ``n_val``
+points from a generator seeded with ``seed + VAL_STREAM``, apart from the training streams.
+An evaluation draws nothing from the training generator and restores the global RNGs, so a run with
+early stopping is bitwise the run without it up to the stop. Every rank evaluates and takes rank 0's
+value (a broadcast), so all ranks stop at the same step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .checkpoint import load_model
+from .config import ConfigError
+from .data import Dataset2D, ImageDataset
+from .distributed import Group
+from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, points_nll, reference_log_likelihood
+from .nets import FlowMapNet
+
+VAL_STREAM = 2**32  # 2D validation points: seed + VAL_STREAM (training's streams: seed + rank * 1_000_003)
+
+
+def early_stop_problems(run: dict) -> list[str]:
+    """What a resolved run with ``train.early_stop`` lacks (a divergence head; a teacher for a null target)."""
+    es = run["train"].get("early_stop")
+    if es is None:
+        return []
+    problems = []
+    if run["model"].get("div_head") is not True:
+        problems.append(f"train.early_stop measures the F2D2 likelihood of the divergence head, but "
+                        f"model.div_head = {run['model'].get('div_head')!r}; set model.div_head: true or "
+                        "train.early_stop: null")
+    if es.get("target_bpd") is None and run["objective"].get("teacher") is None:
+        problems.append("train.early_stop.target_bpd = None means the teacher's reference BPD, but "
+                        "objective.teacher = None; set objective.teacher (a stage name or checkpoint path) "
+                        "or a number as train.early_stop.target_bpd")
+    return problems
+
+
+def validation_split(data: Dataset2D | ImageDataset, n: int, seed: int) -> torch.Tensor:
+    """The held-out validation data on the CPU: uint8 test images (N, C, H, W) or float32 points (N, dim)."""
+    if isinstance(data, ImageDataset):
+        return data.test_subset(n, seed)
+    return data.sample(n, torch.Generator().manual_seed(seed + VAL_STREAM))
+
+
+class EarlyStop:
+    """The validation split of one run and its BPD checks; ``target`` is set by the caller or ``reference``."""
+
+    def __init__(self, run: dict, data: Dataset2D | ImageDataset, *, device: torch.device, group: Group):
+        problems = early_stop_problems(run)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        self.cfg = run["train"]["early_stop"]
+        self.every, self.tol, self.target = self.cfg["every"], self.cfg["tol"], self.cfg["target_bpd"]
+        two_way = run["objective"].get("two_way", True)
+        self.backward = "two-way" if two_way else "forward-only"
+        self.batch_size = run["train"]["batch_size"] // group.world
+        self.device, self.group = device, group
+        self.x = validation_split(data, self.cfg["n_val"], self.cfg["seed"])
+
+    def reference(self, teacher: str, div: str) -> float:
+        """The reference (dopri5) BPD of the teacher checkpoint's EMA velocity on the split."""
+        with self._own_rng():
+            model = load_model(teacher, device=self.device)
+            gen = torch.Generator(self.device).manual_seed(self.cfg["seed"])  # Hutchinson probes
+            return self._mean_bpd(model, lambda x: reference_log_likelihood(model, x, div=div, generator=gen))
+
+    def evaluate(self, model: FlowMapNet) -> float:
+        """The BPD of ``model``'s (the EMA network's) ``steps``-step F2D2 likelihood on the split."""
+        was_training = model.training
+        model.eval()  # no dropout
+        try:
+            with self._own_rng():
+                return self._mean_bpd(model, lambda x: log_likelihood(model, x, self.cfg["steps"], div="head",
+                                                                      backward=self.backward))
+        finally:
+            model.train(was_training)
+
+    def reached(self, bpd: float) -> bool:
+        return abs(bpd - self.target) <= self.tol
+
+    def _own_rng(self):
+        """Restore the global CPU (and this CUDA device's) RNG state afterwards."""
+        return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+
+    def _mean_bpd(self, model: FlowMapNet, likelihood: Callable[[torch.Tensor], LikelihoodResult]) -> float:
+        nll, _ = points_nll(self.x, likelihood, model.data_shape, batch_size=self.batch_size, device=self.device,
+                            dequant=torch.Generator().manual_seed(self.cfg["seed"]))
+        bpd = bits_per_dim(nll, math.prod(model.data_shape)).mean().reshape(1).to(self.device)
+        self.group.broadcast_([bpd])  # rank 0's value on every rank: one decision
+        return float(bpd)

@@ -1,0 +1,226 @@
+"""train.early_stop: F2D2 finetuning stops at the first check whose validation BPD is within tol of the
+target; without a stop it changes nothing; an early-stopped workdir is not trained further."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+
+from f2d2 import early_stop as early_stop_mod
+from f2d2.checkpoint import load_checkpoint, load_model
+from f2d2.cli import main
+from f2d2.config import ConfigError, resolve_run
+from f2d2.data import make_dataset
+from f2d2.early_stop import validation_split
+from f2d2.likelihood import bits_per_dim, reference_log_likelihood
+from f2d2.train import train
+
+STEPS, EVERY = 40, 5
+
+EXPERIMENT = {
+    "seed": 3,
+    "data": {"name": "checkerboard"},
+    "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2, "div_head": True, "div_scale": 1.0},
+    "objective": {"name": "shortcut_f2d2", "div_source": "self", "lam": 1.0},
+    "train": {"steps": STEPS, "batch_size": 64, "lr": 1e-3, "warmup": 5, "ema_decay": 0.9,
+              "log_every": 10, "ckpt_every": 20},
+    "stages": {"f2d2": {}},
+}
+
+
+def experiment(early_stop: dict | None, **train_keys) -> dict:
+    cfg = copy.deepcopy(EXPERIMENT)
+    cfg["train"].update(train_keys)
+    if early_stop is not None:
+        cfg["train"]["early_stop"] = {"every": EVERY, "n_val": 128, "steps": 1, "seed": 11, **early_stop}
+    return cfg
+
+
+def f2d2_run(early_stop: dict | None, **train_keys) -> dict:
+    return resolve_run(experiment(early_stop, **train_keys), "f2d2")
+
+
+def rows(workdir) -> list[dict]:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines]
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+UNREACHABLE = {"target_bpd": 1000.0, "tol": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """A run with early stopping that never triggers: (workdir, checks as {step: val_bpd})."""
+    work = tmp_path_factory.mktemp("full")
+    train(f2d2_run(UNREACHABLE), work, progress=False)
+    return work, {r["step"]: r["val_bpd"] for r in rows(work) if "val_bpd" in r}
+
+
+def test_unreachable_target_trains_to_the_end_with_a_check_every_few_steps(full):
+    work, checks = full
+    ckpt = load_checkpoint(work / "checkpoint.pt")
+    assert ckpt["step"] == STEPS and "early_stopped" not in ckpt
+    assert sorted(checks) == list(range(EVERY, STEPS + 1, EVERY))
+    assert len(set(checks.values())) == len(checks)  # the BPD moves as the head trains
+    assert all(r.get("target_bpd") == 1000.0 for r in rows(work) if "val_bpd" in r)
+    assert [r["step"] for r in rows(work)] == sorted(checks)  # a check writes a row off the log steps too
+
+
+def test_enabled_but_not_triggered_is_bitwise_the_run_without_it(full, tmp_path):
+    work, _ = full
+    plain = load_checkpoint(train(f2d2_run(None), tmp_path / "plain", progress=False))
+    ckpt = load_checkpoint(work / "checkpoint.pt")
+    for part in ("model", "ema"):
+        assert same_state(plain[part], ckpt[part]), part
+    assert same_state(plain["rng"], ckpt["rng"])
+    assert rows(tmp_path / "plain") == [{k: v for k, v in r.items() if "bpd" not in k}
+                                        for r in rows(work) if r["step"] % 10 == 0]
+
+    # Interrupted at step 20 and resumed: the same run again (the target comes back from the checkpoint).
+    train(f2d2_run(UNREACHABLE, steps=20), tmp_path / "cut", progress=False)
+    resumed = load_checkpoint(train(f2d2_run(UNREACHABLE), tmp_path / "cut", progress=False))
+    assert resumed["early_stop"] == {"target_bpd": 1000.0}
+    for part in ("model", "ema"):
+        assert same_state(resumed[part], ckpt[part]), part
+    assert rows(tmp_path / "cut") == rows(work)
+
+
+def test_stops_at_the_first_check_within_tol_and_a_restart_trains_no_further(full, tmp_path, capsys):
+    _, checks = full
+    target = checks[25]
+    tol = 1.5 * min(abs(v - target) for s, v in checks.items() if s != 25)  # admits 25 and at least one more
+    first = min(s for s, v in checks.items() if abs(v - target) <= tol)
+    assert first <= 25
+    cfg = experiment({"target_bpd": target, "tol": tol})
+    work = tmp_path / "stop"
+    ckpt = load_checkpoint(train(resolve_run(cfg, "f2d2"), work, progress=False))
+    assert ckpt["step"] == first < STEPS
+    assert ckpt["early_stopped"] == {"step": first, "val_bpd": checks[first], "target_bpd": target}
+    logged = rows(work)
+    assert logged[-1]["step"] == first and logged[-1]["val_bpd"] == checks[first]
+    assert [r["val_bpd"] for r in logged if "val_bpd" in r] == [checks[s] for s in range(EVERY, first + 1, EVERY)]
+
+    # A restart, even asking for more steps, returns at once; the CLI's summary reports the stop.
+    before = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
+    train(resolve_run(experiment({"target_bpd": target, "tol": tol}, steps=80), "f2d2"), work, progress=False)
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    summary = tmp_path / "train.json"
+    assert main(["train", "--config", str(config), "--stage", "f2d2", "--workdir", str(work), "--no-progress",
+                 "--summary", str(summary)]) == 0
+    assert "stopped early at step" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
+    assert json.loads(summary.read_text())["early_stopped"] == ckpt["early_stopped"]
+
+
+def test_null_target_is_the_teachers_reference_bpd(tmp_path):
+    teacher_run = resolve_run({**copy.deepcopy(EXPERIMENT), "model": {"arch": "mlp", "hidden": 32, "depth": 2,
+                                                                       "time_freqs": 2},
+                               "objective": {"name": "flow_matching"}}, "f2d2")
+    teacher = train(teacher_run, tmp_path / "teacher", progress=False)
+    cfg = experiment({"target_bpd": None, "tol": 100.0})
+    cfg["objective"] = {"name": "shortcut_distill_f2d2", "teacher": str(teacher), "div_source": "teacher",
+                        "lam": 1.0}
+    ckpt = load_checkpoint(train(resolve_run(cfg, "f2d2"), tmp_path / "f2d2", progress=False))
+    assert ckpt["step"] == EVERY  # any BPD is within tol = 100: the first check stops
+
+    x = validation_split(make_dataset({"name": "checkerboard"}), 128, 11)
+    want = float(bits_per_dim(-reference_log_likelihood(load_model(teacher), x).log_prob.double(), 2).mean())
+    assert ckpt["early_stopped"]["target_bpd"] == pytest.approx(want, rel=1e-6)
+    assert ckpt["early_stop"] == {"target_bpd": ckpt["early_stopped"]["target_bpd"]}
+    # the split is not the first training batch of the same seed
+    assert not torch.equal(x[:64], make_dataset({"name": "checkerboard"}).sample(64, torch.Generator().manual_seed(11)))
+
+
+def test_null_target_without_a_teacher_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.early_stop.target_bpd = None .* objective.teacher = None"):
+        train(f2d2_run({"target_bpd": None}), tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("early_stop, words", [
+    ({"every": 0}, ["train.early_stop.every = 0", "integer >= 1"]),
+    ({"n_val": 2.5}, ["train.early_stop.n_val = 2.5", "integer >= 1"]),
+    ({"steps": True}, ["train.early_stop.steps = True", "integer >= 1"]),
+    ({"tol": 0}, ["train.early_stop.tol = 0", "> 0"]),
+    ({"target_bpd": "teacher"}, ["train.early_stop.target_bpd = 'teacher'", "null", "finite number"]),
+    ({"seed": -1}, ["train.early_stop.seed = -1", "integer >= 0"]),
+    ({"patience": 3}, ["unknown train.early_stop key(s) ['patience']", "'tol'"]),
+])
+def test_bad_early_stop_values_name_key_and_value(early_stop, words):
+    with pytest.raises(ConfigError) as err:
+        f2d2_run(early_stop)
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+
+
+def test_early_stop_not_a_mapping_is_refused():
+    cfg = copy.deepcopy(EXPERIMENT)
+    cfg["train"]["early_stop"] = 500
+    with pytest.raises(ConfigError, match=r"train.early_stop = 500; expected null \(off\) or a mapping"):
+        resolve_run(cfg, "f2d2")
+
+
+def test_image_validation_bpd_is_what_f2d2_nll_reports(tmp_path):
+    """On generated images the check's BPD equals ``f2d2 nll`` on ``f2d2 data``'s test subset (same seeds)."""
+    cfg = {"seed": 0, "data": {"name": "shapes", "size": 8, "n_train": 64, "n_test": 40},
+           "model": {"arch": "unet", "channels": 8, "channel_mult": [1], "attn_resolutions": [],
+                     "num_res_blocks": 1, "dropout": 0.0, "div_head": True, "div_scale": 1.0},
+           "objective": {"name": "shortcut_f2d2", "div_source": "self", "div_method": "hutchinson",
+                         "max_log2": 2},
+           "train": {"steps": 4, "batch_size": 8, "warmup": 1, "log_every": 2, "ckpt_every": 4,
+                     "early_stop": {"every": 2, "n_val": 24, "steps": 1, "target_bpd": 0.0, "tol": 1e-3,
+                                    "seed": 5}},
+           "stages": {"f2d2": {}}}
+    config = tmp_path / "img.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    ckpt = train(resolve_run(cfg, "f2d2"), tmp_path / "run", progress=False)
+    val = [r["val_bpd"] for r in rows(tmp_path / "run") if "val_bpd" in r]
+    assert len(val) == 2 and load_checkpoint(ckpt)["step"] == 4
+    assert main(["data", "--config", str(config), "--n", "24", "--seed", "5", "--out", str(tmp_path / "x.npy")]) == 0
+    assert main(["nll", "--checkpoint", str(ckpt), "--points", str(tmp_path / "x.npy"), "--steps", "1",
+                 "--div", "head", "--dequant-seed", "5", "--out", str(tmp_path / "nll.csv"),
+                 "--summary", str(tmp_path / "nll.json")]) == 0
+    nll = json.loads((tmp_path / "nll.json").read_text())
+    assert nll["dequantized"] is True
+    assert nll["mean_bpd"] == pytest.approx(val[-1], rel=1e-6)
+
+
+def _rank_worker(rank: int, run: dict, workdir: str, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    if rank == 1:  # this rank alone would measure a BPD far from the target
+        real = early_stop_mod.points_nll
+        early_stop_mod.points_nll = lambda *a, **k: (lambda nll, nfe: (nll + 1e6, nfe))(*real(*a, **k))
+    train(run, workdir, progress=False)
+
+
+def test_two_gloo_ranks_take_rank_0s_decision(tmp_path):
+    """Rank 1 measures another BPD, yet both processes stop at rank 0's first check and return."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.spawn(_rank_worker, args=(f2d2_run({"target_bpd": 0.0, "tol": 100.0}), str(tmp_path), port),
+                   nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the two ranks did not finish together within 120 s")
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["step"] == EVERY and ckpt["early_stopped"]["step"] == EVERY
+    assert len(ckpt["rng_by_rank"]) == 2
