@@ -173,14 +173,14 @@ def test_interrupted_training_requeues_and_ends_like_an_uninterrupted_run(tmp_pa
 
 
 def test_time_limit_checkpoints_requeues_and_finishes(tmp_path, slurm_cluster, reference):
-    """A 1-minute limit, warned 50 s ahead: SLURM sends the warning at its first time-limit check (every
-    30 s) after the job's tenth second, so 10-40 s into each attempt (a warning in the first second,
-    before Python has installed its handlers, would kill the job). The same run as the reference with a
+    """A 1-minute limit, warned 55 s ahead: SLURM sends the warning at its first time-limit check (every
+    30 s) after the job's fifth second, so 5-35 s into each attempt (a warning in the first second or
+    two, before Python has installed its handlers, would kill the job). The same run as the reference with a
     checkpoint after every step (the resume allows ckpt_every to change) takes about 45 s of CPU here,
     so the first attempt is cut off; the run still ends in the uninterrupted run's state."""
     config, ref = reference
     workdir = tmp_path / "run"
-    cmd = submit_cmd(workdir, config, slurm_cluster, "--time-min", "1", "--signal-delay-s", "50",
+    cmd = submit_cmd(workdir, config, slurm_cluster, "--time-min", "1", "--signal-delay-s", "55",
                      train_args=("--set", "train.ckpt_every=1"))
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr

@@ -75,12 +75,18 @@ class CliJob:
     def __call__(self, argv: list[str]) -> int:
         from .cli import build_parser, main
 
-        _export_distributed_env()
+        job = _job_environment()
+        if job is not None and job.num_tasks > 1:  # torch.distributed's variables, from submitit's
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         try:  # usage errors; submitit would otherwise record no result at all
             build_parser().parse_args(list(argv))
         except SystemExit as e:
             raise RuntimeError(f"f2d2 {' '.join(argv)}: invalid command (exit code {e.code})") from None
         code = main(list(argv))  # a SystemExit from here on is submitit's requeue: let it through
+        if job is not None:
+            _ignore_stop_signals()
         if code != 0:
             raise RuntimeError(f"f2d2 {' '.join(argv)} exited with code {code}")
         return code
@@ -91,17 +97,25 @@ class CliJob:
         return submitit.helpers.DelayedSubmission(CliJob(), argv)
 
 
-def _export_distributed_env() -> None:
-    """In a submitit job of several tasks: RANK, WORLD_SIZE, MASTER_ADDR, ... for torch.distributed."""
+def _ignore_stop_signals() -> None:
+    """The work is done: a stop signal from now on (SLURM's time-limit warning, a late scancel) must not
+    requeue the job, nor kill it while Python shuts down (which restores default handlers, except for
+    ignored signals), which SLURM would record as FAILED."""
+    from .preemption import STOP_SIGNALS
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _job_environment() -> Any:
+    """submitit's JobEnvironment inside a submitit job, else None (an inline run)."""
     import submitit
 
     try:
-        env = submitit.JobEnvironment()
-        tasks = env.num_tasks
-    except RuntimeError:  # not inside a submitit job (inline)
-        return
-    if tasks > 1:
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        return submitit.JobEnvironment()
+    except RuntimeError:
+        return None
 
 
 def _now() -> str:
