@@ -29,6 +29,8 @@ class FlowMapNet(nn.Module):
 
     def __init__(self, div_scale: float = 1.0, flow_map: bool = False):
         super().__init__()
+        self.d_head: nn.Module | None = None
+        self.has_div_head = False
         self.flow_map = bool(flow_map)
         if not div_scale > 0:
             raise ValueError(f"model.div_scale = {div_scale!r}; expected a number > 0")
@@ -39,5 +41,18 @@ class FlowMapNet(nn.Module):
         return self(x, t, t).u
 
     def add_div_head(self) -> None:
-        """Attach a freshly initialised divergence head (warm start of F2D2 from a velocity-only model)."""
+        """Attach a freshly initialised divergence head (warm start of F2D2 from a velocity-only model).
+
+        Its last linear layer starts at zero, so D = 0 and the velocity is unchanged."""
+        if self.d_head is not None:
+            return
+        head = self.new_div_head()
+        last = head[-1] if isinstance(head, nn.Sequential) else head
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.d_head = head.to(next(self.parameters()).device)
+        self.has_div_head = True
+
+    def new_div_head(self) -> nn.Module:
+        """The backbone's divergence head, mapping its final features to (B, 1)."""
         raise NotImplementedError

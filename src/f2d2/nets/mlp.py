@@ -55,19 +55,11 @@ class MLPFlowMap(FlowMapNet):
             width = hidden
         self.trunk = nn.Sequential(*layers)
         self.u_head = nn.Linear(hidden, dim)
-        self.d_head: nn.Linear | None = None
-        self.has_div_head = False
         if div_head:
             self.add_div_head()
 
-    def add_div_head(self) -> None:
-        if self.d_head is not None:
-            return
-        head = nn.Linear(self.u_head.in_features, 1)
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        self.d_head = head.to(self.u_head.weight.device)
-        self.has_div_head = True
+    def new_div_head(self) -> nn.Module:
+        return nn.Linear(self.u_head.in_features, 1)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> FlowMapOutput:
         h = self.trunk(torch.cat([x, self.embed(s), self.embed(t)], dim=1))

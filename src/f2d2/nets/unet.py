@@ -188,21 +188,13 @@ class UNetFlowMap(FlowMapNet):
         self.out_norm = group_norm(c)
         self.out_conv = nn.Conv2d(c, in_channels, 3, padding=1)
         self.feature_size = c * image_size * image_size
-        self.d_head: nn.Sequential | None = None
-        self.has_div_head = False
         if div_head:
             self.add_div_head()
 
-    def add_div_head(self) -> None:
-        if self.d_head is not None:
-            return
+    def new_div_head(self) -> nn.Module:
         h1, h2 = self.div_hidden
-        head = nn.Sequential(nn.Flatten(), nn.Linear(self.feature_size, h1), nn.SiLU(),
+        return nn.Sequential(nn.Flatten(), nn.Linear(self.feature_size, h1), nn.SiLU(),
                              nn.Linear(h1, h2), nn.SiLU(), nn.Linear(h2, 1))
-        nn.init.zeros_(head[-1].weight)
-        nn.init.zeros_(head[-1].bias)
-        self.d_head = head.to(self.out_conv.weight.device)
-        self.has_div_head = True
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> FlowMapOutput:
         if x.shape[1:] != self.data_shape:
