@@ -99,6 +99,22 @@ def test_exact_map_zeroes_the_self_consistency_and_distill_terms():
     assert Shortcut(f2d2=False)(exact, x1, g)["tangent"] > 1e-2
 
 
+def test_exact_map_zeroes_meanflow_terms_with_the_teacher_tangent():
+    exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0).double()
+    teacher = GaussianFlow(MU, SIGMA, flow_map=False).double()
+    x1 = (torch.tensor(MU) + SIGMA * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))).double()
+    distill = MeanFlow(f2d2=True, teacher=teacher, tangent="teacher", map_fraction=1.0)
+    terms = distill(exact, x1, torch.Generator().manual_seed(2))
+    assert terms["mf"] < 1e-12 and terms["mf_div"] < 1e-12
+    # The conditional tangent x1 - x0 leaves the flow-matching variance in the velocity term.
+    conditional = MeanFlow(f2d2=True, teacher=teacher, map_fraction=1.0)
+    assert conditional(exact, x1, torch.Generator().manual_seed(2))["mf"] > 1e-2
+    with pytest.raises(ValueError, match="objective.tangent = 'teacher' needs objective.teacher"):
+        MeanFlow(tangent="teacher")
+    with pytest.raises(ValueError, match="objective.tangent = 'model'"):
+        MeanFlow(tangent="model")
+
+
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_every_objective_takes_a_training_step(name, tmp_path):
     teacher = _mlp(div_head=False)

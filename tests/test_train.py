@@ -14,13 +14,13 @@ from f2d2.failures import NonFiniteLossError
 from f2d2.train import train
 
 
-def tiny_run(steps: int = 30) -> dict:
+def tiny_run(steps: int = 30, lr_schedule: str = "constant") -> dict:
     return resolve_run({
         "seed": 3,
         "data": {"name": "checkerboard"},
         "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
         "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup": 5, "ema_decay": 0.9,
-                  "log_every": 5, "ckpt_every": 10},
+                  "log_every": 5, "ckpt_every": 10, "lr_schedule": lr_schedule},
     })
 
 
@@ -39,8 +39,9 @@ def _log(workdir):
     return [{k: v for k, v in r.items() if k != "time"} for r in rows]
 
 
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch):
-    run = tiny_run(30)
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch, lr_schedule):
+    run = tiny_run(30, lr_schedule)
     full = train(run, tmp_path / "full", progress=False)
 
     real = train_mod.build_objective
@@ -70,6 +71,12 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch):
         assert _states_equal(a[key], b[key]), key
     assert _log(tmp_path / "full") == _log(tmp_path / "cut")  # no duplicated or lost log lines
     assert [r["step"] for r in _log(tmp_path / "full")] == [5, 10, 15, 20, 25, 30]
+    lrs = [r["lr"] for r in _log(tmp_path / "full")]
+    if lr_schedule == "constant":
+        assert lrs == [1e-3] * 6
+    else:  # the warm-up ends at step 5, then a half cosine reaches 0 at step 30
+        assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(0, abs=1e-12)
+        assert all(a > b for a, b in zip(lrs, lrs[1:]))
 
 
 def test_training_lowers_the_flow_matching_loss(tmp_path):

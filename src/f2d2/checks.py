@@ -22,6 +22,7 @@ from .divergence import METHODS as DIVERGENCE_METHODS
 from .early_stop import early_stop_problems
 from .nets import ARCHITECTURES
 from .objectives import OBJECTIVES
+from .objectives.meanflow import TANGENTS
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -47,6 +48,7 @@ _OBJECTIVE_VALUES = [
     ("div_source", lambda v: v in ("self", "teacher"), "'self' or 'teacher'"),
     ("div_method", lambda v: v in DIVERGENCE_METHODS, f"one of {list(DIVERGENCE_METHODS)}"),
     ("two_way", lambda v: isinstance(v, bool), "true or false"),
+    ("tangent", lambda v: v in TANGENTS, f"one of {list(TANGENTS)}"),
 ]
 _MODEL_VALUES = [
     ("div_scale", lambda v: _is_number(v) and v > 0, "a number > 0 (the scaling c of the divergence head)"),
@@ -105,7 +107,8 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
         name = obj["name"]
         f2d2 = name.endswith("_f2d2")
         div_source = obj.get("div_source", params["div_source"].default) if "div_source" in params else None
-        needs_teacher = "distill" in name or (f2d2 and div_source == "teacher")
+        needs_teacher = ("distill" in name or (f2d2 and div_source == "teacher")
+                         or obj.get("tangent") == "teacher")
         if needs_teacher and obj.get("teacher") is None:
             problems.append(f"objective.teacher = None, but objective {name!r} needs a teacher: a stage name or a "
                             "flow-matching checkpoint path")

@@ -24,6 +24,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 4096,
     "lr": 1e-3,
     "warmup": 100,
+    "lr_schedule": "constant",
     "ema_decay": 0.999,
     "grad_clip": None,
     "log_every": 50,
@@ -32,6 +33,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "init_from": None,
     "early_stop": None,
 }
+
+# train.lr_schedule: after the linear warm-up, "constant" keeps lr, "cosine" decays it to 0 at train.steps.
+LR_SCHEDULES = ("constant", "cosine")
 
 # train.early_stop (null: off), see f2d2.early_stop; a mapping is completed with these values.
 EARLY_STOP_DEFAULTS: dict[str, Any] = {
@@ -156,6 +160,8 @@ def _check_train(tr: dict) -> None:
             raise ConfigError(f"train.{key} = {tr[key]!r}; expected an integer >= 1")
     if not isinstance(tr["warmup"], int) or tr["warmup"] < 0:
         raise ConfigError(f"train.warmup = {tr['warmup']!r}; expected an integer >= 0")
+    if tr["lr_schedule"] not in LR_SCHEDULES:
+        raise ConfigError(f"train.lr_schedule = {tr['lr_schedule']!r}; expected one of {list(LR_SCHEDULES)}")
     if not (isinstance(tr["lr"], (int, float)) and tr["lr"] > 0):
         raise ConfigError(f"train.lr = {tr['lr']!r}; expected a number > 0")
     if not (isinstance(tr["ema_decay"], (int, float)) and 0 <= tr["ema_decay"] < 1):

@@ -15,7 +15,9 @@ records ``early_stopped`` and a restart returns at once.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import time
 from pathlib import Path
 
@@ -51,6 +53,16 @@ def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D | ImageDataset]:
     return run, data
 
 
+def lr_factor(i: int, *, warmup: int, steps: int, schedule: str) -> float:
+    """Multiplier of train.lr at optimizer step i (0-based): linear warm-up over ``warmup`` steps, then
+    1 ("constant") or a half cosine reaching 0 at step ``steps`` ("cosine")."""
+    if warmup and i < warmup:
+        return (i + 1) / warmup
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (i - warmup) / max(1, steps - warmup))))
+    return 1.0
+
+
 def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
     """Train one run to ``train.steps`` steps; returns the path of the final checkpoint."""
     workdir = Path(workdir)
@@ -81,8 +93,8 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
         warm_start(model, tr["init_from"])
     group.broadcast_(model.state_dict().values())
     opt = torch.optim.RAdam(model.parameters(), lr=tr["lr"])
-    warmup = tr["warmup"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) if warmup else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, functools.partial(lr_factor, warmup=tr["warmup"], steps=tr["steps"], schedule=tr["lr_schedule"]))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tr["ema_decay"]), use_buffers=True)
     gen = torch.Generator(device).manual_seed(run["seed"] + RANK_SEED_STRIDE * group.rank)
     step = 0

@@ -1,9 +1,12 @@
 """MeanFlow (the Eulerian condition, via a JVP) and MeanFlow-F2D2.
 
-With the paper's time direction (t = 0 noise, t = 1 data), x = I_s and the
-conditional velocity v = x1 - x0, the flow map's average velocity obeys
+With the paper's time direction (t = 0 noise, t = 1 data), x = I_s and a
+velocity v at (x, s), the flow map's average velocity obeys
 u(x, s, t) = v(x, s) + (t - s) du/ds, where du/ds is the total derivative along
 the trajectory: the JVP of u in its inputs (x, s, t) with tangent (v, 1, 0).
+``tangent`` picks v: the conditional velocity x1 - x0 (MeanFlow; unbiased, since
+the targets are linear in v) or the teacher's v(x, s) (distillation, as
+Shortcut-Distill does; far lower variance, and the map follows the teacher's flow).
 
     L_MF     = || u(x, s, t) - sg(v + (t - s) JVP_u) ||^2
     L_MF-div = || D(x, s, t) - sg(div v(x, s) / c + (t - s) JVP_D) ||^2     (F2D2)
@@ -21,7 +24,9 @@ import torch
 
 from ..nets import FlowMapNet, FlowMapOutput
 from .interpolant import expand_time, interpolate, noise_like, uniform_time
-from .targets import check_common_options, divergence_target, load_teacher
+from .targets import check_common_options, divergence_target, load_teacher, velocity_target
+
+TANGENTS = ("conditional", "teacher")
 
 
 class MeanFlow:
@@ -35,17 +40,23 @@ class MeanFlow:
         div_source: str = "teacher",
         div_method: str = "exact",
         lam: float = 1.0,
+        tangent: str = "conditional",
         map_fraction: float = 0.25,
         two_way: bool = True,
         device: str = "cpu",
     ):
         check_common_options(f2d2=f2d2, teacher=teacher, div_source=div_source, lam=lam)
+        if tangent not in TANGENTS:
+            raise ValueError(f"objective.tangent = {tangent!r}; expected one of {list(TANGENTS)}")
+        if tangent == "teacher" and teacher is None:
+            raise ValueError("objective.tangent = 'teacher' needs objective.teacher (a checkpoint path)")
         if not 0 < map_fraction <= 1:
             raise ValueError(f"objective.map_fraction = {map_fraction!r}; expected a number in (0, 1]")
         self.f2d2, self.lam = f2d2, float(lam)
         self.div_source, self.div_method = div_source, div_method
-        self.map_fraction, self.two_way = map_fraction, two_way
-        self.teacher = load_teacher(teacher, device) if f2d2 and div_source == "teacher" else None
+        self.map_fraction, self.two_way, self.tangent = map_fraction, two_way, tangent
+        uses_teacher = tangent == "teacher" or (f2d2 and div_source == "teacher")
+        self.teacher = load_teacher(teacher, device) if uses_teacher else None
 
     def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, t), each (b,): a share map_fraction with s != t, ordered s <= t unless two_way."""
@@ -61,11 +72,13 @@ class MeanFlow:
         x0 = noise_like(x1, generator)
         s, t = self.times(x1.shape[0], generator, x1)
         x = interpolate(x0, x1, s)
-        div_src = None
+        v, div_src = x1 - x0, None
         if self.f2d2:
-            source = self.teacher if self.teacher is not None else model
-            _, div_src = divergence_target(source, x, s, self.div_method, generator)
-        out, u_target, d_target = eulerian_targets(model, x, s, t, x1 - x0, div_src)
+            source = self.teacher if self.div_source == "teacher" else model
+            v_src, div_src = divergence_target(source, x, s, self.div_method, generator)
+        if self.tangent == "teacher":
+            v = v_src if self.f2d2 and self.div_source == "teacher" else velocity_target(self.teacher, x, s)
+        out, u_target, d_target = eulerian_targets(model, x, s, t, v, div_src)
         terms = {"mf": (out.u - u_target).pow(2).mean()}
         loss = terms["mf"]
         if self.f2d2:
