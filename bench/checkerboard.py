@@ -5,7 +5,9 @@ self-guidance and the K = 1 likelihood's speed against the reference solve. Not 
 
 Trains each stage of the config twice, once with maps trained in both time directions (the 2D
 default, backward steps query u(x, s, t) with s > t) and once forward-only (backward steps use the
-paper's first-order trick), reusing one teacher. Finished stages are reused on a rerun. Writes
+paper's first-order trick), reusing one teacher. Finished stages are reused on a rerun, so the
+families can be trained by two processes (``--families two-way --train-only`` and
+``--families forward-only --train-only``) and evaluated together by a third run. Writes
 <out>/checkerboard.json with every number and the config and seeds behind it.
 """
 
@@ -106,6 +108,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override of every stage's run config, e.g. train.steps=50 (a smoke run); "
                         "STAGE:KEY=VALUE overrides one stage only")
+    p.add_argument("--train-only", action="store_true",
+                   help="stop after training (e.g. one process per family); a later run evaluates")
     p.add_argument("--stages", nargs="+", default=None,
                    help="train and evaluate only these stages (and the stages they need)")
     args = p.parse_args(argv)
@@ -131,6 +135,8 @@ def main(argv=None) -> int:
             ckpts[(family, stage)] = train_stage(cfg, stage, args.out / family, args.out / "two-way", dev,
                                                  not args.no_progress, args.overrides)
             print(f"[bench] trained {family}/{stage}", file=sys.stderr)
+    if args.train_only:
+        return 0
 
     teacher = load_model(ckpts[(args.families[0], "teacher")], device=dev)
     ref, ref_seconds = timed(lambda: reference_log_likelihood(teacher, x_test))
