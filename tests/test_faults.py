@@ -145,8 +145,9 @@ def _finished_outputs(log: str) -> set[str]:
     return {o for j in done for o in outputs.get(j, [])}
 
 
-def _interrupt_after_first_cell(tmp_path: Path, cells) -> tuple[Path, Path, str]:
-    """Run Snakemake for ``cells`` and Ctrl-C it once the first has finished; return (folder, config, log).
+def _interrupt_after_first_cell(tmp_path: Path, cells: list[Path]) -> tuple[Path, Path, str]:
+    """Run Snakemake for ``cells`` (paths relative to its folder) and Ctrl-C it once the first has finished;
+    return (folder, config, log).
 
     The second cell takes a few seconds, so the interrupt lands while it runs unless this process was
     starved for that long (a loaded machine): then the attempt is redone in a fresh folder, twice at most.
@@ -155,13 +156,14 @@ def _interrupt_after_first_cell(tmp_path: Path, cells) -> tuple[Path, Path, str]
         work = tmp_path / f"attempt{attempt}"
         work.mkdir()
         config = tiny_config(work)
-        cmd, env = snakemake_cmd(work, config, "--cores", "1", *map(str, cells(work)))
+        targets = [str(work / c) for c in cells]
+        cmd, env = snakemake_cmd(work, config, "--cores", "1", *targets)
         proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env={**env, "PYTHONUNBUFFERED": "1"},
                                 start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         log = []
         for line in proc.stdout:  # interrupt once the first evaluation cell has finished, the second is running
             log.append(line)
-            if _finished_outputs("".join(log)) & {str(c) for c in cells(work)}:
+            if _finished_outputs("".join(log)) & set(targets):
                 break
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
         log.append(proc.communicate(timeout=120)[0])
@@ -172,11 +174,9 @@ def _interrupt_after_first_cell(tmp_path: Path, cells) -> tuple[Path, Path, str]
 
 
 def test_snakemake_interrupted_with_sigint_keeps_finished_jobs(tmp_path):
-    def cells(work: Path) -> list[Path]:
-        return [work / "results" / "eval" / "nll" / "teacher" / f"K{k}.json" for k in (1, 2)]
-
-    tmp_path, config, log = _interrupt_after_first_cell(tmp_path, cells)
-    cells = cells(tmp_path)
+    relative = [Path("results", "eval", "nll", "teacher", f"K{k}.json") for k in (1, 2)]
+    tmp_path, config, log = _interrupt_after_first_cell(tmp_path, relative)
+    cells = [tmp_path / c for c in relative]
     finished = {Path(o) for o in _finished_outputs(log)}
     assert len(finished & set(cells)) == 1 and finished > {tmp_path / "results" / "eval" / "test_points.npy"}
     stamps = {p: p.stat().st_mtime_ns for p in finished}

@@ -72,12 +72,12 @@ class MeanFlow:
         x0 = noise_like(x1, generator)
         s, t = self.times(x1.shape[0], generator, x1)
         x = interpolate(x0, x1, s)
-        v, div_src = x1 - x0, None
+        v, div_src, source = x1 - x0, None, None
         if self.f2d2:
             source = self.teacher if self.div_source == "teacher" else model
             v_src, div_src = divergence_target(source, x, s, self.div_method, generator)
-        if self.tangent == "teacher":
-            v = v_src if self.f2d2 and self.div_source == "teacher" else velocity_target(self.teacher, x, s)
+        if self.tangent == "teacher":  # the teacher's velocity, from the divergence call when it made one
+            v = v_src if source is self.teacher else velocity_target(self.teacher, x, s)
         out, u_target, d_target = eulerian_targets(model, x, s, t, v, div_src)
         terms = {"mf": (out.u - u_target).pow(2).mean()}
         loss = terms["mf"]
