@@ -68,6 +68,23 @@ def test_sample_writes_requested_points(trained):
     assert arr.shape == (50, 2) and np.isfinite(arr).all() and arr.std() > 0.1
 
 
+def test_reference_sample_matches_many_steps(trained, tmp_path):
+    ckpt = str(trained / "teacher" / "checkpoint.pt")
+    outs = {}
+    for how in (["--reference"], ["--steps", "200"], ["--steps", "1"]):
+        out = tmp_path / f"s{len(outs)}.npy"
+        assert main(["sample", "--checkpoint", ckpt, "--n", "200", *how, "--out", str(out)]) == 0
+        outs[how[-1]] = np.load(out)
+    # the adaptive solve and 200 Euler steps from the same noise end close; one Euler step does not
+    assert np.abs(outs["--reference"] - outs["200"]).mean() < 0.3 * np.abs(outs["--reference"] - outs["1"]).mean()
+
+
+def test_sample_rejects_bad_tolerance_before_loading(tmp_path, capsys):
+    code = main(["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--n", "5", "--reference",
+                 "--rtol", "-1", "--out", str(tmp_path / "s.npy")])
+    assert code == 2 and "rtol=-1" in capsys.readouterr().err
+
+
 def test_nll_rejects_bad_points_file(trained, tmp_path, capsys):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((10, 3)))

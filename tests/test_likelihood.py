@@ -11,7 +11,7 @@ from analytic import GaussianFlow
 from f2d2.divergence import divergence
 from f2d2.likelihood import bits_per_dim, log_likelihood, reference_log_likelihood, standard_normal_log_prob
 from f2d2.nets import MLPFlowMap
-from f2d2.sampling import sample
+from f2d2.sampling import reference_sample, sample
 
 MU, SIGMA = [1.0, -0.5], 0.6
 
@@ -57,6 +57,16 @@ def test_sampling_moves_noise_to_data():
     assert torch.allclose(x1.std(0), torch.full((2,), SIGMA), atol=0.02)
     one = sample(GaussianFlow(MU, SIGMA, flow_map=True), x0, 1)  # exact map: one step lands exactly
     assert torch.allclose(one, torch.tensor(MU) + SIGMA * x0, atol=1e-5)
+
+
+def test_reference_sample_follows_the_exact_flow():
+    model = GaussianFlow(MU, SIGMA, flow_map=False)
+    x0 = torch.randn(500, 2, generator=torch.Generator().manual_seed(2))
+    exact = torch.tensor(MU) + SIGMA * x0  # this flow's time-1 map
+    assert (reference_sample(model, x0, atol=1e-7, rtol=1e-7) - exact).abs().max() < 1e-4
+    assert (sample(model, x0, 4) - exact).abs().max() > 1e-2  # few Euler steps of the same velocity are not
+    with pytest.raises(ValueError, match="atol=0"):
+        reference_sample(model, x0, atol=0)
 
 
 def _random_mlp(dim: int = 3) -> MLPFlowMap:

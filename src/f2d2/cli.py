@@ -74,10 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples with K steps", description=(
         "Push N(0, I) noise (t = 0) to data (t = 1) with K uniform steps of the checkpoint's flow map "
-        "(Euler steps of its velocity for a flow-matching model)."))
+        "(Euler steps of its velocity for a flow-matching model), or --reference for the adaptive dopri5 "
+        "solve with the instantaneous velocity."))
     s.add_argument("--checkpoint", required=True, type=Path, help="f2d2 checkpoint.pt")
     s.add_argument("--n", required=True, type=_positive_int, help="number of samples")
-    s.add_argument("--steps", required=True, type=_positive_int, help="K, the number of steps")
+    s_how = s.add_mutually_exclusive_group(required=True)
+    s_how.add_argument("--steps", type=_positive_int, help="K, the number of steps")
+    s_how.add_argument("--reference", action="store_true", help="adaptive dopri5 solve (the yardstick)")
+    s.add_argument("--atol", type=float, default=1e-5, help="reference solver absolute tolerance")
+    s.add_argument("--rtol", type=float, default=1e-5, help="reference solver relative tolerance")
     s.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     s.add_argument("--batch-size", type=_positive_int, default=10000,

@@ -21,10 +21,10 @@ from .failures import OutOfMemory, TrainingError, explain_out_of_memory
 from .fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
 from .fileio import atomic_path, atomic_write_text
 from .guidance import self_guided_noise
-from .likelihood import bits_per_dim, log_likelihood, points_nll, reference_log_likelihood
+from .likelihood import bits_per_dim, check_tolerances, log_likelihood, points_nll, reference_log_likelihood
 from .metrics import sliced_wasserstein, support_mass
 from .nets.meanflow_ckpt import MeanFlowCheckpointError
-from .sampling import sample
+from .sampling import reference_sample, sample
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError, OutOfMemory, FIDError,
                MeanFlowCheckpointError, ValueError, FileNotFoundError)
@@ -79,6 +79,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_nll(args: argparse.Namespace) -> None:
     _check_out(args.out)
+    if args.reference:
+        check_tolerances(args.atol, args.rtol)
     ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
     model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
     dim = int(np.prod(model.data_shape))
@@ -158,6 +160,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     _check_out(args.out)
     if args.guidance_steps and args.guidance_lr is None:
         raise ValueError("--guidance-steps needs --guidance-lr")
+    if args.reference:
+        check_tolerances(args.atol, args.rtol)
     model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
     if args.metrics is not None and len(model.data_shape) == 3:  # fail before sampling
         if args.fid_stats is None or not args.fid_stats.is_file():
@@ -173,13 +177,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
         for chunk in x0.split(args.batch_size):
             if args.guidance_steps:
                 chunk = self_guided_noise(model, chunk, lr=args.guidance_lr, steps=args.guidance_steps)
-            parts.append(sample(model, chunk, args.steps))
+            parts.append(reference_sample(model, chunk, atol=args.atol, rtol=args.rtol) if args.reference
+                         else sample(model, chunk, args.steps))
         x1 = torch.cat(parts)
     seconds = time.perf_counter() - start
     images = len(model.data_shape) == 3
     write_array(args.out, to_pixels(x1.cpu().numpy()) if images else x1.cpu().numpy())  # images: uint8 pixels
     ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
-    summary = {"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps, "seed": args.seed,
+    summary = {"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps,
+               "solver": "dopri5" if args.reference else f"{args.steps}-step", "seed": args.seed,
                "train_seed": ckpt_cfg["seed"], "guidance_steps": args.guidance_steps,
                "guidance_lr": args.guidance_lr, "seconds": round(seconds, 4)}
     if args.metrics is not None:

@@ -68,6 +68,12 @@ def log_likelihood(
     return LikelihoodResult(standard_normal_log_prob(x) - total, x, steps)
 
 
+def check_tolerances(atol: float, rtol: float) -> None:
+    """Raise before any solve if an adaptive solver's tolerances are not positive."""
+    if not (atol > 0 and rtol > 0):
+        raise ValueError(f"reference solver tolerances must be > 0; got atol={atol!r}, rtol={rtol!r}")
+
+
 def reference_log_likelihood(
     model: FlowMapNet,
     x1: torch.Tensor,
@@ -83,8 +89,7 @@ def reference_log_likelihood(
     Then log p_1(x1) = log N(x0) + a(0). ``div="hutchinson"`` draws one probe per
     point and keeps it fixed through the solve.
     """
-    if not (atol > 0 and rtol > 0):
-        raise ValueError(f"reference solver tolerances must be > 0; got atol={atol!r}, rtol={rtol!r}")
+    check_tolerances(atol, rtol)
     probe: str | torch.Tensor = "rademacher"
     if div == "hutchinson":
         probe = torch.randint(0, 2, x1.shape, generator=generator, device=x1.device).to(x1.dtype) * 2 - 1
