@@ -54,9 +54,14 @@ def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, 
     run = resolve_run(apply_overrides(run, overrides + common + mine))
     if ckpt.exists() and load_checkpoint(ckpt)["step"] >= run["train"]["steps"]:
         return ckpt
+    # wall time summed over the attempts (a resumed stage adds to what its earlier attempts took)
+    seconds = work / "train_seconds.txt"
+    before = float(seconds.read_text()) if ckpt.exists() and seconds.exists() else 0.0
     start = time.time()
-    train(run, work, progress=progress)
-    (work / "train_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+    try:
+        train(run, work, progress=progress)
+    finally:
+        atomic_write_text(seconds, f"{before + time.time() - start:.1f}\n")
     return ckpt
 
 
