@@ -22,16 +22,17 @@ from pathlib import Path
 
 import torch
 
-from f2d2.checkpoint import load_checkpoint, load_model
-from f2d2.config import apply_overrides, load_yaml, resolve_run, stage_dependencies
+from f2d2.io.checkpoint import load_checkpoint, load_model
+from f2d2.config.resolve import apply_overrides, load_yaml, resolve_run, stage_dependencies
 from f2d2.data import make_dataset
-from f2d2.divergence import divergence
-from f2d2.fileio import atomic_write_text
-from f2d2.guidance import self_guided_noise
-from f2d2.likelihood import bits_per_dim, log_likelihood, reference_log_likelihood
-from f2d2.metrics import nll_error, sliced_wasserstein, support_mass
-from f2d2.sampling import reference_sample, sample
-from f2d2.train import train
+from f2d2.core.divergence import divergence
+from f2d2.io.atomic import atomic_write_text
+from f2d2.core.guidance import self_guided_noise
+from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
+from f2d2.eval.bpd import bits_per_dim
+from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
+from f2d2.core.sampling import reference_sample, sample
+from f2d2.training.loop import train
 
 FAMILIES = {"two-way": True, "forward-only": False}
 

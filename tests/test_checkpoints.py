@@ -9,13 +9,13 @@ import random
 import pytest
 import torch
 
-from f2d2 import checkpoint as ckpt_mod
-from f2d2.checkpoint import (CheckpointError, CheckpointWarning, load_checkpoint, load_model, previous_path,
+from f2d2.io import checkpoint as ckpt_mod
+from f2d2.io.checkpoint import (CheckpointError, CheckpointWarning, load_checkpoint, load_model, previous_path,
                              warm_start)
 from f2d2.cli import main
-from f2d2.config import resolve_run
+from f2d2.config.resolve import resolve_run
 from f2d2.nets import build_model
-from f2d2.train import train
+from f2d2.training.loop import train
 
 
 def tiny_run(steps: int, hidden: int = 16) -> dict:

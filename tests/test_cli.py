@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from f2d2.cli import build_parser, main
+from f2d2.cli import main
+from f2d2.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "model.hidden=32", "--set", "model.depth=2", "--set", "train.steps=20",
@@ -102,14 +103,14 @@ def test_nll_head_needs_a_divergence_head(trained, tmp_path, capsys):
 
 
 def test_overrides_parse_numbers_yaml_reads_as_strings():
-    from f2d2.config import apply_overrides
+    from f2d2.config.resolve import apply_overrides
 
     cfg = apply_overrides({}, ["train.lr=3e-4", "model.arch=mlp", "train.grad_clip=null", "train.steps=5"])
     assert cfg == {"train": {"lr": 3e-4, "grad_clip": None, "steps": 5}, "model": {"arch": "mlp"}}
 
 
 def test_stage_names_resolve_to_checkpoints():
-    from f2d2.config import load_yaml, resolve_run, stage_dependencies
+    from f2d2.config.resolve import load_yaml, resolve_run, stage_dependencies
 
     cfg = load_yaml(ROOT / "config" / "config.yaml")
     run = resolve_run(cfg, "shortcut_distill_f2d2", stage_root="/runs")
@@ -154,7 +155,7 @@ def test_atomic_writes_leave_readable_files_and_no_temporaries(tmp_path):
     import os
     import stat
 
-    from f2d2.fileio import atomic_write_text
+    from f2d2.io.atomic import atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from f2d2.checks import check_experiment
+from f2d2.config.checks import check_experiment
 from f2d2.cli import main
-from f2d2.config import ConfigError
+from f2d2.config.resolve import ConfigError
 from f2d2.data import DATASETS
 from pipeline_helpers import ROOT, snakemake, tiny_config
 

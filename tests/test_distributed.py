@@ -15,10 +15,10 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from f2d2.checkpoint import load_checkpoint, load_model
-from f2d2.config import resolve_run
-from f2d2.distributed import Group
-from f2d2.train import train
+from f2d2.io.checkpoint import load_checkpoint, load_model
+from f2d2.config.resolve import resolve_run
+from f2d2.training.distributed import Group
+from f2d2.training.loop import train
 
 BIN = Path(sys.executable).parent
 

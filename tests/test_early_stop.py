@@ -14,14 +14,15 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from f2d2 import early_stop as early_stop_mod
-from f2d2.checkpoint import load_checkpoint, load_model
+from f2d2.training import early_stop as early_stop_mod
+from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.cli import main
-from f2d2.config import ConfigError, resolve_run
+from f2d2.config.resolve import ConfigError, resolve_run
 from f2d2.data import make_dataset
-from f2d2.early_stop import validation_split
-from f2d2.likelihood import bits_per_dim, reference_log_likelihood
-from f2d2.train import train
+from f2d2.training.early_stop import validation_split
+from f2d2.core.likelihood import reference_log_likelihood
+from f2d2.eval.bpd import bits_per_dim
+from f2d2.training.loop import train
 
 STEPS, EVERY = 40, 5
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from f2d2 import commands
-from f2d2 import train as train_mod
+from f2d2.cli import commands
+from f2d2.training import loop as train_mod
 from f2d2.cli import main
-from f2d2.config import resolve_run
-from f2d2.failures import DIVERGENCE_LIMIT, DivergenceHeadError, NonFiniteLossError, check_terms
-from f2d2.train import train
+from f2d2.config.resolve import resolve_run
+from f2d2.training.failures import DIVERGENCE_LIMIT, DivergenceHeadError, NonFiniteLossError, check_terms
+from f2d2.training.loop import train
 from pipeline_helpers import ROOT
 
 CONFIG = str(ROOT / "config" / "config.yaml")

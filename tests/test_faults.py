@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from f2d2.checkpoint import load_checkpoint
+from f2d2.io.checkpoint import load_checkpoint
 from pipeline_helpers import snakemake, snakemake_cmd, tiny_config
 
 KILLS = 20
@@ -38,12 +38,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FORK_SERVER = """
 import os, sys
 import torch._dynamo  # noqa: F401  (imported by the first optimizer; seconds)
-from f2d2 import cli, commands, train  # noqa: F401  (the imports the children share)
+from f2d2.cli import commands, main  # noqa: F401  (the imports the children share)
 for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-        os._exit(cli.main(line.split()))
+        os._exit(main(line.split()))
     print("pid", pid, flush=True)
     print("exit", os.waitpid(pid, 0)[1], flush=True)
 """
@@ -186,7 +186,7 @@ def test_snakemake_interrupted_with_sigint_keeps_finished_jobs(tmp_path):
 
 WRITER = """
 import sys, time
-from f2d2.fileio import atomic_path
+from f2d2.io.atomic import atomic_path
 with atomic_path(sys.argv[1]) as tmp, open(tmp, "w") as f:
     f.write('{"half": ')
     f.flush()

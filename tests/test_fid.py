@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from f2d2.data import Shapes
-from f2d2.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
+from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""f2d2.launch and ``f2d2 submit``: jobs on submitit's local cluster and inline, success and failure."""
+"""f2d2.cli.launch and ``f2d2 submit``: jobs on submitit's local cluster and inline, success and failure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from f2d2.cli import main
-from f2d2.launch import LaunchError, Resources, submit
+from f2d2.cli.launch import LaunchError, submit
+from f2d2.config.resources import Resources
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = str(ROOT / "config" / "config.yaml")

@@ -8,10 +8,11 @@ import pytest
 import torch
 from analytic import GaussianFlow
 
-from f2d2.divergence import divergence
-from f2d2.likelihood import bits_per_dim, log_likelihood, reference_log_likelihood, standard_normal_log_prob
+from f2d2.core.divergence import divergence
+from f2d2.core.likelihood import log_likelihood, reference_log_likelihood, standard_normal_log_prob
+from f2d2.eval.bpd import bits_per_dim
 from f2d2.nets import MLPFlowMap
-from f2d2.sampling import reference_sample, sample
+from f2d2.core.sampling import reference_sample, sample
 
 MU, SIGMA = [1.0, -0.5], 0.6
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from f2d2.nets.meanflow_ckpt import (BLOCK_KEYS, MeanFlowCheckpointError, load_meanflow, official_block_names,
+from f2d2.io.meanflow import (BLOCK_KEYS, MeanFlowCheckpointError, load_meanflow, official_block_names,
                                      official_to_ours)
 from f2d2.nets.unet import UNetFlowMap
 
@@ -145,8 +145,8 @@ def test_weights_choice_and_errors(official_file, tmp_path):
 
 def test_import_command_writes_an_f2d2_checkpoint(official_file, tmp_path, monkeypatch):
     from f2d2 import cli
-    from f2d2.checkpoint import load_model
-    from f2d2.nets import meanflow_ckpt
+    from f2d2.io.checkpoint import load_model
+    from f2d2.io import meanflow as meanflow_ckpt
 
     path, ema = official_file
     monkeypatch.setattr(meanflow_ckpt, "MEANFLOW_CIFAR10", {**CFG, "time_flip": True})  # the small stand-in

@@ -7,8 +7,8 @@ import pytest
 import torch
 from analytic import GaussianFlow
 
-from f2d2.checkpoint import load_model, warm_start
-from f2d2.guidance import predicted_log_likelihood, self_guided_noise
+from f2d2.io.checkpoint import load_model, warm_start
+from f2d2.core.guidance import predicted_log_likelihood, self_guided_noise
 from f2d2.nets import FlowMapNet, FlowMapOutput, MLPFlowMap
 from f2d2.objectives import OBJECTIVES, MeanFlow, Shortcut, build_objective
 from f2d2.objectives.meanflow import eulerian_targets
@@ -154,8 +154,8 @@ def test_forward_only_training_draws_only_forward_steps():
 
 
 def test_warm_start_adds_a_zero_divergence_head(tmp_path):
-    from f2d2.config import resolve_run
-    from f2d2.train import train
+    from f2d2.config.resolve import resolve_run
+    from f2d2.training.loop import train
 
     run = resolve_run({"model": {"hidden": 32, "depth": 2, "time_freqs": 2},
                        "train": {"steps": 3, "batch_size": 32, "log_every": 1, "ckpt_every": 3}})

@@ -19,9 +19,9 @@ import pytest
 import torch
 import yaml
 
-from f2d2.checkpoint import load_checkpoint
-from f2d2.config import resolve_run
-from f2d2.train import train
+from f2d2.io.checkpoint import load_checkpoint
+from f2d2.config.resolve import resolve_run
+from f2d2.training.loop import train
 from pipeline_helpers import snakemake, tiny_config
 
 pytestmark = pytest.mark.slurm

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from f2d2 import train as train_mod
-from f2d2.checkpoint import load_checkpoint, load_model
-from f2d2.config import resolve_run
-from f2d2.failures import NonFiniteLossError
-from f2d2.train import train
+from f2d2.training import loop as train_mod
+from f2d2.io.checkpoint import load_checkpoint, load_model
+from f2d2.config.resolve import resolve_run
+from f2d2.training.failures import NonFiniteLossError
+from f2d2.training.loop import train
 
 
 def tiny_run(steps: int = 30, lr_schedule: str = "constant") -> dict:

@@ -99,9 +99,9 @@ def test_bad_config_names_the_key():
 
 def test_divergence_likelihood_and_sampling_on_image_batches():
     """The shape-generic core on (B, C, H, W): exact vs Hutchinson divergence, K-step and reference likelihood."""
-    from f2d2.divergence import divergence
-    from f2d2.likelihood import log_likelihood, reference_log_likelihood
-    from f2d2.sampling import sample
+    from f2d2.core.divergence import divergence
+    from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
+    from f2d2.core.sampling import sample
 
     model = small(div_head=True, flow_map=True)
     x, t = torch.randn(2, 3, 8, 8), torch.full((2,), 0.3)

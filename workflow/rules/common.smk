@@ -8,8 +8,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from f2d2.checks import check_experiment
-from f2d2.config import ConfigError, resolve_run, stage_dependencies
+from f2d2.config.checks import check_experiment
+from f2d2.config.resolve import ConfigError, resolve_run, stage_dependencies
 from f2d2.data import IMAGE_NAMES, DataError, make_dataset
 
 OUT = config.get("outdir", "results")
@@ -21,7 +21,7 @@ STEPS = list(EVAL["steps"])
 F2D2_STAGES = [s for s in STAGES if config["stages"][s].get("model", {}).get("div_head")]
 
 # Fail before any job on any bad value: unknown names and keys, out-of-range values, missing files,
-# step counts the flow maps cannot take, resources this cluster cannot give (f2d2.checks).
+# step counts the flow maps cannot take, resources this cluster cannot give (f2d2.config.checks).
 # Data files are checked on start (check_data), so that a dry run lists the DAG without the data.
 try:
     check_experiment(config, data_files=False)

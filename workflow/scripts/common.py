@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from f2d2.fileio import atomic_path  # noqa: E402
+from f2d2.io.atomic import atomic_path  # noqa: E402
 
 # Training-run name -> label used in the paper, in the paper's order.
 METHOD_LABELS: dict[str, str] = {
@@ -153,7 +153,7 @@ def sibling_csv(json_path: str | os.PathLike) -> Path:
 
 
 def _atomic(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path`` (f2d2.fileio)."""
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path`` (f2d2.io.atomic)."""
     with atomic_path(path) as tmp:
         write(str(tmp))
     return Path(path)

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from f2d2.fileio import atomic_path, atomic_write_text
+from f2d2.io.atomic import atomic_path, atomic_write_text
 
 
 def main(lo: float, hi: float, size: int, points_out: str, meta_out: str) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import inspect
 import math
 
-from .images import CIFAR10, ImageDataset, ImageNet64, Shapes
-from .points import PointCloud, load_points
-from .toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
+from f2d2.data.images import CIFAR10, ImageDataset, ImageNet64, Shapes
+from f2d2.data.points import PointCloud, load_points
+from f2d2.data.toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
 
 __all__ = ["CIFAR10", "Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "IMAGE_NAMES", "ImageDataset", "ImageNet64",
            "PointCloud", "Shapes", "load_points", "make_dataset"]

@@ -4,7 +4,7 @@ Pixels are integers 0..255. ``sample`` returns training images in model space,
 x = 2 * pixel / 255 - 1 in [-1, 1], float32 of shape (n, C, H, W) (the data end,
 t = 1, of a flow from N(0, I) noise at t = 0). ``test_pixels()`` / ``train_pixels()``
 give the uint8 splits (N, C, H, W) for bits per dimension (with dequantization,
-see ``f2d2.images``) and for FID reference statistics.
+see ``f2d2.eval.bpd``) and for FID reference statistics.
 
 Files are checked when the dataset is built (``check_files``, also called by the
 pipeline before any job starts); a missing file raises DataError naming the path,
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .toy2d import DataError
+from f2d2.data.toy2d import DataError
 
 
 def to_model_space(pixels: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .toy2d import DataError, Dataset2D
+from f2d2.data.toy2d import DataError, Dataset2D
 
 
 def _expected(dim: int) -> str:

@@ -12,9 +12,9 @@ Every network here takes a batch ``x`` of shape (B, *data_shape) and two times
 
 from __future__ import annotations
 
-from .base import FlowMapNet, FlowMapOutput
-from .mlp import MLPFlowMap
-from .unet import UNetFlowMap
+from f2d2.nets.base import FlowMapNet, FlowMapOutput
+from f2d2.nets.mlp import MLPFlowMap
+from f2d2.nets.unet import UNetFlowMap
 
 ARCHITECTURES = {"mlp": MLPFlowMap, "unet": UNetFlowMap}
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .base import FlowMapNet, FlowMapOutput
+from f2d2.nets.base import FlowMapNet, FlowMapOutput
 
 
 class FourierTime(nn.Module):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FlowMapNet, FlowMapOutput
+from f2d2.nets.base import FlowMapNet, FlowMapOutput
 
 
 def group_norm(channels: int) -> nn.GroupNorm:

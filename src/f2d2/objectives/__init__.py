@@ -11,9 +11,9 @@ import functools
 import inspect
 from typing import Callable
 
-from .flow_matching import FlowMatching
-from .meanflow import MeanFlow
-from .shortcut import Shortcut
+from f2d2.objectives.flow_matching import FlowMatching
+from f2d2.objectives.meanflow import MeanFlow
+from f2d2.objectives.shortcut import Shortcut
 
 OBJECTIVES: dict[str, Callable[..., object]] = {
     "flow_matching": FlowMatching,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..nets import FlowMapNet
-from .interpolant import interpolate, noise_like, uniform_time
+from f2d2.nets import FlowMapNet
+from f2d2.objectives.interpolant import interpolate, noise_like, uniform_time
 
 
 class FlowMatching:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from ..nets import FlowMapNet, FlowMapOutput
-from .interpolant import expand_time, interpolate, noise_like, uniform_time
-from .targets import check_common_options, divergence_target, load_teacher, velocity_target
+from f2d2.nets import FlowMapNet, FlowMapOutput
+from f2d2.objectives.interpolant import expand_time, interpolate, noise_like, uniform_time
+from f2d2.objectives.targets import check_common_options, divergence_target, load_teacher, velocity_target
 
 TANGENTS = ("conditional", "teacher")
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from ..nets import FlowMapNet
-from ..flowmap import jump
-from .interpolant import interpolate, noise_like, uniform_time
-from .targets import check_common_options, divergence_target, load_teacher, velocity_target
+from f2d2.nets import FlowMapNet
+from f2d2.core.flowmap import jump
+from f2d2.objectives.interpolant import interpolate, noise_like, uniform_time
+from f2d2.objectives.targets import check_common_options, divergence_target, load_teacher, velocity_target
 
 
 class Shortcut:

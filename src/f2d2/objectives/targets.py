@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from ..checkpoint import load_model
-from ..divergence import divergence
-from ..nets import FlowMapNet
+from f2d2.io.checkpoint import load_model
+from f2d2.core.divergence import divergence
+from f2d2.nets import FlowMapNet
 
 
 def load_teacher(source: str | FlowMapNet | None, device: torch.device | str = "cpu") -> FlowMapNet | None:

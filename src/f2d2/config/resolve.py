@@ -37,7 +37,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 # train.lr_schedule: after the linear warm-up, "constant" keeps lr, "cosine" decays it to 0 at train.steps.
 LR_SCHEDULES = ("constant", "cosine")
 
-# train.early_stop (null: off), see f2d2.early_stop; a mapping is completed with these values.
+# train.early_stop (null: off), see f2d2.training.early_stop; a mapping is completed with these values.
 EARLY_STOP_DEFAULTS: dict[str, Any] = {
     "every": 500,
     "n_val": 1000,

@@ -13,45 +13,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import check_run
-from .checkpoint import CheckpointError, load_checkpoint, load_model
-from .config import ConfigError, apply_overrides, load_yaml, resolve_run
-from .data import DataError, ImageDataset, load_points, make_dataset
-from .failures import OutOfMemory, TrainingError, explain_out_of_memory
-from .fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
-from .fileio import atomic_path, atomic_write_text
-from .guidance import self_guided_noise
-from .likelihood import bits_per_dim, check_tolerances, log_likelihood, points_nll, reference_log_likelihood
-from .metrics import sliced_wasserstein, support_mass
-from .nets.meanflow_ckpt import MeanFlowCheckpointError
-from .sampling import reference_sample, sample
+from f2d2.config.checks import check_run
+from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model
+from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
+from f2d2.data import DataError, ImageDataset, load_points, make_dataset
+from f2d2.training.failures import OutOfMemory, TrainingError, explain_out_of_memory
+from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
+from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
+from f2d2.io.atomic import atomic_write_text
+from f2d2.core.guidance import self_guided_noise
+from f2d2.core.likelihood import check_tolerances, log_likelihood, reference_log_likelihood
+from f2d2.eval.bpd import bits_per_dim
+from f2d2.eval.nll import points_nll
+from f2d2.eval.metrics import sliced_wasserstein, support_mass
+from f2d2.io.meanflow import MeanFlowCheckpointError
+from f2d2.core.sampling import reference_sample, sample
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError, OutOfMemory, FIDError,
                MeanFlowCheckpointError, ValueError, FileNotFoundError)
 
 
-def write_array(path: Path, array: np.ndarray, header: list[str] | None = None) -> None:
-    """Write (N, k) or (N,) to .npy or .csv atomically."""
-    if path.suffix == ".npy":
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, array)
-    elif path.suffix == ".csv":
-        arr = array.reshape(len(array), -1)
-        names = header or [f"x{i}" for i in range(arr.shape[1])]
-        lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in arr]
-        atomic_write_text(path, "\n".join(lines) + "\n")
-    else:
-        raise ValueError(f"output file {path} must end in .npy or .csv")
-
-
-def _check_out(path: Path) -> None:
-    if path.suffix not in (".npy", ".csv"):
-        raise ValueError(f"output file {path} must end in .npy or .csv, got {path.suffix!r}")
-
-
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import train
+    from f2d2.training.loop import train
 
     cfg = load_yaml(args.config)
     root = args.stage_root if args.stage_root is not None else args.workdir.parent
@@ -78,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_nll(args: argparse.Namespace) -> None:
-    _check_out(args.out)
+    check_out_suffix(args.out)
     if args.reference:
         check_tolerances(args.atol, args.rtol)
     ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
@@ -91,7 +74,7 @@ def cmd_nll(args: argparse.Namespace) -> None:
         raise ValueError(f"--div head needs a checkpoint with a divergence head; {args.checkpoint} has none")
     compare = None
     if args.compare is not None:
-        compare = _read_nll(args.compare)
+        compare = read_nll(args.compare)
         if len(compare) != len(points):
             raise ValueError(f"--compare {args.compare} has {len(compare)} rows; the points have {len(points)}")
     gen = torch.Generator(args.device).manual_seed(args.seed)
@@ -106,7 +89,7 @@ def cmd_nll(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     with explain_out_of_memory(f"on {args.device} with --batch-size {args.batch_size}",
                                f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})"):
-        # images: nats of the 8-bit pixels (f2d2.bpd)
+        # images: nats of the 8-bit pixels (f2d2.eval.bpd)
         nll, nfe = points_nll(points, likelihood, model.data_shape, batch_size=args.batch_size,
                               device=args.device, dequant=dequant)
     seconds = time.perf_counter() - start
@@ -144,20 +127,8 @@ def cmd_nll(args: argparse.Namespace) -> None:
         atomic_write_text(args.summary, text + "\n")
 
 
-def _read_nll(path: Path) -> torch.Tensor:
-    """The nll_nats column of a file written by ``f2d2 nll``."""
-    if path.suffix == ".npy":
-        arr = np.load(path)
-        return torch.from_numpy(np.asarray(arr).reshape(len(arr), -1)[:, 0]).double()
-    header = path.read_text().splitlines()[0].split(",")
-    if "nll_nats" not in header:
-        raise ValueError(f"{path} has no nll_nats column (columns: {header}); expected a file written by f2d2 nll")
-    arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    return torch.from_numpy(arr[:, header.index("nll_nats")]).double()
-
-
 def cmd_sample(args: argparse.Namespace) -> None:
-    _check_out(args.out)
+    check_out_suffix(args.out)
     if args.guidance_steps and args.guidance_lr is None:
         raise ValueError("--guidance-steps needs --guidance-lr")
     if args.reference:
@@ -210,8 +181,8 @@ def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
 
 
 def cmd_import_meanflow(args: argparse.Namespace) -> None:
-    from .checkpoint import save_checkpoint
-    from .nets.meanflow_ckpt import MEANFLOW_CIFAR10, load_meanflow
+    from f2d2.io.checkpoint import save_checkpoint
+    from f2d2.io.meanflow import MEANFLOW_CIFAR10, load_meanflow
 
     model = load_meanflow(args.checkpoint, weights=args.weights)
     state = model.state_dict()
@@ -224,7 +195,7 @@ def cmd_import_meanflow(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    _check_out(args.out)
+    check_out_suffix(args.out)
     data = make_dataset(resolve_run(load_yaml(args.config))["data"])
     if isinstance(data, ImageDataset):  # test images, uint8 (N, C, H, W): all, or a seeded subset of n
         if args.out.suffix != ".npy":
@@ -234,17 +205,6 @@ def cmd_data(args: argparse.Namespace) -> None:
         points = data.sample(args.n, torch.Generator().manual_seed(args.seed))
     write_array(args.out, points.numpy())
     print(f"wrote {len(points)} {'test images' if isinstance(data, ImageDataset) else 'points'} to {args.out}")
-
-
-def load_images(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
-    """uint8 images (N, *shape) from a .npy file (as written by f2d2 data); errors name the file."""
-    if not Path(path).is_file():
-        raise DataError(f"{path} not found; expected a .npy of uint8 images (N, {', '.join(map(str, shape))})")
-    arr = np.load(path, allow_pickle=False)
-    if arr.dtype != np.uint8 or arr.shape[1:] != tuple(shape) or len(arr) == 0:
-        raise DataError(f"{path} holds {arr.dtype} {arr.shape}; expected uint8 images (N >= 1, "
-                        f"{', '.join(map(str, shape))}) as written by f2d2 data")
-    return torch.from_numpy(arr)
 
 
 def cmd_fid_reference(args: argparse.Namespace) -> None:

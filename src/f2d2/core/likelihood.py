@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torchdiffeq import odeint
 
-from .bpd import dequantize, pixel_nll
-from .divergence import divergence
-from .flowmap import flow_map_step
-from .nets import FlowMapNet
+from f2d2.core.divergence import divergence
+from f2d2.core.flowmap import flow_map_step
+from f2d2.nets import FlowMapNet
 
 
 def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
@@ -108,33 +106,3 @@ def reference_log_likelihood(
     xs, accs = odeint(rhs, (x1, a0), times, atol=atol, rtol=rtol, method=method)
     x0 = xs[-1].detach()
     return LikelihoodResult(standard_normal_log_prob(x0) + accs[-1].detach(), x0, nfe)
-
-
-def bits_per_dim(nll_nats: torch.Tensor, dim: int) -> torch.Tensor:
-    """Convert a negative log-likelihood in nats per point to bits per dimension."""
-    return nll_nats / (dim * math.log(2))
-
-
-def points_nll(
-    points: torch.Tensor,
-    likelihood: Callable[[torch.Tensor], LikelihoodResult],
-    data_shape: tuple[int, ...],
-    *,
-    batch_size: int,
-    device: str | torch.device,
-    dequant: torch.Generator | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Negative log-likelihood in nats (N,) float64 of ``points`` (on the CPU) under ``likelihood``,
-    evaluated in batches on ``device``, and the number of model evaluations.
-
-    Images (a (C, H, W) ``data_shape``) are 8-bit pixels: dequantized with ``dequant`` and scored as
-    pixels (:mod:`f2d2.bpd`); other points are scored as they are. ``bits_per_dim`` turns it into BPD.
-    """
-    images = len(data_shape) == 3
-    logps, nfe = [], 0
-    for chunk in points.split(batch_size):
-        res = likelihood((dequantize(chunk, dequant) if images else chunk).to(device))
-        logps.append(res.log_prob.cpu())
-        nfe += res.nfe
-    log_p = torch.cat(logps).double()
-    return (pixel_nll(log_p, math.prod(data_shape)) if images else -log_p), nfe

@@ -32,3 +32,8 @@ def dequantize(pixels: torch.Tensor, generator: torch.Generator | None = None) -
 def pixel_nll(log_pz: torch.Tensor, dim: int) -> torch.Tensor:
     """NLL of the 8-bit pixels in nats, (B,), from the model-space log-density log p_z(z) (B,) of d = dim values."""
     return -log_pz + dim * math.log(128)
+
+
+def bits_per_dim(nll_nats: torch.Tensor, dim: int) -> torch.Tensor:
+    """Convert a negative log-likelihood in nats per point to bits per dimension."""
+    return nll_nats / (dim * math.log(2))

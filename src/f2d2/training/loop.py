@@ -7,9 +7,9 @@ on the same workdir it resumes from the checkpoint (from the previous one, with 
 warning, if the latest cannot be read) and ends in the same state as an
 uninterrupted run. A stop signal (SLURM
 preemption or time limit, ``scancel``) saves a checkpoint at the end of the current step
-(:mod:`f2d2.preemption`). Under several processes (:mod:`f2d2.distributed`) each rank trains on
+(:mod:`f2d2.training.preemption`). Under several processes (:mod:`f2d2.training.distributed`) each rank trains on
 ``batch_size / world`` points and rank 0 alone writes files. With ``train.early_stop``
-(:mod:`f2d2.early_stop`) it stops once the validation BPD reaches its target; the checkpoint then
+(:mod:`f2d2.training.early_stop`) it stops once the validation BPD reaches its target; the checkpoint then
 records ``early_stopped`` and a restart returns at once.
 """
 
@@ -26,16 +26,16 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .checkpoint import load_resumable, save_checkpoint, warm_start
-from .config import ConfigError
-from .data import Dataset2D, ImageDataset, make_dataset
-from .distributed import Group, init_from_env, shutdown
-from .early_stop import EarlyStop
-from .failures import check_terms
-from .fileio import atomic_write_text, remove_stale_temporaries
-from .nets import build_model
-from .objectives import build_objective
-from .preemption import StopSignals
+from f2d2.io.checkpoint import load_resumable, save_checkpoint, warm_start
+from f2d2.config.resolve import ConfigError
+from f2d2.data import Dataset2D, ImageDataset, make_dataset
+from f2d2.training.distributed import Group, init_from_env, shutdown
+from f2d2.training.early_stop import EarlyStop
+from f2d2.training.failures import check_terms
+from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
+from f2d2.nets import build_model
+from f2d2.objectives import build_objective
+from f2d2.training.preemption import StopSignals
 
 CHECKPOINT = "checkpoint.pt"
 RANK_SEED_STRIDE = 1_000_003  # rank r's generator starts from seed + r * stride

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from .divergence import divergence
-from .modes import BACKWARD_MODES, DIVERGENCE_SOURCES
-from .nets import FlowMapNet
+from f2d2.core.divergence import divergence
+from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
+from f2d2.nets import FlowMapNet
 
 
 def jump(x: torch.Tensor, s, t, u: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .unet import UNetFlowMap
+from f2d2.nets.unet import UNetFlowMap
 
 MEANFLOW_CIFAR10 = dict(in_channels=3, image_size=32, channels=128, channel_mult=[2, 2, 2], attn_resolutions=[16],
                         num_res_blocks=4, time_mult=2, emb_mult=4, resample_filter=[1, 3, 3, 1], time_flip=True)

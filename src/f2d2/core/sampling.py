@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torchdiffeq import odeint
 
-from .flowmap import flow_map_step
-from .likelihood import check_tolerances, time_grid
-from .nets import FlowMapNet
+from f2d2.core.flowmap import flow_map_step
+from f2d2.core.likelihood import check_tolerances, time_grid
+from f2d2.nets import FlowMapNet
 
 
 @torch.no_grad()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .fileio import atomic_path
-from .nets import FlowMapNet, build_model
+from f2d2.io.atomic import atomic_path
+from f2d2.nets import FlowMapNet, build_model
 
 FORMAT = "f2d2-checkpoint/1"
 

@@ -23,9 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from .fileio import atomic_write_text
+from f2d2.cli.dispatch import run_command
+from f2d2.cli.parser import COMMANDS, build_parser
+from f2d2.config.resources import CLUSTERS, Resources
+from f2d2.io.atomic import atomic_write_text
+from f2d2.training.preemption import STOP_SIGNALS
 
-CLUSTERS = ("inline", "local", "slurm")
 # How often a job may be cut off by its time limit and requeued (submitit's default, 3, ends long
 # trainings on short partitions too early); preemptions do not count.
 MAX_TIME_LIMIT_REQUEUES = 50
@@ -36,45 +39,16 @@ class LaunchError(RuntimeError):
     """The job ran (or was submitted) and failed; the message carries its id, command, error tail and logs."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Resources:
-    """What one job asks for. ``partition`` is used on SLURM only; the local executor ignores cpus and memory."""
-
-    partition: str | None = None
-    gpus: int = 0
-    cpus: int = 1
-    mem_gb: float = 4
-    time_min: int = 60
-    tasks_per_node: int = 1
-    signal_delay_s: int = 90  # SLURM warns the job (SIGUSR2) this long before the time limit
-
-    def __post_init__(self) -> None:
-        checks = [("gpus", self.gpus, 0, "an integer >= 0"), ("cpus", self.cpus, 1, "an integer >= 1"),
-                  ("time_min", self.time_min, 1, "an integer >= 1 (minutes)"),
-                  ("tasks_per_node", self.tasks_per_node, 1, "an integer >= 1"),
-                  ("signal_delay_s", self.signal_delay_s, 0, "an integer >= 0 (seconds)")]
-        for name, value, low, allowed in checks:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"Resources.{name}={value!r} is not allowed; it must be {allowed}")
-        if isinstance(self.mem_gb, bool) or not isinstance(self.mem_gb, (int, float)) or not self.mem_gb > 0:
-            raise ValueError(f"Resources.mem_gb={self.mem_gb!r} is not allowed; it must be a number > 0 (GB)")
-        if self.partition is not None and not (isinstance(self.partition, str) and self.partition.strip()):
-            raise ValueError(f"Resources.partition={self.partition!r} is not allowed; it must be a non-empty "
-                             "string or None (the cluster's default partition)")
-
-
 class CliJob:
     """What a job executes: ``f2d2.cli.main(argv)``; a non-zero exit code becomes a RuntimeError.
 
     Checkpointable for submitit: on preemption or ahead of the time limit submitit calls
     :meth:`checkpoint` and requeues the job, which then runs the same command again (training resumes
-    from its own checkpoint, saved on the signal: :mod:`f2d2.preemption`). With several tasks it
-    exports the torch.distributed variables first (:mod:`f2d2.distributed`).
+    from its own checkpoint, saved on the signal: :mod:`f2d2.training.preemption`). With several tasks it
+    exports the torch.distributed variables first (:mod:`f2d2.training.distributed`).
     """
 
     def __call__(self, argv: list[str]) -> int:
-        from .cli import build_parser, main
-
         job = _job_environment()
         if job is not None and job.num_tasks > 1:  # torch.distributed's variables, from submitit's
             import submitit
@@ -84,7 +58,7 @@ class CliJob:
             build_parser().parse_args(list(argv))
         except SystemExit as e:
             raise RuntimeError(f"f2d2 {' '.join(argv)}: invalid command (exit code {e.code})") from None
-        code = main(list(argv))  # a SystemExit from here on is submitit's requeue: let it through
+        code = run_command(list(argv))  # a SystemExit from here on is submitit's requeue: let it through
         if job is not None:
             _ignore_stop_signals()
         if code != 0:
@@ -101,8 +75,6 @@ def _ignore_stop_signals() -> None:
     """The work is done: a stop signal from now on (SLURM's time-limit warning, a late scancel) must not
     requeue the job, nor kill it while Python shuts down (which restores default handlers, except for
     ignored signals), which SLURM would record as FAILED."""
-    from .preemption import STOP_SIGNALS
-
     if threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
@@ -124,8 +96,6 @@ def _now() -> str:
 
 def _check_argv(argv: list[str]) -> list[str]:
     """Parse the command here, so that a usage error fails now rather than after waiting in a queue."""
-    from .cli import COMMANDS, build_parser
-
     argv = list(argv)
     if not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError(f"the command to run must be a non-empty list of strings, got {argv!r}")

@@ -16,13 +16,13 @@ from typing import Any, Callable, Collection
 
 import torch
 
-from .config import ConfigError, deep_merge, resolve_run
-from .data import DATASETS
-from .divergence import METHODS as DIVERGENCE_METHODS
-from .early_stop import early_stop_problems
-from .nets import ARCHITECTURES
-from .objectives import OBJECTIVES
-from .objectives.meanflow import TANGENTS
+from f2d2.config.resolve import ConfigError, deep_merge, resolve_run
+from f2d2.data import DATASETS
+from f2d2.core.divergence import METHODS as DIVERGENCE_METHODS
+from f2d2.training.early_stop import early_stop_problems
+from f2d2.nets import ARCHITECTURES
+from f2d2.objectives import OBJECTIVES
+from f2d2.objectives.meanflow import TANGENTS
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -185,7 +185,7 @@ def experiment_runs(cfg: dict) -> dict[str, dict]:
 
 def _resource_problems(cfg: dict, runs: dict[str, dict]) -> list[str]:
     """Resources a job cannot get or use: bad values, GPUs this machine lacks, a batch the GPUs cannot split."""
-    from .launch import Resources
+    from f2d2.cli.launch import Resources
 
     problems = []
     cluster = cfg.get("cluster", "local")

@@ -20,12 +20,14 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import load_model
-from .config import ConfigError
-from .data import Dataset2D, ImageDataset
-from .distributed import Group
-from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, points_nll, reference_log_likelihood
-from .nets import FlowMapNet
+from f2d2.io.checkpoint import load_model
+from f2d2.config.resolve import ConfigError
+from f2d2.data import Dataset2D, ImageDataset
+from f2d2.training.distributed import Group
+from f2d2.core.likelihood import LikelihoodResult, log_likelihood, reference_log_likelihood
+from f2d2.eval.bpd import bits_per_dim
+from f2d2.eval.nll import points_nll
+from f2d2.nets import FlowMapNet
 
 VAL_STREAM = 2**32  # 2D validation points: seed + VAL_STREAM (training's streams: seed + rank * 1_000_003)
 

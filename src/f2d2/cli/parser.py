@@ -1,6 +1,7 @@
-"""The ``f2d2`` command line: train, nll, sample, data. Each subcommand stands alone.
+"""The ``f2d2`` argument parser, free of torch so that ``f2d2 submit`` and ``--help`` start fast.
 
-``f2d2 submit [options] -- <subcommand> ...`` runs one of them as a job (SLURM, local or inline).
+Subcommands: train, nll, sample, data, fid-reference, import-meanflow (each stands alone), and
+``f2d2 submit [options] -- <subcommand> ...``, which runs one of them as a job (SLURM, local or inline).
 
 Points files are ``.npy`` or ``.csv`` arrays of shape (N, dim), or uint8 images (N, C, H, W). Times run from
 t = 0 (noise) to t = 1 (data).
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from .launch import CLUSTERS, LaunchError, Resources, submit
-from .modes import BACKWARD_MODES, DIVERGENCE_SOURCES
+from f2d2.config.resources import CLUSTERS
+from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
+
+
+COMMANDS = ("train", "nll", "sample", "data", "fid-reference", "import-meanflow")
 
 
 def _positive_int(text: str) -> int:
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--seed", type=int, default=0, help="seed of Hutchinson probes")
     n.add_argument("--dequant-seed", type=int, default=0,
                    help="image checkpoints: seed of the uniform dequantization noise (points are then uint8 images "
-                        "(N, C, H, W) and bpd includes the dequantization terms, see f2d2.bpd)")
+                        "(N, C, H, W) and bpd includes the dequantization terms, see f2d2.eval.bpd)")
     n.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     n.add_argument("--compare", type=Path, default=None,
                    help="a previous nll output (e.g. the reference) to report mean |NLL - NLL_compare| against")
@@ -148,57 +151,3 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("job", nargs="*", metavar="-- COMMAND",
                    help="the f2d2 command to run, after '--', e.g. -- train --config c.yaml --workdir w")
     return p
-
-
-def cmd_submit(args: argparse.Namespace) -> None:
-    if not args.job:
-        raise ValueError(f"give the f2d2 command to run after '--', e.g. -- data --config c.yaml ... "
-                         f"(one of {', '.join(COMMANDS)})")
-    if args.cluster not in CLUSTERS:
-        source = " (the default, from $F2D2_CLUSTER)" if os.environ.get("F2D2_CLUSTER") == args.cluster else ""
-        raise ValueError(f"--cluster {args.cluster!r}{source} is not one of {', '.join(CLUSTERS)}")
-    resources = Resources(partition=args.partition, gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb,
-                          time_min=args.time_min, tasks_per_node=args.tasks_per_node,
-                          signal_delay_s=args.signal_delay_s)
-    submit(args.job, cluster=args.cluster, log_dir=args.log_dir, resources=resources,
-           job_name=args.job_name or f"f2d2-{args.job[0]}")
-
-
-COMMANDS = ("train", "nll", "sample", "data", "fid-reference", "import-meanflow")
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    job = None
-    if argv[:1] == ["submit"] and "--" in argv:  # everything after the first '--' is the command to run
-        cut = argv.index("--")
-        argv, job = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
-    if args.command == "submit":
-        if job is not None:
-            if args.job:
-                print(f"f2d2 submit: error: unexpected arguments before '--': {' '.join(args.job)}",
-                      file=sys.stderr)
-                return 2
-            args.job = job
-        try:
-            cmd_submit(args)
-        except LaunchError as e:  # the job ran and failed
-            print(f"f2d2 submit: error: {e}", file=sys.stderr)
-            return 1
-        except ValueError as e:
-            print(f"f2d2 submit: error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    from . import commands  # torch and the model code load only here
-
-    try:
-        getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
-    except commands.USER_ERRORS as e:
-        print(f"f2d2 {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ training state right away could catch the loop mid-step (parameters updated, sch
 :class:`StopSignals` only records the signal (``pending``); after the step in which one arrived, the
 loop saves and calls :meth:`StopSignals.deliver`, which hands the signal to whatever handled it
 before (submitit's handler requeues and exits; the default action terminates; an ignored signal is
-ignored). Under several processes the ranks agree on the step first (:mod:`f2d2.distributed`).
+ignored). Under several processes the ranks agree on the step first (:mod:`f2d2.training.distributed`).
 The requeued job starts the same command again and training resumes from the checkpoint.
 """
 

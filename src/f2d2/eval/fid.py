@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fileio import atomic_path
+from f2d2.io.atomic import atomic_path
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from .flowmap import flow_map_step
-from .likelihood import standard_normal_log_prob
-from .nets import FlowMapNet
+from f2d2.core.flowmap import flow_map_step
+from f2d2.core.likelihood import standard_normal_log_prob
+from f2d2.nets import FlowMapNet
 
 
 def predicted_log_likelihood(model: FlowMapNet, eps: torch.Tensor) -> torch.Tensor:

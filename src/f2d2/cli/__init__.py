@@ -1,0 +1,6 @@
+"""The command line: a torch-free parser (``parser``), the entry point (``main``), the job launcher
+(``launch``, submitit) and the subcommands' implementations (``commands``, which load torch)."""
+
+from f2d2.cli.main import main
+
+__all__ = ["main"]
