@@ -11,12 +11,15 @@ import torch
 from f2d2.io.checkpoint import load_model
 from f2d2.core.divergence import divergence
 from f2d2.nets import FlowMapNet
+from f2d2.nets.external import load_teacher_spec
 
 
 def load_teacher(source: str | FlowMapNet | None, device: torch.device | str = "cpu") -> FlowMapNet | None:
     """A frozen teacher: a network, or the EMA weights of a checkpoint path; None passes through."""
     if source is None:
         return None
+    if isinstance(source, dict):  # an outside velocity model: {factory, state_dict, data_shape, ...}
+        return load_teacher_spec(source, device)
     teacher = source.to(device) if isinstance(source, FlowMapNet) else load_model(source, ema=True, device=device)
     teacher.requires_grad_(False)
     return teacher
