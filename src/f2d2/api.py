@@ -54,7 +54,7 @@ def log_prob(
     points per evaluation (default: all at once). Gradients are not tracked.
     """
     model = _model(model, x.device)
-    if tuple(x.shape[1:]) != tuple(model.data_shape) or x.dim() < 2:
+    if tuple(x.shape[1:]) != tuple(model.data_shape):
         raise ValueError(f"x has shape {tuple(x.shape)}; expected (B, *data_shape) = "
                          f"(B, {', '.join(map(str, model.data_shape))})")
     if not (steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1)):
