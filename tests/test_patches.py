@@ -59,6 +59,8 @@ def test_no_test_patch_overlaps_a_training_patch(options):
     for name in d.images:
         assert not (train[name] & test[name]).any(), name
     assert len(set(d.patch_boxes("train"))) == len(d.patch_boxes("train"))
+    covered = sum(int(m.sum()) for m in test.values())
+    assert covered == len(d.patch_boxes("test")) * d.size**2  # test patches share no pixel with each other either
 
 
 @pytest.mark.parametrize("downsample", [1, 3])

@@ -2,8 +2,8 @@
 
 Each photo (uint8 RGB, optionally shrunk by an integer ``downsample`` factor, block means)
 is cut into a bottom band of ``test_fraction`` of its rows, the test region, and the rows
-above it, the training region. Patches of ``size`` x ``size`` lie on a grid of step
-``stride`` wholly inside one region, so no test patch shares a pixel with a training patch.
+above it, the training region. Patches of ``size`` x ``size`` lie on a grid wholly inside
+one region, so no test patch shares a pixel with a training patch.
 ``patch_boxes(split)`` gives each patch's source as (photo, row, col) of its top-left
 pixel in the (downsampled) photo.
 """
@@ -58,8 +58,9 @@ def _downsample(img: np.ndarray, f: int) -> np.ndarray:
 class Patches(ImageDataset):
     """Patches (uint8, 3 x size x size) of scikit-image's bundled RGB photos; train/test split by photo region.
 
-    ``images``: photo names (default ``DEFAULT_PHOTOS``; allowed: ``PHOTOS``). ``stride`` (default ``size``: a
-    grid of non-overlapping patches; smaller makes training patches overlap each other, never a test patch).
+    ``images``: photo names (default ``DEFAULT_PHOTOS``; allowed: ``PHOTOS``). ``stride``: the step of the
+    training grid (default ``size``, non-overlapping; smaller makes training patches overlap each other, never a
+    test patch); the test grid's step is always ``size``, so test patches share no pixels either.
     ``downsample``: shrink each photo by this integer factor first, so that a small patch holds more of the scene
     than texture. ``n_train`` / ``n_test``: keep at most this many patches of a split, a subset drawn with
     ``seed`` (kept in grid order); None keeps all. The same options always give the same patches.
@@ -112,7 +113,8 @@ class Patches(ImageDataset):
                         f"{self.test_fraction}: the bottom {n_test_rows} rows are test), fewer than size = {s}, so "
                         f"it yields zero {split} patches; expected a test_fraction, size or downsample that leaves "
                         f">= {s} rows in each region")
-                boxes[split] += [(name, r, c) for r, c in _grid(top, bottom, w, s, self.stride)]
+                step = self.stride if split == "train" else s
+                boxes[split] += [(name, r, c) for r, c in _grid(top, bottom, w, s, step)]
         for k, (split, cap) in enumerate((("train", self.n_train), ("test", self.n_test))):
             if cap is not None and cap < len(boxes[split]):
                 keep = np.sort(np.random.default_rng([self.seed, k]).choice(len(boxes[split]), cap, replace=False))
