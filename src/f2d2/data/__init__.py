@@ -11,6 +11,7 @@ import inspect
 import math
 
 from f2d2.data.images import CIFAR10, ImageDataset, ImageNet64, Shapes
+from f2d2.data.patches import Patches
 from f2d2.data.points import PointCloud, load_points
 from f2d2.data.toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
 
@@ -27,9 +28,9 @@ def gmm_preset(
     return GaussianMixture(means, stds, weights)
 
 
-IMAGE_NAMES = ("cifar10", "imagenet64", "shapes")
+IMAGE_NAMES = ("cifar10", "imagenet64", "shapes", "patches")
 DATASETS = {"checkerboard": Checkerboard, "gmm": gmm_preset, "points": PointCloud,
-            "cifar10": CIFAR10, "imagenet64": ImageNet64, "shapes": Shapes}
+            "cifar10": CIFAR10, "imagenet64": ImageNet64, "shapes": Shapes, "patches": Patches}
 
 
 def make_dataset(cfg: dict) -> Dataset2D | ImageDataset:
