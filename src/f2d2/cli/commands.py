@@ -36,6 +36,7 @@ USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError, OutOfMemo
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """``f2d2 train``: resolve the stage's run config (with --set overrides), check it and train it into --workdir."""
     cfg = load_yaml(args.config)
     root = args.stage_root if args.stage_root is not None else args.workdir.parent
     run = apply_overrides(resolve_run(cfg, args.stage, stage_root=root), args.overrides)
@@ -61,6 +62,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_nll(args: argparse.Namespace) -> None:
+    """``f2d2 nll``: per-point NLL (nats) and BPD of --points (N, dim) or images (N, C, H, W), integrated from
+    the data (t = 1) back to noise (t = 0) in --steps flow-map steps or by the adaptive reference solve."""
     check_out_suffix(args.out)
     if args.reference:
         check_tolerances(args.atol, args.rtol)
@@ -128,6 +131,8 @@ def cmd_nll(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    """``f2d2 sample``: --n samples (n, *data_shape) from noise x0 (t = 0) to data (t = 1) in --steps steps or by
+    the adaptive reference solve, optionally self-guided; with --metrics their sample quality."""
     check_out_suffix(args.out)
     if args.guidance_steps and args.guidance_lr is None:
         raise ValueError("--guidance-steps needs --guidance-lr")
@@ -182,6 +187,7 @@ def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
 
 
 def cmd_import_meanflow(args: argparse.Namespace) -> None:
+    """``f2d2 import-meanflow``: a MeanFlow CIFAR-10 checkpoint as an f2d2 checkpoint (time flipped to t = 1 data)."""
     model = load_meanflow(args.checkpoint, weights=args.weights)
     state = model.state_dict()
     config = {"seed": 0, "data": {"name": "cifar10", "root": str(args.data_root)},
@@ -193,6 +199,7 @@ def cmd_import_meanflow(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    """``f2d2 data``: --n seeded points (n, dim) of the config's dataset, or its test images (n, C, H, W) uint8."""
     check_out_suffix(args.out)
     data = make_dataset(resolve_run(load_yaml(args.config))["data"])
     if isinstance(data, ImageDataset):  # test images, uint8 (N, C, H, W): all, or a seeded subset of n
@@ -206,6 +213,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_fid_reference(args: argparse.Namespace) -> None:
+    """``f2d2 fid-reference``: FID reference statistics (mu, sigma) of the config's training images."""
     data = make_dataset(resolve_run(load_yaml(args.config))["data"])
     if not isinstance(data, ImageDataset):
         raise ValueError(f"{args.config}: FID reference statistics need an image dataset, not {type(data).__name__}")

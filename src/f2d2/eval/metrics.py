@@ -34,5 +34,6 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, projections: int = 2
 
 
 def support_mass(log_prob: torch.Tensor) -> float:
-    """Share of samples where an analytic density is positive (finite log-density), e.g. in checkerboard cells."""
+    """Share of samples where an analytic density is positive (finite log-density ``log_prob``, (N,)),
+    e.g. in checkerboard cells."""
     return float(torch.isfinite(log_prob).double().mean())
