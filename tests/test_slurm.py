@@ -178,13 +178,19 @@ HOLD_AT = 500  # the step at which the time-limit test's first attempt waits for
 # first attempt that reaches step HOLD_AT writes the marker and waits there (SIGUSR2 still interrupts the
 # wait) until a stop signal is pending; the signal then stops training one step later, as always. Later
 # attempts (the marker exists) train straight on. So the attempt is running, whatever the machine's speed,
-# when SLURM's time-limit warning arrives.
+# when SLURM's time-limit warning arrives. SIGUSR2 is caught from the interpreter's start: a warning that
+# comes before the job's own handlers (submitit's, then the loop's; importing torch can take longer than
+# the 5 s the warning may come after) is sent again once the training loop listens.
 HOLD_HOOK = f"""
 import os
+import signal
 import time
 from pathlib import Path
 
 if os.environ.get("SLURM_JOB_ID") and os.environ.get("F2D2_TEST_HOLD"):
+    early = []  # SIGUSR2 before submitit's handler replaced this one
+    signal.signal(signal.SIGUSR2, lambda signum, frame: early.append(signum))
+
     from f2d2.training import loop, preemption
 
     marker = Path(os.environ["F2D2_TEST_HOLD"])
@@ -193,7 +199,11 @@ if os.environ.get("SLURM_JOB_ID") and os.environ.get("F2D2_TEST_HOLD"):
 
     def _enter(self):
         active.append(self)
-        return enter(self)
+        entered = enter(self)
+        if early:
+            early.clear()
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return entered
 
     def _check_terms(values, step, *args, **kwargs):
         if step == {HOLD_AT} and not marker.exists():
@@ -210,10 +220,10 @@ if os.environ.get("SLURM_JOB_ID") and os.environ.get("F2D2_TEST_HOLD"):
 def test_time_limit_checkpoints_requeues_and_finishes(tmp_path, slurm_cluster, reference):
     """A 1-minute limit, warned 55 s ahead: SLURM sends the warning at its first time-limit check (every
     30 s) after the job's fifth second, so 5-35 s into each attempt (a warning in the first second or
-    two, before Python has installed its handlers, would kill the job). However fast the machine, the job
-    is still training then: an attempt that reaches step HOLD_AT first waits there for the stop signal
-    (HOLD_HOOK). The warning saves a checkpoint, requeues the job, and the run still ends in the
-    uninterrupted run's state."""
+    two, before Python has installed its handlers, would kill the job: HOLD_HOOK catches it from the
+    interpreter's start). However fast the machine, the job is still training then: an attempt that reaches
+    step HOLD_AT first waits there for the stop signal (HOLD_HOOK). The warning saves a checkpoint, requeues
+    the job, and the run still ends in the uninterrupted run's state."""
     config, ref = reference
     workdir = tmp_path / "run"
     hook = tmp_path / "hook"
