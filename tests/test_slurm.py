@@ -172,24 +172,77 @@ def test_interrupted_training_requeues_and_ends_like_an_uninterrupted_run(tmp_pa
     assert_same_run(workdir, ref)
 
 
+HOLD_AT = 500  # the step at which the time-limit test's first attempt waits for the warning
+
+# Put on a job's PYTHONPATH as sitecustomize.py with $F2D2_TEST_HOLD naming a marker file: the job's
+# first attempt that reaches step HOLD_AT writes the marker and waits there (SIGUSR2 still interrupts the
+# wait) until a stop signal is pending; the signal then stops training one step later, as always. Later
+# attempts (the marker exists) train straight on. So the attempt is running, whatever the machine's speed,
+# when SLURM's time-limit warning arrives. SIGUSR2 is caught from the interpreter's start: a warning that
+# comes before the job's own handlers (submitit's, then the loop's; importing torch can take longer than
+# the 5 s the warning may come after) is sent again once the training loop listens.
+HOLD_HOOK = f"""
+import os
+import signal
+import time
+from pathlib import Path
+
+if os.environ.get("SLURM_JOB_ID") and os.environ.get("F2D2_TEST_HOLD"):
+    early = []  # SIGUSR2 before submitit's handler replaced this one
+    signal.signal(signal.SIGUSR2, lambda signum, frame: early.append(signum))
+
+    from f2d2.training import loop, preemption
+
+    marker = Path(os.environ["F2D2_TEST_HOLD"])
+    active = []  # the StopSignals of this process, the training loop's the last
+    enter, check = preemption.StopSignals.__enter__, loop.check_terms
+
+    def _enter(self):
+        active.append(self)
+        entered = enter(self)
+        if early:
+            early.clear()
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return entered
+
+    def _check_terms(values, step, *args, **kwargs):
+        if step == {HOLD_AT} and not marker.exists():
+            marker.write_text(f"held at step {{step}}\\n")
+            while not active[-1].pending:
+                time.sleep(0.05)
+        return check(values, step, *args, **kwargs)
+
+    preemption.StopSignals.__enter__ = _enter
+    loop.check_terms = _check_terms
+"""
+
+
 def test_time_limit_checkpoints_requeues_and_finishes(tmp_path, slurm_cluster, reference):
     """A 1-minute limit, warned 55 s ahead: SLURM sends the warning at its first time-limit check (every
     30 s) after the job's fifth second, so 5-35 s into each attempt (a warning in the first second or
-    two, before Python has installed its handlers, would kill the job). The same run as the reference with a
-    checkpoint after every step (the resume allows ckpt_every to change) takes about 45 s of CPU here,
-    so the first attempt is cut off; the run still ends in the uninterrupted run's state."""
+    two, before Python has installed its handlers, would kill the job: HOLD_HOOK catches it from the
+    interpreter's start). However fast the machine, the job is still training then: an attempt that reaches
+    step HOLD_AT first waits there for the stop signal (HOLD_HOOK). The warning saves a checkpoint, requeues
+    the job, and the run still ends in the uninterrupted run's state."""
     config, ref = reference
     workdir = tmp_path / "run"
-    cmd = submit_cmd(workdir, config, slurm_cluster, "--time-min", "1", "--signal-delay-s", "55",
-                     train_args=("--set", "train.ckpt_every=1"))
-    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=900)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_HOOK)
+    marker = tmp_path / "held"
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p)
+    cmd = submit_cmd(workdir, config, slurm_cluster, "--time-min", "1", "--signal-delay-s", "55")
+    proc = subprocess.run(cmd, env={**env(), "PYTHONPATH": path, "F2D2_TEST_HOLD": str(marker)},
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
+    assert marker.read_text() == f"held at step {HOLD_AT}\n"  # the hook was in place and held an attempt
     jid = job_id(workdir / "logs")
     states = [a["State"].split()[0] for a in sacct(jid)]
     assert states[-1] == "COMPLETED" and states.count("REQUEUED") >= 1, states
     err = "".join(p.read_text(errors="replace") for p in (workdir / "logs").glob(f"{jid}_*_log.err"))
     assert "this job is timed-out" in err  # submitit's handler saw the time-limit warning, not a preemption
-    assert logged_steps(workdir / "logs", jid, "stop signal: saved")
+    saved = logged_steps(workdir / "logs", jid, "stop signal: saved")
+    assert saved and HOLD_AT + 1 in saved, saved  # the held attempt stopped right after its hold
     assert logged_steps(workdir / "logs", jid, "resuming from")
     assert_same_run(workdir, ref)
 

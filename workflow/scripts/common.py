@@ -1,4 +1,4 @@
-"""Shared helpers for the gather scripts: reading cells, method labels, atomic writes.
+"""Shared helpers for the gather scripts: reading cells, a method's row, method labels, atomic writes.
 
 Cell files live at ``OUT/eval/<kind>/{run}/K{k}.json`` (``K{k}_guided.json`` for
 self-guided samples) with the per-point ``K{k}.csv`` beside them; the teacher's
@@ -10,7 +10,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import matplotlib
 
@@ -51,15 +51,33 @@ def read_json(path: str | os.PathLike) -> dict:
     return cell
 
 
-read_cell = read_json
-
-
 def cell(cells: dict, run: str, k: int, kind: str) -> tuple[str, dict]:
     """(path, content) of the ``kind`` cell (run, K) in ``cells``; a clear error when it is missing."""
     if (run, k) not in cells:
         raise KeyError(f"no {kind} cell for run {run!r}, K={k}")
     path = cells[(run, k)]
     return path, read_json(path)
+
+
+def cells_by_k(run: str, steps: Iterable[int], cells: dict[str, dict]) -> Iterator[tuple[int, dict]]:
+    """For each K of ``steps``: (K, {kind: (path, content)}), reading run's (run, K) cell of every kind of
+    ``cells`` ({kind: {(run, k): path}}, e.g. {"NLL": ..., "sample": ...}) in that order."""
+    for k in steps:
+        yield k, {kind: cell(of_kind, run, k, kind) for kind, of_kind in cells.items()}
+
+
+def method_row(run: str, steps: Iterable[int], cells: dict[str, dict],
+               fill: Callable[[dict, int, dict], None]) -> dict:
+    """A table row of training run ``run``: ``method``, ``run``, the K columns that ``fill(row, k, read)``
+    sets from each K's cells (``read`` as :func:`cells_by_k` yields it) and ``seed``, the training seed
+    all of the row's cells share."""
+    row = {"method": method_label(run), "run": run}
+    used = []
+    for k, read in cells_by_k(run, steps, cells):
+        used += read.values()
+        fill(row, k, read)
+    row["seed"] = train_seed(used)
+    return row
 
 
 def cell_value(cell: dict, key: str, path: str | os.PathLike = "?"):
@@ -166,7 +184,7 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Save a matplotlib figure atomically, then close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # here: the table scripts never load pyplot (a second of start-up)
 
     fmt = Path(path).suffix.lstrip(".") or "png"
     try:

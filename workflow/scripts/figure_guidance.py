@@ -21,8 +21,9 @@ import pandas as pd  # noqa: E402
 
 def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str, key: str) -> list[dict]:
     rows = []
-    for k in steps:
-        path, cell = common.cell(cells, run, k, "guided sample" if guided else "unguided sample")
+    kind = "guided sample" if guided else "unguided sample"
+    for k, read in common.cells_by_k(run, steps, {kind: cells}):
+        path, cell = read[kind]
         rows.append({"method": common.method_label(run), "run": run, "guided": guided, "K": k,
                      "nfe": k + 1 if guided else k,
                      key: float(common.cell_value(cell, key, path)),

@@ -20,17 +20,13 @@ import common  # noqa: E402
 
 
 def _row(run: str, nll_cells: dict, sample_cells: dict, steps: list[int], metric: tuple[str, str]) -> dict:
-    row = {"method": common.method_label(run), "run": run}
-    used = []
-    for k in steps:
-        n_path, n = common.cell(nll_cells, run, k, "NLL")
-        s_path, s = common.cell(sample_cells, run, k, "sample")
-        used += [(n_path, n), (s_path, s)]
+    def fill(row: dict, k: int, read: dict) -> None:
+        (n_path, n), (s_path, s) = read["NLL"], read["sample"]
         row[f"K{k}_nll_bpd"] = float(common.cell_value(n, "mean_bpd", n_path))
         row[f"K{k}_abs_err_nats"] = float(common.cell_value(n, "mean_abs_err_nats", n_path))
         row[f"K{k}_{metric[1]}"] = float(common.cell_value(s, metric[0], s_path))
-    row["seed"] = common.train_seed(used)
-    return row
+
+    return common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill)
 
 
 def main(key: str, values: list, runs: list[str], baselines: list[str], nll_cells: dict, sample_cells: dict,

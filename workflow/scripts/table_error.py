@@ -18,6 +18,8 @@ import pandas as pd  # noqa: E402
 
 import common  # noqa: E402
 
+from f2d2.eval.metrics import nll_error  # noqa: E402
+
 # The CSVs hold 9 significant digits, so a recomputed mean can differ from the JSON's
 # (computed before rounding) by about 1e-9 x |NLL|; that much is allowed on top of RTOL.
 RTOL = 1e-6
@@ -34,7 +36,7 @@ def abs_err(nll_csv, reference_csv) -> tuple[float, float]:
     b = common.read_points_csv(reference_csv)["nll_nats"].to_numpy()
     if len(a) != len(b):
         raise CellMismatch(f"{nll_csv} has {len(a)} points but {reference_csv} has {len(b)}")
-    return float(np.mean(np.abs(a - b))), float(max(np.max(np.abs(a)), np.max(np.abs(b))))
+    return nll_error(a, b), float(max(np.max(np.abs(a)), np.max(np.abs(b))))
 
 
 def checked_abs_err(cell_json, reference_csv, rtol: float = RTOL) -> float:
@@ -56,15 +58,11 @@ def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], 
     ref_csv = common.sibling_csv(reference)
     cols = ["method", "run"] + [f"K{k}_abs_err_nats" for k in steps] + ["config", "seed"]
     rows = []
+    def fill(row: dict, k: int, read: dict) -> None:
+        row[f"K{k}_abs_err_nats"] = checked_abs_err(read["NLL"][0], ref_csv, rtol)
+
     for run in methods:
-        row = {"method": common.method_label(run), "run": run}
-        used = []
-        for k in steps:
-            path, content = common.cell(nll_cells, run, k, "NLL")
-            used.append((path, content))
-            row[f"K{k}_abs_err_nats"] = checked_abs_err(path, ref_csv, rtol)
-        row.update(config=config, seed=common.train_seed(used))
-        rows.append(row)
+        rows.append({**common.method_row(run, steps, {"NLL": nll_cells}, fill), "config": config})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df

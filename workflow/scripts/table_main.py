@@ -32,7 +32,6 @@ def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str
     """The table as a DataFrame (see module docstring)."""
     steps = common.descending(steps)
     ref = common.read_json(reference)
-    nll = {key: common.read_json(p) for key, p in nll_cells.items() if key[0] in methods and key[1] in steps}
     smp = {key: common.read_json(p) for key, p in sample_cells.items() if key[0] in methods and key[1] in steps}
     has_mass = any("support_mass" in c for c in smp.values())
     key, quality = common.sample_metric(smp.values())
@@ -46,21 +45,16 @@ def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str
     rows = [fixed_row(REFERENCE_LABEL, "teacher", float(common.cell_value(ref, "mean_bpd", reference)))]
     if "analytic_mean_bpd" in ref:
         rows.append(fixed_row(ANALYTIC_LABEL, None, float(ref["analytic_mean_bpd"])))
+    def fill(row: dict, k: int, read: dict) -> None:
+        (n_path, n), (s_path, s) = read["NLL"], read["sample"]
+        row[f"K{k}_nll_bpd"] = float(common.cell_value(n, "mean_bpd", n_path))
+        row[f"K{k}_{quality}"] = float(common.cell_value(s, key, s_path))
+        if has_mass:
+            row[f"K{k}_support_mass"] = float(s.get("support_mass", float("nan")))
+
     for run in methods:
-        row = {"method": common.method_label(run), "run": run, "config": config}
-        used = []
-        for k in steps:
-            for kind, cells, paths in (("NLL", nll, nll_cells), ("sample", smp, sample_cells)):
-                if (run, k) not in cells:
-                    raise KeyError(f"no {kind} cell for run {run!r}, K={k}")
-                used.append((paths[(run, k)], cells[(run, k)]))
-            n_path, s_path = nll_cells[(run, k)], sample_cells[(run, k)]
-            row[f"K{k}_nll_bpd"] = float(common.cell_value(nll[(run, k)], "mean_bpd", n_path))
-            row[f"K{k}_{quality}"] = float(common.cell_value(smp[(run, k)], key, s_path))
-            if has_mass:
-                row[f"K{k}_support_mass"] = float(smp[(run, k)].get("support_mass", float("nan")))
-        row["seed"] = common.train_seed(used)
-        rows.append(row)
+        row = common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill)
+        rows.append({**row, "config": config})
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -28,19 +28,16 @@ def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str]
         cols += [f"K{k}_sample_seconds", f"K{k}_ms_per_sample", f"K{k}_nll_seconds"]
     cols += ["reference_nll_seconds", "config", "seed"]
     rows = []
+    def fill(row: dict, k: int, read: dict) -> None:
+        (s_path, s), (n_path, n) = read["sample"], read["NLL"]
+        seconds = float(common.cell_value(s, "seconds", s_path))
+        row[f"K{k}_sample_seconds"] = seconds
+        row[f"K{k}_ms_per_sample"] = seconds / int(common.cell_value(s, "n", s_path)) * 1000.0
+        row[f"K{k}_nll_seconds"] = float(common.cell_value(n, "seconds", n_path))
+
     for run in methods:
-        row = {"method": common.method_label(run), "run": run}
-        used = []
-        for k in steps:
-            s_path, s = common.cell(sample_cells, run, k, "sample")
-            n_path, n = common.cell(nll_cells, run, k, "NLL")
-            used += [(s_path, s), (n_path, n)]
-            seconds = float(common.cell_value(s, "seconds", s_path))
-            row[f"K{k}_sample_seconds"] = seconds
-            row[f"K{k}_ms_per_sample"] = seconds / int(common.cell_value(s, "n", s_path)) * 1000.0
-            row[f"K{k}_nll_seconds"] = float(common.cell_value(n, "seconds", n_path))
-        row.update(reference_nll_seconds=ref_seconds, config=config, seed=common.train_seed(used))
-        rows.append(row)
+        row = common.method_row(run, steps, {"sample": sample_cells, "NLL": nll_cells}, fill)
+        rows.append({**row, "reference_nll_seconds": ref_seconds, "config": config})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df

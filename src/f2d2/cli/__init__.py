@@ -1,5 +1,6 @@
 """The command line: a torch-free parser (``parser``), the entry point (``main``), the job launcher
-(``launch``, submitit) and the subcommands' implementations (``commands``, which load torch)."""
+(``launch``, submitit), the call of one parsed subcommand (``dispatch``) and the subcommands'
+implementations (``commands``, which load torch)."""
 
 from f2d2.cli.main import main
 

@@ -1,4 +1,5 @@
-"""Implementations of the ``f2d2`` subcommands train, nll, sample and data (``f2d2.cli`` parses).
+"""Implementations of the ``f2d2`` subcommands train, nll, sample, data, fid-reference and import-meanflow
+(``f2d2.cli.parser`` parses them; ``f2d2.cli.dispatch`` calls ``cmd_<name>``).
 
 Kept apart from the parser so that ``f2d2 submit`` and ``--help`` start without importing torch.
 """
@@ -14,9 +15,9 @@ import numpy as np
 import torch
 
 from f2d2.config.checks import check_run
-from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model
+from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
-from f2d2.data import DataError, ImageDataset, load_points, make_dataset
+from f2d2.data import SEED_STRIDE, DataError, ImageDataset, load_points, make_dataset
 from f2d2.training.failures import OutOfMemory, TrainingError, explain_out_of_memory
 from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
 from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
@@ -25,17 +26,17 @@ from f2d2.core.guidance import self_guided_noise
 from f2d2.core.likelihood import check_tolerances, log_likelihood, reference_log_likelihood
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.nll import points_nll
-from f2d2.eval.metrics import sliced_wasserstein, support_mass
-from f2d2.io.meanflow import MeanFlowCheckpointError
+from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
+from f2d2.io.meanflow import MEANFLOW_CIFAR10, MeanFlowCheckpointError, load_meanflow
 from f2d2.core.sampling import reference_sample, sample
+from f2d2.training.loop import train
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError, OutOfMemory, FIDError,
                MeanFlowCheckpointError, ValueError, FileNotFoundError)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from f2d2.training.loop import train
-
+    """``f2d2 train``: resolve the stage's run config (with --set overrides), check it and train it into --workdir."""
     cfg = load_yaml(args.config)
     root = args.stage_root if args.stage_root is not None else args.workdir.parent
     run = apply_overrides(resolve_run(cfg, args.stage, stage_root=root), args.overrides)
@@ -61,6 +62,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_nll(args: argparse.Namespace) -> None:
+    """``f2d2 nll``: per-point NLL (nats) and BPD of --points (N, dim) or images (N, C, H, W), integrated from
+    the data (t = 1) back to noise (t = 0) in --steps flow-map steps or by the adaptive reference solve."""
     check_out_suffix(args.out)
     if args.reference:
         check_tolerances(args.atol, args.rtol)
@@ -120,7 +123,7 @@ def cmd_nll(args: argparse.Namespace) -> None:
         summary["analytic_mean_nll_nats"] = float(analytic.mean())
         summary["analytic_mean_bpd"] = float(bits_per_dim(analytic, dim).mean())
     if compare is not None:
-        summary["mean_abs_err_nats"] = float((nll - compare).abs().mean())
+        summary["mean_abs_err_nats"] = nll_error(nll, compare)
     text = json.dumps(summary, indent=1)
     print(text)
     if args.summary is not None:
@@ -128,6 +131,8 @@ def cmd_nll(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    """``f2d2 sample``: --n samples (n, *data_shape) from noise x0 (t = 0) to data (t = 1) in --steps steps or by
+    the adaptive reference solve, optionally self-guided; with --metrics their sample quality."""
     check_out_suffix(args.out)
     if args.guidance_steps and args.guidance_lr is None:
         raise ValueError("--guidance-steps needs --guidance-lr")
@@ -171,9 +176,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
-    """Sliced W2 to as many fresh data points (seeded apart from the noise) and, if analytic, the support mass."""
+    """Sliced W2 to as many fresh data points (seed stream 1, apart from the noise) and, if analytic, the
+    support mass; ``samples`` (N, 2) are the sampler's outputs at t = 1 (data)."""
     data = make_dataset(data_cfg)
-    fresh = data.sample(len(samples), torch.Generator().manual_seed(seed + 1_000_003))
+    fresh = data.sample(len(samples), torch.Generator().manual_seed(seed + SEED_STRIDE))
     out = {"sliced_w2": sliced_wasserstein(samples, fresh, seed=seed)}
     if data.has_density:
         out["support_mass"] = support_mass(data.log_prob(samples))
@@ -181,9 +187,7 @@ def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
 
 
 def cmd_import_meanflow(args: argparse.Namespace) -> None:
-    from f2d2.io.checkpoint import save_checkpoint
-    from f2d2.io.meanflow import MEANFLOW_CIFAR10, load_meanflow
-
+    """``f2d2 import-meanflow``: a MeanFlow CIFAR-10 checkpoint as an f2d2 checkpoint (time flipped to t = 1 data)."""
     model = load_meanflow(args.checkpoint, weights=args.weights)
     state = model.state_dict()
     config = {"seed": 0, "data": {"name": "cifar10", "root": str(args.data_root)},
@@ -195,6 +199,7 @@ def cmd_import_meanflow(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    """``f2d2 data``: --n seeded points (n, dim) of the config's dataset, or its test images (n, C, H, W) uint8."""
     check_out_suffix(args.out)
     data = make_dataset(resolve_run(load_yaml(args.config))["data"])
     if isinstance(data, ImageDataset):  # test images, uint8 (N, C, H, W): all, or a seeded subset of n
@@ -208,6 +213,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_fid_reference(args: argparse.Namespace) -> None:
+    """``f2d2 fid-reference``: FID reference statistics (mu, sigma) of the config's training images."""
     data = make_dataset(resolve_run(load_yaml(args.config))["data"])
     if not isinstance(data, ImageDataset):
         raise ValueError(f"{args.config}: FID reference statistics need an image dataset, not {type(data).__name__}")

@@ -51,9 +51,7 @@ class CliJob:
     def __call__(self, argv: list[str]) -> int:
         job = _job_environment()
         if job is not None and job.num_tasks > 1:  # torch.distributed's variables, from submitit's
-            import submitit
-
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            _submitit().helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         try:  # usage errors; submitit would otherwise record no result at all
             build_parser().parse_args(list(argv))
         except SystemExit as e:
@@ -66,9 +64,7 @@ class CliJob:
         return code
 
     def checkpoint(self, argv: list[str]) -> Any:
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(CliJob(), argv)
+        return _submitit().helpers.DelayedSubmission(CliJob(), argv)
 
 
 def _ignore_stop_signals() -> None:
@@ -82,12 +78,18 @@ def _ignore_stop_signals() -> None:
 
 def _job_environment() -> Any:
     """submitit's JobEnvironment inside a submitit job, else None (an inline run)."""
-    import submitit
-
     try:
-        return submitit.JobEnvironment()
+        return _submitit().JobEnvironment()
     except RuntimeError:
         return None
+
+
+def _submitit() -> Any:
+    """The submitit module, imported on first use (a third of a second), so that importing this module
+    (``f2d2 --help``, the parser, ``f2d2.cli.main``) does not load it."""
+    import submitit
+
+    return submitit
 
 
 def _now() -> str:
@@ -266,8 +268,7 @@ def _submit_submitit(argv: list[str], command: str, cluster: str, log_dir: Path,
 
 def _submit_and_wait(argv: list[str], command: str, cluster: str, log_dir: Path,
                      resources: Resources, job_name: str, record: dict[str, Any], write: Any) -> None:
-    import submitit
-    from submitit.core.utils import FailedJobError
+    submitit = _submitit()
 
     try:  # no SLURM here ("Could not detect srun"), sbatch refused it (bad partition, ...)
         executor = submitit.AutoExecutor(folder=log_dir, cluster=cluster,
@@ -305,7 +306,8 @@ def _submit_and_wait(argv: list[str], command: str, cluster: str, log_dir: Path,
         tail, tail_of = _tail(failed.paths.stderr), str(failed.paths.stderr)
         if not tail:
             tail, tail_of = "\n".join(str(error).splitlines()[-TAIL_LINES:]), "submitit's error"
-        reason = "" if isinstance(error, FailedJobError) else "\n".join(str(error).splitlines()[:2])
+        failed_itself = isinstance(error, submitit.core.utils.FailedJobError)
+        reason = "" if failed_itself else "\n".join(str(error).splitlines()[:2])
         raise LaunchError(_failure_message(record, command, reason, tail, tail_of)) from e
     record["started"] = _started_from_log(job.paths.stdout)
     write("COMPLETED")

@@ -49,7 +49,7 @@ def divergence(
                 )
                 div = div + g.reshape(g.shape[0], -1)[:, i]
         else:
-            eps = probe if isinstance(probe, torch.Tensor) else _probe(x, probe, generator)
+            eps = probe if isinstance(probe, torch.Tensor) else hutchinson_probe(x, probe, generator)
             (g,) = torch.autograd.grad(y, x, eps, create_graph=create_graph)
             div = (g * eps).reshape(x.shape[0], -1).sum(1)
     if not create_graph:
@@ -57,7 +57,13 @@ def divergence(
     return y, div
 
 
-def _probe(x: torch.Tensor, kind: str, generator: torch.Generator | None) -> torch.Tensor:
+def hutchinson_probe(x: torch.Tensor, kind: str = "rademacher",
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """A probe eps of x's shape (B, *data_shape), dtype and device, drawn from ``generator``.
+
+    ``"rademacher"``: entries +-1 with equal odds (one ``randint(0, 2)`` draw, mapped to 2 b - 1);
+    ``"gaussian"``: N(0, 1) entries. Either gives E[eps eps^T] = I, hence an unbiased trace estimate.
+    """
     if kind == "rademacher":
         bits = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
         return bits.to(x.dtype) * 2 - 1

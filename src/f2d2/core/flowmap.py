@@ -30,11 +30,16 @@ from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
 from f2d2.nets import FlowMapNet
 
 
+def expand_time(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Times (B,) reshaped to (B, 1, ..., 1), to broadcast against a batch x (B, *shape)."""
+    return t.reshape(-1, *([1] * (x.dim() - 1)))
+
+
 def jump(x: torch.Tensor, s, t, u: torch.Tensor) -> torch.Tensor:
     """X_{s,t}(x) = x + (t - s) u; s, t are floats or (B,) tensors, x and u (B, *shape)."""
     h = t - s
     if isinstance(h, torch.Tensor) and h.dim() == 1:
-        h = h.reshape(-1, *([1] * (x.dim() - 1)))
+        h = expand_time(h, x)
     return x + h * u
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from f2d2.core.divergence import divergence
+from f2d2.core.divergence import divergence, hutchinson_probe
 from f2d2.core.flowmap import flow_map_step
 from f2d2.nets import FlowMapNet
 
@@ -90,7 +90,7 @@ def reference_log_likelihood(
     check_tolerances(atol, rtol)
     probe: str | torch.Tensor = "rademacher"
     if div == "hutchinson":
-        probe = torch.randint(0, 2, x1.shape, generator=generator, device=x1.device).to(x1.dtype) * 2 - 1
+        probe = hutchinson_probe(x1, "rademacher", generator)
     nfe = 0
 
     def rhs(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):

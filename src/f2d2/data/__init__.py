@@ -16,7 +16,11 @@ from f2d2.data.points import PointCloud, load_points
 from f2d2.data.toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
 
 __all__ = ["CIFAR10", "Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "IMAGE_NAMES", "ImageDataset", "ImageNet64",
-           "PointCloud", "Shapes", "load_points", "make_dataset"]
+           "PointCloud", "SEED_STRIDE", "Shapes", "load_points", "make_dataset"]
+
+# Seed streams: a generator seeded with ``seed + i * SEED_STRIDE`` starts stream i. Training rank r draws
+# its data and noise from stream r; ``f2d2 sample --metrics`` draws its fresh 2D data points from stream 1.
+SEED_STRIDE = 1_000_003
 
 
 def gmm_preset(

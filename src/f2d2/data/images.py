@@ -14,6 +14,7 @@ says ``download: true``.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ class CIFAR10(ImageDataset):
             )
 
     def _load(self) -> None:
-        from torchvision.datasets import CIFAR10 as TV
+        from torchvision.datasets import CIFAR10 as TV  # here: seconds to import, and only CIFAR-10 needs it
 
         def split(train: bool) -> torch.Tensor:
             ds = TV(str(self.root), train=train, download=self.download)
@@ -156,8 +157,6 @@ class ImageNet64(ImageDataset):
             with np.load(path, allow_pickle=False) as f:
                 data = f["data"]
         else:
-            import pickle
-
             with open(path, "rb") as f:
                 data = pickle.load(f)["data"]
         if data.ndim != 2 or data.shape[1] != 3 * 64 * 64:

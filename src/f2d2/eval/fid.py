@@ -74,7 +74,7 @@ def build_extractor(name: str, weights_dir: str | Path = "/tmp", device: str = "
             f"{INCEPTION_FILE} (download it once from {INCEPTION_URL} and place it there, or point "
             "eval.fid.weights_dir at its folder); nothing is downloaded at run time."
         )
-    from cleanfid.inception_torchscript import InceptionV3W
+    from cleanfid.inception_torchscript import InceptionV3W  # clean-fid on first use: only image runs need it
 
     return InceptionV3W(str(path.parent), download=False, resize_inside=False).to(device).eval(), None
 
@@ -85,7 +85,7 @@ def to_pixels(x: np.ndarray) -> np.ndarray:
 
 
 def write_pngs(pixels: np.ndarray, folder: Path) -> None:
-    from PIL import Image
+    from PIL import Image  # with clean-fid, on first use
 
     if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
         raise FIDError(f"images for FID must be uint8 (N, 1 or 3, H, W); got {pixels.dtype} {pixels.shape}")
@@ -97,7 +97,7 @@ def write_pngs(pixels: np.ndarray, folder: Path) -> None:
 def features(pixels: np.ndarray, extractor: str, *, weights_dir: str | Path = "/tmp", device: str = "cpu",
              batch_size: int = 100) -> np.ndarray:
     """Features (N, F) of uint8 images (N, C, H, W) via clean-fid's folder pipeline."""
-    from cleanfid import fid as cfid
+    from cleanfid import fid as cfid  # on first use (see build_extractor)
 
     model, resize = build_extractor(extractor, weights_dir, device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +109,7 @@ def features(pixels: np.ndarray, extractor: str, *, weights_dir: str | Path = "/
 
 def precomputed_stats(name: str, res: int) -> Path:
     """Where clean-fid keeps its precomputed training-set statistics for ``name`` at ``res``."""
-    import cleanfid
+    import cleanfid  # on first use (see build_extractor)
 
     return Path(cleanfid.__file__).parent / "stats" / f"{name}_clean_train_{res}.npz".lower()
 
@@ -138,7 +138,7 @@ def reference_stats(pixels: np.ndarray, out: str | Path, extractor: str, *, name
 def fid_to_reference(pixels: np.ndarray, stats: str | Path, extractor: str, *, weights_dir: str | Path = "/tmp",
                      device: str = "cpu") -> float:
     """FID between uint8 images (N, C, H, W) and the reference statistics file written by ``reference_stats``."""
-    from cleanfid.fid import frechet_distance
+    from cleanfid.fid import frechet_distance  # on first use (see build_extractor)
 
     stats = Path(stats)
     if not stats.is_file():

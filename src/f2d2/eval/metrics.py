@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
-def nll_error(nll: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean per-point |NLL - reference NLL| (the paper's Table 7 measure); both (B,)."""
+def nll_error(nll: torch.Tensor | np.ndarray, reference: torch.Tensor | np.ndarray) -> float:
+    """Mean per-point |NLL - reference NLL| in float64 (the paper's Table 7 measure); both (B,).
+
+    The one definition for ``f2d2 nll --compare`` (tensors), the benchmark (tensors) and Table 7's
+    check of the cells' per-point CSVs (numpy arrays). Tensors are averaged by torch and arrays by
+    numpy: the two sum in different orders, so a value can differ in its last digit between them, and
+    each caller keeps the library its numbers always came from.
+    """
     if nll.shape != reference.shape:
         raise ValueError(f"NLL shapes differ: {tuple(nll.shape)} vs reference {tuple(reference.shape)}")
-    return float((nll.double() - reference.double()).abs().mean())
+    if isinstance(nll, np.ndarray) and isinstance(reference, np.ndarray):
+        return float(np.mean(np.abs(nll.astype(np.float64, copy=False) - reference.astype(np.float64, copy=False))))
+    return float((torch.as_tensor(nll).double() - torch.as_tensor(reference).double()).abs().mean())
 
 
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, projections: int = 256, seed: int = 0) -> float:
@@ -25,5 +34,6 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, projections: int = 2
 
 
 def support_mass(log_prob: torch.Tensor) -> float:
-    """Share of samples where an analytic density is positive (finite log-density), e.g. in checkerboard cells."""
+    """Share of samples where an analytic density is positive (finite log-density ``log_prob``, (N,)),
+    e.g. in checkerboard cells."""
     return float(torch.isfinite(log_prob).double().mean())

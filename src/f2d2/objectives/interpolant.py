@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-
-def expand_time(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape times (B,) to broadcast against x (B, *shape)."""
-    return t.reshape(-1, *([1] * (x.dim() - 1)))
+from f2d2.core.flowmap import expand_time
 
 
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.nll import points_nll
 from f2d2.nets import FlowMapNet
 
-VAL_STREAM = 2**32  # 2D validation points: seed + VAL_STREAM (training's streams: seed + rank * 1_000_003)
+VAL_STREAM = 2**32  # 2D validation points: seed + VAL_STREAM (training's streams: seed + rank * data.SEED_STRIDE)
 
 
 def early_stop_problems(run: dict) -> list[str]:

@@ -11,6 +11,10 @@ preemption or time limit, ``scancel``) saves a checkpoint at the end of the curr
 ``batch_size / world`` points and rank 0 alone writes files. With ``train.early_stop``
 (:mod:`f2d2.training.early_stop`) it stops once the validation BPD reaches its target; the checkpoint then
 records ``early_stopped`` and a restart returns at once.
+
+The parts: :class:`TrainState` (what a checkpoint holds), :func:`save_state` and :func:`resume` (the
+checkpoint written and read back), :class:`MetricsLog` (``metrics.jsonl``) and ``_train``, the step loop.
+Data batches x1 are (B / world, *data_shape); the objectives draw noise x0 at t = 0 and data at t = 1.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import functools
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,17 +33,16 @@ from tqdm import tqdm
 
 from f2d2.io.checkpoint import load_resumable, save_checkpoint, warm_start
 from f2d2.config.resolve import ConfigError
-from f2d2.data import Dataset2D, ImageDataset, make_dataset
+from f2d2.data import SEED_STRIDE, Dataset2D, ImageDataset, make_dataset
 from f2d2.training.distributed import Group, init_from_env, shutdown
 from f2d2.training.early_stop import EarlyStop
 from f2d2.training.failures import check_terms
 from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
-from f2d2.nets import build_model
+from f2d2.nets import FlowMapNet, build_model
 from f2d2.objectives import build_objective
 from f2d2.training.preemption import StopSignals
 
 CHECKPOINT = "checkpoint.pt"
-RANK_SEED_STRIDE = 1_000_003  # rank r's generator starts from seed + r * stride
 METRICS = "metrics.jsonl"
 
 
@@ -75,8 +79,206 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
         shutdown(group)
 
 
+@dataclass
+class TrainState:
+    """What a checkpoint saves and a resume restores: the network, its EMA, the optimizer, the learning-rate
+    schedule, this rank's generator (data, noise x0, times t and probes) and the number of steps taken."""
+
+    model: FlowMapNet
+    ema: AveragedModel
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    gen: torch.Generator
+    step: int = 0
+
+    @classmethod
+    def start(cls, model: FlowMapNet, run: dict, device: torch.device, group: Group) -> "TrainState":
+        """Step 0 of ``model`` (built under the run's seed): warm-started from ``train.init_from`` if set,
+        the same on every rank; rank r's generator seeded with ``seed + r * SEED_STRIDE``."""
+        tr = run["train"]
+        if tr["init_from"] is not None:
+            warm_start(model, tr["init_from"])
+        group.broadcast_(model.state_dict().values())
+        opt = torch.optim.RAdam(model.parameters(), lr=tr["lr"])
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, functools.partial(lr_factor, warmup=tr["warmup"], steps=tr["steps"], schedule=tr["lr_schedule"]))
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tr["ema_decay"]), use_buffers=True)
+        gen = torch.Generator(device).manual_seed(run["seed"] + SEED_STRIDE * group.rank)
+        return cls(model, ema, opt, sched, gen)
+
+    def state_dict(self) -> dict:
+        """The checkpoint entries ``step``, ``model``, ``ema``, ``optimizer``, ``scheduler`` (not the RNGs)."""
+        return {"step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+
+    def rng_state(self) -> dict:
+        """This rank's random state: its generator (``data``) and the global torch RNG (``torch``)."""
+        return {"data": self.gen.get_state(), "torch": torch.get_rng_state()}
+
+    def load(self, ckpt: dict, rng: dict) -> None:
+        """Restore :meth:`state_dict`'s entries from ``ckpt`` and the random state from ``rng``
+        (:meth:`rng_state` of this rank when the checkpoint was saved)."""
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.gen.set_state(rng["data"])
+        torch.set_rng_state(rng["torch"])
+        self.step = ckpt["step"]
+
+
+def save_state(path: Path, state: TrainState, run: dict, group: Group, *, early: EarlyStop | None,
+               stopped: dict) -> None:
+    """Write the checkpoint (rank 0; every rank must call it, for the gather of the random states).
+
+    Entries: ``config``, :meth:`TrainState.state_dict`'s, ``rng`` (rank 0's), ``rng_by_rank`` under several
+    processes, ``early_stop`` (the target) with ``train.early_stop``, ``early_stopped`` once it stopped."""
+    rngs = group.gather(state.rng_state())
+    if not group.is_main:
+        return
+    payload = {"config": run, **state.state_dict(), "rng": rngs[0]}
+    if group.world > 1:
+        payload["rng_by_rank"] = rngs
+    if early is not None:
+        payload["early_stop"] = {"target_bpd": early.target}
+    if stopped:
+        payload["early_stopped"] = stopped
+    save_checkpoint(path, payload, keep_previous=True)
+
+
+def resume(path: Path, run: dict, state: TrainState, group: Group) -> dict | None:
+    """Load the checkpoint at ``path`` into ``state`` and return it; None when there is none to resume.
+
+    A checkpoint of a run that stopped early is returned without loading it (training is over). Raises
+    when the checkpoint was written by another config (see :func:`_resume_key`) or number of processes."""
+    ckpt = load_resumable(path)
+    if ckpt is None:
+        return None
+    if _resume_key(ckpt["config"]) != _resume_key(run):
+        raise RuntimeError(
+            f"{path} was written by a different config (only train.steps, log_every and ckpt_every "
+            "may change on resume); use a fresh workdir or delete the checkpoint"
+        )
+    if "early_stopped" in ckpt:
+        if group.is_main:
+            print(f"{path} stopped early at step {ckpt['step']} ({ckpt['early_stopped']}); not training "
+                  "further", flush=True)
+        return ckpt
+    state.load(ckpt, _rank_rng(ckpt, group, path))
+    if group.is_main:
+        print(f"resuming from {path} at step {state.step}", flush=True)
+    return ckpt
+
+
+class MetricsLog:
+    """``metrics.jsonl``, one JSON row per logged step, written by rank 0 alone (``enabled``).
+
+    Entered, it drops the rows past ``step`` (a resumed run starts from its checkpoint's step) and
+    opens the file for appending; :meth:`write` adds a row and flushes it."""
+
+    def __init__(self, path: Path, step: int, *, enabled: bool) -> None:
+        self.path, self.step, self.enabled = path, step, enabled
+        self._file = None
+
+    def __enter__(self) -> "MetricsLog":
+        if self.enabled:
+            _truncate_log(self.path, self.step)
+            self._file = open(self.path, "a")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+
 def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bool) -> Path:
     tr = run["train"]
+    device = _device(tr, group)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    # The run's state at step 0, everything drawn from the run's seed in this order.
+    torch.manual_seed(run["seed"])
+    model = build_model(run["model"]).to(device)
+    objective = build_objective(run["objective"], device=device)
+    state = TrainState.start(model, run, device, group)
+
+    # Resume from the workdir's checkpoint, if any.
+    ckpt_path = workdir / CHECKPOINT
+    if group.is_main:
+        for name in (CHECKPOINT, METRICS, "config.yaml"):
+            remove_stale_temporaries(workdir / name)
+    group.barrier()
+    ckpt = resume(ckpt_path, run, state, group)
+    if ckpt is not None and "early_stopped" in ckpt:
+        return ckpt_path
+    early = _early_stop(run, data, device, group, ckpt)
+    if group.is_main:
+        atomic_write_text(workdir / "config.yaml", yaml.safe_dump(run, sort_keys=False))
+    stopped: dict = {}  # the early stop, once it happened
+
+    state.model.train()
+    t_start = time.time()
+    local_batch = tr["batch_size"] // group.world
+    with MetricsLog(workdir / METRICS, state.step, enabled=group.is_main) as log, StopSignals() as stop, \
+            tqdm(total=tr["steps"], initial=state.step, disable=not progress,
+                 desc=f"train {run['objective']['name']}", mininterval=2) as bar:
+        while state.step < tr["steps"]:
+            # One optimizer step on this rank's share of the batch; the ranks average gradients and terms.
+            x1 = data.sample(local_batch, state.gen).to(device)
+            terms = objective(state.model, x1, state.gen)
+            state.opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            values, stopping = group.sync_step(state.model.parameters(), terms, bool(stop.pending))
+            check_terms(values, state.step + 1, state.model.div_scale)
+            if tr["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(state.model.parameters(), tr["grad_clip"])
+            state.opt.step()
+            state.sched.step()
+            state.ema.update_parameters(state.model)
+            state.step += 1
+            step = state.step
+            bar.update(1)
+
+            # Validation of the EMA model (early stop).
+            val = None
+            if early is not None and step % early.every == 0:
+                val = {"val_bpd": early.evaluate(state.ema.module), "target_bpd": early.target}
+                if early.reached(val["val_bpd"]):
+                    stopped.update(step=step, **val)
+
+            # Log row.
+            if log.enabled and (step % tr["log_every"] == 0 or step == tr["steps"] or val is not None):
+                row = {"step": step, "lr": state.sched.get_last_lr()[0], "time": round(time.time() - t_start, 3)}
+                row.update(values)
+                row.update(val or {})
+                log.write(row)
+                bar.set_postfix(loss=f"{row['loss']:.4g}")
+
+            # Checkpoint: every ckpt_every steps, at the end, on a stop signal and on the early stop.
+            if step % tr["ckpt_every"] == 0 or step == tr["steps"] or stopping or stopped:
+                save_state(ckpt_path, state, run, group, early=early, stopped=stopped)
+
+            # Stop: hand a stop signal on (submitit requeues the job) or end at the early stop.
+            if stopping:
+                if group.is_main:
+                    print(f"stop signal: saved {ckpt_path} at step {step}", flush=True)
+                stop.deliver()
+            if stopped:
+                if group.is_main:
+                    print(f"early stop at step {step}: validation BPD {stopped['val_bpd']:.4f} is within "
+                          f"{early.tol} of the target {early.target:.4f}; saved {ckpt_path}", flush=True)
+                break
+    group.barrier()
+    return ckpt_path
+
+
+def _device(tr: dict, group: Group) -> torch.device:
+    """This rank's device (``cuda:local_rank`` under several CUDA processes); checks the batch splits evenly."""
     if tr["batch_size"] % group.world:
         raise ConfigError(f"train.batch_size = {tr['batch_size']} is not divisible by the number of "
                           f"processes ({group.world}); use a multiple of {group.world}")
@@ -84,130 +286,20 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     if device.type == "cuda" and group.world > 1:
         device = torch.device("cuda", group.local_rank)
         torch.cuda.set_device(device)
-    workdir.mkdir(parents=True, exist_ok=True)
+    return device
 
-    torch.manual_seed(run["seed"])
-    model = build_model(run["model"]).to(device)
-    objective = build_objective(run["objective"], device=device)
-    if tr["init_from"] is not None:
-        warm_start(model, tr["init_from"])
-    group.broadcast_(model.state_dict().values())
-    opt = torch.optim.RAdam(model.parameters(), lr=tr["lr"])
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, functools.partial(lr_factor, warmup=tr["warmup"], steps=tr["steps"], schedule=tr["lr_schedule"]))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tr["ema_decay"]), use_buffers=True)
-    gen = torch.Generator(device).manual_seed(run["seed"] + RANK_SEED_STRIDE * group.rank)
-    step = 0
 
-    ckpt_path = workdir / CHECKPOINT
-    if group.is_main:
-        for name in (CHECKPOINT, METRICS, "config.yaml"):
-            remove_stale_temporaries(workdir / name)
-    group.barrier()
-    ckpt = load_resumable(ckpt_path)
+def _early_stop(run: dict, data, device: torch.device, group: Group, ckpt: dict | None) -> EarlyStop | None:
+    """The early stop of ``train.early_stop`` (None without it); its target comes from the checkpoint on a
+    resume, else from the config or, when that is null, the teacher's reference BPD (computed now)."""
+    if run["train"]["early_stop"] is None:
+        return None
+    early = EarlyStop(run, data, device=device, group=group)
     if ckpt is not None:
-        if _resume_key(ckpt["config"]) != _resume_key(run):
-            raise RuntimeError(
-                f"{ckpt_path} was written by a different config (only train.steps, log_every and ckpt_every "
-                "may change on resume); use a fresh workdir or delete the checkpoint"
-            )
-        if "early_stopped" in ckpt:
-            if group.is_main:
-                print(f"{ckpt_path} stopped early at step {ckpt['step']} ({ckpt['early_stopped']}); not training "
-                      "further", flush=True)
-            return ckpt_path
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        rng = _rank_rng(ckpt, group, ckpt_path)
-        gen.set_state(rng["data"])
-        torch.set_rng_state(rng["torch"])
-        step = ckpt["step"]
-        if group.is_main:
-            print(f"resuming from {ckpt_path} at step {step}", flush=True)
-    early = None
-    if tr["early_stop"] is not None:
-        early = EarlyStop(run, data, device=device, group=group)
-        if ckpt is not None:
-            early.target = ckpt["early_stop"]["target_bpd"]
-        elif early.target is None:
-            early.target = early.reference(run["objective"]["teacher"], run["objective"].get("div_method", "exact"))
-    if group.is_main:
-        atomic_write_text(workdir / "config.yaml", yaml.safe_dump(run, sort_keys=False))
-        _truncate_log(workdir / METRICS, step)
-    stopped: dict = {}  # the early stop, once it happened
-
-    def save() -> None:
-        rngs = group.gather({"data": gen.get_state(), "torch": torch.get_rng_state()})
-        if not group.is_main:
-            return
-        payload = {
-            "config": run,
-            "step": step,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "rng": rngs[0],
-        }
-        if group.world > 1:
-            payload["rng_by_rank"] = rngs
-        if early is not None:
-            payload["early_stop"] = {"target_bpd": early.target}
-        if stopped:
-            payload["early_stopped"] = stopped
-        save_checkpoint(ckpt_path, payload, keep_previous=True)
-
-    model.train()
-    t_start = time.time()
-    local_batch = tr["batch_size"] // group.world
-    log = open(workdir / METRICS, "a") if group.is_main else None
-    try:
-        with StopSignals() as stop, tqdm(total=tr["steps"], initial=step, disable=not progress,
-                                         desc=f"train {run['objective']['name']}", mininterval=2) as bar:
-            while step < tr["steps"]:
-                x1 = data.sample(local_batch, gen).to(device)
-                terms = objective(model, x1, gen)
-                opt.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                values, stopping = group.sync_step(model.parameters(), terms, bool(stop.pending))
-                check_terms(values, step + 1, model.div_scale)
-                if tr["grad_clip"] is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tr["grad_clip"])
-                opt.step()
-                sched.step()
-                ema.update_parameters(model)
-                step += 1
-                bar.update(1)
-                val = None
-                if early is not None and step % early.every == 0:
-                    val = {"val_bpd": early.evaluate(ema.module), "target_bpd": early.target}
-                    if early.reached(val["val_bpd"]):
-                        stopped.update(step=step, **val)
-                if log is not None and (step % tr["log_every"] == 0 or step == tr["steps"] or val is not None):
-                    row = {"step": step, "lr": sched.get_last_lr()[0], "time": round(time.time() - t_start, 3)}
-                    row.update(values)
-                    row.update(val or {})
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{row['loss']:.4g}")
-                if step % tr["ckpt_every"] == 0 or step == tr["steps"] or stopping or stopped:
-                    save()
-                if stopping:
-                    if group.is_main:
-                        print(f"stop signal: saved {ckpt_path} at step {step}", flush=True)
-                    stop.deliver()
-                if stopped:
-                    if group.is_main:
-                        print(f"early stop at step {step}: validation BPD {stopped['val_bpd']:.4f} is within "
-                              f"{early.tol} of the target {early.target:.4f}; saved {ckpt_path}", flush=True)
-                    break
-    finally:
-        if log is not None:
-            log.close()
-    group.barrier()
-    return ckpt_path
+        early.target = ckpt["early_stop"]["target_bpd"]
+    elif early.target is None:
+        early.target = early.reference(run["objective"]["teacher"], run["objective"].get("div_method", "exact"))
+    return early
 
 
 def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
