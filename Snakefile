@@ -7,7 +7,7 @@
 #   snakemake --profile workflow/profiles/local results/tables/table1.csv
 #   snakemake --profile workflow/profiles/local --configfile config/checkerboard.yaml
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.0")
 
@@ -19,9 +19,9 @@ if not workflow.configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, "config/schema.yaml")
-
-
+# The config is validated in common.smk by f2d2.config.checks: each key against the schema
+# (src/f2d2/config/schema.yaml) and the rules spanning several keys, one line per bad key. Not
+# snakemake.utils.validate, whose message prints the whole schema.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
