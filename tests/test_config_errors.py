@@ -10,7 +10,10 @@ import yaml
 
 from f2d2.config.checks import check_experiment
 from f2d2.cli import main
-from f2d2.config.resolve import ConfigError
+from f2d2.config.resolve import EARLY_STOP_DEFAULTS, RUN_DEFAULTS, ConfigError, deep_merge
+from f2d2.config.resources import RESOURCE_DEFAULTS
+from f2d2.config.schema import defaults, section
+from f2d2.config.validate import problems, validate_experiment
 from f2d2.data import DATASETS
 from pipeline_helpers import ROOT, snakemake, tiny_config
 
@@ -119,6 +122,55 @@ def test_cases_are_distinct_and_many():
 def test_shipped_configs_pass():
     for name in ("config.yaml", "checkerboard.yaml"):
         check_experiment(yaml.safe_load((ROOT / "config" / name).read_text()))
+    for path in sorted((ROOT / "config").glob("*.yaml")):  # the image presets need data and GPUs beyond the schema
+        validate_experiment(yaml.safe_load(path.read_text()))
+
+
+def test_schema_defaults_are_valid_values():
+    assert problems(RUN_DEFAULTS, "run") == [] and problems(RESOURCE_DEFAULTS, "resources") == []
+    assert problems(EARLY_STOP_DEFAULTS, "early_stop") == []
+    assert problems({**BASE, "eval": deep_merge(defaults(section("eval")), BASE["eval"])}) == []
+
+
+# A new user's first config: three lines of their own.
+USER_CONFIG = {"data": {"name": "checkerboard"}, "stages": {"teacher": {"objective": {"name": "flow_matching"}}}}
+MISSING = ["experiment", "outdir", "seed", "model", "train", "eval", "resources"]
+SCHEMA_WORDS = ["$schema", "additionalProperties", "definitions", "'properties'", "exclusiveMinimum"]
+
+
+def _assert_missing_keys_listed(said: str) -> None:
+    for key in MISSING:
+        assert f"  - {key} is missing; expected " in said, (key, said)
+    assert not any(word in said for word in SCHEMA_WORDS), said
+
+
+def test_missing_keys_one_line_each():
+    with pytest.raises(ConfigError) as err:
+        check_experiment(USER_CONFIG)
+    lines = str(err.value).splitlines()
+    _assert_missing_keys_listed(str(err.value))
+    assert lines[0] == "invalid config:" and len(lines) == 1 + len(MISSING), lines
+
+
+def test_snakemake_names_missing_keys_without_the_schema(tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump(USER_CONFIG))
+    proc = snakemake(tmp_path, config, "-n", check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    _assert_missing_keys_listed(said)
+    assert len(said.splitlines()) < 15, said
+
+
+def test_bad_resources_same_phrase_from_config_and_submit(tmp_path, capsys):
+    cfg = copy.deepcopy(BASE)
+    cfg["resources"]["eval"]["cpus"] = 0
+    with pytest.raises(ConfigError) as err:
+        check_experiment(cfg)
+    phrase = "cpus = 0; expected an integer >= 1 (CPUs per task)"
+    assert f"resources.eval.{phrase}" in str(err.value)
+    code = main(["submit", "--cluster", "inline", "--cpus", "0", "--log-dir", str(tmp_path), "--", "data"])
+    assert code == 2 and phrase in capsys.readouterr().err
 
 
 def test_missing_dataset_root_is_named(monkeypatch, tmp_path):
