@@ -13,23 +13,21 @@ from f2d2.config.resolve import ConfigError, deep_merge, resolve_run, stage_depe
 from f2d2.config.schema import defaults, section
 from f2d2.data import IMAGE_NAMES, DataError, make_dataset
 
-CONFIG_FILE = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
-
-# Fail before any job on any bad value, one line per bad key: missing, unknown and out-of-range keys
-# (the schema), unknown names and options, missing files, step counts the flow maps cannot take,
-# resources this cluster cannot give (f2d2.config.checks). Data files are checked on start
-# (check_data), so that a dry run lists the DAG without the data.
-try:
-    check_experiment(config, data_files=False)
-except ConfigError as e:
-    raise WorkflowError(f"config {CONFIG_FILE}: {e}")
-
-OUT = config["outdir"]
+OUT = config.get("outdir", "results")
 CLUSTER = config.get("cluster", section("cluster")["default"])
 STAGES = list(config["stages"])
 EVAL = deep_merge(defaults(section("eval")), config["eval"])  # with the schema's defaults
 STEPS = list(EVAL["steps"])
 F2D2_STAGES = [s for s in STAGES if config["stages"][s].get("model", {}).get("div_head")]
+
+# Fail before any job on any bad value: the schema's checks again (the Snakefile's), unknown names
+# and options, missing files, step counts the flow maps cannot take, resources this cluster cannot
+# give (f2d2.config.checks), one line per bad key.
+# Data files are checked on start (check_data), so that a dry run lists the DAG without the data.
+try:
+    check_experiment(config, data_files=False)
+except ConfigError as e:
+    raise WorkflowError(f"config {CONFIG_FILE}: {e}")
 
 IMAGES = resolve_run(config)["data"]["name"] in IMAGE_NAMES
 FID = EVAL["fid"]

@@ -31,6 +31,7 @@ RUN_KEYS = set(definition("run")["properties"])
 # The run keys, "stages" and the keys only the pipeline reads (the Snakefile); training ignores those.
 EXPERIMENT_KEYS = set(schema()["properties"])
 
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
