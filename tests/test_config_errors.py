@@ -10,10 +10,10 @@ import yaml
 
 from f2d2.config.checks import check_experiment
 from f2d2.cli import main
-from f2d2.config.resolve import EARLY_STOP_DEFAULTS, RUN_DEFAULTS, ConfigError, deep_merge
+from f2d2.config.resolve import EARLY_STOP_DEFAULTS, RUN_DEFAULTS, ConfigError, deep_merge, resolve_run
 from f2d2.config.resources import RESOURCE_DEFAULTS
 from f2d2.config.schema import defaults, section
-from f2d2.config.validate import problems, validate_experiment
+from f2d2.config.validate import problems, validate_experiment, validate_run
 from f2d2.data import DATASETS
 from pipeline_helpers import ROOT, snakemake, tiny_config
 
@@ -160,6 +160,15 @@ def test_snakemake_names_missing_keys_without_the_schema(tmp_path):
     assert proc.returncode != 0
     _assert_missing_keys_listed(said)
     assert len(said.splitlines()) < 15, said
+
+
+def test_a_run_lists_every_bad_key():
+    run = resolve_run(BASE, "teacher")
+    run["train"]["lr"], run["model"]["depth"] = 0, 0
+    with pytest.raises(ConfigError) as err:
+        validate_run(run)
+    assert str(err.value).splitlines() == ["invalid config:", "  - model.depth = 0; expected an integer >= 1",
+                                           "  - train.lr = 0; expected a number > 0"]
 
 
 def test_bad_resources_same_phrase_from_config_and_submit(tmp_path, capsys):

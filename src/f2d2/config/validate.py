@@ -31,9 +31,9 @@ def validate_experiment(cfg: Any) -> None:
     raise_problems(problems(cfg))
 
 
-def validate_run(run: Any, prefix: str = "") -> None:
-    """One run config (keys seed, data, model, objective, train); ``prefix`` is where it sits (``stages.x``)."""
-    raise_problems(problems(run, "run", prefix))
+def validate_run(run: Any) -> None:
+    """One run config (keys seed, data, model, objective, train)."""
+    raise_problems(problems(run, "run"))
 
 
 def problems(instance: Any, name: str | None = None, prefix: str = "") -> list[str]:
