@@ -7,7 +7,10 @@
 #   snakemake --profile workflow/profiles/local results/tables/table1.csv
 #   snakemake --profile workflow/profiles/local --configfile config/checkerboard.yaml
 
-from snakemake.utils import min_version, validate
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+from f2d2.config import ConfigError, validate_experiment
 
 min_version("8.0")
 
@@ -18,8 +21,16 @@ if not workflow.configfiles:
 
     configfile: "config/config.yaml"
 
+CONFIG_FILE = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
 
-validate(config, "config/schema.yaml")
+
+# Each key against the schema (src/f2d2/config/schema.yaml), one line per bad key, before common.smk
+# reads any; common.smk adds the rules that span several keys (f2d2.config.checks). Not
+# snakemake.utils.validate: its message prints the whole schema.
+try:
+    validate_experiment(config)
+except ConfigError as e:
+    raise WorkflowError(f"config {CONFIG_FILE}: {e}")
 
 
 include: "workflow/rules/common.smk"

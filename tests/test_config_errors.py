@@ -10,7 +10,10 @@ import yaml
 
 from f2d2.config.checks import check_experiment
 from f2d2.cli import main
-from f2d2.config.resolve import ConfigError
+from f2d2.config.resolve import EARLY_STOP_DEFAULTS, RUN_DEFAULTS, ConfigError, deep_merge, resolve_run
+from f2d2.config.resources import RESOURCE_DEFAULTS
+from f2d2.config.schema import defaults, section
+from f2d2.config.validate import problems, validate_experiment, validate_run
 from f2d2.data import DATASETS
 from pipeline_helpers import ROOT, snakemake, tiny_config
 
@@ -43,7 +46,7 @@ CASES = [
     ("K beyond the grid", {"eval.steps": [256]}, ["K = 256", "power of two <= 128"]),
     ("K beyond a small grid", {"stages.shortcut.objective.max_log2": 2},
      ["K = 8", "['shortcut']", "max_log2 = 2", "power of two <= 4"]),
-    ("K zero", {"eval.steps": [0, 1]}, ["eval.steps: K = 0", "integer >= 1"]),
+    ("K zero", {"eval.steps": [0, 1]}, ["eval.steps[0] = 0", "integer >= 1"]),
     ("density K off the grid", {"figures.density.steps": 3}, ["figures.density.steps: K = 3", "power of two"]),
     ("c zero", {"stages.shortcut_f2d2.model.div_scale": 0}, ["model.div_scale = 0", "> 0", "stages.shortcut_f2d2"]),
     ("c negative", {"stages.meanflow_f2d2.model.div_scale": -2.5}, ["model.div_scale = -2.5", "stages.meanflow_f2d2"]),
@@ -83,9 +86,9 @@ CASES = [
     ("lr negative", {"train.lr": -0.001}, ["train.lr = -0.001", "> 0"]),
     ("batch zero", {"stages.teacher.train.batch_size": 0}, ["train.batch_size = 0", "integer >= 1"]),
     ("ema_decay one", {"train.ema_decay": 1.0}, ["train.ema_decay = 1.0", "[0, 1)"]),
-    ("unknown train key", {"train.epochs": 3}, ["unknown train key(s) ['epochs']", "'steps'"]),
-    ("unknown stage key", {"stages.teacher.optim": {}}, ["stages.teacher has unknown key(s) ['optim']"]),
-    ("unknown top-level key", {"epochs": 3}, ["unknown top-level config key(s) ['epochs']"]),
+    ("unknown train key", {"train.epochs": 3}, ["train.epochs is an unknown key", "'steps'"]),
+    ("unknown stage key", {"stages.teacher.optim": {}}, ["stages.teacher.optim is an unknown key"]),
+    ("unknown top-level key", {"epochs": 3}, ["epochs is an unknown top-level key"]),
     ("ablation of no stage", {"ablations.lam.stage": "nostage"}, ["ablations.lam.stage = 'nostage' is not a stage"]),
     ("ablation baseline of no stage", {"ablations.lam.baselines": ["ghost"]},
      ["ablations.lam.baselines: 'ghost' is not a stage"]),
@@ -93,9 +96,9 @@ CASES = [
      ["figures.density.runs: ['ghost'] are not stages"]),
     ("batch not divisible by GPUs", {"cluster": "slurm", "resources.train.gpus": 3},
      ["train.batch_size = 1024", "not divisible by resources.train.gpus = 3", "multiple of 3"]),
-    ("negative memory", {"resources.eval.mem_gb": -4}, ["resources.eval", "mem_gb=-4", "> 0"]),
-    ("zero time", {"resources.train.time_min": 0}, ["resources.train", "time_min=0", ">= 1"]),
-    ("zero cpus", {"resources.eval.cpus": 0}, ["resources.eval", "cpus=0"]),
+    ("negative memory", {"resources.eval.mem_gb": -4}, ["resources.eval.mem_gb = -4", "> 0"]),
+    ("zero time", {"resources.train.time_min": 0}, ["resources.train.time_min = 0", ">= 1"]),
+    ("zero cpus", {"resources.eval.cpus": 0}, ["resources.eval.cpus = 0", ">= 1"]),
     ("tasks per node vs GPUs", {"cluster": "slurm", "resources.train.gpus": 2, "resources.train.tasks_per_node": 3},
      ["resources.train.tasks_per_node = 3", "resources.train.gpus = 2", "expected 1", "or 2"]),
 ]
@@ -119,6 +122,64 @@ def test_cases_are_distinct_and_many():
 def test_shipped_configs_pass():
     for name in ("config.yaml", "checkerboard.yaml"):
         check_experiment(yaml.safe_load((ROOT / "config" / name).read_text()))
+    for path in sorted((ROOT / "config").glob("*.yaml")):  # the image presets need data and GPUs beyond the schema
+        validate_experiment(yaml.safe_load(path.read_text()))
+
+
+def test_schema_defaults_are_valid_values():
+    assert problems(RUN_DEFAULTS, "run") == [] and problems(RESOURCE_DEFAULTS, "resources") == []
+    assert problems(EARLY_STOP_DEFAULTS, "early_stop") == []
+    assert problems({**BASE, "eval": deep_merge(defaults(section("eval")), BASE["eval"])}) == []
+
+
+# A new user's first config: three lines of their own.
+USER_CONFIG = {"data": {"name": "checkerboard"}, "stages": {"teacher": {"objective": {"name": "flow_matching"}}}}
+MISSING = ["experiment", "outdir", "seed", "model", "train", "eval", "resources"]
+SCHEMA_WORDS = ["$schema", "additionalProperties", "definitions", "'properties'", "exclusiveMinimum"]
+
+
+def _assert_missing_keys_listed(said: str) -> None:
+    for key in MISSING:
+        assert f"  - {key} is missing; expected " in said, (key, said)
+    assert not any(word in said for word in SCHEMA_WORDS), said
+
+
+def test_missing_keys_one_line_each():
+    with pytest.raises(ConfigError) as err:
+        check_experiment(USER_CONFIG)
+    lines = str(err.value).splitlines()
+    _assert_missing_keys_listed(str(err.value))
+    assert lines[0] == "invalid config:" and len(lines) == 1 + len(MISSING), lines
+
+
+def test_snakemake_names_missing_keys_without_the_schema(tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump(USER_CONFIG))
+    proc = snakemake(tmp_path, config, "-n", check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    _assert_missing_keys_listed(said)
+    assert len(said.splitlines()) < 15, said
+
+
+def test_a_run_lists_every_bad_key():
+    run = resolve_run(BASE, "teacher")
+    run["train"]["lr"], run["model"]["depth"] = 0, 0
+    with pytest.raises(ConfigError) as err:
+        validate_run(run)
+    assert str(err.value).splitlines() == ["invalid config:", "  - model.depth = 0; expected an integer >= 1",
+                                           "  - train.lr = 0; expected a number > 0"]
+
+
+def test_bad_resources_same_phrase_from_config_and_submit(tmp_path, capsys):
+    cfg = copy.deepcopy(BASE)
+    cfg["resources"]["eval"]["cpus"] = 0
+    with pytest.raises(ConfigError) as err:
+        check_experiment(cfg)
+    phrase = "cpus = 0; expected an integer >= 1 (CPUs per task)"
+    assert f"resources.eval.{phrase}" in str(err.value)
+    code = main(["submit", "--cluster", "inline", "--cpus", "0", "--log-dir", str(tmp_path), "--", "data"])
+    assert code == 2 and phrase in capsys.readouterr().err
 
 
 def test_missing_dataset_root_is_named(monkeypatch, tmp_path):

@@ -156,9 +156,9 @@ def test_null_target_without_a_teacher_is_refused_before_training(tmp_path):
     ({"n_val": 2.5}, ["train.early_stop.n_val = 2.5", "integer >= 1"]),
     ({"steps": True}, ["train.early_stop.steps = True", "integer >= 1"]),
     ({"tol": 0}, ["train.early_stop.tol = 0", "> 0"]),
-    ({"target_bpd": "teacher"}, ["train.early_stop.target_bpd = 'teacher'", "null", "finite number"]),
+    ({"target_bpd": "teacher"}, ["train.early_stop.target_bpd = 'teacher'", "a number or null"]),
     ({"seed": -1}, ["train.early_stop.seed = -1", "integer >= 0"]),
-    ({"patience": 3}, ["unknown train.early_stop key(s) ['patience']", "'tol'"]),
+    ({"patience": 3}, ["train.early_stop.patience is an unknown key", "'tol'"]),
 ])
 def test_bad_early_stop_values_name_key_and_value(early_stop, words):
     with pytest.raises(ConfigError) as err:
@@ -170,7 +170,7 @@ def test_bad_early_stop_values_name_key_and_value(early_stop, words):
 def test_early_stop_not_a_mapping_is_refused():
     cfg = copy.deepcopy(EXPERIMENT)
     cfg["train"]["early_stop"] = 500
-    with pytest.raises(ConfigError, match=r"train.early_stop = 500; expected null \(off\) or a mapping"):
+    with pytest.raises(ConfigError, match=r"train.early_stop = 500; expected a mapping or null"):
         resolve_run(cfg, "f2d2")
 
 

@@ -98,7 +98,7 @@ def test_cli_submit_bad_arguments(tmp_path, capsys, argv, expected):
 
 
 def test_resources_validation():
-    with pytest.raises(ValueError, match="cpus=0"):
+    with pytest.raises(ValueError, match=r"Resources.cpus = 0; expected an integer >= 1"):
         Resources(cpus=0)
     for kwargs, name in [({"gpus": -1}, "gpus"), ({"mem_gb": 0}, "mem_gb"), ({"time_min": 0}, "time_min"),
                          ({"tasks_per_node": 0}, "tasks_per_node"), ({"partition": ""}, "partition")]:

@@ -9,19 +9,20 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from f2d2.config.checks import check_experiment
-from f2d2.config.resolve import ConfigError, resolve_run, stage_dependencies
+from f2d2.config.resolve import ConfigError, deep_merge, resolve_run, stage_dependencies
+from f2d2.config.schema import defaults, section
 from f2d2.data import IMAGE_NAMES, DataError, make_dataset
 
 OUT = config.get("outdir", "results")
-CONFIG_FILE = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
-CLUSTER = config.get("cluster", "local")
+CLUSTER = config.get("cluster", section("cluster")["default"])
 STAGES = list(config["stages"])
-EVAL = config["eval"]
+EVAL = deep_merge(defaults(section("eval")), config["eval"])  # with the schema's defaults
 STEPS = list(EVAL["steps"])
 F2D2_STAGES = [s for s in STAGES if config["stages"][s].get("model", {}).get("div_head")]
 
-# Fail before any job on any bad value: unknown names and keys, out-of-range values, missing files,
-# step counts the flow maps cannot take, resources this cluster cannot give (f2d2.config.checks).
+# Fail before any job on any bad value: the schema's checks again (the Snakefile's), unknown names
+# and options, missing files, step counts the flow maps cannot take, resources this cluster cannot
+# give (f2d2.config.checks), one line per bad key.
 # Data files are checked on start (check_data), so that a dry run lists the DAG without the data.
 try:
     check_experiment(config, data_files=False)
@@ -29,7 +30,7 @@ except ConfigError as e:
     raise WorkflowError(f"config {CONFIG_FILE}: {e}")
 
 IMAGES = resolve_run(config)["data"]["name"] in IMAGE_NAMES
-FID = EVAL.get("fid", {})
+FID = EVAL["fid"]
 
 
 def check_data():

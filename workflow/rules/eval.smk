@@ -27,7 +27,7 @@ rule reference_nll:
         ckpt=checkpoint("teacher"),
         atol=EVAL["reference"]["atol"],
         rtol=EVAL["reference"]["rtol"],
-        div=EVAL["reference"].get("div", "exact"),
+        div=EVAL["reference"]["div"],
         device=device("eval"),
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --reference "
@@ -71,8 +71,8 @@ rule fid_reference:
         fid_reference(),
     params:
         submit=submit("eval", f"{OUT}/eval/logs/fid_reference", "fid-reference"),
-        extractor=FID.get("extractor", "inception"),
-        weights=FID.get("weights_dir", "/tmp"),
+        extractor=FID["extractor"],
+        weights=FID["weights_dir"],
         n=f"--n {FID['n_reference']}" if FID.get("n_reference") else "",
         device=device("eval"),
     shell:
@@ -83,8 +83,7 @@ rule fid_reference:
 def _fid_args(w, input):
     if not IMAGES:
         return ""
-    return (f"--fid-stats {input.fid} --fid-extractor {FID.get('extractor', 'inception')} "
-            f"--fid-weights-dir {FID.get('weights_dir', '/tmp')}")
+    return f"--fid-stats {input.fid} --fid-extractor {FID['extractor']} --fid-weights-dir {FID['weights_dir']}"
 
 
 rule sample_cell:
@@ -118,7 +117,7 @@ rule density_grid:
         points=f"{OUT}/eval/density/grid.npy",
         meta=f"{OUT}/eval/density/grid.json",
     params:
-        **config.get("eval", {}).get("density_grid", {"lo": -4.5, "hi": 4.5, "size": 64}),
+        **EVAL["density_grid"],
     script:
         "../scripts/density_grid.py"
 

@@ -13,9 +13,12 @@ import argparse
 import os
 from pathlib import Path
 
-from f2d2.config.resources import CLUSTERS
+from f2d2.config.resources import CLUSTERS, DEFAULT_CLUSTER, RESOURCE_DEFAULTS
+from f2d2.config.schema import section
 from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
 
+FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
+EXTRACTORS = tuple(FID_OPTIONS["extractor"]["enum"])
 
 COMMANDS = ("train", "nll", "sample", "data", "fid-reference", "import-meanflow")
 
@@ -101,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="torch device to sample on, e.g. cpu or cuda")
     s.add_argument("--fid-stats", type=Path, default=None,
                    help="image checkpoints: reference statistics (.npz from f2d2 fid-reference) for the FID in --metrics")
-    s.add_argument("--fid-extractor", default="inception", choices=("inception", "tiny-conv"),
-                   help="FID features: clean-fid's Inception (default) or a fixed tiny conv net (no weights needed)")
-    s.add_argument("--fid-weights-dir", type=Path, default=Path("/tmp"),
-                   help="folder holding inception-2015-12-05.pt (clean-fid's default: /tmp)")
+    s.add_argument("--fid-extractor", default=FID_OPTIONS["extractor"]["default"], choices=EXTRACTORS,
+                   help="FID features: clean-fid's Inception or a fixed tiny conv net (no weights needed); "
+                        "default %(default)s")
+    s.add_argument("--fid-weights-dir", type=Path, default=Path(FID_OPTIONS["weights_dir"]["default"]),
+                   help="folder holding inception-2015-12-05.pt (default %(default)s, clean-fid's)")
 
     d = sub.add_parser("data", help="draw points from a config's dataset, or write its test images (image data)")
     d.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
@@ -117,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
     f.add_argument("--out", required=True, type=Path, help="output .npz (mu, sigma)")
     f.add_argument("--n", type=_positive_int, default=None, help="use a seeded subset of n images (default: all)")
-    f.add_argument("--extractor", default="inception", choices=("inception", "tiny-conv"), help="feature extractor")
-    f.add_argument("--weights-dir", type=Path, default=Path("/tmp"), help="folder holding inception-2015-12-05.pt")
+    f.add_argument("--extractor", default=FID_OPTIONS["extractor"]["default"], choices=EXTRACTORS,
+                   help="feature extractor (default %(default)s)")
+    f.add_argument("--weights-dir", type=Path, default=Path(FID_OPTIONS["weights_dir"]["default"]),
+                   help="folder holding inception-2015-12-05.pt (default %(default)s)")
     f.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
     m = sub.add_parser("import-meanflow", help="convert an official MeanFlow CIFAR-10 checkpoint to an f2d2 one",
@@ -134,19 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the f2d2 command given after '--' as a submitit job and wait for it. Logs and job.json land in "
         "--log-dir; a failed job exits with code 1 and prints its id, error tail and log paths."))
     j.add_argument("--cluster", metavar="{" + ",".join(CLUSTERS) + "}",
-                   default=os.environ.get("F2D2_CLUSTER", "local"),
+                   default=os.environ.get("F2D2_CLUSTER", DEFAULT_CLUSTER),
                    help="where to run: 'slurm', 'local' (a subprocess here) or 'inline' (this process); "
-                        "default: $F2D2_CLUSTER, else local")
+                        f"default: $F2D2_CLUSTER, else {DEFAULT_CLUSTER}")
     j.add_argument("--log-dir", required=True, type=Path, help="folder for the job's logs and job.json")
-    j.add_argument("--partition", default=None, help="SLURM partition (ignored by local and inline runs)")
-    j.add_argument("--gpus", type=int, default=0, help="GPUs per node (default 0)")
-    j.add_argument("--cpus", type=int, default=1, help="CPUs per task (default 1)")
-    j.add_argument("--mem-gb", type=float, default=4, help="memory in GB (default 4)")
-    j.add_argument("--time-min", type=int, default=60, help="time limit in minutes (default 60)")
-    j.add_argument("--tasks-per-node", type=int, default=1, help="tasks per node, each runs the command (default 1)")
-    j.add_argument("--signal-delay-s", type=int, default=90,
+    res = RESOURCE_DEFAULTS
+    j.add_argument("--partition", default=res["partition"], help="SLURM partition (ignored by local and inline runs)")
+    j.add_argument("--gpus", type=int, default=res["gpus"], help="GPUs per node (default %(default)s)")
+    j.add_argument("--cpus", type=int, default=res["cpus"], help="CPUs per task (default %(default)s)")
+    j.add_argument("--mem-gb", type=float, default=res["mem_gb"], help="memory in GB (default %(default)s)")
+    j.add_argument("--time-min", type=int, default=res["time_min"], help="time limit in minutes (default %(default)s)")
+    j.add_argument("--tasks-per-node", type=int, default=res["tasks_per_node"],
+                   help="tasks per node, each runs the command (default %(default)s)")
+    j.add_argument("--signal-delay-s", type=int, default=res["signal_delay_s"],
                    help="on SLURM, seconds before the time limit at which the job is told to checkpoint and "
-                        "requeue (default 90)")
+                        "requeue (default %(default)s)")
     j.add_argument("--job-name", default=None, help="job name (default: f2d2-<subcommand>)")
     j.add_argument("job", nargs="*", metavar="-- COMMAND",
                    help="the f2d2 command to run, after '--', e.g. -- train --config c.yaml --workdir w")

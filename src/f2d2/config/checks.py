@@ -1,4 +1,6 @@
-"""Semantic config checks beyond the JSON schema, run before any job or training step.
+"""Config checks, run before any job or training step: first each key against the schema
+(``f2d2.config.validate``), then the rules that span several keys or need the registries of
+names, the filesystem or the hardware.
 
 ``check_experiment(cfg)`` checks a whole experiment (every stage and ablation run, the
 evaluation grid, the resources); the Snakefile calls it before building the DAG.
@@ -10,26 +12,21 @@ and what is allowed.
 from __future__ import annotations
 
 import inspect
-import math
 from pathlib import Path
 from typing import Any, Callable, Collection
 
 import torch
 
+from f2d2.config import validate
 from f2d2.config.resolve import ConfigError, deep_merge, resolve_run
+from f2d2.config.resources import DEFAULT_CLUSTER, Resources
 from f2d2.data import DATASETS
-from f2d2.core.divergence import METHODS as DIVERGENCE_METHODS
 from f2d2.training.early_stop import early_stop_problems
 from f2d2.nets import ARCHITECTURES
 from f2d2.objectives import OBJECTIVES
-from f2d2.objectives.meanflow import TANGENTS
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _signature(build: Callable) -> dict[str, inspect.Parameter]:
@@ -37,32 +34,6 @@ def _signature(build: Callable) -> dict[str, inspect.Parameter]:
     fixed = set(getattr(build, "keywords", {}) or {})
     params = inspect.signature(getattr(build, "func", build)).parameters
     return {k: p for k, p in params.items() if k not in fixed | {"self", "device"}}
-
-
-# (key, test, what is allowed) for the numeric and enumerated options of objectives and models.
-_OBJECTIVE_VALUES = [
-    ("lam", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    ("sc_fraction", lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-    ("map_fraction", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    ("max_log2", lambda v: _is_int(v) and 0 <= v <= 30, "an integer in [0, 30]"),
-    ("div_source", lambda v: v in ("self", "teacher"), "'self' or 'teacher'"),
-    ("div_method", lambda v: v in DIVERGENCE_METHODS, f"one of {list(DIVERGENCE_METHODS)}"),
-    ("two_way", lambda v: isinstance(v, bool), "true or false"),
-    ("tangent", lambda v: v in TANGENTS, f"one of {list(TANGENTS)}"),
-]
-_MODEL_VALUES = [
-    ("div_scale", lambda v: _is_number(v) and v > 0, "a number > 0 (the scaling c of the divergence head)"),
-    ("div_head", lambda v: isinstance(v, bool), "true or false"),
-    ("dim", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("hidden", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("depth", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("time_freqs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-]
-
-
-def _check_values(section: str, cfg: dict, rules: list) -> list[str]:
-    return [f"{section}.{key} = {cfg[key]!r}; expected {allowed}"
-            for key, ok, allowed in rules if key in cfg and not ok(cfg[key])]
 
 
 def _check_registry(section: str, key: str, cfg: dict, known: dict) -> tuple[list[str], dict | None]:
@@ -94,15 +65,15 @@ def _check_reference(key: str, value: Any, stages: Collection[str], what: str) -
 
 def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = True) -> list[str]:
     """Problems of one resolved run config; ``stages`` are the names a reference may use instead of a path;
-    ``data_files=False`` leaves out whether data.path / data.root exist."""
-    problems = []
-    if not (_is_int(run.get("seed")) and run["seed"] >= 0):
-        problems.append(f"seed = {run.get('seed')!r}; expected an integer >= 0")
+    ``data_files=False`` leaves out whether data.path / data.root exist. Values the schema refuses come
+    alone: the other rules assume the keys' types."""
+    problems = validate.problems(run, "run")
+    if problems:
+        return problems
     obj, model, data = run["objective"], run["model"], run["data"]
 
     found, params = _check_registry("objective", "name", obj, OBJECTIVES)
     problems += found
-    problems += _check_values("objective", obj, _OBJECTIVE_VALUES)
     if params is not None:
         name = obj["name"]
         f2d2 = name.endswith("_f2d2")
@@ -118,7 +89,7 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
                             "divergence head; set model.div_head: true")
 
     found, _ = _check_registry("model", "arch", model, ARCHITECTURES)
-    problems += found + _check_values("model", model, _MODEL_VALUES)
+    problems += found
 
     found, _ = _check_registry("data", "name", data, DATASETS)
     problems += found
@@ -140,13 +111,7 @@ def check_run(run: dict) -> None:
     if isinstance(device, str) and device.startswith("cuda"):
         if not torch.cuda.is_available():
             problems.append(f"train.device = {device!r}, but this machine has no CUDA device; use 'cpu'")
-    _raise(problems)
-
-
-def _raise(problems: list[str]) -> None:
-    if problems:
-        lines = "\n".join(f"  - {p}" for p in dict.fromkeys(problems))
-        raise ConfigError(f"invalid config:\n{lines}")
+    validate.raise_problems(problems)
 
 
 def fits_step_grid(k: Any, run: dict) -> bool:
@@ -159,14 +124,13 @@ def fits_step_grid(k: Any, run: dict) -> bool:
 
 
 def _grid_problems(key: str, ks: list, runs: dict[str, dict]) -> list[str]:
-    """Step counts that are not integers >= 1, and one line per (K, max_log2) some Shortcut stages cannot take."""
-    problems = [f"{key}: K = {k!r}; expected an integer >= 1" for k in ks if not (_is_int(k) and k >= 1)]
+    """One line per (K, max_log2) some Shortcut stages cannot take; the schema has checked that K >= 1."""
     bad: dict[tuple, list[str]] = {}
     for k in ks:
         for name, run in runs.items():
-            if _is_int(k) and k >= 1 and not fits_step_grid(k, run):
+            if not fits_step_grid(k, run):
                 bad.setdefault((k, run["objective"].get("max_log2", 7)), []).append(name)
-    return problems + [
+    return [
         f"{key}: K = {k!r} does not fit the step grid of stage(s) {names}: a Shortcut model with "
         f"objective.max_log2 = {m} is trained on step sizes 2^-j, j = 0..{m}, so K must be a power of two "
         f"<= {2 ** m if _is_int(m) else '2^max_log2'}" for (k, m), names in bad.items()]
@@ -184,18 +148,12 @@ def experiment_runs(cfg: dict) -> dict[str, dict]:
 
 
 def _resource_problems(cfg: dict, runs: dict[str, dict]) -> list[str]:
-    """Resources a job cannot get or use: bad values, GPUs this machine lacks, a batch the GPUs cannot split."""
-    from f2d2.cli.launch import Resources
-
+    """Resources a job cannot get or use: GPUs this machine lacks, a batch the GPUs cannot split."""
     problems = []
-    cluster = cfg.get("cluster", "local")
+    cluster = cfg.get("cluster", DEFAULT_CLUSTER)
     for kind, res in (cfg.get("resources") or {}).items():
         key = f"resources.{kind}"
-        try:
-            r = Resources(**res)
-        except (TypeError, ValueError) as e:
-            problems.append(f"{key}: {e}")
-            continue
+        r = Resources(**res)
         if r.gpus > 0 and r.tasks_per_node not in (1, r.gpus):
             problems.append(f"{key}.tasks_per_node = {r.tasks_per_node} with {key}.gpus = {r.gpus}; expected 1 "
                             f"(one process for all GPUs) or {r.gpus} (one process per GPU)")
@@ -225,6 +183,7 @@ def check_experiment(cfg: dict, data_files: bool = True) -> None:
 
     ``data_files=False``: not whether the data files exist (the pipeline checks them when it starts,
     so that a dry run lists the DAG of a preset whose data is elsewhere)."""
+    validate.validate_experiment(cfg)
     try:
         runs = experiment_runs(cfg)
     except ConfigError as e:
@@ -232,11 +191,7 @@ def check_experiment(cfg: dict, data_files: bool = True) -> None:
     stages = list(cfg.get("stages") or {})
     where: dict[str, list[str]] = {}  # problem -> the runs that have it (a shared value: all of them)
     for name, run in runs.items():
-        found = run_problems(run, stages, data_files)
-        try:
-            resolve_run(run)  # train.* values an ablation may set
-        except ConfigError as e:
-            found.append(str(e))
+        found = run_problems(run, stages, data_files)  # with the values an ablation sets
         for p in found:
             where.setdefault(p, []).append(_where(name, runs))
     problems = [f"{p} (in {'every run' if len(names) == len(runs) > 1 else ', '.join(names)})"
@@ -259,4 +214,4 @@ def check_experiment(cfg: dict, data_files: bool = True) -> None:
             if base not in stages:
                 problems.append(f"ablations.{name}.baselines: {base!r} is not a stage; stages: {sorted(stages)}")
     problems += _resource_problems(cfg, runs)
-    _raise(problems)
+    validate.raise_problems(problems)

@@ -1,34 +1,30 @@
-"""What one job asks for (the config's ``resources.<kind>`` and ``f2d2 submit``'s options), free of torch."""
+"""What one job asks for (the config's ``resources.<kind>`` and ``f2d2 submit``'s options), free of torch.
+Values, ranges and defaults are the schema's (definition ``resources``)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-CLUSTERS = ("inline", "local", "slurm")
+from f2d2.config.schema import defaults, definition, section
+from f2d2.config.validate import problems, raise_problems
+
+CLUSTERS = tuple(section("cluster")["enum"])
+DEFAULT_CLUSTER = section("cluster")["default"]
+RESOURCE_DEFAULTS = defaults(definition("resources"))
 
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
-    """What one job asks for. ``partition`` is used on SLURM only; the local executor ignores cpus and memory."""
+    """What one job asks for. ``partition`` is used on SLURM only; the local executor ignores cpus and memory.
+    A value the schema does not allow raises ConfigError (a ValueError) naming it."""
 
-    partition: str | None = None
-    gpus: int = 0
-    cpus: int = 1
-    mem_gb: float = 4
-    time_min: int = 60
-    tasks_per_node: int = 1
-    signal_delay_s: int = 90  # SLURM warns the job (SIGUSR2) this long before the time limit
+    partition: str | None = RESOURCE_DEFAULTS["partition"]
+    gpus: int = RESOURCE_DEFAULTS["gpus"]
+    cpus: int = RESOURCE_DEFAULTS["cpus"]
+    mem_gb: float = RESOURCE_DEFAULTS["mem_gb"]
+    time_min: int = RESOURCE_DEFAULTS["time_min"]
+    tasks_per_node: int = RESOURCE_DEFAULTS["tasks_per_node"]
+    signal_delay_s: int = RESOURCE_DEFAULTS["signal_delay_s"]  # SLURM's SIGUSR2 before the time limit
 
     def __post_init__(self) -> None:
-        checks = [("gpus", self.gpus, 0, "an integer >= 0"), ("cpus", self.cpus, 1, "an integer >= 1"),
-                  ("time_min", self.time_min, 1, "an integer >= 1 (minutes)"),
-                  ("tasks_per_node", self.tasks_per_node, 1, "an integer >= 1"),
-                  ("signal_delay_s", self.signal_delay_s, 0, "an integer >= 0 (seconds)")]
-        for name, value, low, allowed in checks:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"Resources.{name}={value!r} is not allowed; it must be {allowed}")
-        if isinstance(self.mem_gb, bool) or not isinstance(self.mem_gb, (int, float)) or not self.mem_gb > 0:
-            raise ValueError(f"Resources.mem_gb={self.mem_gb!r} is not allowed; it must be a number > 0 (GB)")
-        if self.partition is not None and not (isinstance(self.partition, str) and self.partition.strip()):
-            raise ValueError(f"Resources.partition={self.partition!r} is not allowed; it must be a non-empty "
-                             "string or None (the cluster's default partition)")
+        raise_problems(problems(dataclasses.asdict(self), "resources", prefix="Resources"), "invalid resources")

@@ -23,11 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from f2d2.config.schema import section
 from f2d2.io.atomic import atomic_path
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
-EXTRACTORS = ("inception", "tiny-conv")
+_OPTIONS = section("eval.fid")["properties"]  # the config's eval.fid: extractor names, default weights folder
+EXTRACTORS = tuple(_OPTIONS["extractor"]["enum"])
+WEIGHTS_DIR = _OPTIONS["weights_dir"]["default"]
 
 
 class FIDError(RuntimeError):
@@ -61,7 +64,7 @@ def inception_path(weights_dir: str | Path) -> Path:
     return Path(weights_dir) / INCEPTION_FILE
 
 
-def build_extractor(name: str, weights_dir: str | Path = "/tmp", device: str = "cpu"):
+def build_extractor(name: str, weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu"):
     """(feature model, clean-fid resize hook or None); raises FIDError before any work when weights are missing."""
     if name == "tiny-conv":
         return TinyConvFeatures().to(device).eval(), keep_size
@@ -94,7 +97,7 @@ def write_pngs(pixels: np.ndarray, folder: Path) -> None:
             folder / f"{i:06d}.png")
 
 
-def features(pixels: np.ndarray, extractor: str, *, weights_dir: str | Path = "/tmp", device: str = "cpu",
+def features(pixels: np.ndarray, extractor: str, *, weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu",
              batch_size: int = 100) -> np.ndarray:
     """Features (N, F) of uint8 images (N, C, H, W) via clean-fid's folder pipeline."""
     from cleanfid import fid as cfid  # on first use (see build_extractor)
@@ -115,7 +118,7 @@ def precomputed_stats(name: str, res: int) -> Path:
 
 
 def reference_stats(pixels: np.ndarray, out: str | Path, extractor: str, *, name: str | None = None,
-                    weights_dir: str | Path = "/tmp", device: str = "cpu") -> str:
+                    weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu") -> str:
     """Write mu, sigma of the reference images to ``out``; returns where they came from.
 
     With the Inception extractor and a dataset ``name`` whose clean-fid file is on disk, that file
@@ -135,7 +138,7 @@ def reference_stats(pixels: np.ndarray, out: str | Path, extractor: str, *, name
     return source
 
 
-def fid_to_reference(pixels: np.ndarray, stats: str | Path, extractor: str, *, weights_dir: str | Path = "/tmp",
+def fid_to_reference(pixels: np.ndarray, stats: str | Path, extractor: str, *, weights_dir: str | Path = WEIGHTS_DIR,
                      device: str = "cpu") -> float:
     """FID between uint8 images (N, C, H, W) and the reference statistics file written by ``reference_stats``."""
     from cleanfid.fid import frechet_distance  # on first use (see build_extractor)
