@@ -26,7 +26,7 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from f2d2.io.checkpoint import load_resumable, save_checkpoint, warm_start
+from f2d2.io.checkpoint import load_model, load_resumable, save_checkpoint, warm_start
 from f2d2.config.resolve import ConfigError
 from f2d2.data import Dataset2D, ImageDataset, make_dataset
 from f2d2.training.distributed import Group, init_from_env, shutdown
@@ -34,7 +34,7 @@ from f2d2.training.early_stop import EarlyStop
 from f2d2.training.failures import check_terms
 from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
 from f2d2.nets import build_model
-from f2d2.objectives import build_objective
+from f2d2.objectives import build_objective, describe
 from f2d2.training.preemption import StopSignals
 
 CHECKPOINT = "checkpoint.pt"
@@ -49,7 +49,7 @@ def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D | ImageDataset]:
     data = make_dataset(run["data"])
     for key, value in data.model_defaults().items():
         run["model"].setdefault(key, value)
-    run["model"]["flow_map"] = run["objective"]["name"] != "flow_matching"
+    run["model"]["flow_map"] = describe(run["objective"]).flow_map
     return run, data
 
 
@@ -88,7 +88,9 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
 
     torch.manual_seed(run["seed"])
     model = build_model(run["model"]).to(device)
-    objective = build_objective(run["objective"], device=device)
+    teacher = run["objective"].get("teacher")  # a checkpoint path (resolved), loaded whenever one is named
+    teacher = None if teacher is None else load_model(teacher, ema=True, device=device).requires_grad_(False)
+    objective = build_objective(run["objective"], teacher=teacher)
     if tr["init_from"] is not None:
         warm_start(model, tr["init_from"])
     group.broadcast_(model.state_dict().values())
