@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from f2d2.io.checkpoint import load_checkpoint, load_model
-from f2d2.config.resolve import apply_overrides, load_yaml, resolve_run, stage_dependencies
+from f2d2.config import experiment
+from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
 from f2d2.data import make_dataset
 from f2d2.core.divergence import divergence
 from f2d2.io.atomic import atomic_write_text
@@ -39,16 +40,17 @@ FAMILIES = {"two-way": True, "forward-only": False}
 
 def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, progress: bool,
                 extra: list[str]) -> Path:
-    """Train one stage into family_root/stage (the teacher always into teacher_root/teacher)."""
-    root = teacher_root if stage == "teacher" else family_root
+    """Train one stage into family_root/stage (the reference teacher always into teacher_root/<teacher>)."""
+    teacher = experiment.reference_stage(cfg)
+    root = teacher_root if stage == teacher else family_root
     work = root / stage
     ckpt = work / "checkpoint.pt"
-    run = resolve_run(cfg, stage, stage_root=family_root)
+    run = experiment.run_config(cfg, stage, stage_root=family_root)
     for sec, key in (("train", "init_from"), ("objective", "teacher")):
-        if run[sec].get(key) == str(family_root / "teacher" / "checkpoint.pt"):
-            run[sec][key] = str(teacher_root / "teacher" / "checkpoint.pt")
+        if run[sec].get(key) == str(family_root / teacher / "checkpoint.pt"):
+            run[sec][key] = str(teacher_root / teacher / "checkpoint.pt")
     overrides = [f"train.device={device}"]
-    if stage != "teacher":
+    if stage != teacher:
         overrides.append(f"objective.two_way={'true' if family_root.name == 'two-way' else 'false'}")
     mine = [o.split(":", 1)[1] for o in extra if o.split("=", 1)[0].startswith(f"{stage}:")]
     common = [o for o in extra if ":" not in o.split("=", 1)[0]]
@@ -68,24 +70,10 @@ def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, 
 
 def order_stages(cfg, wanted: list[str] | None = None) -> list[str]:
     """Stages in dependency order: all of them, or ``wanted`` and what they need."""
-    stages = list(cfg["stages"])
-    if wanted is not None:
-        need, todo = set(), list(wanted)
-        while todo:
-            s = todo.pop()
-            if s not in cfg["stages"]:
-                raise SystemExit(f"--stages: {s!r} is not a stage of the config; stages: {stages}")
-            if s not in need:
-                need.add(s)
-                todo.extend(stage_dependencies(cfg, s))
-        stages = [s for s in stages if s in need]
-    done, order = set(), []
-    while len(order) < len(stages):
-        for s in stages:
-            if s not in done and all(d in done for d in stage_dependencies(cfg, s)):
-                order.append(s)
-                done.add(s)
-    return order
+    try:
+        return experiment.stage_order(cfg, wanted)
+    except ConfigError as e:
+        raise SystemExit(f"--stages: {e}") from None
 
 
 def timed(fn):
@@ -144,7 +132,8 @@ def main(argv=None) -> int:
     if args.train_only:
         return 0
 
-    teacher = load_model(ckpts[(args.families[0], "teacher")], device=dev)
+    reference = experiment.reference_stage(cfg)
+    teacher = load_model(ckpts[(args.families[0], reference)], device=dev)
     ref, ref_seconds = timed(lambda: reference_log_likelihood(teacher, x_test))
     ref_nll = -ref.log_prob.cpu().double()
     result["reference"] = {
@@ -160,7 +149,7 @@ def main(argv=None) -> int:
 
     for family in args.families:
         for stage in stages:
-            if family != args.families[0] and stage == "teacher":
+            if family != args.families[0] and stage == reference:
                 continue
             model = load_model(ckpts[(family, stage)], device=dev)
             div = "head" if model.has_div_head else "exact"

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
+from f2d2.config.experiment import ABLATION_SEP  # noqa: E402  (ablation runs: "<stage>__<ablation><value>")
 from f2d2.io.atomic import atomic_path  # noqa: E402
 
 # Training-run name -> label used in the paper, in the paper's order.
@@ -31,7 +32,6 @@ METHOD_LABELS: dict[str, str] = {
     "meanflow_f2d2": "MeanFlow-F2D2",
 }
 
-ABLATION_SEP = "__"  # ablation runs are "<base run>__<key><value>"
 
 _CELL_RE = re.compile(r"^K(\d+)(_guided)?\.(json|csv)$")
 

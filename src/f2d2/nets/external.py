@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from f2d2.io.checkpoint import _mismatch
+from f2d2.io.checkpoint import _mismatch, load_model
 from f2d2.nets.base import FlowMapNet, FlowMapOutput
 
 TIME_CONVENTIONS = ("noise_to_data", "data_to_noise")
@@ -167,3 +167,11 @@ def load_teacher_spec(spec: Mapping, device: torch.device | str = "cpu") -> Exte
 
 
 __all__ = ["ExternalVelocity", "OUTPUTS", "SPEC_KEYS", "TIME_CONVENTIONS", "import_factory", "load_teacher_spec"]
+
+
+def load_teacher(source: str | Mapping, device: torch.device | str = "cpu") -> FlowMapNet:
+    """The frozen teacher that ``objective.teacher`` names: an f2d2 checkpoint path (its EMA weights) or an
+    outside model's spec (:func:`load_teacher_spec`)."""
+    if isinstance(source, Mapping):
+        return load_teacher_spec(source, device)
+    return load_model(source, ema=True, device=device).requires_grad_(False)

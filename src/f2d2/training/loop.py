@@ -39,7 +39,8 @@ from f2d2.training.early_stop import EarlyStop
 from f2d2.training.failures import check_terms
 from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
 from f2d2.nets import FlowMapNet, build_model
-from f2d2.objectives import build_objective
+from f2d2.nets.external import load_teacher
+from f2d2.objectives import build_objective, describe
 from f2d2.training.preemption import StopSignals
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,7 +54,7 @@ def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D | ImageDataset]:
     data = make_dataset(run["data"])
     for key, value in data.model_defaults().items():
         run["model"].setdefault(key, value)
-    run["model"]["flow_map"] = run["objective"]["name"] != "flow_matching"
+    run["model"]["flow_map"] = describe(run["objective"]).flow_map
     return run, data
 
 
@@ -204,7 +205,9 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     # The run's state at step 0, everything drawn from the run's seed in this order.
     torch.manual_seed(run["seed"])
     model = build_model(run["model"]).to(device)
-    objective = build_objective(run["objective"], device=device)
+    teacher = run["objective"].get("teacher")  # loaded whenever one is named (cifar10's shortcut_f2d2 names one
+    teacher = None if teacher is None else load_teacher(teacher, device)  # for its early stop only)
+    objective = build_objective(run["objective"], teacher=teacher)
     state = TrainState.start(model, run, device, group)
 
     # Resume from the workdir's checkpoint, if any.
