@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from f2d2.nets.external import load_teacher
+from f2d2.io.teacher import load_teacher
 from f2d2.config.resolve import ConfigError
 from f2d2.data import Dataset2D, ImageDataset
 from f2d2.training.distributed import Group

@@ -39,7 +39,7 @@ from f2d2.training.early_stop import EarlyStop
 from f2d2.training.failures import check_terms
 from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
 from f2d2.nets import FlowMapNet, build_model
-from f2d2.nets.external import load_teacher
+from f2d2.io.teacher import load_teacher
 from f2d2.objectives import build_objective, describe
 from f2d2.training.preemption import StopSignals
 
