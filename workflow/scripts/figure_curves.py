@@ -7,7 +7,6 @@ the figure lists each run's terms and validation keys as drawn. Snakemake: input
 ``train.json``; ``metrics.jsonl`` is read beside each), params.runs; output.figure, output.terms.
 """
 
-
 import json
 import math
 import os
@@ -103,5 +102,7 @@ def main(metrics: dict[str, str | os.PathLike], figure: str, terms: str) -> dict
 
 
 if "snakemake" in globals():
-    main(metrics_paths([str(p) for p in snakemake.input], list(snakemake.params.runs)),  # noqa: F821
-         str(snakemake.output.figure), str(snakemake.output.terms))  # noqa: F821
+    _sm = snakemake  # noqa: F821
+    main(
+        metrics_paths([str(p) for p in _sm.input], list(_sm.params.runs)), str(_sm.output.figure), str(_sm.output.terms)
+    )
