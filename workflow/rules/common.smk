@@ -114,7 +114,8 @@ def fid_reference():
 
 def all_targets():
     tables = [f"{OUT}/tables/table{n}.csv" for n in (1, 3, 4, 7, *ABLATION_TABLES.values())]
-    figures = [f"{OUT}/figures/figure2.png"]
+    tables += [f"{OUT}/tables/{name}.html" for name in ("table1", "table7", "headline")]
+    figures = [f"{OUT}/figures/figure2.png", f"{OUT}/figures/training_curves.png"]
     if "density" in (config.get("figures") or {}):
         figures.append(f"{OUT}/figures/figure3.png")
     return tables + figures

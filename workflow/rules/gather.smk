@@ -123,6 +123,37 @@ rule figure_guidance:
         "../scripts/figure_guidance.py"
 
 
+rule tables_display:
+    input:
+        table1=rules.table_main.output[0],
+        table7=rules.table_error.output[0],
+    output:
+        table1=report(f"{OUT}/tables/table1.html", caption="../report/table1.rst", category="Tables"),
+        table7=report(f"{OUT}/tables/table7.html", caption="../report/table7.rst", category="Tables"),
+        headline=report(f"{OUT}/tables/headline.html", caption="../report/headline.rst", category="Summary"),
+    log:
+        f"{OUT}/tables/logs/tables_display.log",
+    params:
+        f2d2=F2D2_STAGES,
+    script:
+        "../scripts/table_display.py"
+
+
+rule figure_curves:
+    input:
+        [trained(run) for run in RUNS],
+    output:
+        figure=report(f"{OUT}/figures/training_curves.png", caption="../report/training_curves.rst",
+                      category="Figures"),
+        terms=f"{OUT}/figures/training_curves.json",
+    log:
+        f"{OUT}/figures/logs/training_curves.log",
+    params:
+        runs=list(RUNS),
+    script:
+        "../scripts/figure_curves.py"
+
+
 if "density" in (config.get("figures") or {}):
 
     rule figure_density:

@@ -76,5 +76,5 @@ if "snakemake" in globals():
     _nll, _smp = cells_from_lists(snakemake.input.nll, snakemake.input.samples,  # noqa: F821
                                   snakemake.params.methods, snakemake.params.steps)  # noqa: F821
     main(_nll, _smp, str(snakemake.input.reference), list(snakemake.params.methods),  # noqa: F821
-         [int(k) for k in snakemake.params.steps], str(snakemake.params.config), str(snakemake.output[0]),  # noqa: F821
-         str(getattr(snakemake.params, "reference", "teacher")))  # noqa: F821
+         [int(k) for k in snakemake.params.steps], common.project_path(snakemake.params.config),  # noqa: F821
+         str(snakemake.output[0]), str(getattr(snakemake.params, "reference", "teacher")))  # noqa: F821

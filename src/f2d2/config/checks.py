@@ -11,6 +11,7 @@ and what is allowed.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Collection
 
@@ -90,7 +91,15 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
 
     problems += _check_reference("train.init_from", run["train"].get("init_from"), stages, "checkpoint")
     problems += early_stop_problems(run)
+    problems += tensorboard_problems(run)
     return problems
+
+
+def tensorboard_problems(run: dict) -> list[str]:
+    """train.tensorboard needs the optional tensorboard package."""
+    if run["train"].get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
+        return ["train.tensorboard = true needs the tensorboard package: pip install 'f2d2[tensorboard]'"]
+    return []
 
 
 def check_run(run: dict) -> None:
