@@ -46,7 +46,6 @@ def test_tensorboard_is_off_by_default():
 
 
 def test_training_writes_every_logged_value_as_a_scalar(tmp_path):
-    pytest.importorskip("tensorboard")
     train(tiny_run(True), tmp_path, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     found = scalars(tmp_path / "tensorboard")
@@ -57,7 +56,6 @@ def test_training_writes_every_logged_value_as_a_scalar(tmp_path):
 
 
 def test_a_resumed_log_purges_the_events_past_its_step(tmp_path):
-    pytest.importorskip("tensorboard")
     path = tmp_path / "metrics.jsonl"
     with MetricsLog(path, 0, enabled=True, tensorboard=True) as log:
         for step in (1, 2, 3):
