@@ -22,6 +22,7 @@ from f2d2.config.resolve import ConfigError, apply_overrides, resolve_run
 from f2d2.config.resources import DEFAULT_CLUSTER, Resources
 from f2d2.data import DATASETS
 from f2d2.training.early_stop import early_stop_problems
+from f2d2.training.speed import compiler_problem, speed_problems
 from f2d2.nets import ARCHITECTURES
 from f2d2.objectives import OBJECTIVES, Objective, describe
 from f2d2.registry import REQUIRED, options_of
@@ -92,6 +93,7 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
     problems += _check_reference("train.init_from", run["train"].get("init_from"), stages, "checkpoint")
     problems += early_stop_problems(run)
     problems += tensorboard_problems(run)
+    problems += speed_problems(run["train"])
     return problems
 
 
@@ -109,6 +111,8 @@ def check_run(run: dict) -> None:
     if isinstance(device, str) and device.startswith("cuda"):
         if not torch.cuda.is_available():
             problems.append(f"train.device = {device!r}, but this machine has no CUDA device; use 'cpu'")
+    if run["train"]["compile"] is True and isinstance(device, str) and (why := compiler_problem(torch.device(device))):
+        problems.append(f"train.compile = true on train.device = {device!r}: {why}; or set train.compile: false")
     validate.raise_problems(problems)
 
 

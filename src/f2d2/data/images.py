@@ -40,6 +40,7 @@ class ImageDataset:
     def __init__(self) -> None:
         self._train: torch.Tensor | None = None
         self._test: torch.Tensor | None = None
+        self._train_on: torch.Tensor | None = None  # a copy of _train on a device (keep_on_device)
 
     @property
     def dim(self) -> int:
@@ -63,11 +64,17 @@ class ImageDataset:
             self._load()
         return self._test
 
+    def keep_on_device(self, device: torch.device | str) -> None:
+        """Copy the uint8 training split to ``device`` once; ``sample`` then indexes it there (same images)."""
+        self._train_on = self.train_pixels().to(device)
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n training images drawn uniformly with replacement, in [-1, 1], on the generator's device."""
         train = self.train_pixels()
-        idx = torch.randint(0, len(train), (n,), generator=generator, device=generator.device).cpu()
-        return to_model_space(train[idx]).to(generator.device)
+        idx = torch.randint(0, len(train), (n,), generator=generator, device=generator.device)
+        if self._train_on is not None and self._train_on.device == idx.device:
+            return to_model_space(self._train_on[idx])
+        return to_model_space(train[idx.cpu()]).to(generator.device)
 
     def test_subset(self, n: int, seed: int) -> torch.Tensor:
         """The whole test split when n >= its size (in order), else a seeded random subset of n images (uint8)."""

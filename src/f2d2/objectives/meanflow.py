@@ -97,7 +97,7 @@ def eulerian_targets(
     """The model's outputs at (x, s, t) and the sg MeanFlow targets for u and (given div_v) D.
 
     x, v (B, *shape): points at times s and the velocity there; s, t (B,); div_v (B,) the
-    divergence of v at (x, s). One JVP of both heads with tangent (v, 1, 0):
+    divergence of v at (x, s). One JVP of both heads with tangent (v, 1, 0), in float32 even under autocast:
     u_target = v + (t - s) du/ds,  d_target = div_v / c + (t - s) dD/ds.
     """
     with_d = div_v is not None
@@ -106,7 +106,9 @@ def eulerian_targets(
         out = model(x_, s_, t_)
         return (out.u, out.d) if with_d else (out.u,)
 
-    outs, jvps = torch.func.jvp(heads, (x, s, t), (v, torch.ones_like(s), torch.zeros_like(t)))
+    v = v.to(x.dtype)  # a teacher's velocity under bfloat16 autocast is bfloat16
+    with torch.autocast(x.device.type, enabled=False):  # jvp fails under autocast (f2d2.training.speed)
+        outs, jvps = torch.func.jvp(heads, (x, s, t), (v, torch.ones_like(s), torch.zeros_like(t)))
     h = t - s
     u_target = (v + expand_time(h, x) * jvps[0]).detach()
     d_target = (div_v / model.div_scale + h * jvps[1]).detach() if with_d else None

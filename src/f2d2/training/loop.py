@@ -32,7 +32,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from f2d2.io.checkpoint import load_resumable, save_checkpoint, warm_start
-from f2d2.config.resolve import ConfigError
+from f2d2.config.resolve import TRAIN_DEFAULTS, ConfigError
 from f2d2.data import SEED_STRIDE, Dataset2D, ImageDataset, make_dataset
 from f2d2.training.distributed import Group, init_from_env, shutdown
 from f2d2.training.early_stop import EarlyStop
@@ -42,6 +42,7 @@ from f2d2.nets import FlowMapNet, build_model
 from f2d2.io.teacher import load_teacher
 from f2d2.objectives import build_objective, describe
 from f2d2.training.preemption import StopSignals
+from f2d2.training import speed
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -221,6 +222,9 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     teacher = None if teacher is None else load_teacher(teacher, device)  # for its early stop only)
     objective = build_objective(run["objective"], teacher=teacher)
     state = TrainState.start(model, run, device, group)
+    notes = speed.setup(tr, data, state.model, objective, device)  # train.compile, data_on_device, precision
+    if group.is_main and notes:
+        print("\n".join(notes), flush=True)
 
     # Resume from the workdir's checkpoint, if any.
     ckpt_path = workdir / CHECKPOINT
@@ -246,7 +250,8 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
         while state.step < tr["steps"]:
             # One optimizer step on this rank's share of the batch; the ranks average gradients and terms.
             x1 = data.sample(local_batch, state.gen).to(device)
-            terms = objective(state.model, x1, state.gen)
+            with speed.autocast(tr["precision"], device):
+                terms = objective(state.model, x1, state.gen)
             state.opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             values, stopping = group.sync_step(state.model.parameters(), terms, bool(stop.pending))
@@ -328,8 +333,10 @@ def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
 
 
 def _resume_key(run: dict) -> dict:
-    """The part of a run config that must match for a resume (the length and logging may change)."""
-    tr = {k: v for k, v in run["train"].items() if k not in ("steps", "log_every", "ckpt_every", "tensorboard")}
+    """The part of a run config that must match for a resume (the length and logging may change); train keys
+    a checkpoint's config predates count as their defaults."""
+    free = ("steps", "log_every", "ckpt_every", "tensorboard")
+    tr = {k: v for k, v in {**TRAIN_DEFAULTS, **run["train"]}.items() if k not in free}
     return {**run, "train": tr}
 
 

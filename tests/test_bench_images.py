@@ -1,0 +1,54 @@
+"""bench/images.py at its CPU size: every row of the table is there with positive numbers (no timing thresholds:
+nothing here depends on the machine's speed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from pipeline_helpers import ROOT
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_images", ROOT / "bench" / "images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_cpu_benchmark_has_every_row(tmp_path, capsys):
+    bench = _bench()
+    out = tmp_path / "images.json"
+    assert bench.main(["--size", "cpu", "--device", "cpu", "--out", str(out), "--iters", "1", "--bpd-n", "64",
+                       "--ref-n", "2", "--sample-batch", "16", "--sample-reps", "1"]) == 0
+    res = json.loads(out.read_text())
+    rows = {(r["kind"], r["mode"]): r for r in res["train"]}
+    assert set(rows) == {(k, m) for k in bench.KINDS for m in bench.MODES}
+    for (_, mode), row in rows.items():
+        if mode == "compile":  # a compile takes minutes on a CPU: the CPU size skips it unless asked
+            assert row["skipped"]
+        else:
+            assert row["images_per_s"] > 0 and row["warmup_s"] > 0, row
+    assert {(r["nfe"], r["precision"]) for r in res["sampling"]} == {
+        (k, p) for k in (1, 2, 4, 8) for p in ("float32", "bfloat16")}
+    assert all(r["ms_per_image"] > 0 for r in res["sampling"])
+    bpd = res["bpd"]
+    assert bpd["n"] == 64 and bpd["ref_n"] == 2 and bpd["ref_nfe"] > 0
+    assert all(bpd[k] > 0 for k in ("k1_s", "k1_bpd", "ref_s_measured", "ref_s_extrapolated", "ref_bpd", "speedup"))
+    table = capsys.readouterr().out
+    assert all(k in table for k in bench.KINDS) and "sampling ms/image" in table and "K = 1 BPD of 64" in table
+
+
+def test_stage_overrides_pick_shared_and_own():
+    bench = _bench()
+    items = ["train.device=cpu", "teacher:train.steps=4", "shortcut_distill:train.steps=2", "model.x=[1, 2]"]
+    assert bench.stage_overrides(items, "teacher") == ["train.device=cpu", "train.steps=4", "model.x=[1, 2]"]
+
+
+def test_gpu_check_script_is_valid_bash():
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(ROOT / "bench" / "gpu_check.sh")]).returncode == 0
