@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from f2d2.io.checkpoint import load_checkpoint, load_model
-from f2d2.config.resolve import apply_overrides, load_yaml, resolve_run, stage_dependencies
+from f2d2.config import experiment
+from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
 from f2d2.data import make_dataset
 from f2d2.core.divergence import divergence
 from f2d2.io.atomic import atomic_write_text
@@ -39,16 +40,17 @@ FAMILIES = {"two-way": True, "forward-only": False}
 
 def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, progress: bool,
                 extra: list[str]) -> Path:
-    """Train one stage into family_root/stage (the teacher always into teacher_root/teacher)."""
-    root = teacher_root if stage == "teacher" else family_root
+    """Train one stage into family_root/stage (the reference teacher always into teacher_root/<teacher>)."""
+    teacher = experiment.reference_stage(cfg)
+    root = teacher_root if stage == teacher else family_root
     work = root / stage
     ckpt = work / "checkpoint.pt"
-    run = resolve_run(cfg, stage, stage_root=family_root)
+    run = experiment.run_config(cfg, stage, stage_root=family_root)
     for sec, key in (("train", "init_from"), ("objective", "teacher")):
-        if run[sec].get(key) == str(family_root / "teacher" / "checkpoint.pt"):
-            run[sec][key] = str(teacher_root / "teacher" / "checkpoint.pt")
+        if run[sec].get(key) == str(family_root / teacher / "checkpoint.pt"):
+            run[sec][key] = str(teacher_root / teacher / "checkpoint.pt")
     overrides = [f"train.device={device}"]
-    if stage != "teacher":
+    if stage != teacher:
         overrides.append(f"objective.two_way={'true' if family_root.name == 'two-way' else 'false'}")
     mine = [o.split(":", 1)[1] for o in extra if o.split("=", 1)[0].startswith(f"{stage}:")]
     common = [o for o in extra if ":" not in o.split("=", 1)[0]]
@@ -68,24 +70,10 @@ def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, 
 
 def order_stages(cfg, wanted: list[str] | None = None) -> list[str]:
     """Stages in dependency order: all of them, or ``wanted`` and what they need."""
-    stages = list(cfg["stages"])
-    if wanted is not None:
-        need, todo = set(), list(wanted)
-        while todo:
-            s = todo.pop()
-            if s not in cfg["stages"]:
-                raise SystemExit(f"--stages: {s!r} is not a stage of the config; stages: {stages}")
-            if s not in need:
-                need.add(s)
-                todo.extend(stage_dependencies(cfg, s))
-        stages = [s for s in stages if s in need]
-    done, order = set(), []
-    while len(order) < len(stages):
-        for s in stages:
-            if s not in done and all(d in done for d in stage_dependencies(cfg, s)):
-                order.append(s)
-                done.add(s)
-    return order
+    try:
+        return experiment.stage_order(cfg, wanted)
+    except ConfigError as e:
+        raise SystemExit(f"--stages: {e}") from None
 
 
 def timed(fn):
@@ -98,7 +86,7 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=Path("config/checkerboard.yaml"), help="experiment config")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
@@ -118,8 +106,11 @@ def main(argv=None) -> int:
                    help="stop after training (e.g. one process per family); a later run evaluates")
     p.add_argument("--stages", nargs="+", default=None,
                    help="train and evaluate only these stages (and the stages they need)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     cfg = load_yaml(args.config)
     dev = args.device
     data = make_dataset(resolve_run(cfg)["data"])
@@ -135,76 +126,30 @@ def main(argv=None) -> int:
         "rows": [],
     }
     stages = order_stages(cfg, args.stages)
-    ckpts: dict[tuple[str, str], Path] = {}
-    for family in args.families:
-        for stage in stages:
-            ckpts[(family, stage)] = train_stage(cfg, stage, args.out / family, args.out / "two-way", dev,
-                                                 not args.no_progress, args.overrides)
-            print(f"[bench] trained {family}/{stage}", file=sys.stderr)
+    ckpts = train_all(cfg, stages, args)
     if args.train_only:
         return 0
 
-    teacher = load_model(ckpts[(args.families[0], "teacher")], device=dev)
-    ref, ref_seconds = timed(lambda: reference_log_likelihood(teacher, x_test))
-    ref_nll = -ref.log_prob.cpu().double()
-    result["reference"] = {
-        "mean_nll_nats": float(ref_nll.mean()), "mean_bpd": float(bits_per_dim(ref_nll, dim).mean()),
-        "mean_abs_err_vs_analytic": nll_error(ref_nll, analytic), "nfe": ref.nfe, "seconds": ref_seconds,
-    }
+    reference = experiment.reference_stage(cfg)
+    teacher = load_model(ckpts[(args.families[0], reference)], device=dev)
     noise = torch.randn(args.n_points, dim, generator=torch.Generator().manual_seed(7)).to(dev)
-    # The teacher's own samples (adaptive solve from the same noise) bound what its distillates can reach.
-    ref_samples = reference_sample(teacher, noise).cpu()
-    result["reference"]["support_mass"] = support_mass(data.log_prob(ref_samples))
-    result["reference"]["sliced_w2"] = sliced_wasserstein(ref_samples, fresh)
+    result["reference"], ref_nll = reference_row(teacher, data, x_test, analytic, noise, fresh)
     print(f"[bench] reference: {result['reference']}", file=sys.stderr)
-
     for family in args.families:
         for stage in stages:
-            if family != args.families[0] and stage == "teacher":
+            if family != args.families[0] and stage == reference:
                 continue
             model = load_model(ckpts[(family, stage)], device=dev)
-            div = "head" if model.has_div_head else "exact"
-            # A head distilled from the model's own velocity (div_source: self) learns the likelihood of
-            # the model's own flow; its error against that flow's reference is reported too.
-            own_ref = None
-            if cfg["stages"][stage].get("objective", {}).get("div_source") == "self":
-                own_ref = -reference_log_likelihood(model, x_test).log_prob.cpu().double()
-            for k in args.steps:
-                res, secs = timed(lambda: log_likelihood(model, x_test, k, div=div,
-                                                         backward="two-way" if family == "two-way" else "forward-only"))
-                nll = -res.log_prob.cpu().double()
-                row = {
-                    "family": family, "method": stage, "K": k, "div": div,
-                    "mean_nll_nats": float(nll.mean()), "mean_bpd": float(bits_per_dim(nll, dim).mean()),
-                    "abs_err_vs_reference": nll_error(nll, ref_nll), "abs_err_vs_analytic": nll_error(nll, analytic),
-                    "nll_seconds": secs,
-                }
-                if own_ref is not None:
-                    row["abs_err_vs_own_reference"] = nll_error(nll, own_ref)
-                for guided in ([False, True] if model.has_div_head else [False]):
-                    z = noise
-                    if guided:
-                        lr = args.guidance_lr[0] if k == 1 else args.guidance_lr[1]
-                        z = self_guided_noise(model, noise, lr=lr, steps=1)
-                    xs = sample(model, z, k).cpu()
-                    tag = "guided_" if guided else ""
-                    row[f"{tag}support_mass"] = support_mass(data.log_prob(xs))
-                    row[f"{tag}sliced_w2"] = sliced_wasserstein(xs, fresh)
+            own_flow = cfg["stages"][stage].get("objective", {}).get("div_source") == "self"
+            for row in method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic, noise, fresh,
+                                   args):
                 result["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr)
 
     f2d2_k1 = [r for r in result["rows"] if r["K"] == 1 and r["div"] == "head"]
     if f2d2_k1:
         model = load_model(ckpts[(args.families[0], f2d2_k1[0]["method"])], device=dev)
-        _, k1_seconds = timed(lambda: log_likelihood(model, x_test, 1, div="head"))
-        ref_again, ref_seconds = timed(lambda: reference_log_likelihood(teacher, x_test))
-        # One right-hand side of the reference ODE (velocity and exact divergence) at t = 1: the ratio is
-        # about (reference NFE) x (one right-hand side / one K = 1 pass).
-        ones = torch.ones(len(x_test), device=dev)
-        _, rhs_seconds = timed(lambda: divergence(lambda y: teacher.velocity(y, ones), x_test, "exact"))
-        result["speed"] = {"k1_seconds": k1_seconds, "reference_seconds": ref_seconds, "reference_nfe": ref_again.nfe,
-                           "reference_rhs_seconds": rhs_seconds, "ratio": ref_seconds / k1_seconds,
-                           "method": f2d2_k1[0]["method"], "threads": torch.get_num_threads()}
+        result["speed"] = {**speed(model, teacher, x_test), "method": f2d2_k1[0]["method"]}
     result["train_seconds"] = {
         f"{f}/{s}": float((c.parent / "train_seconds.txt").read_text()) if (c.parent / "train_seconds.txt").exists()
         else None for (f, s), c in ckpts.items()
@@ -212,6 +157,77 @@ def main(argv=None) -> int:
     atomic_write_text(args.out / "checkerboard.json", json.dumps(result, indent=1) + "\n")
     print_table(result)
     return 0
+
+
+def train_all(cfg: dict, stages: list[str], args: argparse.Namespace) -> dict[tuple[str, str], Path]:
+    """Train (or resume) every (family, stage); (family, stage) -> its checkpoint."""
+    ckpts = {}
+    for family in args.families:
+        for stage in stages:
+            ckpts[(family, stage)] = train_stage(cfg, stage, args.out / family, args.out / "two-way", args.device,
+                                                 not args.no_progress, args.overrides)
+            print(f"[bench] trained {family}/{stage}", file=sys.stderr)
+    return ckpts
+
+
+def reference_row(teacher, data, x_test, analytic, noise, fresh) -> tuple[dict, torch.Tensor]:
+    """The teacher's dopri5 likelihood of the held-out points (and its NLL (N,)), and its own dopri5 samples
+    from ``noise``: the bound of what its distillates can reach."""
+    ref, ref_seconds = timed(lambda: reference_log_likelihood(teacher, x_test))
+    ref_nll = -ref.log_prob.cpu().double()
+    ref_samples = reference_sample(teacher, noise).cpu()
+    row = {
+        "mean_nll_nats": float(ref_nll.mean()), "mean_bpd": float(bits_per_dim(ref_nll, x_test.shape[1]).mean()),
+        "mean_abs_err_vs_analytic": nll_error(ref_nll, analytic), "nfe": ref.nfe, "seconds": ref_seconds,
+        "support_mass": support_mass(data.log_prob(ref_samples)), "sliced_w2": sliced_wasserstein(ref_samples, fresh),
+    }
+    return row, ref_nll
+
+
+def method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic, noise, fresh, args) -> list[dict]:
+    """One row per K: the K-step NLL's errors, and the K-step samples' quality (with self-guidance for F2D2).
+
+    ``own_flow``: the head was distilled from the model's own velocity (div_source: self), so it learns the
+    likelihood of the model's own flow; its error against that flow's reference is reported too."""
+    div = "head" if model.has_div_head else "exact"
+    own_ref = -reference_log_likelihood(model, x_test).log_prob.cpu().double() if own_flow else None
+    rows = []
+    for k in args.steps:
+        res, secs = timed(lambda: log_likelihood(model, x_test, k, div=div,
+                                                 backward="two-way" if family == "two-way" else "forward-only"))
+        nll = -res.log_prob.cpu().double()
+        row = {
+            "family": family, "method": stage, "K": k, "div": div,
+            "mean_nll_nats": float(nll.mean()), "mean_bpd": float(bits_per_dim(nll, x_test.shape[1]).mean()),
+            "abs_err_vs_reference": nll_error(nll, ref_nll), "abs_err_vs_analytic": nll_error(nll, analytic),
+            "nll_seconds": secs,
+        }
+        if own_ref is not None:
+            row["abs_err_vs_own_reference"] = nll_error(nll, own_ref)
+        for guided in ([False, True] if model.has_div_head else [False]):
+            z = noise
+            if guided:
+                lr = args.guidance_lr[0] if k == 1 else args.guidance_lr[1]
+                z = self_guided_noise(model, noise, lr=lr, steps=1)
+            xs = sample(model, z, k).cpu()
+            tag = "guided_" if guided else ""
+            row[f"{tag}support_mass"] = support_mass(data.log_prob(xs))
+            row[f"{tag}sliced_w2"] = sliced_wasserstein(xs, fresh)
+        rows.append(row)
+    return rows
+
+
+def speed(model, teacher, x_test) -> dict:
+    """The K = 1 F2D2 likelihood of ``x_test`` and the teacher's reference solve, timed back to back."""
+    _, k1_seconds = timed(lambda: log_likelihood(model, x_test, 1, div="head"))
+    ref_again, ref_seconds = timed(lambda: reference_log_likelihood(teacher, x_test))
+    # One right-hand side of the reference ODE (velocity and exact divergence) at t = 1: the ratio is
+    # about (reference NFE) x (one right-hand side / one K = 1 pass).
+    ones = torch.ones(len(x_test), device=x_test.device)
+    _, rhs_seconds = timed(lambda: divergence(lambda y: teacher.velocity(y, ones), x_test, "exact"))
+    return {"k1_seconds": k1_seconds, "reference_seconds": ref_seconds, "reference_nfe": ref_again.nfe,
+            "reference_rhs_seconds": rhs_seconds, "ratio": ref_seconds / k1_seconds,
+            "threads": torch.get_num_threads()}
 
 
 def print_table(result: dict) -> None:

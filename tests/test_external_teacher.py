@@ -52,7 +52,8 @@ def test_a_flow_matching_package_teacher_distills_to_a_one_step_f2d2_likelihood(
     torch.save(net.state_dict(), tmp_path / "velocity.pt")
     spec = {"factory": "external_models:time_mlp", "kwargs": {"hidden": 64},
             "state_dict": str(tmp_path / "velocity.pt"), "data_shape": [2]}
-    objective = build_objective({"name": "shortcut_distill_f2d2", "teacher": spec, "max_log2": 3, "sc_fraction": 0.5})
+    objective = build_objective({"name": "shortcut_distill_f2d2", "teacher": spec, "max_log2": 3, "sc_fraction": 0.5},
+                                teacher=f2d2.load_teacher_spec(spec))
     student = build_model({"arch": "mlp", "dim": 2, "hidden": 128, "depth": 3, "div_head": True, "flow_map": True})
     opt = torch.optim.RAdam(student.parameters(), lr=2e-3)
     for _ in range(1000):
@@ -107,20 +108,20 @@ def test_a_missing_factory_wrong_keys_and_a_wrong_output_shape_each_say_what_was
     bad = [
         ({"factory": "no_such_pkg.models:make"}, "no module named 'no_such_pkg'.*expected 'package.module:function'"),
         ({"factory": "torch.nn:NoSuchLayer"}, "'torch.nn' has no attribute 'NoSuchLayer'"),
-        ({"factory": "torch.nn.Linear"}, "expected 'package.module:function'"),
+        ({"factory": "torch.nn.Linear"}, "factory = 'torch.nn.Linear'; expected .*package.module:function"),
         ({"state_dict": str(tmp_path / "wrong.pt")},
          r"does not fit .*missing keys \['bias', 'weight'\], unexpected keys \['w'\]"),
         ({"state_dict": str(tmp_path / "none.pt")}, "is not an existing file"),
         ({"state_dict": str(tmp_path / "pickled.pt")}, "could not be read as tensors only"),
-        ({"time": "backwards"}, r"expected one of \['noise_to_data', 'data_to_noise'\]"),
-        ({"data_shape": None}, "expected a list of positive integers"),
-        ({"weights": "x.pt"}, r"unknown key\(s\) \['weights'\]"),
+        ({"time": "backwards"}, "time = 'backwards'; expected 'noise_to_data' or 'data_to_noise'"),
+        ({"data_shape": None}, "data_shape = None; expected a list of at least 1 item.*integer >= 1"),
+        ({"weights": "x.pt"}, "objective.teacher.weights is an unknown key"),
     ]
     for change, message in bad:
         with pytest.raises(ValueError, match=message) as err:
             f2d2.load_teacher_spec({**good, **change})
         assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match=r"missing key\(s\) \['state_dict'\]"):
+    with pytest.raises(ValueError, match="objective.teacher.state_dict is missing"):
         f2d2.load_teacher_spec({k: v for k, v in good.items() if k != "state_dict"})
 
     wrong_shape = f2d2.ExternalVelocity(lambda y, t: y[:, :1], [2])
@@ -138,7 +139,7 @@ def test_an_external_teacher_trains_meanflow_f2d2_and_a_run_config_names_one(tmp
 
     flow = GaussianFlow([1.0, -2.0], 0.5, flow_map=False)
     teacher = f2d2.ExternalVelocity(lambda y, tau: -flow.velocity(y, 1 - tau), [2], time="data_to_noise")
-    objective = build_objective({"name": "meanflow_f2d2", "teacher": teacher, "tangent": "teacher"})
+    objective = build_objective({"name": "meanflow_f2d2", "tangent": "teacher"}, teacher=teacher)
     student = build_model({"arch": "mlp", "hidden": 32, "depth": 2, "div_head": True, "flow_map": True})
     terms = objective(student, torch.randn(64, 2), torch.Generator().manual_seed(0))
     assert torch.isfinite(terms["loss"]) and set(terms) == {"loss", "mf", "mf_div"}
@@ -184,3 +185,18 @@ def test_bits_per_dim_of_a_closed_form_flow_on_images():
     z = dequantize(pixels, torch.Generator().manual_seed(5)).flatten(1)
     expected = -flow.log_prob_data(z).double() / (4 * math.log(2)) + 7
     assert got.dtype == torch.float64 and torch.allclose(got, expected, atol=1e-3)
+
+
+def test_a_config_names_an_outside_teacher_checked_before_training(tmp_path):
+    from f2d2.config.checks import check_run
+    from f2d2.config.resolve import ConfigError, resolve_run
+
+    torch.save(time_mlp(hidden=16).state_dict(), tmp_path / "velocity.pt")
+    spec = {"factory": "external_models:time_mlp", "state_dict": str(tmp_path / "velocity.pt"), "data_shape": [2]}
+    config = {"model": {"div_head": True}, "objective": {"name": "shortcut_distill_f2d2", "teacher": spec}}
+    check_run(resolve_run(config))  # accepted
+    missing = {**spec, "state_dict": str(tmp_path / "none.pt")}
+    with pytest.raises(ConfigError, match=r"objective.teacher.state_dict = '.*none.pt' is not an existing file"):
+        check_run(resolve_run({**config, "objective": {**config["objective"], "teacher": missing}}))
+    with pytest.raises(ConfigError, match="objective.teacher"):  # the schema: a factory must be module:function
+        resolve_run({**config, "objective": {**config["objective"], "teacher": {**spec, "factory": "no colon"}}})

@@ -49,7 +49,7 @@ def test_check_terms_thresholds():
 
 
 def test_cli_turns_training_failures_into_one_line(tmp_path, monkeypatch, capsys):
-    def nan_objective(cfg, device="cpu"):
+    def nan_objective(cfg, teacher=None):
         return lambda model, x1, gen: {"loss": model.velocity(x1, torch.zeros(len(x1))).sum() * float("nan")}
 
     monkeypatch.setattr(train_mod, "build_objective", nan_objective)
@@ -59,7 +59,7 @@ def test_cli_turns_training_failures_into_one_line(tmp_path, monkeypatch, capsys
 
 
 def test_out_of_memory_in_training_names_the_batch_size(tmp_path, monkeypatch, capsys):
-    def hungry_objective(cfg, device="cpu"):
+    def hungry_objective(cfg, teacher=None):
         def objective(model, x1, gen):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore details")
         return objective

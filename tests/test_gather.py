@@ -413,5 +413,136 @@ def test_figure_density_from_snakemake_lists(out, tmp_path):
     assert_png(dest)
 
 
+
+# ---------------------------------------------------------------- tables for people
+
+def test_config_column_is_relative_to_the_project(out, tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    assert common.project_path(root / "config" / "config.yaml", root) == str(Path("config") / "config.yaml")
+    assert common.project_path("/elsewhere/x.yaml", root) == "/elsewhere/x.yaml"  # outside: as given
+    monkeypatch.chdir(root.parent)  # the scripts run in the Snakemake working directory
+    dest = tmp_path / "t7.csv"
+    run_as_snakemake("table_error", NamedList(nll=list(out["nll"].values()), reference=out["reference"]),
+                     [str(dest)], NamedList(methods=["teacher"], steps=STEPS, config=str(root / "c.yaml")))
+    assert list(read_back(dest).config) == [str(Path("project") / "c.yaml")]
+
+
+def significant_digits(text: str) -> int:
+    return len(text.replace("-", "").replace(".", "").lstrip("0"))
+
+
+def display_tables(out, tmp_path) -> dict:
+    t1 = load("table_main").main(out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG,
+                                 str(tmp_path / "table1.csv"))
+    t7 = load("table_error").main(out["nll"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(tmp_path / "table7.csv"))
+    paths = {name: tmp_path / f"{name}.html" for name in ("table1", "table7", "headline")}
+    tables = NamedList(table1=str(tmp_path / "table1.csv"), table7=str(tmp_path / "table7.csv"))
+    run_as_snakemake("table_display", tables, NamedList(**{k: str(v) for k, v in paths.items()}),
+                     NamedList(f2d2=F2D2_RUNS))
+    return {"csv": {"table1": t1, "table7": t7}, **paths}
+
+
+def test_display_tables_round_to_4_significant_digits_and_csvs_keep_full_precision(out, tmp_path):
+    import re
+
+    made = display_tables(out, tmp_path)
+    for name in ("table1", "table7"):
+        page = made[name].read_text()
+        cells = [re.sub(r"</?b>", "", c) for c in re.findall(r"<td>(.*?)</td>", page)]  # the numeric cells
+        numbers = [c for c in cells if "." in c]
+        assert numbers and all(significant_digits(c) == 4 for c in numbers), numbers
+        df, back = made["csv"][name], read_back(tmp_path / f"{name}.csv")
+        values = back.filter(regex=r"^K\d+_").to_numpy().ravel()
+        assert np.array_equal(values, df.filter(regex=r"^K\d+_").to_numpy(float).ravel(), equal_nan=True)
+        assert any(significant_digits(repr(float(v))) > 4 for v in values)  # the CSV is not rounded
+        assert all(f"{v:#.4g}" in page for v in values if not math.isnan(v))
+        assert page.count(f'<td class="text">{CONFIG}</td>') == len(back)  # every row: its config and seed
+    t7 = made["csv"]["table7"]
+    best = t7.loc[t7.K1_abs_err_nats.idxmin(), "K1_abs_err_nats"]
+    assert f"<b>{best:#.4g}</b>" in made["table7"].read_text()
+
+
+def test_headline_names_the_best_f2d2_and_baseline_and_their_ratio(out, tmp_path):
+    mod = load("table_display")
+    made = display_tables(out, tmp_path)
+    t7 = made["csv"]["table7"]
+    f2d2 = t7[t7.run.isin(F2D2_RUNS)].sort_values("K1_abs_err_nats").iloc[0]
+    base = t7[~t7.run.isin(F2D2_RUNS)].sort_values("K1_abs_err_nats").iloc[0]
+    h = mod.headline(t7, made["csv"]["table1"], F2D2_RUNS)
+    assert (h["k"], h["f2d2"], h["baseline"]) == (1, f2d2.method, base.method)
+    assert h["ratio"] == pytest.approx(base.K1_abs_err_nats / f2d2.K1_abs_err_nats)
+    text = made["headline"].read_text()
+    assert text.startswith("<p>") and f2d2.method in text and base.method in text
+    assert f"{f2d2.K1_abs_err_nats:#.4g}" in text and f"{base.K1_abs_err_nats:#.4g}" in text
+    assert f"{1 / h['ratio']:.3g}× higher" in text  # the synthetic cells favour the teacher
+    assert "0.7770 bits/dim" in text and CONFIG in text
+
+    better = t7.copy()
+    better.loc[better.run == "meanflow_f2d2", "K1_abs_err_nats"] = base.K1_abs_err_nats / 4
+    h = mod.headline(better, made["csv"]["table1"], F2D2_RUNS)
+    assert h["f2d2"] == "MeanFlow-F2D2" and h["ratio"] == pytest.approx(4)
+    assert "MeanFlow-F2D2" in mod.headline_html(h) and "4× lower" in mod.headline_html(h)
+    only = mod.headline(t7[t7.run.isin(F2D2_RUNS)], made["csv"]["table1"], F2D2_RUNS)
+    assert mod.headline_html(only) == "<p>No headline: Table 7 has no baseline.</p>\n"
+
+
+# ---------------------------------------------------------------- training curves
+
+def write_metrics(path: Path, rows: list[dict]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def metrics(tmp_path) -> dict:
+    """metrics.jsonl of three runs: loss/tangent/sc; the same with the early stop's validation BPD on some
+    rows; loss/fm/div with a negative term."""
+    base = [{"step": s, "lr": 1e-3, "time": 0.1 * s, "loss": 2.0 / s, "tangent": 1.0 / s, "sc": 1.0 / s}
+            for s in (10, 20, 30, 40)]
+    early = [dict(r, **({"val_bpd": 3.0 - r["step"] / 100, "target_bpd": 2.5} if r["step"] % 20 == 0 else {}))
+             for r in base]
+    signed = [{"step": s, "lr": 1e-3, "time": 0.1 * s, "loss": 1.0 - s / 20, "fm": 1.0, "div": -s / 20}
+              for s in (10, 20, 30)]
+    return {run: write_metrics(tmp_path / "train" / run / "metrics.jsonl", rows)
+            for run, rows in (("shortcut", base), ("shortcut_f2d2", early), ("meanflow_f2d2", signed))}
+
+
+def test_training_curves_have_one_line_per_logged_term_of_each_run(metrics):
+    mod = load("figure_curves")
+    fig, drawn = mod.plot_curves(metrics)
+    expected = {"shortcut": (["loss", "tangent", "sc"], []),
+                "shortcut_f2d2": (["loss", "tangent", "sc"], ["val_bpd", "target_bpd"]),
+                "meanflow_f2d2": (["loss", "fm", "div"], [])}
+    assert drawn == {run: {"terms": t, "validation": v} for run, (t, v) in expected.items()}
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert list(panels) == list(metrics)
+    for run, (terms, validation) in expected.items():
+        ax = panels[run]
+        assert [line.get_label() for line in ax.get_lines()] == terms
+        twins = [a for a in ax.get_shared_x_axes().get_siblings(ax) if a is not ax]
+        assert [line.get_label() for a in twins for line in a.get_lines()] == validation
+        assert ax.get_yscale() == ("linear" if run == "meanflow_f2d2" else "log")
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend == terms + validation
+    val = [a for a in fig.axes if not a.get_title() and a.get_visible() and a.get_lines()]
+    assert len(val) == 1 and list(val[0].get_lines()[0].get_xdata()) == [20, 40]  # only the rows that have it
+
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_training_curves_from_snakemake_lists(metrics, tmp_path):
+    train_jsons = [str(Path(p).with_name("train.json")) for p in metrics.values()]
+    fig, terms = tmp_path / "figures" / "training_curves.png", tmp_path / "figures" / "training_curves.json"
+    run_as_snakemake("figure_curves", NamedList(train_jsons[::-1]), NamedList(figure=str(fig), terms=str(terms)),
+                     NamedList(runs=list(metrics)))
+    assert_png(fig)
+    listed = json.loads(terms.read_text())
+    assert list(listed) == list(metrics) and listed["shortcut_f2d2"]["validation"] == ["val_bpd", "target_bpd"]
+    assert_no_temp_files(fig.parent)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

@@ -10,9 +10,10 @@ from analytic import GaussianFlow
 from f2d2.io.checkpoint import load_model, warm_start
 from f2d2.core.guidance import predicted_log_likelihood, self_guided_noise
 from f2d2.nets import FlowMapNet, FlowMapOutput, MLPFlowMap
-from f2d2.objectives import OBJECTIVES, MeanFlow, Shortcut, build_objective
+from f2d2.objectives import OBJECTIVES, MeanFlow, Objective, Shortcut, build_objective, describe
 from f2d2.objectives.meanflow import eulerian_targets
 from f2d2.objectives.shortcut import semigroup_targets
+from f2d2.registry import options_of
 
 MU, SIGMA = [0.5, -1.0], 0.7
 
@@ -109,21 +110,17 @@ def test_exact_map_zeroes_meanflow_terms_with_the_teacher_tangent():
     # The conditional tangent x1 - x0 leaves the flow-matching variance in the velocity term.
     conditional = MeanFlow(f2d2=True, teacher=teacher, map_fraction=1.0)
     assert conditional(exact, x1, torch.Generator().manual_seed(2))["mf"] > 1e-2
-    with pytest.raises(ValueError, match="objective.tangent = 'teacher' needs objective.teacher"):
-        MeanFlow(tangent="teacher")
-    with pytest.raises(ValueError, match="objective.tangent = 'model'"):
-        MeanFlow(tangent="model")
+    with pytest.raises(ValueError, match="'meanflow' needs objective.teacher"):
+        build_objective({"name": "meanflow", "tangent": "teacher"})
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_every_objective_takes_a_training_step(name, tmp_path):
     teacher = _mlp(div_head=False)
     teacher.flow_map = False
-    opts = {"name": name}
-    if "distill" in name or "f2d2" in name:
-        opts["teacher"] = teacher
-    model = _mlp(div_head="f2d2" in name)
-    objective = build_objective(opts)
+    described = describe({"name": name})
+    model = _mlp(div_head=described.trains_div_head)
+    objective = build_objective({"name": name}, teacher=teacher if described.needs_teacher else None)
     x1 = torch.randn(64, 2)
     before = [p.detach().clone() for p in model.parameters()]
     terms = objective(model, x1, torch.Generator().manual_seed(0))
@@ -132,7 +129,7 @@ def test_every_objective_takes_a_training_step(name, tmp_path):
     torch.optim.SGD(model.parameters(), lr=1e-2).step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     expected = {"flow_matching": {"fm"}, "meanflow": {"mf"}, "meanflow_f2d2": {"mf", "mf_div"}}.get(
-        name, {"tangent", "sc"} | ({"div", "div_sc"} if "f2d2" in name else set()))
+        name, {"tangent", "sc"} | ({"div", "div_sc"} if described.trains_div_head else set()))
     assert set(terms) - {"loss"} == expected
 
 
@@ -141,8 +138,41 @@ def test_objective_options_are_checked():
         build_objective({"name": "shortcut_distill"})
     with pytest.raises(ValueError, match=r"no option\(s\) \['lamda'\]"):
         build_objective({"name": "shortcut_f2d2", "div_source": "self", "lamda": 1})
-    with pytest.raises(ValueError, match="objective.lam = -1"):
-        build_objective({"name": "shortcut_f2d2", "div_source": "self", "lam": -1})
+    with pytest.raises(ValueError, match="'shortcut_f2d' is unknown"):
+        describe({"name": "shortcut_f2d"})
+
+
+# name -> (needs_teacher, trains_div_head, flow_map) with the default options
+DESCRIPTIONS = {
+    "flow_matching": (False, False, False),
+    "shortcut": (False, False, True),
+    "shortcut_distill": (True, False, True),
+    "shortcut_f2d2": (True, True, True),  # div_source defaults to "teacher"
+    "shortcut_distill_f2d2": (True, True, True),
+    "meanflow": (False, False, True),
+    "meanflow_f2d2": (True, True, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_objectives_describe_themselves_without_a_teacher(name):
+    path = {"teacher": "no/such/checkpoint.pt"} if "teacher" in options_of(OBJECTIVES[name]) else {}
+    objective = describe({"name": name, **path})  # the path is not read
+    assert isinstance(objective, Objective) and getattr(objective, "teacher", None) is None
+    assert (objective.needs_teacher, objective.trains_div_head, objective.flow_map) == DESCRIPTIONS[name]
+    assert objective.fits_steps(1) and objective.fits_steps(4)
+    assert objective.fits_steps(3) == (not name.startswith("shortcut"))
+
+
+def test_options_change_the_description():
+    assert not describe({"name": "shortcut_f2d2", "div_source": "self"}).needs_teacher
+    assert describe({"name": "meanflow", "tangent": "teacher"}).needs_teacher
+    assert not describe({"name": "meanflow_f2d2", "div_source": "self"}).needs_teacher
+    grid = describe({"name": "shortcut", "max_log2": 2})
+    assert [k for k in range(1, 10) if grid.fits_steps(k)] == [1, 2, 4]
+    assert "power of two <= 4" in grid.steps_rule()
+    assert options_of(OBJECTIVES["shortcut"])["max_log2"] == 7
+    assert "distill" not in options_of(OBJECTIVES["shortcut"]) and "device" not in options_of(OBJECTIVES["meanflow"])
 
 
 def test_forward_only_training_draws_only_forward_steps():

@@ -1,15 +1,16 @@
-# Names, paths and command fragments shared by the rules. No model logic: the f2d2 package
-# resolves stage configs; this file only decides which files exist and how they are named.
+# Names, paths and command fragments shared by the rules. No model logic: the experiment model
+# (f2d2.config.experiment) says which runs there are and what they are; this file only decides
+# which files exist and how they are named.
 
-import json
 import os
 import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from f2d2.config import experiment
 from f2d2.config.checks import check_experiment
-from f2d2.config.resolve import ConfigError, deep_merge, resolve_run, stage_dependencies
+from f2d2.config.resolve import ConfigError, deep_merge, resolve_run
 from f2d2.config.schema import defaults, section
 from f2d2.data import IMAGE_NAMES, DataError, make_dataset
 
@@ -18,7 +19,6 @@ CLUSTER = config.get("cluster", section("cluster")["default"])
 STAGES = list(config["stages"])
 EVAL = deep_merge(defaults(section("eval")), config["eval"])  # with the schema's defaults
 STEPS = list(EVAL["steps"])
-F2D2_STAGES = [s for s in STAGES if config["stages"][s].get("model", {}).get("div_head")]
 
 # Fail before any job on any bad value: the schema's checks again (the Snakefile's), unknown names
 # and options, missing files, step counts the flow maps cannot take, resources this cluster cannot
@@ -30,6 +30,11 @@ except ConfigError as e:
     raise WorkflowError(f"config {CONFIG_FILE}: {e}")
 
 IMAGES = resolve_run(config)["data"]["name"] in IMAGE_NAMES
+RUNS = experiment.runs(config)  # run -> (stage, [override, ...]): the stages, then the ablation runs
+REFERENCE = experiment.reference_stage(config)  # the teacher of the NLL reference solve
+F2D2_RUNS = experiment.f2d2_runs(config)  # evaluated with their divergence head
+F2D2_STAGES = [s for s in STAGES if s in F2D2_RUNS]
+ABLATION_TABLES = experiment.ablation_tables(config)  # ablation name -> table number
 FID = EVAL["fid"]
 
 
@@ -43,47 +48,16 @@ def check_data():
             raise WorkflowError(f"config {CONFIG_FILE}, stage {stage}: {e}")
 
 
-def _value_tag(value):
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _stage_value(stage, key):
-    node = resolve_run(config, stage)
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def ablation_runs(name):
-    """[(value, run)] for one ablation; a value equal to the stage's own reuses the stage's run."""
-    ab = config["ablations"][name]
-    runs = []
-    for value in ab["values"]:
-        same = _stage_value(ab["stage"], ab["key"]) == value
-        runs.append((value, ab["stage"] if same else f"{ab['stage']}__{name}{_value_tag(value)}"))
-    return runs
-
-
-ABLATION_RUNS = {}  # run name -> (stage, [override, ...])
-for _name in config.get("ablations", {}) or {}:
-    _ab = config["ablations"][_name]
-    for _value, _run in ablation_runs(_name):
-        if _run != _ab["stage"]:
-            ABLATION_RUNS[_run] = (_ab["stage"], [f"{_ab['key']}={json.dumps(_value)}"])
-
-RUNS = STAGES + list(ABLATION_RUNS)
-
-
 def run_stage(run):
-    return ABLATION_RUNS[run][0] if run in ABLATION_RUNS else run
+    return RUNS[run][0]
 
 
 def run_overrides(run):
-    return ABLATION_RUNS[run][1] if run in ABLATION_RUNS else []
+    return RUNS[run][1]
 
 
 def is_f2d2(run):
-    return run_stage(run) in F2D2_STAGES
+    return run in F2D2_RUNS
 
 
 def checkpoint(run):
@@ -98,7 +72,7 @@ def trained(run):
 
 def run_inputs(run):
     """What a run reads: its warm start and its teacher (stage names in the config)."""
-    return [trained(dep) for dep in stage_dependencies(config, run_stage(run))]
+    return [trained(dep) for dep in experiment.dependencies(config, run)]
 
 
 def submit(kind, log_dir, job_name):
@@ -139,12 +113,9 @@ def fid_reference():
 
 
 def all_targets():
-    tables = [f"{OUT}/tables/table{n}.csv" for n in (1, 3, 4, 7)]
-    if "div_scale" in (config.get("ablations") or {}):
-        tables.append(f"{OUT}/tables/table5.csv")
-    if "lam" in (config.get("ablations") or {}):
-        tables.append(f"{OUT}/tables/table6.csv")
-    figures = [f"{OUT}/figures/figure2.png"]
+    tables = [f"{OUT}/tables/table{n}.csv" for n in (1, 3, 4, 7, *ABLATION_TABLES.values())]
+    tables += [f"{OUT}/tables/{name}.html" for name in ("table1", "table7", "headline")]
+    figures = [f"{OUT}/figures/figure2.png", f"{OUT}/figures/training_curves.png"]
     if "density" in (config.get("figures") or {}):
         figures.append(f"{OUT}/figures/figure3.png")
     return tables + figures

@@ -1,5 +1,6 @@
 # Evaluation cells: each (run, K) is its own job and its own output files, so one cell can be
-# rebuilt alone. NLL cells are compared point by point with the teacher's reference solve.
+# rebuilt alone. NLL cells are compared point by point with the reference solve of the teacher
+# (REFERENCE, the experiment's reference stage). Each job logs to a snakemake.log beside its outputs.
 
 
 BATCH = f"--batch-size {EVAL['batch_size']}" if EVAL.get("batch_size") else ""
@@ -8,23 +9,27 @@ BATCH = f"--batch-size {EVAL['batch_size']}" if EVAL.get("batch_size") else ""
 rule test_points:
     output:
         f"{OUT}/eval/test_points.npy",
+    log:
+        f"{OUT}/eval/logs/test_points.log",
     params:
         n=EVAL["n_points"],
         seed=EVAL["test_seed"],
     shell:
-        "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --out {output}"
+        "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule reference_nll:
     input:
-        trained("teacher"),
+        trained(REFERENCE),
         points=rules.test_points.output,
     output:
-        csv=f"{OUT}/eval/nll/teacher/reference.csv",
-        json=f"{OUT}/eval/nll/teacher/reference.json",
+        csv=f"{OUT}/eval/nll/{REFERENCE}/reference.csv",
+        json=f"{OUT}/eval/nll/{REFERENCE}/reference.json",
+    log:
+        f"{OUT}/eval/nll/{REFERENCE}/logs/reference/snakemake.log",
     params:
-        submit=submit("eval", f"{OUT}/eval/nll/teacher/logs/reference", "nll-reference"),
-        ckpt=checkpoint("teacher"),
+        submit=submit("eval", f"{OUT}/eval/nll/{REFERENCE}/logs/reference", "nll-reference"),
+        ckpt=checkpoint(REFERENCE),
         atol=EVAL["reference"]["atol"],
         rtol=EVAL["reference"]["rtol"],
         div=EVAL["reference"]["div"],
@@ -32,7 +37,7 @@ rule reference_nll:
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --reference "
         "--atol {params.atol} --rtol {params.rtol} --div {params.div} --device {params.device} {BATCH} "
-        "--out {output.csv} --summary {output.json}"
+        "--out {output.csv} --summary {output.json} > {log} 2>&1"
 
 
 rule nll_cell:
@@ -43,6 +48,8 @@ rule nll_cell:
     output:
         csv=f"{OUT}/eval/nll/{{run}}/K{{k}}.csv",
         json=f"{OUT}/eval/nll/{{run}}/K{{k}}.json",
+    log:
+        f"{OUT}/eval/nll/{{run}}/logs/K{{k}}/snakemake.log",
     params:
         submit=lambda w: submit("eval", f"{OUT}/eval/nll/{w.run}/logs/K{w.k}", f"nll-{w.run}-K{w.k}"),
         ckpt=lambda w: checkpoint(w.run),
@@ -55,7 +62,7 @@ rule nll_cell:
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --steps {wildcards.k} "
         "--div {params.div} --backward {params.backward} --compare {input.reference} "
-        "--device {params.device} {BATCH} --out {output.csv} --summary {output.json}"
+        "--device {params.device} {BATCH} --out {output.csv} --summary {output.json} > {log} 2>&1"
 
 
 def _guidance_args(w):
@@ -69,6 +76,8 @@ def _guidance_args(w):
 rule fid_reference:
     output:
         fid_reference(),
+    log:
+        f"{OUT}/eval/logs/fid_reference/snakemake.log",
     params:
         submit=submit("eval", f"{OUT}/eval/logs/fid_reference", "fid-reference"),
         extractor=FID["extractor"],
@@ -77,7 +86,7 @@ rule fid_reference:
         device=device("eval"),
     shell:
         "{params.submit} -- fid-reference --config {CONFIG_FILE} --out {output} --extractor {params.extractor} "
-        "--weights-dir {params.weights} {params.n} --device {params.device}"
+        "--weights-dir {params.weights} {params.n} --device {params.device} > {log} 2>&1"
 
 
 def _fid_args(w, input):
@@ -93,6 +102,8 @@ rule sample_cell:
     output:
         samples=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.npy",
         json=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.json",
+    log:
+        f"{OUT}/eval/samples/{{run}}/logs/K{{k}}{{guided}}/snakemake.log",
     params:
         submit=lambda w: submit("eval", f"{OUT}/eval/samples/{w.run}/logs/K{w.k}{w.guided}",
                                 f"sample-{w.run}-K{w.k}{w.guided}"),
@@ -109,13 +120,15 @@ rule sample_cell:
     shell:
         "{params.submit} -- sample --checkpoint {params.ckpt} --n {params.n} --steps {wildcards.k} "
         "--seed {params.seed} {params.guidance} {params.fid} --device {params.device} {BATCH} "
-        "--out {output.samples} --metrics {output.json}"
+        "--out {output.samples} --metrics {output.json} > {log} 2>&1"
 
 
 rule density_grid:
     output:
         points=f"{OUT}/eval/density/grid.npy",
         meta=f"{OUT}/eval/density/grid.json",
+    log:
+        f"{OUT}/eval/density/logs/grid.log",
     params:
         **EVAL["density_grid"],
     script:
@@ -128,6 +141,8 @@ rule density_cell:
         points=rules.density_grid.output.points,
     output:
         f"{OUT}/eval/density/{{run}}/K{{k}}.csv",
+    log:
+        f"{OUT}/eval/density/{{run}}/logs/K{{k}}/snakemake.log",
     params:
         submit=lambda w: submit("eval", f"{OUT}/eval/density/{w.run}/logs/K{w.k}", f"density-{w.run}-K{w.k}"),
         ckpt=lambda w: checkpoint(w.run),
@@ -139,4 +154,4 @@ rule density_cell:
         k=r"\d+",
     shell:
         "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --steps {wildcards.k} "
-        "--div {params.div} --backward {params.backward} --device {params.device} --out {output}"
+        "--div {params.div} --backward {params.backward} --device {params.device} --out {output} > {log} 2>&1"

@@ -1,5 +1,5 @@
 # Tables and figures gathered from the evaluation cells with pandas and matplotlib, marked for the
-# HTML report (`snakemake --report results/report.html`).
+# HTML report (`snakemake --report results/report.html`). Each logs to OUT/{tables,figures}/logs/.
 
 _NLL_MAIN, _SAMPLES_MAIN = main_table_cells()
 
@@ -15,8 +15,11 @@ rule table_main:
         reference=rules.reference_nll.output.json,
     output:
         _report(f"{OUT}/tables/table1.csv", 1),
+    log:
+        f"{OUT}/tables/logs/table1.log",
     params:
         methods=STAGES,
+        reference=REFERENCE,
         steps=STEPS,
         config=CONFIG_FILE,
     script:
@@ -28,6 +31,8 @@ rule table_hparams:
         [f"{OUT}/train/{run}/config.yaml" for run in RUNS],
     output:
         _report(f"{OUT}/tables/table3.csv", 3),
+    log:
+        f"{OUT}/tables/logs/table3.log",
     params:
         runs=RUNS,
         config=CONFIG_FILE,
@@ -42,6 +47,8 @@ rule table_timing:
         reference=rules.reference_nll.output.json,
     output:
         _report(f"{OUT}/tables/table4.csv", 4),
+    log:
+        f"{OUT}/tables/logs/table4.log",
     params:
         methods=STAGES,
         steps=STEPS,
@@ -51,16 +58,15 @@ rule table_timing:
 
 
 def _ablation_inputs(name):
-    runs = [run for _, run in ablation_runs(name)] + list(config["ablations"][name].get("baselines", []))
+    runs = [run for _, run in experiment.ablation_runs(config, name)]
+    runs += list(config["ablations"][name].get("baselines", []))
     return {
         "nll": [nll_cell(r, k) for r in runs for k in STEPS],
         "samples": [sample_cell(r, k) for r in runs for k in STEPS],
     }
 
 
-for _name, _table in (("div_scale", 5), ("lam", 6)):
-    if _name not in (config.get("ablations") or {}):
-        continue
+for _name, _table in ABLATION_TABLES.items():
 
     rule:
         name:
@@ -69,10 +75,12 @@ for _name, _table in (("div_scale", 5), ("lam", 6)):
             **_ablation_inputs(_name),
         output:
             _report(f"{OUT}/tables/table{_table}.csv", _table),
+        log:
+            f"{OUT}/tables/logs/table{_table}.log",
         params:
             key=_name,
-            values=[v for v, _ in ablation_runs(_name)],
-            runs=[r for _, r in ablation_runs(_name)],
+            values=[v for v, _ in experiment.ablation_runs(config, _name)],
+            runs=[r for _, r in experiment.ablation_runs(config, _name)],
             baselines=list(config["ablations"][_name].get("baselines", [])),
             steps=STEPS,
             config=CONFIG_FILE,
@@ -88,6 +96,8 @@ rule table_error:
         reference_csv=rules.reference_nll.output.csv,
     output:
         _report(f"{OUT}/tables/table7.csv", 7),
+    log:
+        f"{OUT}/tables/logs/table7.log",
     params:
         methods=STAGES,
         steps=STEPS,
@@ -102,13 +112,46 @@ rule figure_guidance:
         + [sample_cell(r, k, guided=True) for r in F2D2_STAGES for k in STEPS],
     output:
         _report(f"{OUT}/figures/figure2.png", 2, kind="Figures"),
+    log:
+        f"{OUT}/figures/logs/figure2.log",
     params:
         methods=F2D2_STAGES,
         steps=STEPS,
-        teacher="teacher",
+        teacher=REFERENCE,
         config=CONFIG_FILE,
     script:
         "../scripts/figure_guidance.py"
+
+
+rule tables_display:
+    input:
+        table1=rules.table_main.output[0],
+        table7=rules.table_error.output[0],
+    output:
+        table1=report(f"{OUT}/tables/table1.html", caption="../report/table1.rst", category="Tables"),
+        table7=report(f"{OUT}/tables/table7.html", caption="../report/table7.rst", category="Tables"),
+        headline=report(f"{OUT}/tables/headline.html", caption="../report/headline.rst", category="Summary"),
+    log:
+        f"{OUT}/tables/logs/tables_display.log",
+    params:
+        f2d2=F2D2_STAGES,
+    script:
+        "../scripts/table_display.py"
+
+
+rule figure_curves:
+    input:
+        [trained(run) for run in RUNS],
+    output:
+        figure=report(f"{OUT}/figures/training_curves.png", caption="../report/training_curves.rst",
+                      category="Figures"),
+        terms=f"{OUT}/figures/training_curves.json",
+    log:
+        f"{OUT}/figures/logs/training_curves.log",
+    params:
+        runs=list(RUNS),
+    script:
+        "../scripts/figure_curves.py"
 
 
 if "density" in (config.get("figures") or {}):
@@ -122,5 +165,7 @@ if "density" in (config.get("figures") or {}):
             ],
         output:
             _report(f"{OUT}/figures/figure3.png", 3, kind="Figures"),
+        log:
+            f"{OUT}/figures/logs/figure3.log",
         script:
             "../scripts/figure_density.py"

@@ -8,6 +8,8 @@ rule train:
     output:
         summary=f"{OUT}/train/{{run}}/train.json",
         config=f"{OUT}/train/{{run}}/config.yaml",
+    log:
+        f"{OUT}/train/{{run}}/logs/snakemake.log",
     params:
         submit=lambda w: submit("train", f"{OUT}/train/{w.run}/logs", f"train-{w.run}"),
         stage=lambda w: run_stage(w.run),
@@ -18,4 +20,4 @@ rule train:
     shell:
         "{params.submit} -- train --config {CONFIG_FILE} --stage {params.stage} "
         "--workdir {OUT}/train/{wildcards.run} --stage-root {OUT}/train --no-progress "
-        "--set train.device={params.device} {params.overrides} --summary {output.summary}"
+        "--set train.device={params.device} {params.overrides} --summary {output.summary} > {log} 2>&1"

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
+from f2d2.config.experiment import ABLATION_SEP  # noqa: E402  (ablation runs: "<stage>__<ablation><value>")
 from f2d2.io.atomic import atomic_path  # noqa: E402
 
 # Training-run name -> label used in the paper, in the paper's order.
@@ -31,7 +32,6 @@ METHOD_LABELS: dict[str, str] = {
     "meanflow_f2d2": "MeanFlow-F2D2",
 }
 
-ABLATION_SEP = "__"  # ablation runs are "<base run>__<key><value>"
 
 _CELL_RE = re.compile(r"^K(\d+)(_guided)?\.(json|csv)$")
 
@@ -165,6 +165,16 @@ def train_seed(cells: Iterable[tuple[str | os.PathLike, dict]]):
     return next(iter(seeds)) if seeds else None
 
 
+def project_path(path: str | os.PathLike, root: str | os.PathLike = ".") -> str:
+    """``path`` relative to the project ``root`` (the Snakemake working directory, which the scripts run in),
+    as a table's ``config`` column records it; a path outside ``root`` stays as given."""
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    except ValueError:  # another drive
+        return str(path)
+    return str(path) if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
 def sibling_csv(json_path: str | os.PathLike) -> Path:
     """The per-point CSV beside a cell JSON."""
     return Path(json_path).with_suffix(".csv")
@@ -180,6 +190,11 @@ def _atomic(path: str | os.PathLike, write) -> Path:
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a table atomically (no index; floats round-trip exactly; NaN -> empty cell)."""
     return _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file (JSON, HTML) atomically."""
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:

@@ -71,4 +71,4 @@ if "snakemake" in globals():
     _runs = ([_teacher] if _teacher else []) + _methods
     main(common.cells_from_paths(snakemake.input.samples, _runs, _steps),  # noqa: F821
          common.cells_from_paths(snakemake.input.samples, _methods, _steps, guided=True),  # noqa: F821
-         _methods, _steps, str(_p.config), str(snakemake.output[0]), _teacher)  # noqa: F821
+         _methods, _steps, common.project_path(_p.config), str(snakemake.output[0]), _teacher)  # noqa: F821

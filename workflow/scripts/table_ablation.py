@@ -58,4 +58,4 @@ if "snakemake" in globals():
     main(str(_p.key), list(_p.values), list(_p.runs), _base,
          common.cells_from_paths(snakemake.input.nll, _all, _steps),  # noqa: F821
          common.cells_from_paths(snakemake.input.samples, _all, _steps),  # noqa: F821
-         _steps, str(_p.config), str(snakemake.output[0]))  # noqa: F821
+         _steps, common.project_path(_p.config), str(snakemake.output[0]))  # noqa: F821

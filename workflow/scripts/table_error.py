@@ -71,4 +71,4 @@ def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], 
 if "snakemake" in globals():
     _methods, _steps = list(snakemake.params.methods), [int(k) for k in snakemake.params.steps]  # noqa: F821
     main(common.cells_from_paths(snakemake.input.nll, _methods, _steps), str(snakemake.input.reference),  # noqa: F821
-         _methods, _steps, str(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821
+         _methods, _steps, common.project_path(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821

@@ -71,4 +71,4 @@ def main(configs: dict[str, str], config: str, out: str) -> pd.DataFrame:
 if "snakemake" in globals():
     _runs = getattr(snakemake.params, "runs", None)  # noqa: F821
     main(configs_from_paths([str(p) for p in snakemake.input], _runs),  # noqa: F821
-         str(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821
+         common.project_path(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821

@@ -1,8 +1,8 @@
 """Table 1: few-step NLL (bits/dim) and sample quality (FID for images, else sliced W2) per method, K = 8, 4, 2, 1.
 
 Snakemake: input.nll / input.samples (flat lists of ``{run}/K{k}.json`` cells; guided
-sample cells are ignored), input.reference; params.methods, params.steps, params.config;
-output[0] the CSV.
+sample cells are ignored), input.reference; params.methods, params.steps, params.config,
+params.reference (optional, default "teacher": the run of the reference row); output[0] the CSV.
 """
 
 
@@ -28,7 +28,7 @@ def columns(steps, support_mass: bool, quality: str = "sw2") -> list[str]:
 
 
 def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int],
-          config: str) -> pd.DataFrame:
+          config: str, reference_run: str = "teacher") -> pd.DataFrame:
     """The table as a DataFrame (see module docstring)."""
     steps = common.descending(steps)
     ref = common.read_json(reference)
@@ -42,7 +42,7 @@ def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str
         row.update({f"K{k}_nll_bpd": value for k in steps})
         return row
 
-    rows = [fixed_row(REFERENCE_LABEL, "teacher", float(common.cell_value(ref, "mean_bpd", reference)))]
+    rows = [fixed_row(REFERENCE_LABEL, reference_run, float(common.cell_value(ref, "mean_bpd", reference)))]
     if "analytic_mean_bpd" in ref:
         rows.append(fixed_row(ANALYTIC_LABEL, None, float(ref["analytic_mean_bpd"])))
     def fill(row: dict, k: int, read: dict) -> None:
@@ -65,9 +65,9 @@ def cells_from_lists(nll_paths, sample_paths, methods, steps) -> tuple[dict, dic
 
 
 def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int],
-         config: str, out: str) -> pd.DataFrame:
+         config: str, out: str, reference_run: str = "teacher") -> pd.DataFrame:
     """Build Table 1 and write it to ``out`` (CSV)."""
-    df = build(nll_cells, sample_cells, reference, list(methods), [int(k) for k in steps], config)
+    df = build(nll_cells, sample_cells, reference, list(methods), [int(k) for k in steps], config, reference_run)
     common.write_csv(df, out)
     return df
 
@@ -76,4 +76,5 @@ if "snakemake" in globals():
     _nll, _smp = cells_from_lists(snakemake.input.nll, snakemake.input.samples,  # noqa: F821
                                   snakemake.params.methods, snakemake.params.steps)  # noqa: F821
     main(_nll, _smp, str(snakemake.input.reference), list(snakemake.params.methods),  # noqa: F821
-         [int(k) for k in snakemake.params.steps], str(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821
+         [int(k) for k in snakemake.params.steps], common.project_path(snakemake.params.config),  # noqa: F821
+         str(snakemake.output[0]), str(getattr(snakemake.params, "reference", "teacher")))  # noqa: F821

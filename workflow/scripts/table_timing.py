@@ -48,4 +48,4 @@ if "snakemake" in globals():
     main(common.cells_from_paths(snakemake.input.nll, _methods, _steps),  # noqa: F821
          common.cells_from_paths(snakemake.input.samples, _methods, _steps),  # noqa: F821
          str(snakemake.input.reference), _methods, _steps,  # noqa: F821
-         str(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821
+         common.project_path(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821

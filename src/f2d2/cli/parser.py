@@ -31,9 +31,15 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand; ``args.command`` names the one given."""
     p = argparse.ArgumentParser(prog="f2d2", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_nll, _add_sample, _add_data, _add_fid_reference, _add_import_meanflow, _add_submit):
+        add(sub)
+    return p
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train one stage of an experiment config", description=(
         "Train one run. The run config is the experiment file's shared sections merged with "
         "stages.<STAGE>; re-running on the same --workdir resumes from its checkpoint."))
@@ -50,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when training has finished, write a JSON summary here (checkpoint path, steps, last "
                         "logged losses, wall time); a pipeline can depend on it instead of the checkpoint")
 
+
+def _add_nll(sub: argparse._SubParsersAction) -> None:
     n = sub.add_parser("nll", help="per-point negative log-likelihood of points under a checkpoint", description=(
         "Integrate from data (t = 1) to noise (t = 0): --steps K uniform flow-map/Euler steps, or --reference "
         "for the adaptive dopri5 solve with the instantaneous velocity. Writes one row per point."))
@@ -78,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--summary", type=Path, default=None, help="also write the printed summary as JSON here")
     n.add_argument("--device", default="cpu", help="torch device to evaluate on, e.g. cpu or cuda")
 
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sample", help="draw samples with K steps", description=(
         "Push N(0, I) noise (t = 0) to data (t = 1) with K uniform steps of the checkpoint's flow map "
         "(Euler steps of its velocity for a flow-matching model), or --reference for the adaptive dopri5 "
@@ -110,12 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fid-weights-dir", type=Path, default=Path(FID_OPTIONS["weights_dir"]["default"]),
                    help="folder holding inception-2015-12-05.pt (default %(default)s, clean-fid's)")
 
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="draw points from a config's dataset, or write its test images (image data)")
     d.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
     d.add_argument("--n", required=True, type=_positive_int, help="number of points")
     d.add_argument("--seed", type=int, required=True, help="seed; use one that no training run uses")
     d.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
 
+
+def _add_fid_reference(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("fid-reference", help="FID reference statistics of a config's training images",
                        description="Features of the training images through clean-fid; mean and covariance to --out.")
     f.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
@@ -127,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding inception-2015-12-05.pt (default %(default)s)")
     f.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
+
+def _add_import_meanflow(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("import-meanflow", help="convert an official MeanFlow CIFAR-10 checkpoint to an f2d2 one",
                        description=("Read a py-meanflow checkpoint (t = 0 data there), map its U-Net keys and flip "
                                     "its time convention; the result serves as train.init_from or a teacher."))
@@ -135,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--weights", default="net_ema", help="which weights: net, net_ema (default), net_ema1, ...")
     m.add_argument("--data-root", type=Path, default=Path("data/cifar10"), help="CIFAR-10 root recorded in it")
 
+
+def _add_submit(sub: argparse._SubParsersAction) -> None:
     j = sub.add_parser("submit", help="run one f2d2 command as a job (SLURM, local or inline) and wait for it",
                        usage="f2d2 submit [options] --log-dir DIR -- <subcommand> <args...>", description=(
         "Run the f2d2 command given after '--' as a submitit job and wait for it. Logs and job.json land in "
@@ -158,4 +176,3 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--job-name", default=None, help="job name (default: f2d2-<subcommand>)")
     j.add_argument("job", nargs="*", metavar="-- COMMAND",
                    help="the f2d2 command to run, after '--', e.g. -- train --config c.yaml --workdir w")
-    return p

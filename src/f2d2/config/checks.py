@@ -11,55 +11,49 @@ and what is allowed.
 
 from __future__ import annotations
 
-import inspect
+import importlib.util
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Collection
 
 import torch
 
-from f2d2.config import validate
-from f2d2.config.resolve import ConfigError, deep_merge, resolve_run
+from f2d2.config import experiment, validate
+from f2d2.config.resolve import ConfigError, apply_overrides, resolve_run
 from f2d2.config.resources import DEFAULT_CLUSTER, Resources
 from f2d2.data import DATASETS
 from f2d2.training.early_stop import early_stop_problems
 from f2d2.training.ema import start_share
 from f2d2.nets import ARCHITECTURES
-from f2d2.objectives import OBJECTIVES
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _signature(build: Callable) -> dict[str, inspect.Parameter]:
-    """Keyword parameters of a constructor (functools.partial keywords excluded)."""
-    fixed = set(getattr(build, "keywords", {}) or {})
-    params = inspect.signature(getattr(build, "func", build)).parameters
-    return {k: p for k, p in params.items() if k not in fixed | {"self", "device"}}
-
+from f2d2.objectives import OBJECTIVES, Objective, describe
+from f2d2.registry import REQUIRED, options_of
 
 def _check_registry(section: str, key: str, cfg: dict, known: dict) -> tuple[list[str], dict | None]:
-    """Problems with a section's name and option keys; also the constructor's parameters when the name is known."""
+    """Problems with a section's name and option keys; also the constructor's options when the name is known."""
     name = cfg.get(key)
     if name not in known:
         return [f"{section}.{key} = {name!r} is unknown; allowed: {sorted(known)}"], None
-    params = _signature(known[name])
+    params = options_of(known[name])
     options = set(cfg) - {key}
     problems = []
     unknown = sorted(options - set(params))
     if unknown:
         problems.append(f"{section} {name!r} has no option(s) {unknown}; allowed: {sorted(params)}")
-    missing = sorted(k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in options)
+    missing = sorted(k for k, default in params.items() if default is REQUIRED and k not in options)
     if missing:
         problems.append(f"{section} {name!r} needs {', '.join(f'{section}.{k}' for k in missing)}")
     return problems, params
 
 
 def _check_reference(key: str, value: Any, stages: Collection[str], what: str) -> list[str]:
-    """A stage name (experiment check) or an existing file."""
+    """A stage name (experiment check), an existing file, or an outside model whose weights file exists
+    (its factory is imported only when training starts: that is the only user code a config runs)."""
     if value is None or (isinstance(value, str) and value in stages):
         return []
+    if isinstance(value, dict):  # the schema has checked its keys
+        path = value["state_dict"]
+        return [] if Path(path).is_file() else [f"{key}.state_dict = {path!r} is not an existing file"]
     if not isinstance(value, str) or not Path(value).is_file():
         names = f"a stage name ({sorted(stages)}) or " if stages else ""
         return [f"{key} = {value!r} is not {names}an existing {what} file"]
@@ -75,19 +69,15 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
         return problems
     obj, model, data = run["objective"], run["model"], run["data"]
 
-    found, params = _check_registry("objective", "name", obj, OBJECTIVES)
-    problems += found
-    if params is not None:
+    problems += _check_registry("objective", "name", obj, OBJECTIVES)[0]
+    objective = _described(run)  # None: an unknown name or option, reported above
+    if objective is not None:
         name = obj["name"]
-        f2d2 = name.endswith("_f2d2")
-        div_source = obj.get("div_source", params["div_source"].default) if "div_source" in params else None
-        needs_teacher = ("distill" in name or (f2d2 and div_source == "teacher")
-                         or obj.get("tangent") == "teacher")
-        if needs_teacher and obj.get("teacher") is None:
+        if objective.needs_teacher and obj.get("teacher") is None:
             problems.append(f"objective.teacher = None, but objective {name!r} needs a teacher: a stage name or a "
                             "flow-matching checkpoint path")
         problems += _check_reference("objective.teacher", obj.get("teacher"), stages, "checkpoint")
-        if f2d2 and model.get("div_head") is not True:
+        if objective.trains_div_head and model.get("div_head") is not True:
             problems.append(f"model.div_head = {model.get('div_head')!r}, but objective {name!r} trains a "
                             "divergence head; set model.div_head: true")
 
@@ -105,6 +95,7 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
     problems += _check_reference("train.init_from", run["train"].get("init_from"), stages, "checkpoint")
     problems += early_stop_problems(run)
     problems += stage_schedule_problems(run)
+    problems += tensorboard_problems(run)
     return problems
 
 
@@ -163,6 +154,13 @@ def _warm_start_line(tr: dict, steps: int, key: str) -> str | None:
             f"{halflife:.0f} or train.ema_rampup (e.g. 0.05)")
 
 
+def tensorboard_problems(run: dict) -> list[str]:
+    """train.tensorboard needs the optional tensorboard package."""
+    if run["train"].get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
+        return ["train.tensorboard = true needs the tensorboard package: pip install 'f2d2[tensorboard]'"]
+    return []
+
+
 def check_run(run: dict) -> None:
     """Before ``f2d2 train``: a resolved run's values (see ``resolve_run``), its files and its device."""
     problems = run_problems(run)
@@ -173,37 +171,36 @@ def check_run(run: dict) -> None:
     validate.raise_problems(problems)
 
 
-def fits_step_grid(k: Any, run: dict) -> bool:
-    """Whether K >= 1 uniform steps of size 1/K are among the sizes 2^-j (j = 0..max_log2) a Shortcut run
-    trains; other objectives (flow matching, MeanFlow) take any K."""
-    if not str(run["objective"].get("name", "")).startswith("shortcut"):
-        return True
-    max_log2 = run["objective"].get("max_log2", 7)
-    return k & (k - 1) == 0 and _is_int(max_log2) and k <= 2 ** max_log2
+def _described(run: dict) -> Objective | None:
+    """The run's objective without its teacher; None when it cannot be built (reported on its own)."""
+    try:
+        return describe(run["objective"])
+    except (ValueError, TypeError):
+        return None
 
 
 def _grid_problems(key: str, ks: list, runs: dict[str, dict]) -> list[str]:
-    """One line per (K, max_log2) some Shortcut stages cannot take; the schema has checked that K >= 1."""
+    """One line per (K, step rule) that some stages cannot take (``Objective.fits_steps``); the schema has
+    checked that K >= 1."""
+    objectives = {name: _described(run) for name, run in runs.items()}
     bad: dict[tuple, list[str]] = {}
     for k in ks:
-        for name, run in runs.items():
-            if not fits_step_grid(k, run):
-                bad.setdefault((k, run["objective"].get("max_log2", 7)), []).append(name)
-    return [
-        f"{key}: K = {k!r} does not fit the step grid of stage(s) {names}: a Shortcut model with "
-        f"objective.max_log2 = {m} is trained on step sizes 2^-j, j = 0..{m}, so K must be a power of two "
-        f"<= {2 ** m if _is_int(m) else '2^max_log2'}" for (k, m), names in bad.items()]
+        for name, objective in objectives.items():
+            if objective is not None and not objective.fits_steps(k):
+                bad.setdefault((k, objective.steps_rule()), []).append(name)
+    return [f"{key}: K = {k!r} does not fit the step grid of stage(s) {names}: {rule}"
+            for (k, rule), names in bad.items()]
 
 
 def experiment_runs(cfg: dict) -> dict[str, dict]:
-    """Every training run of an experiment: the stages and the ablation runs, name -> resolved config."""
-    runs = {stage: resolve_run(cfg, stage) for stage in cfg.get("stages") or {}}
-    for name, ab in (cfg.get("ablations") or {}).items():
-        section, _, key = str(ab.get("key", "")).partition(".")
-        for value in ab.get("values", []):
-            if ab.get("stage") in runs:
-                runs[f"ablations.{name} value {value!r}"] = deep_merge(runs[ab["stage"]], {section: {key: value}})
-    return runs
+    """Every training run of an experiment (``f2d2.config.experiment.runs``) -> its config, overrides applied
+    (an ablation's train.* values are resolved by ``check_experiment``). Stages keep their names; an ablation
+    run is named for the messages as ``ablations.<name> value <value>``."""
+    stages = cfg.get("stages") or {}
+    labels = {run: f"ablations.{name} value {value!r}" for name in cfg.get("ablations") or {}
+              for value, run in experiment.ablation_runs(cfg, name) if run not in stages}
+    return {labels.get(run, run): apply_overrides(resolve_run(cfg, stage), overrides)
+            for run, (stage, overrides) in experiment.runs(cfg).items()}
 
 
 def _resource_problems(cfg: dict, runs: dict[str, dict]) -> list[str]:
@@ -272,5 +269,9 @@ def check_experiment(cfg: dict, data_files: bool = True) -> None:
         for base in ab.get("baselines", []):
             if base not in stages:
                 problems.append(f"ablations.{name}.baselines: {base!r} is not a stage; stages: {sorted(stages)}")
+    try:
+        experiment.reference_stage(cfg)
+    except ConfigError as e:
+        problems.append(str(e))
     problems += _resource_problems(cfg, runs)
     validate.raise_problems(problems)

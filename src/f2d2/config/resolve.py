@@ -86,7 +86,8 @@ def stage_dependencies(cfg: dict, stage: str) -> list[str]:
     """Names of the stages whose checkpoints ``stage`` reads (warm start, teacher)."""
     stages = cfg.get("stages") or {}
     run = resolve_run(cfg, stage)
-    return [run[sec][key] for sec, key in STAGE_REFERENCES if run[sec].get(key) in stages]
+    refs = (run[sec].get(key) for sec, key in STAGE_REFERENCES)
+    return [ref for ref in refs if isinstance(ref, str) and ref in stages]
 
 
 def resolve_run(cfg: dict, stage: str | None = None, stage_root: str | Path | None = None) -> dict:

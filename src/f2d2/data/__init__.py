@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 from f2d2.data.images import CIFAR10, ImageDataset, ImageNet64, Shapes
 from f2d2.data.patches import Patches
 from f2d2.data.points import PointCloud, load_points
 from f2d2.data.toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
+from f2d2.registry import REQUIRED, options_of
 
 __all__ = ["CIFAR10", "Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "IMAGE_NAMES", "ImageDataset", "ImageNet64",
            "PointCloud", "SEED_STRIDE", "Shapes", "load_points", "make_dataset"]
@@ -45,12 +45,12 @@ def make_dataset(cfg: dict) -> Dataset2D | ImageDataset:
     if not isinstance(name, str) or name not in DATASETS:
         raise DataError(f"unknown data name {name!r}; allowed: {sorted(DATASETS)}")
     build = DATASETS[name]
-    params = inspect.signature(build).parameters
+    params = options_of(build)
     kwargs = {k: v for k, v in cfg.items() if k != "name"}
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise DataError(f"unknown key(s) {unknown} for data name {name!r}; allowed: {sorted(params)}")
-    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs]
+    missing = [k for k, default in params.items() if default is REQUIRED and k not in kwargs]
     if missing:
         raise DataError(f"data name {name!r} needs key(s) {missing}")
     return build(**kwargs)

@@ -1,4 +1,5 @@
-"""A velocity model from outside f2d2 as a teacher: ``ExternalVelocity`` and the config form ``load_teacher_spec``.
+"""A velocity model from outside f2d2 as a teacher: ``ExternalVelocity`` (its config form loads through
+:func:`f2d2.io.teacher.load_teacher_spec`).
 
 The objectives ask a teacher only for ``velocity(x, t)`` (x (B, *data_shape), t (B,), f2d2's time:
 t = 0 noise, t = 1 data) and its divergence by autograd in x. ``ExternalVelocity`` gives any
@@ -19,20 +20,15 @@ Euler steps or the adaptive reference. The student stays one of f2d2's own backb
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from f2d2.io.checkpoint import _mismatch
 from f2d2.nets.base import FlowMapNet, FlowMapOutput
 
 TIME_CONVENTIONS = ("noise_to_data", "data_to_noise")
 OUTPUTS = ("velocity", "denoiser")
-SPEC_KEYS = ("factory", "state_dict", "data_shape", "time", "output", "kwargs")
-REQUIRED_SPEC_KEYS = ("factory", "state_dict", "data_shape")
 
 
 class ExternalVelocity(FlowMapNet):
@@ -91,79 +87,4 @@ class ExternalVelocity(FlowMapNet):
         return f"data_shape={self.data_shape}, time={self.time!r}, output={self.output!r}"
 
 
-def import_factory(path: str) -> Callable[..., object]:
-    """The callable named by ``"package.module:function"`` (``function`` may be dotted, e.g. ``Class.build``)."""
-    expected = "expected 'package.module:function', an importable module and a callable in it"
-    if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
-        raise ValueError(f"objective.teacher.factory = {path!r}; {expected}")
-    module_name, attr = path.split(":")
-    try:
-        obj = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ValueError(f"objective.teacher.factory = {path!r}: no module named {e.name!r} "
-                         f"(is it installed or on PYTHONPATH?); {expected}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"objective.teacher.factory = {path!r}: {module_name!r} has no attribute {attr!r}; "
-                             f"{expected}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"objective.teacher.factory = {path!r} is a {type(obj).__name__}, not callable; {expected}")
-    return obj
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A plain state dict (names -> tensors) read with ``torch.load(weights_only=True)`` onto the CPU."""
-    key = "objective.teacher.state_dict"
-    if not Path(path).is_file():
-        raise ValueError(f"{key} = {str(path)!r} is not an existing file (relative paths start from {Path.cwd()})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # refused by the safe unpickler, truncated or not a torch file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{key} = {str(path)!r} could not be read as tensors only ({first}); save it with "
-                         "torch.save(model.state_dict(), path); nothing of the file was run") from None
-    if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values())):
-        raise ValueError(f"{key} = {str(path)!r} holds a {type(state).__name__}, not a state dict; expected "
-                         "torch.save(model.state_dict(), path)")
-    return dict(state)
-
-
-def load_teacher_spec(spec: Mapping, device: torch.device | str = "cpu") -> ExternalVelocity:
-    """A frozen ``ExternalVelocity`` (eval mode) from the config form of an outside teacher::
-
-        {factory: "pkg.mod:fn", state_dict: "weights.pt", data_shape: [2],
-         time: "noise_to_data" | "data_to_noise", output: "velocity" | "denoiser", kwargs: {...}}
-
-    ``fn(**kwargs)`` must return the ``nn.Module`` whose state dict the file holds (every key, same
-    shapes). The weights are read with ``weights_only=True``: the factory is the only code that runs.
-    """
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"objective.teacher = {spec!r}; expected a mapping with keys {list(SPEC_KEYS)}")
-    unknown = sorted(set(spec) - set(SPEC_KEYS))
-    missing = [k for k in REQUIRED_SPEC_KEYS if k not in spec]
-    if unknown or missing:
-        found = [f"unknown key(s) {unknown}"] if unknown else []
-        found += [f"missing key(s) {missing}"] if missing else []
-        raise ValueError(f"objective.teacher has {' and '.join(found)}; expected keys {list(SPEC_KEYS)}, of which "
-                         f"{list(REQUIRED_SPEC_KEYS)} are required")
-    kwargs = spec.get("kwargs") or {}
-    if not isinstance(kwargs, Mapping):
-        raise ValueError(f"objective.teacher.kwargs = {kwargs!r}; expected a mapping of factory keyword arguments")
-    factory = import_factory(spec["factory"])
-    net = factory(**kwargs)
-    if not isinstance(net, nn.Module):
-        raise ValueError(f"objective.teacher.factory = {spec['factory']!r} returned a {type(net).__name__}; "
-                         "expected a torch.nn.Module to load objective.teacher.state_dict into")
-    state = load_state_dict_file(spec["state_dict"])
-    problem = _mismatch(net.state_dict(), state)
-    if problem:
-        raise ValueError(f"objective.teacher.state_dict = {str(spec['state_dict'])!r} does not fit the module of "
-                         f"objective.teacher.factory = {spec['factory']!r}: {problem}")
-    net.load_state_dict(state)
-    teacher = ExternalVelocity(net, spec["data_shape"], time=spec.get("time", "noise_to_data"),
-                               output=spec.get("output", "velocity"))
-    return teacher.to(device).eval().requires_grad_(False)
-
-
-__all__ = ["ExternalVelocity", "OUTPUTS", "SPEC_KEYS", "TIME_CONVENTIONS", "import_factory", "load_teacher_spec"]
+__all__ = ["ExternalVelocity", "OUTPUTS", "TIME_CONVENTIONS"]

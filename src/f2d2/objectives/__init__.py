@@ -1,21 +1,25 @@
-"""Training objectives. Each is a callable ``objective(model, x1, generator) -> dict``.
+"""Training objectives. Each is an :class:`Objective`: ``objective(model, x1, generator) -> dict``.
 
 The dict maps term names to scalar tensors and always holds ``"loss"``, the total
 that is minimised; the other entries are logged. ``x1`` is a data batch (B, *shape);
-all randomness (noise x0, times, probes) is drawn from ``generator``.
+all randomness (noise x0, times, probes) is drawn from ``generator``. An objective
+describes itself (``needs_teacher``, ``trains_div_head``, ``flow_map``, ``fits_steps``);
+``describe(cfg)`` answers for a config without loading a teacher.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Callable
 
+from f2d2.nets import FlowMapNet
+from f2d2.objectives.base import Objective
 from f2d2.objectives.flow_matching import FlowMatching
 from f2d2.objectives.meanflow import MeanFlow
 from f2d2.objectives.shortcut import Shortcut
+from f2d2.registry import options_of
 
-OBJECTIVES: dict[str, Callable[..., object]] = {
+OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "flow_matching": FlowMatching,
     "shortcut": functools.partial(Shortcut, distill=False, f2d2=False),
     "shortcut_distill": functools.partial(Shortcut, distill=True, f2d2=False),
@@ -26,33 +30,30 @@ OBJECTIVES: dict[str, Callable[..., object]] = {
 }
 
 
-def _parameters(name: str) -> tuple[set[str], set[str]]:
-    """(constructor parameters, those the registry fixes) of objective ``name``."""
-    build = OBJECTIVES[name]
-    if isinstance(build, functools.partial):
-        return set(inspect.signature(build.func).parameters), set(build.keywords)
-    return set(inspect.signature(build).parameters), set()
-
-
-def objective_options(name: str) -> set[str]:
-    """The config keys objective ``name`` accepts (besides ``name``)."""
-    params, fixed = _parameters(name)
-    return params - fixed - {"self", "device"}
-
-
-def build_objective(cfg: dict, device: str = "cpu"):
-    """Build an objective from ``{"name": ..., **options}``; unknown names and keys raise ValueError."""
-    cfg = dict(cfg)
-    name = cfg.pop("name", None)
+def describe(cfg: dict, teacher: FlowMapNet | None = None) -> Objective:
+    """The objective of ``{"name": ..., **options}`` with ``teacher`` (default none) in place of the config's
+    objective.teacher (a path): cheap, to ask its properties. Unknown names and keys raise ValueError."""
+    options = dict(cfg)
+    name = options.pop("name", None)
     if name not in OBJECTIVES:
         raise ValueError(f"objective.name = {name!r} is unknown; expected one of {sorted(OBJECTIVES)}")
-    allowed = objective_options(name)
-    unknown = sorted(set(cfg) - allowed)
+    allowed = options_of(OBJECTIVES[name])
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"objective {name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}")
-    if "device" in _parameters(name)[0]:
-        cfg["device"] = device
-    return OBJECTIVES[name](**cfg)
+    options.pop("teacher", None)
+    return OBJECTIVES[name](**options, **({"teacher": teacher} if "teacher" in allowed else {}))
 
 
-__all__ = ["OBJECTIVES", "FlowMatching", "MeanFlow", "Shortcut", "build_objective"]
+def build_objective(cfg: dict, teacher: FlowMapNet | None = None) -> Objective:
+    """The objective to train with: ``describe(cfg, teacher)``, refused when it needs a teacher and has none.
+
+    ``teacher`` is the frozen network that the config's objective.teacher names (the training loop loads it)."""
+    objective = describe(cfg, teacher)
+    if objective.needs_teacher and teacher is None:
+        raise ValueError(f"objective {cfg.get('name')!r} needs objective.teacher (a flow-matching checkpoint), "
+                         "but no teacher network was given")
+    return objective
+
+
+__all__ = ["OBJECTIVES", "FlowMatching", "MeanFlow", "Objective", "Shortcut", "build_objective", "describe"]

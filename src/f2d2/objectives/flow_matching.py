@@ -5,11 +5,14 @@ from __future__ import annotations
 import torch
 
 from f2d2.nets import FlowMapNet
+from f2d2.objectives.base import Objective
 from f2d2.objectives.interpolant import interpolate, noise_like, uniform_time
 
 
-class FlowMatching:
+class FlowMatching(Objective):
     """Regresses the instantaneous velocity u(x, t, t) onto the interpolant's velocity."""
+
+    flow_map = False
 
     def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         x0 = noise_like(x1, generator)

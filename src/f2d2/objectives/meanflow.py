@@ -23,40 +23,39 @@ from __future__ import annotations
 import torch
 
 from f2d2.nets import FlowMapNet, FlowMapOutput
+from f2d2.objectives.base import Objective
 from f2d2.objectives.interpolant import expand_time, interpolate, noise_like, uniform_time
-from f2d2.objectives.targets import check_common_options, divergence_target, load_teacher, velocity_target
+from f2d2.objectives.targets import divergence_target, velocity_target
 
 TANGENTS = ("conditional", "teacher")
 
 
-class MeanFlow:
-    """MeanFlow and MeanFlow-F2D2 (``f2d2=True``)."""
+class MeanFlow(Objective):
+    """MeanFlow and MeanFlow-F2D2 (``f2d2=True``); ``teacher`` a frozen network."""
 
     def __init__(
         self,
         *,
         f2d2: bool = False,
-        teacher=None,
+        teacher: FlowMapNet | None = None,
         div_source: str = "teacher",
         div_method: str = "exact",
         lam: float = 1.0,
         tangent: str = "conditional",
         map_fraction: float = 0.25,
         two_way: bool = True,
-        device: str = "cpu",
     ):
-        check_common_options(f2d2=f2d2, teacher=teacher, div_source=div_source, lam=lam)
-        if tangent not in TANGENTS:
-            raise ValueError(f"objective.tangent = {tangent!r}; expected one of {list(TANGENTS)}")
-        if tangent == "teacher" and teacher is None:
-            raise ValueError("objective.tangent = 'teacher' needs objective.teacher (a checkpoint path)")
-        if not 0 < map_fraction <= 1:
-            raise ValueError(f"objective.map_fraction = {map_fraction!r}; expected a number in (0, 1]")
-        self.f2d2, self.lam = f2d2, float(lam)
+        self.f2d2, self.lam, self.teacher = f2d2, float(lam), teacher
         self.div_source, self.div_method = div_source, div_method
         self.map_fraction, self.two_way, self.tangent = map_fraction, two_way, tangent
-        uses_teacher = tangent == "teacher" or (f2d2 and div_source == "teacher")
-        self.teacher = load_teacher(teacher, device) if uses_teacher else None
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.tangent == "teacher" or (self.f2d2 and self.div_source == "teacher")
+
+    @property
+    def trains_div_head(self) -> bool:
+        return self.f2d2
 
     def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, t), each (b,): a share map_fraction with s != t, ordered s <= t unless two_way."""

@@ -18,40 +18,49 @@ from __future__ import annotations
 
 import torch
 
-from f2d2.nets import FlowMapNet
 from f2d2.core.flowmap import jump
+from f2d2.nets import FlowMapNet
+from f2d2.objectives.base import Objective
 from f2d2.objectives.interpolant import interpolate, noise_like, uniform_time
-from f2d2.objectives.targets import check_common_options, divergence_target, load_teacher, velocity_target
+from f2d2.objectives.targets import divergence_target, velocity_target
 
 
-class Shortcut:
-    """Shortcut, Shortcut-Distill and their F2D2 variants (``f2d2=True``)."""
+class Shortcut(Objective):
+    """Shortcut, Shortcut-Distill and their F2D2 variants (``f2d2=True``); ``teacher`` a frozen network."""
 
     def __init__(
         self,
         *,
         distill: bool = False,
         f2d2: bool = False,
-        teacher=None,
+        teacher: FlowMapNet | None = None,
         div_source: str = "teacher",
         div_method: str = "exact",
         lam: float = 1.0,
         sc_fraction: float = 0.25,
         max_log2: int = 7,
         two_way: bool = True,
-        device: str = "cpu",
     ):
-        if distill and teacher is None:
-            raise ValueError("a Distill objective needs objective.teacher (a flow-matching checkpoint path)")
-        check_common_options(f2d2=f2d2, teacher=teacher, div_source=div_source, lam=lam)
-        if not 0 < sc_fraction < 1:
-            raise ValueError(f"objective.sc_fraction = {sc_fraction!r}; expected a number in (0, 1)")
-        if not (isinstance(max_log2, int) and max_log2 >= 0):
-            raise ValueError(f"objective.max_log2 = {max_log2!r}; expected an integer >= 0")
-        self.distill, self.f2d2, self.lam = distill, f2d2, float(lam)
+        self.distill, self.f2d2, self.lam, self.teacher = distill, f2d2, float(lam), teacher
         self.div_source, self.div_method = div_source, div_method
         self.sc_fraction, self.max_log2, self.two_way = sc_fraction, max_log2, two_way
-        self.teacher = load_teacher(teacher, device)  # a checkpoint path or a network
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.distill or (self.f2d2 and self.div_source == "teacher")
+
+    @property
+    def trains_div_head(self) -> bool:
+        return self.f2d2
+
+    def fits_steps(self, k: int) -> bool:
+        """K a power of two <= 2^max_log2: the dyadic step sizes 2^-j, j = 0..max_log2, of the SC term."""
+        return k >= 1 and k & (k - 1) == 0 and k <= 2 ** self.max_log2
+
+    def steps_rule(self) -> str:
+        m = self.max_log2
+        return (f"a Shortcut model with objective.max_log2 = {m} is trained on step sizes 2^-j, j = 0..{m}, so K "
+                f"must be a power of two <= {2 ** m}")
 
     def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.f2d2 and not model.has_div_head:

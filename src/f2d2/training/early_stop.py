@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from f2d2.io.checkpoint import load_model
+from f2d2.io.teacher import load_teacher
 from f2d2.config.resolve import ConfigError
 from f2d2.data import Dataset2D, ImageDataset
 from f2d2.training.distributed import Group
@@ -71,10 +71,11 @@ class EarlyStop:
         self.device, self.group = device, group
         self.x = validation_split(data, self.cfg["n_val"], self.cfg["seed"])
 
-    def reference(self, teacher: str, div: str) -> float:
-        """The reference (dopri5) BPD of the teacher checkpoint's EMA velocity on the split."""
+    def reference(self, teacher: str | dict, div: str) -> float:
+        """The reference (dopri5) BPD of the teacher's velocity (a checkpoint's EMA weights, or an outside
+        model's spec) on the split."""
         with self._own_rng():
-            model = load_model(teacher, device=self.device)
+            model = load_teacher(teacher, device=self.device)
             gen = torch.Generator(self.device).manual_seed(self.cfg["seed"])  # Hutchinson probes
             return self._mean_bpd(model, lambda x: reference_log_likelihood(model, x, div=div, generator=gen))
 

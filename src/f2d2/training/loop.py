@@ -40,7 +40,8 @@ from f2d2.training.ema import multi_avg_fn
 from f2d2.training.failures import check_terms
 from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
 from f2d2.nets import FlowMapNet, build_model
-from f2d2.objectives import build_objective
+from f2d2.io.teacher import load_teacher
+from f2d2.objectives import build_objective, describe
 from f2d2.training.preemption import StopSignals
 
 CHECKPOINT = "checkpoint.pt"
@@ -54,7 +55,7 @@ def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D | ImageDataset]:
     data = make_dataset(run["data"])
     for key, value in data.model_defaults().items():
         run["model"].setdefault(key, value)
-    run["model"]["flow_map"] = run["objective"]["name"] != "flow_matching"
+    run["model"]["flow_map"] = describe(run["objective"]).flow_map
     return run, data
 
 
@@ -175,26 +176,38 @@ class MetricsLog:
     """``metrics.jsonl``, one JSON row per logged step, written by rank 0 alone (``enabled``).
 
     Entered, it drops the rows past ``step`` (a resumed run starts from its checkpoint's step) and
-    opens the file for appending; :meth:`write` adds a row and flushes it."""
+    opens the file for appending; :meth:`write` adds a row and flushes it. With ``tensorboard`` it also
+    writes each row's values as scalars (tag = key, at the row's step) to event files in
+    ``tensorboard/`` beside the file (train.tensorboard; events past ``step`` are purged)."""
 
-    def __init__(self, path: Path, step: int, *, enabled: bool) -> None:
-        self.path, self.step, self.enabled = path, step, enabled
-        self._file = None
+    def __init__(self, path: Path, step: int, *, enabled: bool, tensorboard: bool = False) -> None:
+        self.path, self.step, self.enabled, self.tensorboard = path, step, enabled, tensorboard
+        self._file = self._writer = None
 
     def __enter__(self) -> "MetricsLog":
         if self.enabled:
             _truncate_log(self.path, self.step)
             self._file = open(self.path, "a")
+            if self.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter  # the optional dependency: f2d2[tensorboard]
+
+                self._writer = SummaryWriter(self.path.parent / "tensorboard", purge_step=self.step + 1)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for handle in (self._file, self._writer):
+            if handle is not None:
+                handle.close()
+        self._file = self._writer = None
 
     def write(self, row: dict) -> None:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        if self._writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self._writer.add_scalar(key, value, row["step"])
+            self._writer.flush()
 
 
 def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bool) -> Path:
@@ -205,7 +218,9 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     # The run's state at step 0, everything drawn from the run's seed in this order.
     torch.manual_seed(run["seed"])
     model = build_model(run["model"]).to(device)
-    objective = build_objective(run["objective"], device=device)
+    teacher = run["objective"].get("teacher")  # loaded whenever one is named (cifar10's shortcut_f2d2 names one
+    teacher = None if teacher is None else load_teacher(teacher, device)  # for its early stop only)
+    objective = build_objective(run["objective"], teacher=teacher)
     state = TrainState.start(model, run, device, group)
 
     # Resume from the workdir's checkpoint, if any.
@@ -225,7 +240,8 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     state.model.train()
     t_start = time.time()
     local_batch = tr["batch_size"] // group.world
-    with MetricsLog(workdir / METRICS, state.step, enabled=group.is_main) as log, StopSignals() as stop, \
+    with MetricsLog(workdir / METRICS, state.step, enabled=group.is_main, tensorboard=tr["tensorboard"]) as log, \
+            StopSignals() as stop, \
             tqdm(total=tr["steps"], initial=state.step, disable=not progress,
                  desc=f"train {run['objective']['name']}", mininterval=2) as bar:
         while state.step < tr["steps"]:
@@ -314,7 +330,7 @@ def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
 
 def _resume_key(run: dict) -> dict:
     """The part of a run config that must match for a resume (the length and logging may change)."""
-    tr = {k: v for k, v in run["train"].items() if k not in ("steps", "log_every", "ckpt_every")}
+    tr = {k: v for k, v in run["train"].items() if k not in ("steps", "log_every", "ckpt_every", "tensorboard")}
     return {**run, "train": tr}
 
 
