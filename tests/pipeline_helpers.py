@@ -19,7 +19,7 @@ def tiny_config(tmp: Path) -> Path:
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["outdir"] = str(tmp / "results")
     cfg["model"].update(hidden=16, depth=2, time_freqs=2)
-    cfg["train"].update(steps=30, batch_size=128, warmup=5, log_every=10, ckpt_every=10)
+    cfg["train"].update(steps=30, batch_size=128, warmup=5, ema_halflife_steps=5, log_every=10, ckpt_every=10)
     cfg["stages"]["teacher"]["train"]["steps"] = 60
     cfg["eval"].update(n_points=200, steps=[1, 2])
     cfg["eval"]["density_grid"]["size"] = 8

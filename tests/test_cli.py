@@ -12,8 +12,9 @@ from f2d2.cli import main
 from f2d2.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "model.hidden=32", "--set", "model.depth=2", "--set", "train.steps=20",
-        "--set", "train.batch_size=128", "--set", "train.log_every=10", "--set", "train.ckpt_every=10"]
+TINY = ["--set", "model.hidden=32", "--set", "model.depth=2", "--set", "train.steps=20", "--set", "train.warmup=5",
+        "--set", "train.ema_halflife_steps=4", "--set", "train.batch_size=128", "--set", "train.log_every=10",
+        "--set", "train.ckpt_every=10"]
 
 
 def test_every_option_has_help():

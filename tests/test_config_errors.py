@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
 import yaml
 
-from f2d2.config.checks import check_experiment
+from f2d2.config.checks import ConfigWarning, check_experiment
 from f2d2.cli import main
 from f2d2.config.resolve import EARLY_STOP_DEFAULTS, RUN_DEFAULTS, ConfigError, deep_merge, resolve_run
 from f2d2.config.resources import RESOURCE_DEFAULTS
 from f2d2.config.schema import defaults, section
-from f2d2.config.validate import problems, validate_experiment, validate_run
+from f2d2.config.validate import problems, validate_run
 from f2d2.data import DATASETS
 from pipeline_helpers import ROOT, snakemake, tiny_config
 
@@ -99,6 +100,16 @@ CASES = [
     ("negative memory", {"resources.eval.mem_gb": -4}, ["resources.eval.mem_gb = -4", "> 0"]),
     ("zero time", {"resources.train.time_min": 0}, ["resources.train.time_min = 0", ">= 1"]),
     ("zero cpus", {"resources.eval.cpus": 0}, ["resources.eval.cpus = 0", ">= 1"]),
+    ("warm-up longer than the stage", {"stages.shortcut_f2d2.train.warmup": 1000},
+     ["train.warmup = 1000 is longer than train.steps = 800", "never exceeds 80% of train.lr", "stages.shortcut_f2d2"]),
+    ("EMA keeps the warm start", {"stages.shortcut_f2d2.train.ema_decay": 0.9999},
+     ["train.ema_decay = 0.9999 keeps 92.3% of the warm start (train.init_from = 'shortcut')", "train.steps = 800",
+      "expected <= 5%", "train.ema_decay <= 0.99626", "train.ema_halflife_steps <= 185", "stages.shortcut_f2d2"]),
+    ("EMA half-life too long", {"stages.meanflow_f2d2.train.ema_halflife_steps": 400},
+     ["train.ema_halflife_steps = 400 keeps 25.0% of the warm start", "stages.meanflow_f2d2"]),
+    ("EMA ramp-up without a half-life", {"train.ema_rampup": 0.05},
+     ["train.ema_rampup = 0.05 ramps up train.ema_halflife_steps = None"]),
+    ("EMA half-life zero", {"train.ema_halflife_steps": 0}, ["train.ema_halflife_steps = 0", "> 0"]),
     ("tasks per node vs GPUs", {"cluster": "slurm", "resources.train.gpus": 2, "resources.train.tasks_per_node": 3},
      ["resources.train.tasks_per_node = 3", "resources.train.gpus = 2", "expected 1", "or 2"]),
 ]
@@ -119,11 +130,74 @@ def test_cases_are_distinct_and_many():
     assert len({repr(c[1]) for c in CASES}) == len(CASES) >= 30
 
 
+def _preset(name: str) -> dict:
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+@pytest.mark.filterwarnings("ignore:.*keeps 13.5% of the warm start")  # checkerboard.yaml: see the next tests
 def test_shipped_configs_pass():
     for name in ("config.yaml", "checkerboard.yaml"):
-        check_experiment(yaml.safe_load((ROOT / "config" / name).read_text()))
-    for path in sorted((ROOT / "config").glob("*.yaml")):  # the image presets need data and GPUs beyond the schema
-        validate_experiment(yaml.safe_load(path.read_text()))
+        check_experiment(_preset(name))
+    for path in sorted((ROOT / "config").glob("*.yaml")):  # the image presets' data is elsewhere
+        cfg = _preset(path.name)
+        if any(res["gpus"] for res in cfg["resources"].values()):  # this machine has no GPU: judged as on SLURM
+            cfg["cluster"] = "slurm"
+        check_experiment(cfg, data_files=False)
+
+
+def test_default_config_passes_the_stage_schedule_check_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_experiment(_preset("config.yaml"))
+
+
+def test_warm_starts_without_a_divergence_head_are_warned_about():
+    """checkerboard.yaml's flow maps keep 0.999^1999 = 13.5% of the teacher: a warning, not an error."""
+    with pytest.warns(ConfigWarning) as said:
+        check_experiment(_preset("checkerboard.yaml"))
+    lines = sorted({str(w.message) for w in said})
+    assert len(lines) == 3 and all("train.ema_decay = 0.999 keeps 13.5% of the warm start (train.init_from = "
+                                   "'teacher') in the EMA at train.steps = 2000" in line for line in lines), lines
+    assert [line.split(":")[0] for line in lines] == ["objective 'meanflow'", "objective 'shortcut'",
+                                                      "objective 'shortcut_distill'"]
+
+
+# The F2D2 stages' keys config/cifar10.yaml sets to fit their 10000 steps; without them the stages inherit the
+# teacher's warm-up (30000 steps) and EMA decay (0.9999).
+STAGE_FIT = ("warmup", "ema_halflife_steps", "ema_rampup")
+F2D2_STAGES = ("shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2")
+
+
+def test_cifar10_f2d2_stages_that_inherit_the_teacher_schedule_are_refused():
+    cfg = _preset("cifar10.yaml")
+    for stage in F2D2_STAGES:
+        for key in STAGE_FIT:
+            del cfg["stages"][stage]["train"][key]
+    with pytest.raises(ConfigError) as err, pytest.warns(ConfigWarning, match="early_stop.every = 500"):
+        check_experiment(cfg, data_files=False)
+    lines = str(err.value).splitlines()[1:]
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("  - train.warmup = 30000 is longer than train.steps = 10000: the learning rate never "
+                               "exceeds 33% of train.lr = 0.0001")
+    for stage, line in zip(F2D2_STAGES, lines[1:]):
+        assert line.startswith(f"  - train.ema_decay = 0.9999 keeps 36.8% of the warm start (train.init_from = "
+                               f"'{stage.removesuffix('_f2d2')}') in the EMA at train.steps = 10000; expected <= 5%")
+        assert "train.ema_decay <= 0.9997" in line and "train.ema_halflife_steps <= 2314" in line, line
+        assert f"(in stages.{stage}" in line, line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_experiment(_preset("cifar10.yaml"), data_files=False)  # the preset as shipped
+
+
+def test_early_stop_checks_warn_when_the_ema_is_mostly_the_warm_start():
+    cfg = _preset("cifar10.yaml")
+    cfg["stages"]["meanflow_f2d2"]["train"]["ema_rampup"] = None  # half-life 2000 steps from the start
+    with pytest.warns(ConfigWarning) as said:
+        check_experiment(cfg, data_files=False)  # at train.steps it keeps 3.1%: no error
+    assert [str(w.message) for w in said] == [
+        "objective 'meanflow_f2d2': train.ema_halflife_steps = 2000 keeps 84.1% of the warm start (train.init_from "
+        "= 'meanflow') in the EMA at train.early_stop.every = 500; expected <= 5%: set train.ema_halflife_steps <= "
+        "115 or train.ema_rampup (e.g. 0.05), where train.early_stop may end the run"]
 
 
 def test_schema_defaults_are_valid_values():

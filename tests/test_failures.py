@@ -14,8 +14,8 @@ from f2d2.training.loop import train
 from pipeline_helpers import ROOT
 
 CONFIG = str(ROOT / "config" / "config.yaml")
-TINY = ["--set", "model.hidden=16", "--set", "model.depth=1", "--set", "train.steps=3", "--set",
-        "train.batch_size=32", "--no-progress"]
+TINY = ["--set", "model.hidden=16", "--set", "model.depth=1", "--set", "train.steps=3", "--set", "train.warmup=1",
+        "--set", "train.batch_size=32", "--no-progress"]
 
 
 def f2d2_run(div_scale: float) -> dict:

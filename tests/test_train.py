@@ -14,13 +14,13 @@ from f2d2.training.failures import NonFiniteLossError
 from f2d2.training.loop import train
 
 
-def tiny_run(steps: int = 30, lr_schedule: str = "constant") -> dict:
+def tiny_run(steps: int = 30, lr_schedule: str = "constant", **train_keys) -> dict:
     return resolve_run({
         "seed": 3,
         "data": {"name": "checkerboard"},
         "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
         "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup": 5, "ema_decay": 0.9,
-                  "log_every": 5, "ckpt_every": 10, "lr_schedule": lr_schedule},
+                  "log_every": 5, "ckpt_every": 10, "lr_schedule": lr_schedule, **train_keys},
     })
 
 
@@ -39,9 +39,13 @@ def _log(workdir):
     return [{k: v for k, v in r.items() if k != "time"} for r in rows]
 
 
-@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch, lr_schedule):
-    run = tiny_run(30, lr_schedule)
+HALF_LIFE = {"ema_halflife_steps": 8, "ema_rampup": 0.25}  # ramped up to step 32: past the resume at step 20
+
+
+@pytest.mark.parametrize("lr_schedule, ema", [("constant", {}), ("cosine", {}), ("constant", HALF_LIFE)],
+                         ids=["constant", "cosine", "half-life"])
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch, lr_schedule, ema):
+    run = tiny_run(30, lr_schedule, **ema)
     full = train(run, tmp_path / "full", progress=False)
 
     real = train_mod.build_objective
@@ -77,6 +81,14 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch, lr_
     else:  # the warm-up ends at step 5, then a half cosine reaches 0 at step 30
         assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(0, abs=1e-12)
         assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_half_life_ema_is_not_the_constant_decay(tmp_path):
+    """train.ema_halflife_steps replaces train.ema_decay; the raw weights do not depend on either."""
+    const, half = (load_checkpoint(train(tiny_run(12, **keys), tmp_path / name, progress=False))
+                   for name, keys in (("const", {}), ("half", HALF_LIFE)))
+    assert _states_equal(const["model"], half["model"])
+    assert not _states_equal(const["ema"], half["ema"]) and half["ema"]["n_averaged"].item() == 12
 
 
 def test_training_lowers_the_flow_matching_loss(tmp_path):

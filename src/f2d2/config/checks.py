@@ -12,6 +12,8 @@ and what is allowed.
 from __future__ import annotations
 
 import importlib.util
+import math
+import warnings
 from pathlib import Path
 from typing import Any, Collection
 
@@ -22,6 +24,7 @@ from f2d2.config.resolve import ConfigError, apply_overrides, resolve_run
 from f2d2.config.resources import DEFAULT_CLUSTER, Resources
 from f2d2.data import DATASETS
 from f2d2.training.early_stop import early_stop_problems
+from f2d2.training.ema import start_share
 from f2d2.training.speed import compiler_problem, speed_problems
 from f2d2.nets import ARCHITECTURES
 from f2d2.objectives import OBJECTIVES, Objective, describe
@@ -92,9 +95,65 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
 
     problems += _check_reference("train.init_from", run["train"].get("init_from"), stages, "checkpoint")
     problems += early_stop_problems(run)
+    problems += stage_schedule_problems(run)
     problems += tensorboard_problems(run)
     problems += speed_problems(run["train"])
     return problems
+
+
+WARM_START_SHARE = 0.05  # the most of its warm start a run's EMA may keep where the run can end
+
+
+class ConfigWarning(UserWarning):
+    """A config that runs but likely not as meant; printed at start-up."""
+
+
+def stage_schedule_problems(run: dict) -> list[str]:
+    """Whether a run's learning-rate warm-up and EMA (the model every evaluation uses) fit its length.
+
+    Errors: a warm-up longer than ``train.steps``; a ramp-up without a half-life; a warm-started run with a
+    divergence head (F2D2: the head starts at zero) whose EMA keeps more than WARM_START_SHARE of the warm
+    start at ``train.steps``. Warned (:class:`ConfigWarning`): that share for other warm starts, and at the
+    first ``train.early_stop`` check, where a run may also end."""
+    tr = run["train"]
+    problems = []
+    if tr["warmup"] > tr["steps"]:
+        problems.append(f"train.warmup = {tr['warmup']} is longer than train.steps = {tr['steps']}: the learning "
+                        f"rate never exceeds {tr['steps'] / tr['warmup']:.0%} of train.lr = {tr['lr']}; set "
+                        "train.warmup <= train.steps (a stage may set its own)")
+    if tr["ema_rampup"] is not None and tr["ema_halflife_steps"] is None:
+        return problems + [f"train.ema_rampup = {tr['ema_rampup']} ramps up train.ema_halflife_steps = None; set "
+                           "train.ema_halflife_steps or train.ema_rampup: null"]
+    if tr["init_from"] is None:
+        return problems
+    line = _warm_start_line(tr, tr["steps"], "train.steps")
+    if line and run["model"].get("div_head") is True:
+        problems.append(f"{line}; the divergence head starts at zero, so the EMA's likelihood would be off")
+    elif line:
+        warnings.warn(f"objective {run['objective'].get('name')!r}: {line}", ConfigWarning, stacklevel=3)
+    es = tr["early_stop"]
+    line = _warm_start_line(tr, es["every"], "train.early_stop.every") if es and es["every"] < tr["steps"] else None
+    if line:
+        warnings.warn(f"objective {run['objective'].get('name')!r}: {line}, where train.early_stop may end the run",
+                      ConfigWarning, stacklevel=3)
+    return problems
+
+
+def _warm_start_line(tr: dict, steps: int, key: str) -> str | None:
+    """What the EMA keeps of the warm start at step ``steps`` (named ``key``) when that is too much, else None."""
+    share = start_share(tr, steps)
+    if share <= WARM_START_SHARE:
+        return None
+    halflife = (steps - 1) / math.log2(1 / WARM_START_SHARE)
+    if tr["ema_halflife_steps"] is None:
+        ema = f"train.ema_decay = {tr['ema_decay']}"
+        fix = f"train.ema_decay <= {WARM_START_SHARE ** (1 / max(1, steps - 1)):.5g}, "
+    else:
+        ramp = f" with train.ema_rampup = {tr['ema_rampup']}" if tr["ema_rampup"] is not None else ""
+        ema, fix = f"train.ema_halflife_steps = {tr['ema_halflife_steps']}{ramp}", ""
+    return (f"{ema} keeps {share:.1%} of the warm start (train.init_from = {tr['init_from']!r}) in the EMA at "
+            f"{key} = {steps}; expected <= {WARM_START_SHARE:.0%}: set {fix}train.ema_halflife_steps <= "
+            f"{halflife:.0f} or train.ema_rampup (e.g. 0.05)")
 
 
 def tensorboard_problems(run: dict) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from f2d2.io.checkpoint import load_resumable, save_checkpoint, warm_start
@@ -36,6 +36,7 @@ from f2d2.config.resolve import TRAIN_DEFAULTS, ConfigError
 from f2d2.data import SEED_STRIDE, Dataset2D, ImageDataset, make_dataset
 from f2d2.training.distributed import Group, init_from_env, shutdown
 from f2d2.training.early_stop import EarlyStop
+from f2d2.training.ema import multi_avg_fn
 from f2d2.training.failures import check_terms
 from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
 from f2d2.nets import FlowMapNet, build_model
@@ -104,7 +105,7 @@ class TrainState:
         opt = torch.optim.RAdam(model.parameters(), lr=tr["lr"])
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, functools.partial(lr_factor, warmup=tr["warmup"], steps=tr["steps"], schedule=tr["lr_schedule"]))
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tr["ema_decay"]), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=multi_avg_fn(tr), use_buffers=True)
         gen = torch.Generator(device).manual_seed(run["seed"] + SEED_STRIDE * group.rank)
         return cls(model, ema, opt, sched, gen)
 
