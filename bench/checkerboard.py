@@ -193,8 +193,8 @@ def method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic,
     own_ref = -reference_log_likelihood(model, x_test).log_prob.cpu().double() if own_flow else None
     rows = []
     for k in args.steps:
-        res, secs = timed(lambda: log_likelihood(model, x_test, k, div=div,
-                                                 backward="two-way" if family == "two-way" else "forward-only"))
+        backward = "two-way" if family == "two-way" else "forward-only"
+        res, secs = timed(lambda k=k: log_likelihood(model, x_test, k, div=div, backward=backward))
         nll = -res.log_prob.cpu().double()
         row = {
             "family": family, "method": stage, "K": k, "div": div,
@@ -231,12 +231,13 @@ def speed(model, teacher, x_test) -> dict:
 
 
 def print_table(result: dict) -> None:
+    ref = result["reference"]
     print(f"analytic mean NLL {result['analytic_mean_nll_nats']:.4f} nats "
-          f"({result['analytic_mean_bpd']:.4f} bits/dim); reference (dopri5) {result['reference']['mean_nll_nats']:.4f} "
-          f"nats, |ref - analytic| {result['reference']['mean_abs_err_vs_analytic']:.4f}, NFE {result['reference']['nfe']}; "
-          f"teacher dopri5 samples: mass {result['reference']['support_mass']:.3f}, SW2 {result['reference']['sliced_w2']:.3f}")
-    head = f"{'family':13s} {'method':22s} {'K':>2s} {'NLL':>8s} {'bpd':>7s} {'|err| ref':>9s} {'mass':>6s} {'SW2':>6s} {'g.mass':>6s} {'g.SW2':>6s}"
-    print(head)
+          f"({result['analytic_mean_bpd']:.4f} bits/dim); reference (dopri5) {ref['mean_nll_nats']:.4f} "
+          f"nats, |ref - analytic| {ref['mean_abs_err_vs_analytic']:.4f}, NFE {ref['nfe']}; "
+          f"teacher dopri5 samples: mass {ref['support_mass']:.3f}, SW2 {ref['sliced_w2']:.3f}")
+    print(f"{'family':13s} {'method':22s} {'K':>2s} {'NLL':>8s} {'bpd':>7s} {'|err| ref':>9s} {'mass':>6s} {'SW2':>6s} "
+          f"{'g.mass':>6s} {'g.SW2':>6s}")
     for r in result["rows"]:
         g = (f"{r['guided_support_mass']:6.3f} {r['guided_sliced_w2']:6.3f}" if "guided_support_mass" in r else "")
         own = f" (vs its own flow {r['abs_err_vs_own_reference']:.4f})" if "abs_err_vs_own_reference" in r else ""

@@ -35,7 +35,8 @@ def test_reference_recovers_gaussian_log_density(gaussian_points):
 def test_many_step_euler_converges_to_gaussian_log_density(gaussian_points):
     model = GaussianFlow(MU, SIGMA, flow_map=False)
     exact = model.log_prob_data(gaussian_points)
-    errs = {k: (log_likelihood(model, gaussian_points, k, div="exact").log_prob - exact).abs().mean() for k in (10, 1000)}
+    errs = {k: (log_likelihood(model, gaussian_points, k, div="exact").log_prob - exact).abs().mean()
+            for k in (10, 1000)}
     assert errs[1000] < 5e-3
     assert errs[10] > 5 * errs[1000]  # first order: the error falls with K
 

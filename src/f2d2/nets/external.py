@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from f2d2.nets.base import FlowMapNet, FlowMapOutput
 

@@ -198,7 +198,8 @@ class UNetFlowMap(FlowMapNet):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> FlowMapOutput:
         if x.shape[1:] != self.data_shape:
-            raise ValueError(f"U-Net input of shape {tuple(x.shape)}; expected (B, {', '.join(map(str, self.data_shape))})")
+            shape = ", ".join(map(str, self.data_shape))
+            raise ValueError(f"U-Net input of shape {tuple(x.shape)}; expected (B, {shape})")
         start = 1 - s if self.time_flip else s
         emb = self.emb_mlp(torch.cat([self.time_embed(start), self.time_embed(t - s)], dim=1)).to(x.dtype)
         h = self.stem(x)

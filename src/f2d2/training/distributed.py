@@ -43,7 +43,8 @@ class Group:
             return dict(zip(terms, values.tolist())), flag
         grads = [p.grad for p in params if p.grad is not None]
         device = values.device if not grads else grads[0].device
-        flat = torch.cat([g.reshape(-1) for g in grads] + [values.to(device), torch.tensor([float(flag)], device=device)])
+        flag_t = torch.tensor([float(flag)], device=device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [values.to(device), flag_t])
         dist.all_reduce(flat)
         flat /= self.world
         offset = 0
