@@ -186,10 +186,11 @@ def test_load_points_checks_dim(tmp_path):
         load_points(tmp_path / "a.npy")
 
 
-def test_point_cloud_draws_rows_uniformly(tmp_path):
+def test_point_cloud_draws_training_rows_uniformly(tmp_path):
     rows = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     np.save(tmp_path / "a.npy", rows)
-    data = PointCloud(tmp_path / "a.npy")
+    np.save(tmp_path / "test.npy", np.array([[5.0, 5.0]]))  # a test file: all three rows are training rows
+    data = PointCloud(tmp_path / "a.npy", test_path=tmp_path / "test.npy")
     assert not data.has_density and data.log_prob(torch.zeros(2, 2)) is None
     x = data.sample(30_000, gen())
     match = (x[:, None, :] == torch.tensor(rows, dtype=torch.float32)).all(-1)
@@ -252,7 +253,7 @@ def test_make_dataset_builds_each_name(point_file):
     gmm = make_dataset({"name": "gmm", "means": MEANS, "stds": STDS, "weights": WEIGHTS})
     assert isinstance(gmm, GaussianMixture) and torch.equal(gmm.stds, torch.tensor(STDS, dtype=torch.float64))
     pts = make_dataset({"name": "points", "path": str(point_file)})
-    assert isinstance(pts, PointCloud) and pts.points.shape == (50, 2)
+    assert isinstance(pts, PointCloud) and pts.train.shape == (40, 2) and pts.test.shape == (10, 2)  # 20% held out
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ F2D2_RUNS = ["shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2"]
 ABL_RUNS = ["shortcut_distill_f2d2__lam0.1", "shortcut_distill_f2d2", "shortcut_distill_f2d2__lam10"]
 RUNS = MAIN_RUNS + [r for r in ABL_RUNS if r not in MAIN_RUNS]
 N_POINTS = 25
+TEST_SPLIT = f"held-out 20% of my.npy (split seed 0): all {N_POINTS}"
 GRID_SIZE = 12
 
 
@@ -136,8 +137,11 @@ def out(tmp_path_factory) -> dict:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(cfg)
         configs[run] = str(p)
+    test_split = write_json(root / "eval" / "test_points.json", {
+        "data": "points", "source": "held-out 20% of my.npy (split seed 0)", "n": N_POINTS,
+        "n_requested": 2000, "n_test": N_POINTS, "seed": 12345, "test_split": TEST_SPLIT})
     return {"root": root, "reference": reference, "nll": nll, "samples": samples, "guided": guided,
-            "grid": grid, "density": density, "configs": configs}
+            "grid": grid, "density": density, "configs": configs, "test_split": test_split}
 
 
 def read_back(path) -> pd.DataFrame:
@@ -246,11 +250,28 @@ def test_table_main_from_snakemake_lists(out, tmp_path):
     run_as_snakemake(
         "table_main",
         NamedList(nll=nll_flat, samples=list(out["samples"].values()) + list(out["guided"].values()),
-                  reference=out["reference"]),
+                  reference=out["reference"], test_split=out["test_split"]),
         [str(dest)], NamedList(methods=["shortcut_f2d2", "teacher"], steps=STEPS, config=CONFIG))
     back = read_back(dest)
     assert list(back.method) == ["Reference (teacher, dopri5)", "Analytic", "Shortcut-F2D2", "Flow Matching"]
     assert back.iloc[2].K1_sw2 == sw2_of("shortcut_f2d2", 1)  # the unguided cell, not the guided one
+    assert back.columns[-1] == "test_split" and (back.test_split == TEST_SPLIT).all()
+
+
+def test_tables_1_and_7_end_with_where_the_test_points_come_from(out, tmp_path):
+    t1, t7 = load("table_main"), load("table_error")
+    tables = {
+        "table1": lambda dest, **kw: t1.main(out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS,
+                                            CONFIG, dest, **kw),
+        "table7": lambda dest, **kw: t7.main(out["nll"], out["reference"], MAIN_RUNS, STEPS, CONFIG, dest, **kw),
+    }
+    for name, make in tables.items():
+        make(str(tmp_path / f"{name}_plain.csv"))
+        make(str(tmp_path / f"{name}.csv"), test_split=out["test_split"])
+        plain, back = read_back(tmp_path / f"{name}_plain.csv"), read_back(tmp_path / f"{name}.csv")
+        assert list(back.columns) == list(plain.columns) + ["test_split"], name  # added at the end
+        pd.testing.assert_frame_equal(back[list(plain.columns)], plain)  # the other columns as they were
+        assert (back.test_split == TEST_SPLIT).all(), name
 
 
 # ---------------------------------------------------------------- Table 3
@@ -422,7 +443,8 @@ def test_config_column_is_relative_to_the_project(out, tmp_path, monkeypatch):
     assert common.project_path("/elsewhere/x.yaml", root) == "/elsewhere/x.yaml"  # outside: as given
     monkeypatch.chdir(root.parent)  # the scripts run in the Snakemake working directory
     dest = tmp_path / "t7.csv"
-    run_as_snakemake("table_error", NamedList(nll=list(out["nll"].values()), reference=out["reference"]),
+    run_as_snakemake("table_error", NamedList(nll=list(out["nll"].values()), reference=out["reference"],
+                                              test_split=out["test_split"]),
                      [str(dest)], NamedList(methods=["teacher"], steps=STEPS, config=str(root / "c.yaml")))
     assert list(read_back(dest).config) == [str(Path("project") / "c.yaml")]
 

@@ -53,6 +53,7 @@ def test_table1_has_bpd_and_fid_for_every_method(image_pipeline):
     assert t1[["K2_nll_bpd", "K1_nll_bpd"]].stack().between(1, 30).all()
     assert (methods[["K2_fid", "K1_fid"]] >= 0).all().all()
     assert set(methods["config"]) == {str(config.relative_to(tmp))}  # relative to the project (--directory)
+    assert set(t1["test_split"]) == {"test split of shapes: all 24"}
 
 
 def test_image_cells_record_dequantized_bpd_fid_and_timing(image_pipeline):

@@ -30,6 +30,8 @@ def test_main_table_has_every_method_with_finite_values(pipeline):
     assert methods["K1_sw2"].between(0, 10).all()
     assert (t1.loc[1, "K1_nll_bpd"] == pytest.approx(2.5))  # analytic checkerboard: log2(32) / 2
     assert set(methods["config"]) == {str(config.relative_to(tmp))} and set(methods["seed"]) == {0}
+    assert t1.columns[-1] == "test_split"
+    assert set(t1["test_split"]) == {"fresh draws from the checkerboard density: 200 (seed 12345)"}
 
 
 def test_error_table_matches_cells_and_f2d2_rows_exist(pipeline):

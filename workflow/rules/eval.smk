@@ -18,6 +18,22 @@ rule test_points:
         "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
+# Where the test points come from (held-out rows of a point file, a test file, fresh draws, test images),
+# for the tables' test_split column. A rule of its own: rules.test_points.output stays the one .npy.
+rule test_split:
+    input:
+        rules.test_points.output,
+    output:
+        f"{OUT}/eval/test_points.json",
+    log:
+        f"{OUT}/eval/logs/test_split.log",
+    params:
+        n=EVAL["n_points"],
+        seed=EVAL["test_seed"],
+    shell:
+        "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --summary {output} > {log} 2>&1"
+
+
 rule reference_nll:
     input:
         trained(REFERENCE),

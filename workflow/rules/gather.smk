@@ -13,6 +13,7 @@ rule table_main:
         nll=_NLL_MAIN,
         samples=_SAMPLES_MAIN,
         reference=rules.reference_nll.output.json,
+        test_split=rules.test_split.output[0],
     output:
         _report(f"{OUT}/tables/table1.csv", 1),
     log:
@@ -94,6 +95,7 @@ rule table_error:
         + [nll_cell(r, k).replace(".json", ".csv") for r in STAGES for k in STEPS],
         reference=rules.reference_nll.output.json,
         reference_csv=rules.reference_nll.output.csv,
+        test_split=rules.test_split.output[0],
     output:
         _report(f"{OUT}/tables/table7.csv", 7),
     log:

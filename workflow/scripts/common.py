@@ -87,6 +87,11 @@ def cell_value(cell: dict, key: str, path: str | os.PathLike = "?"):
     return cell[key]
 
 
+def test_split(path: str | os.PathLike) -> str:
+    """Where the test points come from, in words: ``test_split`` of the JSON ``f2d2 data --summary`` wrote."""
+    return cell_value(read_json(path), "test_split", path)
+
+
 def read_points_csv(path: str | os.PathLike) -> pd.DataFrame:
     """A per-point CSV (``nll_nats,bpd[,analytic_nll_nats]``) as a float DataFrame."""
     df = pd.read_csv(path)

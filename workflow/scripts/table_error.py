@@ -2,8 +2,9 @@
 
 The value is recomputed from the per-point CSVs (``K{k}.csv`` beside each cell JSON,
 ``reference.csv`` beside the reference) and checked against the JSON's
-``mean_abs_err_nats``. Snakemake: input.nll (flat list of JSON cells), input.reference;
-params.methods, params.steps, params.config; output[0] the CSV.
+``mean_abs_err_nats``. Snakemake: input.nll (flat list of JSON cells), input.reference,
+input.test_split (``f2d2 data --summary``'s JSON: the last column, ``test_split``, says where the
+test points come from); params.methods, params.steps, params.config; output[0] the CSV.
 """
 
 
@@ -52,17 +53,20 @@ def checked_abs_err(cell_json, reference_csv, rtol: float = RTOL) -> float:
 
 
 def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], config: str, out: str,
-         rtol: float = RTOL) -> pd.DataFrame:
-    """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV)."""
+         rtol: float = RTOL, test_split: str | None = None) -> pd.DataFrame:
+    """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV). With
+    ``test_split`` (the JSON's path) a last column says where the test points come from."""
     steps = common.descending(steps)
     ref_csv = common.sibling_csv(reference)
     cols = ["method", "run"] + [f"K{k}_abs_err_nats" for k in steps] + ["config", "seed"]
+    extra = {} if test_split is None else {"test_split": common.test_split(test_split)}
+    cols += list(extra)
     rows = []
     def fill(row: dict, k: int, read: dict) -> None:
         row[f"K{k}_abs_err_nats"] = checked_abs_err(read["NLL"][0], ref_csv, rtol)
 
     for run in methods:
-        rows.append({**common.method_row(run, steps, {"NLL": nll_cells}, fill), "config": config})
+        rows.append({**common.method_row(run, steps, {"NLL": nll_cells}, fill), "config": config, **extra})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df
@@ -71,4 +75,5 @@ def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], 
 if "snakemake" in globals():
     _methods, _steps = list(snakemake.params.methods), [int(k) for k in snakemake.params.steps]  # noqa: F821
     main(common.cells_from_paths(snakemake.input.nll, _methods, _steps), str(snakemake.input.reference),  # noqa: F821
-         _methods, _steps, common.project_path(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821
+         _methods, _steps, common.project_path(snakemake.params.config), str(snakemake.output[0]),  # noqa: F821
+         test_split=str(snakemake.input.test_split))  # noqa: F821

@@ -1,8 +1,10 @@
 """Table 1: few-step NLL (bits/dim) and sample quality (FID for images, else sliced W2) per method, K = 8, 4, 2, 1.
 
 Snakemake: input.nll / input.samples (flat lists of ``{run}/K{k}.json`` cells; guided
-sample cells are ignored), input.reference; params.methods, params.steps, params.config,
-params.reference (optional, default "teacher": the run of the reference row); output[0] the CSV.
+sample cells are ignored), input.reference, input.test_split (``f2d2 data --summary``'s JSON: the
+last column, ``test_split``, says where the test points come from); params.methods, params.steps,
+params.config, params.reference (optional, default "teacher": the run of the reference row); output[0]
+the CSV.
 """
 
 
@@ -28,17 +30,20 @@ def columns(steps, support_mass: bool, quality: str = "sw2") -> list[str]:
 
 
 def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int],
-          config: str, reference_run: str = "teacher") -> pd.DataFrame:
-    """The table as a DataFrame (see module docstring)."""
+          config: str, reference_run: str = "teacher", test_split: str | None = None) -> pd.DataFrame:
+    """The table as a DataFrame (see module docstring); without ``test_split`` (a JSON path) no such column."""
     steps = common.descending(steps)
     ref = common.read_json(reference)
     smp = {key: common.read_json(p) for key, p in sample_cells.items() if key[0] in methods and key[1] in steps}
     has_mass = any("support_mass" in c for c in smp.values())
     key, quality = common.sample_metric(smp.values())
     cols = ["method", "run"] + columns(steps, has_mass, quality) + ["config", "seed"]
+    extra = {} if test_split is None else {"test_split": common.test_split(test_split)}
+    cols += list(extra)
 
     def fixed_row(label, run, value):
-        row = {"method": label, "run": run, "config": config, "seed": common.cell_value(ref, "train_seed", reference)}
+        row = {"method": label, "run": run, "config": config, "seed": common.cell_value(ref, "train_seed", reference),
+               **extra}
         row.update({f"K{k}_nll_bpd": value for k in steps})
         return row
 
@@ -54,7 +59,7 @@ def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str
 
     for run in methods:
         row = common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill)
-        rows.append({**row, "config": config})
+        rows.append({**row, "config": config, **extra})
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -65,9 +70,10 @@ def cells_from_lists(nll_paths, sample_paths, methods, steps) -> tuple[dict, dic
 
 
 def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int],
-         config: str, out: str, reference_run: str = "teacher") -> pd.DataFrame:
+         config: str, out: str, reference_run: str = "teacher", test_split: str | None = None) -> pd.DataFrame:
     """Build Table 1 and write it to ``out`` (CSV)."""
-    df = build(nll_cells, sample_cells, reference, list(methods), [int(k) for k in steps], config, reference_run)
+    df = build(nll_cells, sample_cells, reference, list(methods), [int(k) for k in steps], config, reference_run,
+               test_split)
     common.write_csv(df, out)
     return df
 
@@ -77,4 +83,5 @@ if "snakemake" in globals():
                                   snakemake.params.methods, snakemake.params.steps)  # noqa: F821
     main(_nll, _smp, str(snakemake.input.reference), list(snakemake.params.methods),  # noqa: F821
          [int(k) for k in snakemake.params.steps], common.project_path(snakemake.params.config),  # noqa: F821
-         str(snakemake.output[0]), str(getattr(snakemake.params, "reference", "teacher")))  # noqa: F821
+         str(snakemake.output[0]), str(getattr(snakemake.params, "reference", "teacher")),  # noqa: F821
+         str(snakemake.input.test_split))  # noqa: F821

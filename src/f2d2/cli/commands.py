@@ -198,18 +198,45 @@ def cmd_import_meanflow(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: MeanFlow '{args.weights}' weights as a time-flipped U-Net flow map")
 
 
+def _test_set(data, name: str, n: int, seed: int) -> tuple[torch.Tensor, int | None, str]:
+    """(test points, how many the test set holds (None: an analytic set, any number), their source in words)."""
+    if isinstance(data, ImageDataset):  # uint8 (N, C, H, W): all, or a seeded subset of n
+        return data.test_subset(n, seed), len(data.test_pixels()), f"test split of {name}"
+    if data.has_test_split:  # a user's point file: held-out rows only
+        return data.test_points(n, seed), len(data.test), data.test_source
+    return data.sample(n, torch.Generator().manual_seed(seed)), None, f"fresh draws from the {name} density"
+
+
 def cmd_data(args: argparse.Namespace) -> None:
-    """``f2d2 data``: --n seeded points (n, dim) of the config's dataset, or its test images (n, C, H, W) uint8."""
-    check_out_suffix(args.out)
-    data = make_dataset(resolve_run(load_yaml(args.config))["data"])
-    if isinstance(data, ImageDataset):  # test images, uint8 (N, C, H, W): all, or a seeded subset of n
-        if args.out.suffix != ".npy":
-            raise ValueError(f"image data are written as .npy; got --out {args.out}")
-        points = data.test_subset(args.n, args.seed)
+    """``f2d2 data``: the config's test points, float32 (n, dim), or test images (n, C, H, W) uint8, to --out;
+    with --summary where they come from (JSON). Never training data: an analytic 2D set gives --n fresh
+    draws, a point file its held-out rows, an image set its test split (all, or a seeded subset of --n)."""
+    if args.out is None and args.summary is None:
+        raise ValueError("f2d2 data needs --out (the points), --summary (where they come from) or both")
+    if args.out is not None:
+        check_out_suffix(args.out)
+    data_cfg = resolve_run(load_yaml(args.config))["data"]
+    name, data = data_cfg["name"], make_dataset(data_cfg)
+    images = isinstance(data, ImageDataset)
+    if images and args.out is not None and args.out.suffix != ".npy":
+        raise ValueError(f"image data are written as .npy; got --out {args.out}")
+    points, held, source = _test_set(data, name, args.n, args.seed)
+    if held is None:
+        split = f"{source}: {len(points)} (seed {args.seed})"
+    elif len(points) == held:
+        split = f"{source}: all {held}"
     else:
-        points = data.sample(args.n, torch.Generator().manual_seed(args.seed))
-    write_array(args.out, points.numpy())
-    print(f"wrote {len(points)} {'test images' if isinstance(data, ImageDataset) else 'points'} to {args.out}")
+        split = f"{source}: {len(points)} of {held} (seed {args.seed})"
+    if args.out is not None:
+        write_array(args.out, points.numpy())
+    if args.summary is not None:
+        record = {"data": name, "source": source, "n": len(points), "n_requested": args.n, "n_test": held,
+                  "seed": args.seed, "test_split": split}
+        atomic_write_text(args.summary, json.dumps(record, indent=1) + "\n")
+    what = f"{len(points)} {'test images' if images else 'points'} ({split})"
+    if len(points) < args.n:
+        what += f"; --n {args.n} asked for more than the {held} there are"
+    print(f"wrote {what} to {args.out}" if args.out is not None else f"{what}: described in {args.summary}")
 
 
 def cmd_fid_reference(args: argparse.Namespace) -> None:

@@ -122,11 +122,16 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("data", help="draw points from a config's dataset, or write its test images (image data)")
+    d = sub.add_parser("data", help="write a config's test points: fresh draws of an analytic 2D set, held-out "
+                                    "rows of a point file, or test images (image data)")
     d.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
-    d.add_argument("--n", required=True, type=_positive_int, help="number of points")
+    d.add_argument("--n", required=True, type=_positive_int,
+                   help="number of points (a held-out split or test set with fewer: all of it)")
     d.add_argument("--seed", type=int, required=True, help="seed; use one that no training run uses")
-    d.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
+    d.add_argument("--out", type=Path, default=None, help="output .npy or .csv of shape (N, dim)")
+    d.add_argument("--summary", type=Path, default=None,
+                   help="write where the points come from as JSON here (the tables' test_split column); "
+                        "needs no --out")
 
 
 def _add_fid_reference(sub: argparse._SubParsersAction) -> None:

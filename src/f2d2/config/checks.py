@@ -23,6 +23,7 @@ from f2d2.config import experiment, validate
 from f2d2.config.resolve import ConfigError, apply_overrides, resolve_run
 from f2d2.config.resources import DEFAULT_CLUSTER, Resources
 from f2d2.data import DATASETS
+from f2d2.data.points import split_problem
 from f2d2.training.early_stop import early_stop_problems
 from f2d2.training.ema import start_share
 from f2d2.training.speed import compiler_problem, speed_problems
@@ -63,7 +64,7 @@ def _check_reference(key: str, value: Any, stages: Collection[str], what: str) -
 
 def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = True) -> list[str]:
     """Problems of one resolved run config; ``stages`` are the names a reference may use instead of a path;
-    ``data_files=False`` leaves out whether data.path / data.root exist. Values the schema refuses come
+    ``data_files=False`` leaves out whether data.path / data.test_path / data.root exist. Values the schema refuses come
     alone: the other rules assume the keys' types."""
     problems = validate.problems(run, "run")
     if problems:
@@ -87,7 +88,10 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
 
     found, _ = _check_registry("data", "name", data, DATASETS)
     problems += found
-    for key, kind, exists in (("path", "file", Path.is_file), ("root", "folder", Path.is_dir)):
+    split = split_problem(data.get("test_path"), data.get("test_fraction"))
+    problems += [split] if split else []
+    for key, kind, exists in (("path", "file", Path.is_file), ("test_path", "file", Path.is_file),
+                              ("root", "folder", Path.is_dir)):
         value = data.get(key)
         if data_files and value is not None and not (isinstance(value, str) and exists(Path(value))):
             problems.append(f"data.{key} = {value!r} is not an existing {kind} (relative paths start from "

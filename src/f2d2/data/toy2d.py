@@ -16,10 +16,15 @@ class DataError(ValueError):
 
 
 class Dataset2D:
-    """Interface: ``dim``, ``has_density``, ``sample(n, generator)`` and ``log_prob(x)``."""
+    """Interface: ``dim``, ``has_density``, ``sample(n, generator)`` and ``log_prob(x)``.
+
+    ``has_test_split``: whether the set holds test points apart from those ``sample`` draws
+    (``test_points(n, seed)``, a user's point file); an analytic set's test points are fresh draws.
+    """
 
     dim: int = 2
     has_density: bool = True
+    has_test_split: bool = False
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n points, shape (n, dim), float32, drawn using only ``generator``."""

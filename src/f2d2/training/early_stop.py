@@ -6,8 +6,10 @@ it lies within ``tol`` bits/dim of the target: ``target_bpd``, or (null) the tea
 (dopri5) BPD on the same split, computed once at the start and kept in the checkpoint.
 
 The split is data training never sees: ``n_val`` test images (``ImageDataset.test_subset(n_val, seed)``,
-dequantized with a generator seeded by ``seed``, as ``f2d2 nll --dequant-seed`` does), or ``n_val``
-points from a generator seeded with ``seed + VAL_STREAM``, apart from the training streams.
+dequantized with a generator seeded by ``seed``, as ``f2d2 nll --dequant-seed`` does), ``n_val`` held-out
+rows of a user's point file (``PointCloud.test_points(n_val, seed)``; all of them when there are fewer),
+or ``n_val`` points of an analytic set from a generator seeded with ``seed + VAL_STREAM``, apart from
+the training streams.
 An evaluation draws nothing from the training generator and restores the global RNGs, so a run with
 early stopping is bitwise the run without it up to the stop. Every rank evaluates and takes rank 0's
 value (a broadcast), so all ranks stop at the same step.
@@ -53,6 +55,8 @@ def validation_split(data: Dataset2D | ImageDataset, n: int, seed: int) -> torch
     """The held-out validation data on the CPU: uint8 test images (N, C, H, W) or float32 points (N, dim)."""
     if isinstance(data, ImageDataset):
         return data.test_subset(n, seed)
+    if data.has_test_split:  # a user's point file: its held-out rows, never training rows
+        return data.test_points(n, seed)
     return data.sample(n, torch.Generator().manual_seed(seed + VAL_STREAM))
 
 
