@@ -4,7 +4,8 @@ A Snakemake rule calls ``f2d2 submit --cluster {inline,local,slurm} --log-dir DI
 with the same command under every profile; only ``--cluster`` (or ``F2D2_CLUSTER``) changes. The call
 blocks until the job ends. Its logs land in ``log_dir`` (put it next to the rule's outputs): submitit's
 ``<job_id>_<task>_log.out`` / ``.err`` and pickles, plus ``job.json``, a record of the job (id, cluster,
-command, resources, timestamps, state, log paths). If the job fails, :class:`LaunchError` says which
+command, resources, timestamps, its wall time from submission to completion as seen here, state, log
+paths). If the job fails, :class:`LaunchError` says which
 job, where, what command, the tail of its error log and where the full logs are.
 """
 
@@ -17,6 +18,7 @@ import os
 import re
 import signal
 import threading
+import time
 import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import datetime
@@ -33,6 +35,8 @@ from f2d2.training.preemption import STOP_SIGNALS
 # trainings on short partitions too early); preemptions do not count.
 MAX_TIME_LIMIT_REQUEUES = 50
 TAIL_LINES = 30
+# How often a local job's end is looked for (submitit's own wait sleeps 1 s, as long as a small job runs).
+LOCAL_POLL_S = 0.05
 
 
 class LaunchError(RuntimeError):
@@ -219,13 +223,15 @@ def submit(argv: list[str], *, cluster: str, log_dir: Path, resources: Resources
         "job_id": None, "cluster": cluster, "job_name": job_name, "argv": argv, "cwd": os.getcwd(),
         "log_dir": str(log_dir),
         "resources": dataclasses.asdict(resources), "submitted": _now(), "started": None, "finished": None,
-        "state": "SUBMITTED", "stdout": None, "stderr": None,
+        "state": "SUBMITTED", "stdout": None, "stderr": None, "wall_seconds": None,
     }
+    clock = time.perf_counter()
 
     def write(state: str | None = None) -> None:
         if state is not None:
             record["state"] = state
             record["finished"] = _now()
+            record["wall_seconds"] = round(time.perf_counter() - clock, 3)
         atomic_write_text(log_dir / "job.json", json.dumps(record, indent=1) + "\n")
 
     if cluster == "inline":
@@ -282,6 +288,9 @@ def _submit_and_wait(argv: list[str], command: str, cluster: str, log_dir: Path,
     record.update(job_id=str(job.job_id), stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
     write()
     try:
+        if cluster == "local":
+            while not job.done():
+                time.sleep(LOCAL_POLL_S)
         job.results()  # waits, polling with sleeps; one result per task
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM while waiting: do not leave the job running
         try:
