@@ -4,9 +4,9 @@ A Snakemake rule calls ``f2d2 submit --cluster {inline,local,slurm} --log-dir DI
 with the same command under every profile; only ``--cluster`` (or ``F2D2_CLUSTER``) changes. The call
 blocks until the job ends. Its logs land in ``log_dir`` (put it next to the rule's outputs): submitit's
 ``<job_id>_<task>_log.out`` / ``.err`` and pickles, plus ``job.json``, a record of the job (id, cluster,
-command, resources, timestamps, its wall time from submission to completion as seen here, state, log
-paths). If the job fails, :class:`LaunchError` says which
-job, where, what command, the tail of its error log and where the full logs are.
+command, resources, timestamps, ``wall_seconds`` from submission to completion as seen here, state, log
+paths). If the job fails, :class:`LaunchError` says which job, where, what command, the tail of its
+error log and where the full logs are.
 """
 
 from __future__ import annotations
