@@ -3,8 +3,11 @@
 Job time: each submitit job's ``wall_seconds`` in its job.json, measured by ``f2d2 submit`` from
 submission to completion (process start-ups, imports, checkpoint loading and waiting included).
 Compute: the time inside ``train()`` (train.json ``seconds_this_call``) and inside each evaluation
-cell's computation (the cell JSON's ``seconds``; an ``f2d2 eval`` bundle's ``--record``, their sum).
-A job with no such record (FID reference statistics, an unbundled density cell) counts as no compute.
+cell: for an ``f2d2 eval`` bundle its ``--record``'s ``cell_seconds`` (each cell's whole work: reading
+its inputs, computing, its metrics, writing its files; not the job's start-up, imports or checkpoint
+loading), for a cell job of its own the cell JSON's ``seconds`` (the computation alone, what Table 4
+reports). A job with no such record (FID reference statistics, an unbundled density cell) counts as
+no compute.
 Snakemake: params.jobs (the jobs' log folders); output.json, output.text.
 """
 
@@ -21,7 +24,7 @@ import common  # noqa: E402
 
 # subcommand -> (the option naming its record, the record's compute seconds)
 RECORDS = {"train": ("--summary", "seconds_this_call"), "nll": ("--summary", "seconds"),
-           "sample": ("--metrics", "seconds"), "eval": ("--record", "seconds")}
+           "sample": ("--metrics", "seconds"), "eval": ("--record", "cell_seconds")}
 
 
 def job_share(record: dict) -> tuple[float, float | None]:

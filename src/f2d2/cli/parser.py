@@ -140,7 +140,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="one cell: 'nll --points p.npy --steps 2 --out K2.csv --summary K2.json', "
                         "'sample --n 100 --steps 1 --out K1.npy --metrics K1.json', ... (repeatable)")
     e.add_argument("--record", type=Path, default=None,
-                   help="write a JSON record here: each cell's command, output and seconds, and their sum")
+                   help="write a JSON record here: each cell's command, output, seconds (its summary's) and "
+                        "cell_seconds (the whole cell, writing its files included), and their sums")
     e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     e.add_argument("--device", default="cpu", help="torch device to evaluate on, e.g. cpu or cuda")
 
