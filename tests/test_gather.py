@@ -560,8 +560,8 @@ def test_compute_share_from_the_jobs_records(tmp_path):
         return str(d)
 
     dirs = [job("train", ["train", "--summary", "t.json"], ("t.json", {"seconds_this_call": 8.0}), wall_seconds=10.0),
-            job("eval", ["eval", "--record", "c.json", "--cell", "nll ..."], ("c.json", {"seconds": 0.5, "cell_seconds": 1.0}),
-                wall_seconds=4.0),
+            job("eval", ["eval", "--record", "c.json", "--cell", "nll ..."],
+                ("c.json", {"seconds": 0.5, "cell_seconds": 1.0}), wall_seconds=4.0),
             job("fid", ["fid-reference", "--out", "f.npz"], submitted="2026-01-01T10:00:00+00:00",
                 finished="2026-01-01T10:00:06+00:00"),
             str(tmp_path / "never-ran")]
