@@ -35,7 +35,7 @@ from f2d2.training.preemption import STOP_SIGNALS
 # trainings on short partitions too early); preemptions do not count.
 MAX_TIME_LIMIT_REQUEUES = 50
 TAIL_LINES = 30
-# How often a local job's end is looked for (submitit's own wait sleeps 1 s, as long as a small job runs).
+# How often a local job's results are looked for (submitit's own wait sleeps 1 s, as long as a small job runs).
 LOCAL_POLL_S = 0.05
 
 
@@ -189,6 +189,20 @@ def _cancel(job: Any) -> None:
             process.kill()
 
 
+def _local_succeeded(job: Any) -> bool:
+    """Wait for a local job's result files or its end; True if every task recorded success.
+
+    A task's result file is written (atomically) when its command has returned, about a second before the
+    task's and its controller's processes have exited, which submitit's own wait waits for; they end alone.
+    """
+    results = [job.task(k).paths.result_pickle for k in range(job.num_tasks)]
+    while not all(p.exists() for p in results) and not job.done():
+        time.sleep(LOCAL_POLL_S)
+    if not all(p.exists() for p in results):
+        return False
+    return all(_submitit().core.utils.pickle_load(p)[0] == "success" for p in results)
+
+
 def _executor_parameters(cluster: str, resources: Resources, job_name: str) -> dict[str, Any]:
     params: dict[str, Any] = {
         "name": job_name,
@@ -288,10 +302,8 @@ def _submit_and_wait(argv: list[str], command: str, cluster: str, log_dir: Path,
     record.update(job_id=str(job.job_id), stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
     write()
     try:
-        if cluster == "local":
-            while not job.done():
-                time.sleep(LOCAL_POLL_S)
-        job.results()  # waits, polling with sleeps; one result per task
+        if not (cluster == "local" and _local_succeeded(job)):
+            job.results()  # waits, polling with sleeps; one result per task
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM while waiting: do not leave the job running
         try:
             _cancel(job)
