@@ -14,14 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
 
-def tiny_config(tmp: Path) -> Path:
-    """config/config.yaml shrunk to seconds per job, with ``outdir`` under ``tmp``; written to tmp/tiny.yaml."""
+def tiny_config(tmp: Path, bundle: bool = True) -> Path:
+    """config/config.yaml shrunk to seconds per job, with ``outdir`` under ``tmp``; written to tmp/tiny.yaml.
+    ``bundle``: eval.bundle (False: one job per evaluation cell)."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["outdir"] = str(tmp / "results")
     cfg["model"].update(hidden=16, depth=2, time_freqs=2)
     cfg["train"].update(steps=30, batch_size=128, warmup=5, ema_halflife_steps=5, log_every=10, ckpt_every=10)
     cfg["stages"]["teacher"]["train"]["steps"] = 60
-    cfg["eval"].update(n_points=200, steps=[1, 2])
+    cfg["eval"].update(n_points=200, steps=[1, 2], bundle=bundle)
     cfg["eval"]["density_grid"]["size"] = 8
     cfg["ablations"]["div_scale"]["values"] = [1.0, 10.0]
     cfg["ablations"]["lam"]["values"] = [0.1, 1.0]

@@ -20,7 +20,7 @@ TINY = ["--set", "model.hidden=32", "--set", "model.depth=2", "--set", "train.st
 def test_every_option_has_help():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(subparsers) == {"train", "nll", "sample", "data", "submit", "fid-reference", "import-meanflow"}
+    assert set(subparsers) == {"train", "nll", "sample", "eval", "data", "submit", "fid-reference", "import-meanflow"}
     for name, sub in subparsers.items():
         for action in sub._actions:
             if action.dest != "help":
@@ -132,12 +132,18 @@ def test_train_rejects_bad_values_before_training(tmp_path, capsys):
     assert code == 2 and "'nope'" in capsys.readouterr().err
 
 
-def test_f2d2_chain_trains_and_evaluates_from_the_cli(trained, capsys):
+@pytest.fixture(scope="module")
+def f2d2_trained(trained):
+    """An F2D2 checkpoint (divergence head) distilled from the tiny teacher."""
     cfg = str(ROOT / "config" / "config.yaml")
     for stage in ("shortcut_distill", "shortcut_distill_f2d2"):
         assert main(["train", "--config", cfg, "--stage", stage, "--workdir", str(trained / stage),
                      "--no-progress", *TINY]) == 0
-    ckpt = str(trained / "shortcut_distill_f2d2" / "checkpoint.pt")
+    return trained / "shortcut_distill_f2d2" / "checkpoint.pt"
+
+
+def test_f2d2_chain_trains_and_evaluates_from_the_cli(trained, f2d2_trained, capsys):
+    ckpt = str(f2d2_trained)
     capsys.readouterr()
     for backward in ("two-way", "forward-only"):
         assert main(["nll", "--checkpoint", ckpt, "--points", str(trained / "pts.npy"), "--steps", "1",
@@ -150,6 +156,55 @@ def test_f2d2_chain_trains_and_evaluates_from_the_cli(trained, capsys):
     assert main(["sample", "--checkpoint", ckpt, "--n", "40", "--steps", "1", "--out", str(plain)]) == 0
     guided = np.load(trained / "guided.npy")
     assert guided.shape == (40, 2) and not np.allclose(guided, np.load(plain))
+
+
+def test_eval_bundle_writes_what_the_separate_commands_write(trained, f2d2_trained, tmp_path):
+    """One `f2d2 eval` of several cells: every file equals the one its own `f2d2 nll` / `f2d2 sample` writes,
+    byte for byte (JSON summaries but for their own 'seconds'), and its record lists each cell's seconds."""
+    pts = str(trained / "pts.npy")
+    ref = tmp_path / "ref.csv"
+    assert main(["nll", "--checkpoint", str(f2d2_trained), "--points", pts, "--reference", "--out", str(ref)]) == 0
+
+    def cells(d):
+        return [f"nll --points {pts} --steps 1 --compare {ref} --out {d}/n1.csv --summary {d}/n1.json",
+                f"nll --points {pts} --steps 2 --div exact --out {d}/n2.csv --summary {d}/n2.json",
+                f"sample --n 40 --steps 2 --seed 3 --out {d}/s2.npy --metrics {d}/s2.json",
+                f"sample --n 40 --steps 1 --seed 3 --guidance-steps 1 --guidance-lr 0.1 --out {d}/g1.npy "
+                f"--metrics {d}/g1.json",
+                f"nll --points {pts} --steps 1 --batch-size 7 --out {d}/d1.csv"]
+
+    bundle, alone = tmp_path / "bundle", tmp_path / "alone"
+    argv = ["eval", "--checkpoint", str(f2d2_trained), "--record", str(bundle / "record.json")]
+    assert main([*argv, *(a for c in cells(bundle) for a in ("--cell", c))]) == 0
+    for cell in cells(alone):
+        kind, *rest = cell.split()
+        assert main([kind, "--checkpoint", str(f2d2_trained), *rest]) == 0
+    names = ["n1.csv", "n1.json", "n2.csv", "n2.json", "s2.npy", "s2.json", "g1.npy", "g1.json", "d1.csv"]
+    assert sorted(p.name for p in alone.iterdir()) == sorted(names)
+    for name in names:
+        mine, theirs = (bundle / name).read_bytes(), (alone / name).read_bytes()
+        if name.endswith(".json"):
+            mine, theirs = json.loads(mine), json.loads(theirs)
+            assert mine.pop("seconds") > 0 and theirs.pop("seconds") > 0
+        assert mine == theirs, name
+    record = json.loads((bundle / "record.json").read_text())
+    assert [c["out"] for c in record["cells"]] == [str(bundle / n) for n in ("n1.csv", "n2.csv", "s2.npy", "g1.npy",
+                                                                            "d1.csv")]
+    assert record["cells"][0]["seconds"] == json.loads((bundle / "n1.json").read_text())["seconds"]
+    assert all(c["cell_seconds"] >= c["seconds"] for c in record["cells"])
+    for key in ("seconds", "cell_seconds"):
+        assert record[key] == pytest.approx(sum(c[key] for c in record["cells"]), abs=1e-3)
+
+
+@pytest.mark.parametrize("cell, expected", [
+    ("nll --steps 1 --out o.csv", "the following arguments are required: --points"),
+    ("sample --n 4 --steps 1 --device cuda --out o.npy", "give --device to f2d2 eval, not to a cell"),
+    ("data --n 4", "does not start with one of nll, sample"),
+])
+def test_eval_rejects_bad_cells_when_parsed(cell, expected, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["eval", "--checkpoint", "c.pt", "--cell", cell])
+    assert info.value.code == 2 and expected in capsys.readouterr().err
 
 
 def test_atomic_writes_leave_readable_files_and_no_temporaries(tmp_path):

@@ -146,13 +146,13 @@ def _finished_outputs(log: str) -> set[str]:
 
 
 def _interrupt_after_first_cell(work: Path, cells: list[Path]) -> tuple[Path, str]:
-    """Run Snakemake in ``work`` for ``cells`` (paths relative to it) and Ctrl-C it once the first has
-    finished, while the second (a few seconds) runs; return (config, log).
+    """Run Snakemake in ``work`` for ``cells`` (paths relative to it), each its own job (eval.bundle: false),
+    and Ctrl-C it once the first has finished, while the second (a few seconds) runs; return (config, log).
 
     Snakemake starts with SIGINT at its default: a shell without job control starts background commands
     (`bash scripts/test.sh &`) with SIGINT ignored, which every child inherits, Python included.
     """
-    config = tiny_config(work)
+    config = tiny_config(work, bundle=False)
     targets = [str(work / c) for c in cells]
     cmd, env = snakemake_cmd(work, config, "--cores", "1", *targets)
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env={**env, "PYTHONUNBUFFERED": "1"},

@@ -568,3 +568,30 @@ def test_training_curves_from_snakemake_lists(metrics, tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_compute_share_from_the_jobs_records(tmp_path):
+    """Job time from each job.json's wall_seconds (or its timestamps), compute from the record its command
+    names: train.json's seconds_this_call, an eval bundle's --record; a job without one computes nothing."""
+    def job(name, argv, record=None, **times):
+        d = tmp_path / name
+        d.mkdir()
+        if record is not None:
+            (tmp_path / record[0]).write_text(json.dumps(record[1]))
+        (d / "job.json").write_text(json.dumps({"argv": argv, "cwd": str(tmp_path), "state": "COMPLETED", **times}))
+        return str(d)
+
+    dirs = [job("train", ["train", "--summary", "t.json"], ("t.json", {"seconds_this_call": 8.0}), wall_seconds=10.0),
+            job("eval", ["eval", "--record", "c.json", "--cell", "nll ..."],
+                ("c.json", {"seconds": 0.5, "cell_seconds": 1.0}), wall_seconds=4.0),
+            job("fid", ["fid-reference", "--out", "f.npz"], submitted="2026-01-01T10:00:00+00:00",
+                finished="2026-01-01T10:00:06+00:00"),
+            str(tmp_path / "never-ran")]
+    share = load("compute_share").main(dirs, str(tmp_path / "share.json"), str(tmp_path / "share.txt"))
+    assert share["jobs"] == 3 and share["job_seconds"] == 20.0 and share["compute_seconds"] == 9.0
+    assert share["compute_share"] == 0.45 and share["by_kind"]["eval"] == {"jobs": 2, "job_seconds": 10.0,
+                                                                          "compute_seconds": 1.0}
+    assert share["unmeasured_jobs"] == [str(tmp_path / "fid" / "job.json")]
+    assert share["missing_job_records"] == [str(tmp_path / "never-ran" / "job.json")]
+    assert json.loads((tmp_path / "share.json").read_text()) == share
+    assert (tmp_path / "share.txt").read_text().startswith("compute share: 45.0% of the job time of 3 submitit jobs")

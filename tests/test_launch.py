@@ -119,3 +119,18 @@ def test_slurm_without_slurm_is_a_launch_error(tmp_path, monkeypatch):
                resources=Resources(partition="gpu"))
     assert json.loads((tmp_path / "logs" / "job.json").read_text())["state"] == "FAILED"
     assert not (tmp_path / "p.npy").exists()
+
+
+def test_submit_imports_no_torch(tmp_path):
+    """`f2d2 submit` (parsing, submitting, waiting for a local job) never loads torch: only the job does."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from f2d2.cli import main; "
+            f"rc = main(['submit', '--cluster', 'local', '--log-dir', {str(tmp_path / 'logs')!r}, '--', "
+            f"*{data_argv(tmp_path / 'p.npy')!r}]); print(rc, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.split() == ["0", "False"], proc.stdout + proc.stderr
+    assert np.load(tmp_path / "p.npy").shape == (50, 2)
+    record = json.loads((tmp_path / "logs" / "job.json").read_text())
+    assert record["state"] == "COMPLETED" and record["wall_seconds"] > 0

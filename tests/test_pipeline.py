@@ -1,8 +1,11 @@
 """The Snakemake pipeline end to end on a config small enough for CI (seconds per stage), with real
-Snakemake and submitit's local executor: table contents, figures, rerun and single-cell rebuilds."""
+Snakemake and submitit's local executor: table contents, figures, one evaluation job per run, rerun and
+single-cell rebuilds."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from f2d2.config import experiment
 from pipeline_helpers import ROOT, SNAKEMAKE, snakemake
 
 METHODS = ["Flow Matching", "Shortcut Model", "Shortcut-Distill", "MeanFlow", "Shortcut-F2D2",
@@ -74,16 +79,35 @@ def test_jobs_ran_through_submitit_with_logs_next_to_outputs(pipeline):
     assert Path(job["stdout"]).exists()
 
 
-def test_rerun_does_nothing_and_one_cell_rebuilds_alone(pipeline):
+def test_one_evaluation_job_per_run_writes_every_cell(pipeline):
+    """eval.bundle (the default): one `f2d2 eval` job per trained run, one cell per output file; the compute
+    share of the jobs is recorded."""
+    _, config, out = pipeline
+    runs = experiment.runs(yaml.safe_load(config.read_text()))
+    for run in runs:
+        job = json.loads((out / "eval" / "bundle" / run / "logs" / "job.json").read_text())
+        assert job["argv"][0] == "eval" and job["state"] == "COMPLETED", run
+        cells_argv = [shlex.split(job["argv"][i + 1]) for i, a in enumerate(job["argv"]) if a == "--cell"]
+        outs = [c[c.index("--out") + 1] for c in cells_argv]
+        cells = {p for p in (out / "eval").glob(f"*/{run}/K*") if p.suffix in (".csv", ".npy")}
+        assert {Path(job["cwd"]) / p for p in outs} == cells and len(cells) == len(set(outs)), run
+    assert not list((out / "eval").glob("*/*/logs/K*"))  # no job of its own for any cell
+    share = json.loads((out / "tables" / "compute_share.json").read_text())
+    assert share["jobs"] == 2 * len(runs) + 1 and 0 < share["compute_share"] <= 1
+    assert share["by_kind"]["eval"]["jobs"] == len(runs) + 1 and not share["missing_job_records"]
+
+
+def test_rerun_does_nothing_and_one_cell_rebuilds_its_run_alone(pipeline):
     tmp, config, out = pipeline
     dry = snakemake(tmp, config, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
-    cells = sorted(p for p in (out / "eval").rglob("*.json") if "logs" not in p.parts)
+    cells = sorted(p for p in (out / "eval").rglob("K*") if "logs" not in p.parts)
     before = {p: p.stat().st_mtime_ns for p in cells}
     target = out / "eval" / "nll" / "meanflow" / "K2.json"
     snakemake(tmp, config, str(target), "--force")
     changed = {p for p in cells if p.stat().st_mtime_ns != before[p]}
-    assert changed == {target}
+    assert changed == {p for p in cells if p.parent.name == "meanflow"}  # its run's bundle, no other run's cells
+    assert target in changed and len(changed) == 2 * 2 * 2  # NLL and sample cells (two files each), K = 1, 2
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
@@ -105,5 +129,6 @@ def test_paper_presets_list_the_whole_dag(preset, tmp_path):
     proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", str(ROOT / "config" / preset), "--directory",
                            str(tmp_path), "--quiet", "rules"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for rule in ("train", "reference_nll", "nll_cell", "sample_cell", "table_main", "table_error"):
+    cells = ("eval_teacher",) if preset == "checkerboard.yaml" else ("nll_cell", "sample_cell")  # eval.bundle
+    for rule in ("train", "reference_nll", *cells, "table_main", "table_error", "compute_share"):
         assert rule in proc.stdout, rule

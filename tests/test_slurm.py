@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from f2d2.config import experiment
 from f2d2.io.checkpoint import load_checkpoint
 from f2d2.config.resolve import resolve_run
 from f2d2.training.loop import train
@@ -276,7 +277,9 @@ def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, 
     out = tmp_path / "results"
 
     records = [json.loads(p.read_text()) for p in out.rglob("job.json")]
-    assert len(records) > 40 and all(r["cluster"] == "slurm" for r in records)
+    runs = experiment.runs(yaml.safe_load(config.read_text()))
+    assert len(records) == 2 * len(runs) + 1  # a training and an evaluation bundle per run, the reference solve
+    assert all(r["cluster"] == "slurm" for r in records)
     ids = [r["job_id"] for r in records]
     assert all(i.isdigit() for i in ids), ids
     accounting = sacct(*ids, timeout=60)

@@ -3,6 +3,7 @@
 # which files exist and how they are named.
 
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -36,6 +37,8 @@ F2D2_RUNS = experiment.f2d2_runs(config)  # evaluated with their divergence head
 F2D2_STAGES = [s for s in STAGES if s in F2D2_RUNS]
 ABLATION_TABLES = experiment.ablation_tables(config)  # ablation name -> table number
 FID = EVAL["fid"]
+BUNDLE = EVAL["bundle"]  # one evaluation job per run (rule eval_<run>), else one per cell
+DENSITY_RUNS = list((config.get("figures") or {}).get("density", {}).get("runs", []))
 
 
 def check_data():
@@ -102,6 +105,50 @@ def sample_cell(run, k, guided=False):
     return f"{OUT}/eval/samples/{run}/K{k}{'_guided' if guided else ''}.json"
 
 
+def density_cell(run, k):
+    return f"{OUT}/eval/density/{run}/K{k}.csv"
+
+
+def cell_log_dir(kind, run, cell):
+    """Where an unbundled cell's job logs (kind: nll, samples or density; cell: e.g. K2 or K2_guided)."""
+    return f"{OUT}/eval/{kind}/{run}/logs/{cell}"
+
+
+def bundle_rule(run):
+    """The name of a run's evaluation rule: eval_<run>, with any character a rule name cannot take as _."""
+    return "eval_" + re.sub(r"\W", "_", run)
+
+
+def bundle_log_dir(run):
+    return f"{OUT}/eval/bundle/{run}/logs"
+
+
+def bundle_record(run):
+    """`f2d2 eval --record`: each cell's seconds, beside the bundle's job.json."""
+    return f"{bundle_log_dir(run)}/cells.json"
+
+
+def job_log_dirs():
+    """The log folder (job.json) of every submitit job of the experiment."""
+    dirs = [f"{OUT}/train/{run}/logs" for run in RUNS] + [f"{OUT}/eval/nll/{REFERENCE}/logs/reference"]
+    if IMAGES:
+        dirs.append(f"{OUT}/eval/logs/fid_reference")
+    if BUNDLE:
+        return dirs + [bundle_log_dir(run) for run in RUNS]
+    for run in RUNS:
+        dirs += [cell_log_dir("nll", run, f"K{k}") for k in STEPS]
+        dirs += [cell_log_dir("samples", run, f"K{k}") for k in STEPS]
+        if run in F2D2_STAGES:
+            dirs += [cell_log_dir("samples", run, f"K{k}_guided") for k in STEPS]
+        if run in DENSITY_RUNS:
+            dirs.append(cell_log_dir("density", run, f"K{config['figures']['density']['steps']}"))
+    return dirs
+
+
+def compute_share_files():
+    return [f"{OUT}/tables/compute_share.json", f"{OUT}/tables/compute_share.txt"]
+
+
 def main_table_cells():
     nll = [nll_cell(r, k) for r in STAGES for k in STEPS]
     samples = [sample_cell(r, k) for r in STAGES for k in STEPS]
@@ -118,4 +165,4 @@ def all_targets():
     figures = [f"{OUT}/figures/figure2.png", f"{OUT}/figures/training_curves.png"]
     if "density" in (config.get("figures") or {}):
         figures.append(f"{OUT}/figures/figure3.png")
-    return tables + figures
+    return tables + figures + compute_share_files()

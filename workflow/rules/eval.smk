@@ -1,6 +1,10 @@
-# Evaluation cells: each (run, K) is its own job and its own output files, so one cell can be
-# rebuilt alone. NLL cells are compared point by point with the reference solve of the teacher
-# (REFERENCE, the experiment's reference stage). Each job logs to a snakemake.log beside its outputs.
+# Evaluation cells: each (run, K) has its own output files. With eval.bundle (the default) one job per
+# trained run (rule eval_<run>) loads its checkpoint once and computes all its cells (`f2d2 eval`), so
+# that a cheap cell costs no process start-up of its own; without it (the image presets, whose cells
+# take minutes to hours) each cell is its own job and can be rebuilt alone. Either way a cell's files
+# and numbers are the same. NLL cells are compared point by point with the reference solve of the
+# teacher (REFERENCE, the experiment's reference stage). Each job logs to a snakemake.log beside its
+# outputs (a bundle's: OUT/eval/bundle/<run>/logs/).
 
 
 BATCH = f"--batch-size {EVAL['batch_size']}" if EVAL.get("batch_size") else ""
@@ -56,39 +60,6 @@ rule reference_nll:
         "--out {output.csv} --summary {output.json} > {log} 2>&1"
 
 
-rule nll_cell:
-    input:
-        lambda w: trained(w.run),
-        points=rules.test_points.output,
-        reference=rules.reference_nll.output.csv,
-    output:
-        csv=f"{OUT}/eval/nll/{{run}}/K{{k}}.csv",
-        json=f"{OUT}/eval/nll/{{run}}/K{{k}}.json",
-    log:
-        f"{OUT}/eval/nll/{{run}}/logs/K{{k}}/snakemake.log",
-    params:
-        submit=lambda w: submit("eval", f"{OUT}/eval/nll/{w.run}/logs/K{w.k}", f"nll-{w.run}-K{w.k}"),
-        ckpt=lambda w: checkpoint(w.run),
-        div=lambda w: "head" if is_f2d2(w.run) else EVAL["baseline_div"],
-        backward=EVAL["backward"],
-        device=device("eval"),
-    wildcard_constraints:
-        run="|".join(RUNS),
-        k=r"\d+",
-    shell:
-        "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --steps {wildcards.k} "
-        "--div {params.div} --backward {params.backward} --compare {input.reference} "
-        "--device {params.device} {BATCH} --out {output.csv} --summary {output.json} > {log} 2>&1"
-
-
-def _guidance_args(w):
-    if not w.guided:
-        return ""
-    g = EVAL["guidance"]
-    lr = g["lr_one_step"] if int(w.k) == 1 else g["lr_multi_step"]
-    return f"--guidance-steps {g['steps']} --guidance-lr {lr}"
-
-
 rule fid_reference:
     output:
         fid_reference(),
@@ -105,40 +76,6 @@ rule fid_reference:
         "--weights-dir {params.weights} {params.n} --device {params.device} > {log} 2>&1"
 
 
-def _fid_args(w, input):
-    if not IMAGES:
-        return ""
-    return f"--fid-stats {input.fid} --fid-extractor {FID['extractor']} --fid-weights-dir {FID['weights_dir']}"
-
-
-rule sample_cell:
-    input:
-        lambda w: trained(w.run),
-        **({"fid": fid_reference()} if IMAGES else {}),
-    output:
-        samples=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.npy",
-        json=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.json",
-    log:
-        f"{OUT}/eval/samples/{{run}}/logs/K{{k}}{{guided}}/snakemake.log",
-    params:
-        submit=lambda w: submit("eval", f"{OUT}/eval/samples/{w.run}/logs/K{w.k}{w.guided}",
-                                f"sample-{w.run}-K{w.k}{w.guided}"),
-        ckpt=lambda w: checkpoint(w.run),
-        n=FID.get("n_samples", EVAL["n_points"]) if IMAGES else EVAL["n_points"],
-        seed=EVAL["sample_seed"],
-        guidance=_guidance_args,
-        fid=_fid_args,
-        device=device("eval"),
-    wildcard_constraints:
-        run="|".join(RUNS),
-        k=r"\d+",
-        guided="|_guided",
-    shell:
-        "{params.submit} -- sample --checkpoint {params.ckpt} --n {params.n} --steps {wildcards.k} "
-        "--seed {params.seed} {params.guidance} {params.fid} --device {params.device} {BATCH} "
-        "--out {output.samples} --metrics {output.json} > {log} 2>&1"
-
-
 rule density_grid:
     output:
         points=f"{OUT}/eval/density/grid.npy",
@@ -151,23 +88,141 @@ rule density_grid:
         "../scripts/density_grid.py"
 
 
-rule density_cell:
-    input:
-        lambda w: trained(w.run),
-        points=rules.density_grid.output.points,
-    output:
-        f"{OUT}/eval/density/{{run}}/K{{k}}.csv",
-    log:
-        f"{OUT}/eval/density/{{run}}/logs/K{{k}}/snakemake.log",
-    params:
-        submit=lambda w: submit("eval", f"{OUT}/eval/density/{w.run}/logs/K{w.k}", f"density-{w.run}-K{w.k}"),
-        ckpt=lambda w: checkpoint(w.run),
-        div=lambda w: "head" if is_f2d2(w.run) else EVAL["baseline_div"],
-        backward=EVAL["backward"],
-        device=device("eval"),
-    wildcard_constraints:
-        run="|".join(RUNS),
-        k=r"\d+",
-    shell:
-        "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --steps {wildcards.k} "
-        "--div {params.div} --backward {params.backward} --device {params.device} --out {output} > {log} 2>&1"
+# Each cell's `f2d2 nll` / `f2d2 sample` arguments less --checkpoint and --device, the same for a cell
+# job and a bundle.
+
+
+def nll_cell_args(run, k):
+    return shlex.join(["--points", rules.test_points.output[0], "--steps", str(k), "--div", cell_div(run),
+                       "--backward", EVAL["backward"], "--compare", rules.reference_nll.output.csv, *BATCH.split(),
+                       "--out", nll_cell(run, k).replace(".json", ".csv"), "--summary", nll_cell(run, k)])
+
+
+def sample_cell_args(run, k, guided):
+    args = ["--n", str(FID.get("n_samples", EVAL["n_points"]) if IMAGES else EVAL["n_points"]), "--steps", str(k),
+            "--seed", str(EVAL["sample_seed"])]
+    if guided:
+        g = EVAL["guidance"]
+        args += ["--guidance-steps", str(g["steps"]),
+                 "--guidance-lr", str(g["lr_one_step"] if int(k) == 1 else g["lr_multi_step"])]
+    if IMAGES:
+        args += ["--fid-stats", fid_reference(), "--fid-extractor", FID["extractor"],
+                 "--fid-weights-dir", FID["weights_dir"]]
+    json = sample_cell(run, k, guided)
+    return shlex.join([*args, *BATCH.split(), "--out", json.replace(".json", ".npy"), "--metrics", json])
+
+
+def density_cell_args(run, k):
+    return shlex.join(["--points", rules.density_grid.output.points, "--steps", str(k), "--div", cell_div(run),
+                       "--backward", EVAL["backward"], "--out", density_cell(run, k)])
+
+
+def cell_div(run):
+    return "head" if is_f2d2(run) else EVAL["baseline_div"]
+
+
+def bundle_cells(run):
+    """A run's cells as (kind, `f2d2 eval --cell` text, output files): NLL and samples at every K, guided samples
+    for the F2D2 stages, and its density cell if the density figure shows it."""
+    cells = [("nll", f"nll {nll_cell_args(run, k)}", [nll_cell(run, k).replace(".json", ".csv"), nll_cell(run, k)])
+             for k in STEPS]
+    for guided in (False, True) if run in F2D2_STAGES else (False,):
+        cells += [("sample", f"sample {sample_cell_args(run, k, guided)}",
+                   [sample_cell(run, k, guided).replace(".json", ".npy"), sample_cell(run, k, guided)])
+                  for k in STEPS]
+    if run in DENSITY_RUNS:
+        k = config["figures"]["density"]["steps"]
+        cells.append(("density", f"nll {density_cell_args(run, k)}", [density_cell(run, k)]))
+    return cells
+
+
+if BUNDLE:
+    for _run in RUNS:
+        _cells = bundle_cells(_run)
+
+        rule:
+            name:
+                bundle_rule(_run)
+            input:
+                trained(_run),
+                points=rules.test_points.output,
+                reference=rules.reference_nll.output.csv,
+                **({"fid": fid_reference()} if IMAGES else {}),
+                **({"grid": rules.density_grid.output.points} if _run in DENSITY_RUNS else {}),
+            output:
+                [path for _, _, outputs in _cells for path in outputs],
+            log:
+                f"{bundle_log_dir(_run)}/snakemake.log",
+            params:
+                submit=submit("eval", bundle_log_dir(_run), f"eval-{_run}"),
+                ckpt=checkpoint(_run),
+                record=bundle_record(_run),
+                cells=" ".join(f"--cell {shlex.quote(text)}" for _, text, _ in _cells),
+                device=device("eval"),
+            shell:
+                "{params.submit} -- eval --checkpoint {params.ckpt} --device {params.device} "
+                "--record {params.record} {params.cells} > {log} 2>&1"
+
+else:
+
+    rule nll_cell:
+        input:
+            lambda w: trained(w.run),
+            points=rules.test_points.output,
+            reference=rules.reference_nll.output.csv,
+        output:
+            csv=f"{OUT}/eval/nll/{{run}}/K{{k}}.csv",
+            json=f"{OUT}/eval/nll/{{run}}/K{{k}}.json",
+        log:
+            f"{OUT}/eval/nll/{{run}}/logs/K{{k}}/snakemake.log",
+        params:
+            submit=lambda w: submit("eval", cell_log_dir("nll", w.run, f"K{w.k}"), f"nll-{w.run}-K{w.k}"),
+            ckpt=lambda w: checkpoint(w.run),
+            args=lambda w: nll_cell_args(w.run, w.k),
+            device=device("eval"),
+        wildcard_constraints:
+            run="|".join(RUNS),
+            k=r"\d+",
+        shell:
+            "{params.submit} -- nll --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
+
+    rule sample_cell:
+        input:
+            lambda w: trained(w.run),
+            **({"fid": fid_reference()} if IMAGES else {}),
+        output:
+            samples=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.npy",
+            json=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.json",
+        log:
+            f"{OUT}/eval/samples/{{run}}/logs/K{{k}}{{guided}}/snakemake.log",
+        params:
+            submit=lambda w: submit("eval", cell_log_dir("samples", w.run, f"K{w.k}{w.guided}"),
+                                    f"sample-{w.run}-K{w.k}{w.guided}"),
+            ckpt=lambda w: checkpoint(w.run),
+            args=lambda w: sample_cell_args(w.run, w.k, bool(w.guided)),
+            device=device("eval"),
+        wildcard_constraints:
+            run="|".join(RUNS),
+            k=r"\d+",
+            guided="|_guided",
+        shell:
+            "{params.submit} -- sample --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
+
+    rule density_cell:
+        input:
+            lambda w: trained(w.run),
+            points=rules.density_grid.output.points,
+        output:
+            f"{OUT}/eval/density/{{run}}/K{{k}}.csv",
+        log:
+            f"{OUT}/eval/density/{{run}}/logs/K{{k}}/snakemake.log",
+        params:
+            submit=lambda w: submit("eval", cell_log_dir("density", w.run, f"K{w.k}"), f"density-{w.run}-K{w.k}"),
+            ckpt=lambda w: checkpoint(w.run),
+            args=lambda w: density_cell_args(w.run, w.k),
+            device=device("eval"),
+        wildcard_constraints:
+            run="|".join(RUNS),
+            k=r"\d+",
+        shell:
+            "{params.submit} -- nll --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"

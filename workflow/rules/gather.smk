@@ -161,13 +161,24 @@ if "density" in (config.get("figures") or {}):
     rule figure_density:
         input:
             grid=rules.density_grid.output.meta,
-            density=[
-                f"{OUT}/eval/density/{run}/K{config['figures']['density']['steps']}.csv"
-                for run in config["figures"]["density"]["runs"]
-            ],
+            density=[density_cell(run, config["figures"]["density"]["steps"]) for run in DENSITY_RUNS],
         output:
             _report(f"{OUT}/figures/figure3.png", 3, kind="Figures"),
         log:
             f"{OUT}/figures/logs/figure3.log",
         script:
             "../scripts/figure_density.py"
+
+
+rule compute_share:
+    input:
+        [path for path in all_targets() if path not in compute_share_files()],
+    output:
+        json=compute_share_files()[0],
+        text=compute_share_files()[1],
+    log:
+        f"{OUT}/tables/logs/compute_share.log",
+    params:
+        jobs=job_log_dirs(),
+    script:
+        "../scripts/compute_share.py"

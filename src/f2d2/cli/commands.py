@@ -1,4 +1,4 @@
-"""Implementations of the ``f2d2`` subcommands train, nll, sample, data, fid-reference and import-meanflow
+"""Implementations of the ``f2d2`` subcommands train, nll, sample, eval, data, fid-reference and import-meanflow
 (``f2d2.cli.parser`` parses them; ``f2d2.cli.dispatch`` calls ``cmd_<name>``).
 
 Kept apart from the parser so that ``f2d2 submit`` and ``--help`` start without importing torch.
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from f2d2.cli.parser import cell_namespaces
 from f2d2.config.checks import check_run
 from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
@@ -64,11 +64,76 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_nll(args: argparse.Namespace) -> None:
     """``f2d2 nll``: per-point NLL (nats) and BPD of --points (N, dim) or images (N, C, H, W), integrated from
     the data (t = 1) back to noise (t = 0) in --steps flow-map steps or by the adaptive reference solve."""
+    check_nll_args(args)
+    nll_cell(*_load(args), args)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    """``f2d2 sample``: --n samples (n, *data_shape) from noise x0 (t = 0) to data (t = 1) in --steps steps or by
+    the adaptive reference solve, optionally self-guided; with --metrics their sample quality."""
+    check_sample_args(args)
+    model, ckpt_cfg = _load(args)
+    check_sample_model(args, model)
+    sample_cell(model, ckpt_cfg, args)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """``f2d2 eval``: the checkpoint loaded once, then each --cell computed and written as its own ``f2d2 nll`` or
+    ``f2d2 sample`` would (same files, same seeds); --record lists every cell's ``seconds`` (its summary's: the
+    computation alone) and ``cell_seconds`` (the whole cell: reading its inputs, computing, its metrics, writing)."""
+    cells = cell_namespaces(args)
+    for cell in cells:  # every cell's arguments before any work
+        (check_nll_args if cell.command == "nll" else check_sample_args)(cell)
+    model, ckpt_cfg = _load(args)
+    for cell in cells:
+        if cell.command == "sample":
+            check_sample_model(cell, model)
+    record = {"checkpoint": str(args.checkpoint), "cells": []}
+    for cell in cells:
+        start = time.perf_counter()
+        summary = (nll_cell if cell.command == "nll" else sample_cell)(model, ckpt_cfg, cell)
+        record["cells"].append({"command": cell.command, "out": str(cell.out), "seconds": summary["seconds"],
+                                "cell_seconds": round(time.perf_counter() - start, 4)})
+    for key in ("seconds", "cell_seconds"):
+        record[key] = round(sum(c[key] for c in record["cells"]), 4)
+    if args.record is not None:
+        atomic_write_text(args.record, json.dumps(record, indent=1) + "\n")
+
+
+def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+    """The model of --checkpoint (EMA weights unless --raw) on --device, and the config it was trained with."""
+    ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
+    return load_model(args.checkpoint, ema=not args.raw, device=args.device), ckpt_cfg
+
+
+def check_nll_args(args: argparse.Namespace) -> None:
+    """What an nll cell's arguments alone can get wrong, before loading anything."""
     check_out_suffix(args.out)
     if args.reference:
         check_tolerances(args.atol, args.rtol)
-    ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
-    model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
+
+
+def check_sample_args(args: argparse.Namespace) -> None:
+    """What a sample cell's arguments alone can get wrong, before loading anything."""
+    check_out_suffix(args.out)
+    if args.guidance_steps and args.guidance_lr is None:
+        raise ValueError("--guidance-steps needs --guidance-lr")
+    if args.reference:
+        check_tolerances(args.atol, args.rtol)
+
+
+def check_sample_model(args: argparse.Namespace, model: torch.nn.Module) -> None:
+    """Image samples with --metrics need FID reference statistics and the extractor: fail before sampling."""
+    if args.metrics is not None and len(model.data_shape) == 3:
+        if args.fid_stats is None or not args.fid_stats.is_file():
+            raise ValueError(f"--metrics for image samples needs --fid-stats: reference statistics from "
+                             f"f2d2 fid-reference; got {args.fid_stats}")
+        build_extractor(args.fid_extractor, args.fid_weights_dir)
+
+
+def nll_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -> dict:
+    """One NLL cell of a loaded model (``f2d2 nll``'s arguments): writes --out (and --summary); returns the
+    summary, whose ``seconds`` time the likelihood computation alone."""
     dim = int(np.prod(model.data_shape))
     images = len(model.data_shape) == 3
     points = load_images(args.points, model.data_shape) if images else load_points(args.points, dim=dim)
@@ -84,6 +149,8 @@ def cmd_nll(args: argparse.Namespace) -> None:
     # one dequantization noise per image, the same in every cell (per-sample errors compare like with like)
     dequant = torch.Generator().manual_seed(args.dequant_seed)
     if args.reference:
+        import torchdiffeq  # noqa: F401  (the solver's import, before the clock starts)
+
         def likelihood(x):
             return reference_log_likelihood(model, x, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
     else:
@@ -128,22 +195,14 @@ def cmd_nll(args: argparse.Namespace) -> None:
     print(text)
     if args.summary is not None:
         atomic_write_text(args.summary, text + "\n")
+    return summary
 
 
-def cmd_sample(args: argparse.Namespace) -> None:
-    """``f2d2 sample``: --n samples (n, *data_shape) from noise x0 (t = 0) to data (t = 1) in --steps steps or by
-    the adaptive reference solve, optionally self-guided; with --metrics their sample quality."""
-    check_out_suffix(args.out)
-    if args.guidance_steps and args.guidance_lr is None:
-        raise ValueError("--guidance-steps needs --guidance-lr")
+def sample_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -> dict:
+    """One sample cell of a loaded model (``f2d2 sample``'s arguments): writes --out (and --metrics); returns the
+    summary, whose ``seconds`` time the guidance and sampling alone."""
     if args.reference:
-        check_tolerances(args.atol, args.rtol)
-    model = load_model(args.checkpoint, ema=not args.raw, device=args.device)
-    if args.metrics is not None and len(model.data_shape) == 3:  # fail before sampling
-        if args.fid_stats is None or not args.fid_stats.is_file():
-            raise ValueError(f"--metrics for image samples needs --fid-stats: reference statistics from "
-                             f"f2d2 fid-reference; got {args.fid_stats}")
-        build_extractor(args.fid_extractor, args.fid_weights_dir)
+        import torchdiffeq  # noqa: F401  (the solver's import, before the clock starts)
     gen = torch.Generator(args.device).manual_seed(args.seed)
     with explain_out_of_memory(f"on {args.device} drawing --batch-size {args.batch_size} samples at once",
                                f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})"):
@@ -159,7 +218,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     images = len(model.data_shape) == 3
     write_array(args.out, to_pixels(x1.cpu().numpy()) if images else x1.cpu().numpy())  # images: uint8 pixels
-    ckpt_cfg = load_checkpoint(args.checkpoint)["config"]
     summary = {"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps,
                "solver": "dopri5" if args.reference else f"{args.steps}-step", "seed": args.seed,
                "train_seed": ckpt_cfg["seed"], "guidance_steps": args.guidance_steps,
@@ -173,6 +231,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
             summary.update(_sample_quality(ckpt_cfg["data"], x1.cpu(), args.seed))
         atomic_write_text(args.metrics, json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
+    return summary
 
 
 def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:

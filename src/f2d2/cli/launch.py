@@ -4,8 +4,9 @@ A Snakemake rule calls ``f2d2 submit --cluster {inline,local,slurm} --log-dir DI
 with the same command under every profile; only ``--cluster`` (or ``F2D2_CLUSTER``) changes. The call
 blocks until the job ends. Its logs land in ``log_dir`` (put it next to the rule's outputs): submitit's
 ``<job_id>_<task>_log.out`` / ``.err`` and pickles, plus ``job.json``, a record of the job (id, cluster,
-command, resources, timestamps, state, log paths). If the job fails, :class:`LaunchError` says which
-job, where, what command, the tail of its error log and where the full logs are.
+command, resources, timestamps, ``wall_seconds`` from submission to completion as seen here, state, log
+paths). If the job fails, :class:`LaunchError` says which job, where, what command, the tail of its
+error log and where the full logs are.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import re
 import signal
 import threading
+import time
 import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import datetime
@@ -33,6 +35,8 @@ from f2d2.training.preemption import STOP_SIGNALS
 # trainings on short partitions too early); preemptions do not count.
 MAX_TIME_LIMIT_REQUEUES = 50
 TAIL_LINES = 30
+# How often a local job's results are looked for (submitit's own wait sleeps 1 s, as long as a small job runs).
+LOCAL_POLL_S = 0.05
 
 
 class LaunchError(RuntimeError):
@@ -185,6 +189,20 @@ def _cancel(job: Any) -> None:
             process.kill()
 
 
+def _local_succeeded(job: Any) -> bool:
+    """Wait for a local job's result files or its end; True if every task recorded success.
+
+    A task's result file is written (atomically) when its command has returned, about a second before the
+    task's and its controller's processes have exited, which submitit's own wait waits for; they end alone.
+    """
+    results = [job.task(k).paths.result_pickle for k in range(job.num_tasks)]
+    while not all(p.exists() for p in results) and not job.done():
+        time.sleep(LOCAL_POLL_S)
+    if not all(p.exists() for p in results):
+        return False
+    return all(_submitit().core.utils.pickle_load(p)[0] == "success" for p in results)
+
+
 def _executor_parameters(cluster: str, resources: Resources, job_name: str) -> dict[str, Any]:
     params: dict[str, Any] = {
         "name": job_name,
@@ -219,13 +237,15 @@ def submit(argv: list[str], *, cluster: str, log_dir: Path, resources: Resources
         "job_id": None, "cluster": cluster, "job_name": job_name, "argv": argv, "cwd": os.getcwd(),
         "log_dir": str(log_dir),
         "resources": dataclasses.asdict(resources), "submitted": _now(), "started": None, "finished": None,
-        "state": "SUBMITTED", "stdout": None, "stderr": None,
+        "state": "SUBMITTED", "stdout": None, "stderr": None, "wall_seconds": None,
     }
+    clock = time.perf_counter()
 
     def write(state: str | None = None) -> None:
         if state is not None:
             record["state"] = state
             record["finished"] = _now()
+            record["wall_seconds"] = round(time.perf_counter() - clock, 3)
         atomic_write_text(log_dir / "job.json", json.dumps(record, indent=1) + "\n")
 
     if cluster == "inline":
@@ -282,7 +302,8 @@ def _submit_and_wait(argv: list[str], command: str, cluster: str, log_dir: Path,
     record.update(job_id=str(job.job_id), stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
     write()
     try:
-        job.results()  # waits, polling with sleeps; one result per task
+        if not (cluster == "local" and _local_succeeded(job)):
+            job.results()  # waits, polling with sleeps; one result per task
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM while waiting: do not leave the job running
         try:
             _cancel(job)

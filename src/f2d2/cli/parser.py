@@ -1,7 +1,8 @@
 """The ``f2d2`` argument parser, free of torch so that ``f2d2 submit`` and ``--help`` start fast.
 
-Subcommands: train, nll, sample, data, fid-reference, import-meanflow (each stands alone), and
-``f2d2 submit [options] -- <subcommand> ...``, which runs one of them as a job (SLURM, local or inline).
+Subcommands: train, nll, sample, data, fid-reference, import-meanflow (each stands alone), eval (several
+nll and sample cells of one checkpoint, loaded once), and ``f2d2 submit [options] -- <subcommand> ...``,
+which runs one of them as a job (SLURM, local or inline).
 
 Points files are ``.npy`` or ``.csv`` arrays of shape (N, dim), or uint8 images (N, C, H, W). Times run from
 t = 0 (noise) to t = 1 (data).
@@ -10,7 +11,10 @@ t = 0 (noise) to t = 1 (data).
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import shlex
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from f2d2.config.resources import CLUSTERS, DEFAULT_CLUSTER, RESOURCE_DEFAULTS
@@ -20,7 +24,9 @@ from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
 FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
 EXTRACTORS = tuple(FID_OPTIONS["extractor"]["enum"])
 
-COMMANDS = ("train", "nll", "sample", "data", "fid-reference", "import-meanflow")
+COMMANDS = ("train", "nll", "sample", "eval", "data", "fid-reference", "import-meanflow")
+CELL_COMMANDS = ("nll", "sample")  # what an ``f2d2 eval`` cell can be
+CELL_SHARED = ("--checkpoint", "--device", "--raw")  # given once to ``f2d2 eval``, not per cell
 
 
 def _positive_int(text: str) -> int:
@@ -34,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand; ``args.command`` names the one given."""
     p = argparse.ArgumentParser(prog="f2d2", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_nll, _add_sample, _add_data, _add_fid_reference, _add_import_meanflow, _add_submit):
+    for add in (_add_train, _add_nll, _add_sample, _add_eval, _add_data, _add_fid_reference, _add_import_meanflow,
+                _add_submit):
         add(sub)
     return p
 
@@ -119,6 +126,54 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                         "default %(default)s")
     s.add_argument("--fid-weights-dir", type=Path, default=Path(FID_OPTIONS["weights_dir"]["default"]),
                    help="folder holding inception-2015-12-05.pt (default %(default)s, clean-fid's)")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("eval", help="several nll and sample cells of one checkpoint, loaded once", description=(
+        "Load --checkpoint once, then compute each --cell, an 'nll ...' or 'sample ...' command line without "
+        "--checkpoint, --device and --raw, in the order given. Each cell writes exactly the files, with the "
+        "same numbers and seeds, that the same f2d2 nll or f2d2 sample would write; its 'seconds' time that "
+        "cell's own computation."))
+    e.add_argument("--checkpoint", required=True, type=Path, help="f2d2 checkpoint.pt")
+    e.add_argument("--cell", dest="cells", action="append", required=True, type=_cell_tokens,
+                   metavar="'CMD ARGS'",
+                   help="one cell: 'nll --points p.npy --steps 2 --out K2.csv --summary K2.json', "
+                        "'sample --n 100 --steps 1 --out K1.npy --metrics K1.json', ... (repeatable)")
+    e.add_argument("--record", type=Path, default=None,
+                   help="write a JSON record here: each cell's command, output, seconds (its summary's) and "
+                        "cell_seconds (the whole cell, writing its files included), and their sums")
+    e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    e.add_argument("--device", default="cpu", help="torch device to evaluate on, e.g. cpu or cuda")
+
+
+def _cell_tokens(text: str) -> list[str]:
+    """An ``f2d2 eval --cell`` string as tokens, checked by its subcommand's own parser."""
+    tokens = shlex.split(text)
+    if not tokens or tokens[0] not in CELL_COMMANDS:
+        raise argparse.ArgumentTypeError(f"{text!r} does not start with one of {', '.join(CELL_COMMANDS)}")
+    shared = [t for t in tokens if t.split("=")[0] in CELL_SHARED]
+    if shared:
+        raise argparse.ArgumentTypeError(f"{text!r}: give {', '.join(shared)} to f2d2 eval, not to a cell")
+    _parse_cell(tokens, Path("checkpoint.pt"), "cpu", False)
+    return tokens
+
+
+def _parse_cell(tokens: list[str], checkpoint: Path, device: str, raw: bool) -> argparse.Namespace:
+    err = io.StringIO()
+    argv = [tokens[0], "--checkpoint", str(checkpoint), "--device", device, *(["--raw"] if raw else []), *tokens[1:]]
+    try:
+        with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            return build_parser().parse_args(argv)
+    except SystemExit:
+        said = err.getvalue().strip().splitlines()
+        reason = said[-1] if said else "only prints help"
+        raise argparse.ArgumentTypeError(f"{shlex.join(tokens)!r}: {reason}") from None
+
+
+def cell_namespaces(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """The cells of a parsed ``f2d2 eval``, each as its own subcommand's arguments with the eval's checkpoint,
+    device and --raw."""
+    return [_parse_cell(tokens, args.checkpoint, args.device, args.raw) for tokens in args.cells]
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torchdiffeq import odeint
 
 from f2d2.core.divergence import divergence, hutchinson_probe
 from f2d2.core.flowmap import flow_map_step
@@ -103,6 +102,8 @@ def reference_log_likelihood(
 
     a0 = torch.zeros(x1.shape[0], dtype=x1.dtype, device=x1.device)
     times = torch.tensor([1.0, 0.0], dtype=x1.dtype, device=x1.device)
+    from torchdiffeq import odeint  # here: it loads scipy.integrate (most of a second)
+
     xs, accs = odeint(rhs, (x1, a0), times, atol=atol, rtol=rtol, method=method)
     x0 = xs[-1].detach()
     return LikelihoodResult(standard_normal_log_prob(x0) + accs[-1].detach(), x0, nfe)

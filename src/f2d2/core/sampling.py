@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import torch
-from torchdiffeq import odeint
 
 from f2d2.core.flowmap import flow_map_step
 from f2d2.core.likelihood import check_tolerances, time_grid
@@ -35,4 +34,6 @@ def reference_sample(model: FlowMapNet, x0: torch.Tensor, *, atol: float = 1e-5,
         return model.velocity(x, t.expand(x.shape[0]).to(x.dtype))
 
     times = torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device)
+    from torchdiffeq import odeint  # here: it loads scipy.integrate (most of a second)
+
     return odeint(rhs, x0, times, atol=atol, rtol=rtol, method=method)[-1]
