@@ -22,24 +22,25 @@ from pathlib import Path
 
 import torch
 
-from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.config import experiment
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
-from f2d2.data import make_dataset
 from f2d2.core.divergence import divergence
-from f2d2.io.atomic import atomic_write_text
 from f2d2.core.guidance import self_guided_noise
 from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
+from f2d2.core.sampling import reference_sample, sample
+from f2d2.data import make_dataset
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
-from f2d2.core.sampling import reference_sample, sample
+from f2d2.io.atomic import atomic_write_text
+from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.training.loop import train
 
 FAMILIES = {"two-way": True, "forward-only": False}
 
 
-def train_stage(cfg, stage, family_root: Path, teacher_root: Path, device: str, progress: bool,
-                extra: list[str]) -> Path:
+def train_stage(
+    cfg, stage, family_root: Path, teacher_root: Path, device: str, progress: bool, extra: list[str]
+) -> Path:
     """Train one stage into family_root/stage (the reference teacher always into teacher_root/<teacher>)."""
     teacher = experiment.reference_stage(cfg)
     root = teacher_root if stage == teacher else family_root
@@ -94,18 +95,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-points", type=int, default=10000, help="held-out points and samples per evaluation")
     p.add_argument("--test-seed", type=int, default=12345, help="seed of the held-out points")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8], help="the K values")
-    p.add_argument("--guidance-lr", type=float, nargs=2, default=[0.1, 0.05],
-                   help="self-guidance Adam learning rate for K = 1 and for K > 1 (one Adam step)")
-    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
-                   help="which map families to train and evaluate")
+    p.add_argument(
+        "--guidance-lr",
+        type=float,
+        nargs=2,
+        default=[0.1, 0.05],
+        help="self-guidance Adam learning rate for K = 1 and for K > 1 (one Adam step)",
+    )
+    p.add_argument(
+        "--families",
+        nargs="+",
+        default=list(FAMILIES),
+        choices=list(FAMILIES),
+        help="which map families to train and evaluate",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override of every stage's run config, e.g. train.steps=50 (a smoke run); "
-                        "STAGE:KEY=VALUE overrides one stage only")
-    p.add_argument("--train-only", action="store_true",
-                   help="stop after training (e.g. one process per family); a later run evaluates")
-    p.add_argument("--stages", nargs="+", default=None,
-                   help="train and evaluate only these stages (and the stages they need)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of every stage's run config, e.g. train.steps=50 (a smoke run); "
+        "STAGE:KEY=VALUE overrides one stage only",
+    )
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="stop after training (e.g. one process per family); a later run evaluates",
+    )
+    p.add_argument(
+        "--stages", nargs="+", default=None, help="train and evaluate only these stages (and the stages they need)"
+    )
     return p.parse_args(argv)
 
 
@@ -119,8 +140,13 @@ def main(argv=None) -> int:
     analytic = -data.log_prob(x_test.cpu()).double()
     dim = x_test.shape[1]
     result = {
-        "config": str(args.config), "config_content": cfg, "device": dev, "torch": torch.__version__,
-        "host": platform.node(), "n_points": args.n_points, "test_seed": args.test_seed,
+        "config": str(args.config),
+        "config_content": cfg,
+        "device": dev,
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "n_points": args.n_points,
+        "test_seed": args.test_seed,
         "analytic_mean_nll_nats": float(analytic.mean()),
         "analytic_mean_bpd": float(bits_per_dim(analytic, dim).mean()),
         "rows": [],
@@ -141,8 +167,7 @@ def main(argv=None) -> int:
                 continue
             model = load_model(ckpts[(family, stage)], device=dev)
             own_flow = cfg["stages"][stage].get("objective", {}).get("div_source") == "self"
-            for row in method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic, noise, fresh,
-                                   args):
+            for row in method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic, noise, fresh, args):
                 result["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr)
 
@@ -151,8 +176,10 @@ def main(argv=None) -> int:
         model = load_model(ckpts[(args.families[0], f2d2_k1[0]["method"])], device=dev)
         result["speed"] = {**speed(model, teacher, x_test), "method": f2d2_k1[0]["method"]}
     result["train_seconds"] = {
-        f"{f}/{s}": float((c.parent / "train_seconds.txt").read_text()) if (c.parent / "train_seconds.txt").exists()
-        else None for (f, s), c in ckpts.items()
+        f"{f}/{s}": float((c.parent / "train_seconds.txt").read_text())
+        if (c.parent / "train_seconds.txt").exists()
+        else None
+        for (f, s), c in ckpts.items()
     }
     atomic_write_text(args.out / "checkerboard.json", json.dumps(result, indent=1) + "\n")
     print_table(result)
@@ -164,8 +191,9 @@ def train_all(cfg: dict, stages: list[str], args: argparse.Namespace) -> dict[tu
     ckpts = {}
     for family in args.families:
         for stage in stages:
-            ckpts[(family, stage)] = train_stage(cfg, stage, args.out / family, args.out / "two-way", args.device,
-                                                 not args.no_progress, args.overrides)
+            ckpts[(family, stage)] = train_stage(
+                cfg, stage, args.out / family, args.out / "two-way", args.device, not args.no_progress, args.overrides
+            )
             print(f"[bench] trained {family}/{stage}", file=sys.stderr)
     return ckpts
 
@@ -177,9 +205,13 @@ def reference_row(teacher, data, x_test, analytic, noise, fresh) -> tuple[dict, 
     ref_nll = -ref.log_prob.cpu().double()
     ref_samples = reference_sample(teacher, noise).cpu()
     row = {
-        "mean_nll_nats": float(ref_nll.mean()), "mean_bpd": float(bits_per_dim(ref_nll, x_test.shape[1]).mean()),
-        "mean_abs_err_vs_analytic": nll_error(ref_nll, analytic), "nfe": ref.nfe, "seconds": ref_seconds,
-        "support_mass": support_mass(data.log_prob(ref_samples)), "sliced_w2": sliced_wasserstein(ref_samples, fresh),
+        "mean_nll_nats": float(ref_nll.mean()),
+        "mean_bpd": float(bits_per_dim(ref_nll, x_test.shape[1]).mean()),
+        "mean_abs_err_vs_analytic": nll_error(ref_nll, analytic),
+        "nfe": ref.nfe,
+        "seconds": ref_seconds,
+        "support_mass": support_mass(data.log_prob(ref_samples)),
+        "sliced_w2": sliced_wasserstein(ref_samples, fresh),
     }
     return row, ref_nll
 
@@ -191,20 +223,25 @@ def method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic,
     likelihood of the model's own flow; its error against that flow's reference is reported too."""
     div = "head" if model.has_div_head else "exact"
     own_ref = -reference_log_likelihood(model, x_test).log_prob.cpu().double() if own_flow else None
+    backward = "two-way" if family == "two-way" else "forward-only"
     rows = []
     for k in args.steps:
-        backward = "two-way" if family == "two-way" else "forward-only"
         res, secs = timed(lambda k=k: log_likelihood(model, x_test, k, div=div, backward=backward))
         nll = -res.log_prob.cpu().double()
         row = {
-            "family": family, "method": stage, "K": k, "div": div,
-            "mean_nll_nats": float(nll.mean()), "mean_bpd": float(bits_per_dim(nll, x_test.shape[1]).mean()),
-            "abs_err_vs_reference": nll_error(nll, ref_nll), "abs_err_vs_analytic": nll_error(nll, analytic),
+            "family": family,
+            "method": stage,
+            "K": k,
+            "div": div,
+            "mean_nll_nats": float(nll.mean()),
+            "mean_bpd": float(bits_per_dim(nll, x_test.shape[1]).mean()),
+            "abs_err_vs_reference": nll_error(nll, ref_nll),
+            "abs_err_vs_analytic": nll_error(nll, analytic),
             "nll_seconds": secs,
         }
         if own_ref is not None:
             row["abs_err_vs_own_reference"] = nll_error(nll, own_ref)
-        for guided in ([False, True] if model.has_div_head else [False]):
+        for guided in [False, True] if model.has_div_head else [False]:
             z = noise
             if guided:
                 lr = args.guidance_lr[0] if k == 1 else args.guidance_lr[1]
@@ -225,29 +262,42 @@ def speed(model, teacher, x_test) -> dict:
     # about (reference NFE) x (one right-hand side / one K = 1 pass).
     ones = torch.ones(len(x_test), device=x_test.device)
     _, rhs_seconds = timed(lambda: divergence(lambda y: teacher.velocity(y, ones), x_test, "exact"))
-    return {"k1_seconds": k1_seconds, "reference_seconds": ref_seconds, "reference_nfe": ref_again.nfe,
-            "reference_rhs_seconds": rhs_seconds, "ratio": ref_seconds / k1_seconds,
-            "threads": torch.get_num_threads()}
+    return {
+        "k1_seconds": k1_seconds,
+        "reference_seconds": ref_seconds,
+        "reference_nfe": ref_again.nfe,
+        "reference_rhs_seconds": rhs_seconds,
+        "ratio": ref_seconds / k1_seconds,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def print_table(result: dict) -> None:
     ref = result["reference"]
-    print(f"analytic mean NLL {result['analytic_mean_nll_nats']:.4f} nats "
-          f"({result['analytic_mean_bpd']:.4f} bits/dim); reference (dopri5) {ref['mean_nll_nats']:.4f} "
-          f"nats, |ref - analytic| {ref['mean_abs_err_vs_analytic']:.4f}, NFE {ref['nfe']}; "
-          f"teacher dopri5 samples: mass {ref['support_mass']:.3f}, SW2 {ref['sliced_w2']:.3f}")
-    print(f"{'family':13s} {'method':22s} {'K':>2s} {'NLL':>8s} {'bpd':>7s} {'|err| ref':>9s} {'mass':>6s} {'SW2':>6s} "
-          f"{'g.mass':>6s} {'g.SW2':>6s}")
+    print(
+        f"analytic mean NLL {result['analytic_mean_nll_nats']:.4f} nats "
+        f"({result['analytic_mean_bpd']:.4f} bits/dim); reference (dopri5) {ref['mean_nll_nats']:.4f} "
+        f"nats, |ref - analytic| {ref['mean_abs_err_vs_analytic']:.4f}, NFE {ref['nfe']}; "
+        f"teacher dopri5 samples: mass {ref['support_mass']:.3f}, SW2 {ref['sliced_w2']:.3f}"
+    )
+    print(
+        f"{'family':13s} {'method':22s} {'K':>2s} {'NLL':>8s} {'bpd':>7s} {'|err| ref':>9s} {'mass':>6s} {'SW2':>6s} "
+        f"{'g.mass':>6s} {'g.SW2':>6s}"
+    )
     for r in result["rows"]:
-        g = (f"{r['guided_support_mass']:6.3f} {r['guided_sliced_w2']:6.3f}" if "guided_support_mass" in r else "")
+        g = f"{r['guided_support_mass']:6.3f} {r['guided_sliced_w2']:6.3f}" if "guided_support_mass" in r else ""
         own = f" (vs its own flow {r['abs_err_vs_own_reference']:.4f})" if "abs_err_vs_own_reference" in r else ""
-        print(f"{r['family']:13s} {r['method']:22s} {r['K']:2d} {r['mean_nll_nats']:8.4f} {r['mean_bpd']:7.4f} "
-              f"{r['abs_err_vs_reference']:9.4f} {r['support_mass']:6.3f} {r['sliced_w2']:6.3f} {g}{own}")
+        print(
+            f"{r['family']:13s} {r['method']:22s} {r['K']:2d} {r['mean_nll_nats']:8.4f} {r['mean_bpd']:7.4f} "
+            f"{r['abs_err_vs_reference']:9.4f} {r['support_mass']:6.3f} {r['sliced_w2']:6.3f} {g}{own}"
+        )
     if "speed" in result:
         s = result["speed"]
-        print(f"K=1 F2D2 likelihood ({s['method']}) {s['k1_seconds'] * 1e3:.2f} ms vs reference "
-              f"{s['reference_seconds']:.3f} s: {s['ratio']:.0f}x faster; the reference took {s['reference_nfe']} "
-              f"NFE, one costs {s['reference_rhs_seconds'] / s['k1_seconds']:.2f} K = 1 passes")
+        print(
+            f"K=1 F2D2 likelihood ({s['method']}) {s['k1_seconds'] * 1e3:.2f} ms vs reference "
+            f"{s['reference_seconds']:.3f} s: {s['ratio']:.0f}x faster; the reference took {s['reference_nfe']} "
+            f"NFE, one costs {s['reference_rhs_seconds'] / s['k1_seconds']:.2f} K = 1 passes"
+        )
 
 
 if __name__ == "__main__":

@@ -62,13 +62,26 @@ SIZES = {  # image size, batch, warm-up / timed steps, sampling batch, BPD image
     "cifar": dict(image=32, batch=128, warmup=3, iters=10, sample_batch=1000, bpd_n=10000, ref_n=100),
 }
 CALIBRATE_TINY = [  # --calibrate --tiny: the same three stages at CPU size
-    "data.size=8", "data.stride=8", "data.n_test=48", "model.channels=16", "model.channel_mult=[1, 2]",
+    "data.size=8",
+    "data.stride=8",
+    "data.n_test=48",
+    "model.channels=16",
+    "model.channel_mult=[1, 2]",
     "model.attn_resolutions=[4]",
-    "model.num_res_blocks=1", "train.batch_size=32", "train.warmup=5", "train.log_every=10", "train.ckpt_every=100",
-    "train.data_on_device=false", "teacher:train.steps=40", "shortcut_distill:train.steps=20",
-    "shortcut_distill_f2d2:train.steps=30", "shortcut_distill_f2d2:model.div_scale=100.0",
-    "shortcut_distill_f2d2:model.div_hidden=[32, 16]", "shortcut_distill_f2d2:train.early_stop.every=15",
-    "shortcut_distill_f2d2:train.early_stop.n_val=32"]
+    "model.num_res_blocks=1",
+    "train.batch_size=32",
+    "train.warmup=5",
+    "train.log_every=10",
+    "train.ckpt_every=100",
+    "train.data_on_device=false",
+    "teacher:train.steps=40",
+    "shortcut_distill:train.steps=20",
+    "shortcut_distill_f2d2:train.steps=30",
+    "shortcut_distill_f2d2:model.div_scale=100.0",
+    "shortcut_distill_f2d2:model.div_hidden=[32, 16]",
+    "shortcut_distill_f2d2:train.early_stop.every=15",
+    "shortcut_distill_f2d2:train.early_stop.n_val=32",
+]
 CALIBRATE_STAGES = ("teacher", "shortcut_distill", "shortcut_distill_f2d2")
 
 
@@ -109,8 +122,11 @@ def time_training(kind: str, spec: dict, mode: str, data, net_cfg: dict, teacher
     uses_teacher = described.needs_teacher or "teacher" in spec["objective"]
     # a copy of the teacher per kind: its own compile and hooks
     objective = build_objective(spec["objective"], teacher=copy.deepcopy(teacher) if uses_teacher else None)
-    tr = {"precision": "bfloat16" if mode == "bfloat16" else "float32", "compile": mode == "compile",
-          "data_on_device": True}
+    tr = {
+        "precision": "bfloat16" if mode == "bfloat16" else "float32",
+        "compile": mode == "compile",
+        "data_on_device": True,
+    }
     notes = speed.setup(tr, data, model, objective, device)
     opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
@@ -133,8 +149,13 @@ def time_training(kind: str, spec: dict, mode: str, data, net_cfg: dict, teacher
     for _ in range(args.iters):
         step()
     end = clock.now()
-    row = {"kind": kind, "mode": mode, "images_per_s": batch * args.iters / (end - warm),
-           "warmup_s": warm - start, "batch": batch}
+    row = {
+        "kind": kind,
+        "mode": mode,
+        "images_per_s": batch * args.iters / (end - warm),
+        "warmup_s": warm - start,
+        "batch": batch,
+    }
     if notes:
         row["note"] = "; ".join(notes)
     return row
@@ -159,8 +180,14 @@ def time_sampling(model, args, clock: Clock) -> list[dict]:
 def bpd_seconds(model, pixels: torch.Tensor, likelihood, batch: int, clock: Clock) -> tuple[float, float, int]:
     """(seconds, mean BPD, model evaluations) of scoring uint8 ``pixels`` (N, C, H, W) on the CPU."""
     start = clock.now()
-    nll, nfe = points_nll(pixels, likelihood, model.data_shape, batch_size=batch, device=clock.device,
-                          dequant=torch.Generator().manual_seed(0))
+    nll, nfe = points_nll(
+        pixels,
+        likelihood,
+        model.data_shape,
+        batch_size=batch,
+        device=clock.device,
+        dequant=torch.Generator().manual_seed(0),
+    )
     seconds = clock.now() - start
     return seconds, float(bits_per_dim(nll, math.prod(model.data_shape)).mean()), nfe
 
@@ -175,8 +202,17 @@ def time_bpd(model, test: torch.Tensor, args, clock: Clock) -> dict:
     k1_s, k1_bpd, _ = bpd_seconds(model, pixels, few, args.eval_batch, clock)
     ref_s, ref_bpd, ref_nfe = bpd_seconds(model, pixels[: args.ref_n], ref, args.ref_n, clock)
     ref_full = ref_s * args.bpd_n / args.ref_n
-    return {"n": args.bpd_n, "k1_s": k1_s, "k1_bpd": k1_bpd, "ref_n": args.ref_n, "ref_s_measured": ref_s,
-            "ref_nfe": ref_nfe, "ref_s_extrapolated": ref_full, "ref_bpd": ref_bpd, "speedup": ref_full / k1_s}
+    return {
+        "n": args.bpd_n,
+        "k1_s": k1_s,
+        "k1_bpd": k1_bpd,
+        "ref_n": args.ref_n,
+        "ref_s_measured": ref_s,
+        "ref_nfe": ref_nfe,
+        "ref_s_extrapolated": ref_full,
+        "ref_bpd": ref_bpd,
+        "speedup": ref_full / k1_s,
+    }
 
 
 def benchmark(args) -> dict:
@@ -211,18 +247,32 @@ def benchmark(args) -> dict:
     sampling = time_sampling(model, args, clock)
     bpd = time_bpd(model, data.test_pixels(), args, clock)
     params = sum(p.numel() for p in model.parameters())
-    return {"size": args.size, "device": str(device), "gpu": torch.cuda.get_device_name(device)
-            if device.type == "cuda" else platform.processor() or platform.machine(), "torch": torch.__version__,
-            "model": f2d2_cfg, "parameters": params, "train": rows, "sampling": sampling, "bpd": bpd}
+    return {
+        "size": args.size,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "model": f2d2_cfg,
+        "parameters": params,
+        "train": rows,
+        "sampling": sampling,
+        "bpd": bpd,
+    }
 
 
 def print_benchmark(res: dict) -> None:
-    print(f"\n== bench/images.py --size {res['size']} on {res['device']} ({res['gpu']}), torch {res['torch']}, "
-          f"U-Net {res['parameters'] / 1e6:.2f}M parameters, images {res['model']['image_size']}x"
-          f"{res['model']['image_size']}")
+    print(
+        f"\n== bench/images.py --size {res['size']} on {res['device']} ({res['gpu']}), torch {res['torch']}, "
+        f"U-Net {res['parameters'] / 1e6:.2f}M parameters, images {res['model']['image_size']}x"
+        f"{res['model']['image_size']}"
+    )
     by = {(r["kind"], r["mode"]): r for r in res["train"]}
-    print(f"{'training images/s':24s}" + "".join(f"{m:>12s}" for m in MODES) + f"{'bf16/fp32':>11s}"
-          f"{'comp/fp32':>11s}{'compile s':>11s}")
+    print(
+        f"{'training images/s':24s}" + "".join(f"{m:>12s}" for m in MODES) + f"{'bf16/fp32':>11s}"
+        f"{'comp/fp32':>11s}{'compile s':>11s}"
+    )
     for kind in KINDS:
         cells, fp32 = [], by[(kind, "float32")]["images_per_s"]
         for mode in MODES:
@@ -240,9 +290,11 @@ def print_benchmark(res: dict) -> None:
         ms = [r["ms_per_image"] for r in res["sampling"] if r["precision"] == precision]
         print(f"  {precision:22s}" + "".join(f"{m:12.4f}" for m in ms))
     b = res["bpd"]
-    print(f"K = 1 BPD of {b['n']} images: {b['k1_s']:.3f} s (BPD {b['k1_bpd']:.3f}); reference dopri5: "
-          f"{b['ref_s_measured']:.2f} s on {b['ref_n']} images ({b['ref_nfe']} NFE), extrapolated to {b['n']}: "
-          f"{b['ref_s_extrapolated']:.1f} s (untrained network: a lower bound); K = 1 is {b['speedup']:.0f}x faster")
+    print(
+        f"K = 1 BPD of {b['n']} images: {b['k1_s']:.3f} s (BPD {b['k1_bpd']:.3f}); reference dopri5: "
+        f"{b['ref_s_measured']:.2f} s on {b['ref_n']} images ({b['ref_nfe']} NFE), extrapolated to {b['n']}: "
+        f"{b['ref_s_extrapolated']:.1f} s (untrained network: a lower bound); K = 1 is {b['speedup']:.0f}x faster"
+    )
 
 
 def stage_overrides(items: list[str], stage: str) -> list[str]:
@@ -275,32 +327,54 @@ def calibrate(args) -> dict:
     model = load_model(out / CALIBRATE_STAGES[-1] / "checkpoint.pt", device=args.device)
     batch = len(test)
     gen = torch.Generator(args.device).manual_seed(0)
-    ref_s, ref_bpd, ref_nfe = bpd_seconds(teacher, test, lambda x: reference_log_likelihood(
-        teacher, x, div="hutchinson", generator=gen), batch, clock)
-    k1_s, k1_bpd, _ = bpd_seconds(model, test, lambda x: log_likelihood(
-        model, x, 1, div="head", backward="forward-only"), batch, clock)
-    stopped = torch.load(out / CALIBRATE_STAGES[-1] / "checkpoint.pt", map_location="cpu",
-                         weights_only=False).get("early_stopped")
-    res = {"stages": list(CALIBRATE_STAGES), "train_s": timings, "n_test": len(test), "k1_bpd": k1_bpd,
-           "k1_s": k1_s, "ref_bpd": ref_bpd, "ref_s": ref_s, "ref_nfe": ref_nfe, "gap": abs(k1_bpd - ref_bpd),
-           "within_0.1": abs(k1_bpd - ref_bpd) <= 0.1, "early_stopped": stopped, "tiny": args.tiny}
-    print(f"\n== calibration on {len(test)} test patches: K = 1 BPD {k1_bpd:.4f} ({k1_s:.3f} s) vs reference "
-          f"{ref_bpd:.4f} ({ref_s:.1f} s, {ref_nfe} NFE): gap {res['gap']:.4f} bits/dim, "
-          f"{'within' if res['within_0.1'] else 'NOT within'} 0.1; training {sum(timings.values()):.0f} s "
-          f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}); early stop: {stopped}")
+    ref_s, ref_bpd, ref_nfe = bpd_seconds(
+        teacher, test, lambda x: reference_log_likelihood(teacher, x, div="hutchinson", generator=gen), batch, clock
+    )
+    k1_s, k1_bpd, _ = bpd_seconds(
+        model, test, lambda x: log_likelihood(model, x, 1, div="head", backward="forward-only"), batch, clock
+    )
+    stopped = torch.load(out / CALIBRATE_STAGES[-1] / "checkpoint.pt", map_location="cpu", weights_only=False).get(
+        "early_stopped"
+    )
+    res = {
+        "stages": list(CALIBRATE_STAGES),
+        "train_s": timings,
+        "n_test": len(test),
+        "k1_bpd": k1_bpd,
+        "k1_s": k1_s,
+        "ref_bpd": ref_bpd,
+        "ref_s": ref_s,
+        "ref_nfe": ref_nfe,
+        "gap": abs(k1_bpd - ref_bpd),
+        "within_0.1": abs(k1_bpd - ref_bpd) <= 0.1,
+        "early_stopped": stopped,
+        "tiny": args.tiny,
+    }
+    print(
+        f"\n== calibration on {len(test)} test patches: K = 1 BPD {k1_bpd:.4f} ({k1_s:.3f} s) vs reference "
+        f"{ref_bpd:.4f} ({ref_s:.1f} s, {ref_nfe} NFE): gap {res['gap']:.4f} bits/dim, "
+        f"{'within' if res['within_0.1'] else 'NOT within'} 0.1; training {sum(timings.values()):.0f} s "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}); early stop: {stopped}"
+    )
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default="cpu")
-    p.add_argument("--preset", default=str(ROOT / "config" / "cifar10.yaml"),
-                   help="the stages' objective options, and --size cifar's U-Net")
+    p.add_argument(
+        "--preset",
+        default=str(ROOT / "config" / "cifar10.yaml"),
+        help="the stages' objective options, and --size cifar's U-Net",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="JSON file (a folder with --calibrate)")
-    p.add_argument("--compile-kinds", default=None,
-                   help="comma-separated stage kinds to time with train.compile, or 'all' (default: flow_matching, "
-                        "on --size cifar, where each kind's compile takes a minute or more; none on --size cpu)")
+    p.add_argument(
+        "--compile-kinds",
+        default=None,
+        help="comma-separated stage kinds to time with train.compile, or 'all' (default: flow_matching, "
+        "on --size cifar, where each kind's compile takes a minute or more; none on --size cpu)",
+    )
     for key in ("batch", "warmup", "iters", "sample_batch", "bpd_n", "ref_n"):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=None, help="default: per --size")
     p.add_argument("--sample-reps", type=int, default=3)

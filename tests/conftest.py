@@ -18,8 +18,12 @@ def _slurm_problem() -> str | None:
     if shutil.which("sinfo") is None:
         return "sinfo is not on PATH"
     state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
-    if state.returncode != 0 or "idle" not in state.stdout and "mix" not in state.stdout \
-            and "alloc" not in state.stdout:
+    if (
+        state.returncode != 0
+        or "idle" not in state.stdout
+        and "mix" not in state.stdout
+        and "alloc" not in state.stdout
+    ):
         return f"sinfo reports no usable node: {state.stdout.strip() or state.stderr.strip()}"
     return None
 
@@ -29,8 +33,11 @@ def slurm_cluster() -> str:
     """The partition of the running test cluster; fails (not skips) when there is none."""
     problem = _slurm_problem()
     if problem:
-        pytest.fail(f"this test needs a SLURM cluster ({problem}): run the suite with `bash scripts/test.sh`, "
-                    "which starts one (scripts/slurm.sh up), or deselect with -m 'not slurm'", pytrace=False)
+        pytest.fail(
+            f"this test needs a SLURM cluster ({problem}): run the suite with `bash scripts/test.sh`, "
+            "which starts one (scripts/slurm.sh up), or deselect with -m 'not slurm'",
+            pytrace=False,
+        )
     return os.environ.get("F2D2_PARTITION", "f2d2")
 
 

@@ -33,15 +33,27 @@ def tiny_config(tmp: Path, bundle: bool = True) -> Path:
 
 def snakemake_cmd(tmp: Path, config: Path, *args: str, profile: str = "local") -> tuple[list[str], dict]:
     """The command line and environment of a Snakemake run in ``tmp`` with workflow/profiles/<profile>."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1"}
-    cmd = [*SNAKEMAKE, "--profile", str(ROOT / "workflow" / "profiles" / profile), "--configfile", str(config),
-           "--directory", str(tmp), *args]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        *SNAKEMAKE,
+        "--profile",
+        str(ROOT / "workflow" / "profiles" / profile),
+        "--configfile",
+        str(config),
+        "--directory",
+        str(tmp),
+        *args,
+    ]
     return cmd, env
 
 
-def snakemake(tmp: Path, config: Path, *args: str, check: bool = True,
-              profile: str = "local") -> subprocess.CompletedProcess:
+def snakemake(
+    tmp: Path, config: Path, *args: str, check: bool = True, profile: str = "local"
+) -> subprocess.CompletedProcess:
     cmd, env = snakemake_cmd(tmp, config, *args, profile=profile)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     if check and proc.returncode != 0:

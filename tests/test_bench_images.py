@@ -22,8 +22,29 @@ def _bench():
 def test_cpu_benchmark_has_every_row(tmp_path, capsys):
     bench = _bench()
     out = tmp_path / "images.json"
-    assert bench.main(["--size", "cpu", "--device", "cpu", "--out", str(out), "--iters", "1", "--bpd-n", "64",
-                       "--ref-n", "2", "--sample-batch", "16", "--sample-reps", "1"]) == 0
+    assert (
+        bench.main(
+            [
+                "--size",
+                "cpu",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--iters",
+                "1",
+                "--bpd-n",
+                "64",
+                "--ref-n",
+                "2",
+                "--sample-batch",
+                "16",
+                "--sample-reps",
+                "1",
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     rows = {(r["kind"], r["mode"]): r for r in res["train"]}
     assert set(rows) == {(k, m) for k in bench.KINDS for m in bench.MODES}
@@ -33,7 +54,8 @@ def test_cpu_benchmark_has_every_row(tmp_path, capsys):
         else:
             assert row["images_per_s"] > 0 and row["warmup_s"] > 0, row
     assert {(r["nfe"], r["precision"]) for r in res["sampling"]} == {
-        (k, p) for k in (1, 2, 4, 8) for p in ("float32", "bfloat16")}
+        (k, p) for k in (1, 2, 4, 8) for p in ("float32", "bfloat16")
+    }
     assert all(r["ms_per_image"] > 0 for r in res["sampling"])
     bpd = res["bpd"]
     assert bpd["n"] == 64 and bpd["ref_n"] == 2 and bpd["ref_nfe"] > 0

@@ -7,8 +7,8 @@ import math
 import torch
 
 from analytic import GaussianFlow
-from f2d2.eval.bpd import bits_per_dim, dequantize, pixel_nll
 from f2d2.core.likelihood import log_likelihood
+from f2d2.eval.bpd import bits_per_dim, dequantize, pixel_nll
 
 
 def test_uniform_model_on_uniform_pixels_is_eight_bits():

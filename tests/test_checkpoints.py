@@ -9,21 +9,29 @@ import random
 import pytest
 import torch
 
-from f2d2.io import checkpoint as ckpt_mod
-from f2d2.io.checkpoint import (CheckpointError, CheckpointWarning, load_checkpoint, load_model, previous_path,
-                             warm_start)
 from f2d2.cli import main
 from f2d2.config.resolve import resolve_run
+from f2d2.io import checkpoint as ckpt_mod
+from f2d2.io.checkpoint import (
+    CheckpointError,
+    CheckpointWarning,
+    load_checkpoint,
+    load_model,
+    previous_path,
+    warm_start,
+)
 from f2d2.nets import build_model
 from f2d2.training.loop import train
 
 
 def tiny_run(steps: int, hidden: int = 16) -> dict:
-    return resolve_run({
-        "seed": 1,
-        "model": {"arch": "mlp", "hidden": hidden, "depth": 2, "time_freqs": 2},
-        "train": {"steps": steps, "batch_size": 32, "warmup": 2, "log_every": 5, "ckpt_every": 10},
-    })
+    return resolve_run(
+        {
+            "seed": 1,
+            "model": {"arch": "mlp", "hidden": hidden, "depth": 2, "time_freqs": 2},
+            "train": {"steps": steps, "batch_size": 32, "warmup": 2, "log_every": 5, "ckpt_every": 10},
+        }
+    )
 
 
 class Payload:
@@ -46,8 +54,12 @@ def trained(tmp_path_factory):
 def test_previous_checkpoint_is_kept_beside_the_latest(trained):
     assert load_checkpoint(trained / "checkpoint.pt")["step"] == 20
     assert load_checkpoint(previous_path(trained / "checkpoint.pt"))["step"] == 10
-    assert {p.name for p in trained.iterdir()} == {"checkpoint.pt", "checkpoint.prev.pt", "config.yaml",
-                                                     "metrics.jsonl"}
+    assert {p.name for p in trained.iterdir()} == {
+        "checkpoint.pt",
+        "checkpoint.prev.pt",
+        "config.yaml",
+        "metrics.jsonl",
+    }
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty"])
@@ -69,8 +81,10 @@ def test_pickle_payload_is_refused_and_never_runs(trained, tmp_path, capsys):
         load_checkpoint(evil)
     pts = tmp_path / "pts.csv"
     pts.write_text("0.1,0.2\n")
-    assert main(["nll", "--checkpoint", str(evil), "--points", str(pts), "--steps", "1",
-                 "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        main(["nll", "--checkpoint", str(evil), "--points", str(pts), "--steps", "1", "--out", str(tmp_path / "o.csv")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refused as unsafe" in err and str(evil) in err
     with pytest.raises(CheckpointError, match="refused as unsafe"):
@@ -93,15 +107,20 @@ def test_checkpoint_of_another_architecture_lists_the_keys(trained, tmp_path):
     with pytest.raises(CheckpointError) as err:
         warm_start(wider, trained / "checkpoint.pt")
     msg = str(err.value)
-    assert "shape mismatches ['trunk.0.bias', 'trunk.0.weight', 'trunk.2.bias', 'trunk.2.weight', 'u_head.weight']" \
-        in msg and "model.*" in msg
+    assert (
+        "shape mismatches ['trunk.0.bias', 'trunk.0.weight', 'trunk.2.bias', 'trunk.2.weight', 'u_head.weight']" in msg
+        and "model.*" in msg
+    )
     # A file whose weights do not fit the architecture it records
     ckpt = load_checkpoint(trained / "checkpoint.pt")
     ckpt["config"]["model"]["hidden"] = 24
     lying = tmp_path / "lying.pt"
     torch.save(ckpt, lying)
-    with pytest.raises(CheckpointError, match=r"does not fit the architecture it records: missing keys \[\], "
-                       r"unexpected keys \[\], shape mismatches \['trunk.0.bias', 'trunk.0.weight'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not fit the architecture it records: missing keys \[\], "
+        r"unexpected keys \[\], shape mismatches \['trunk.0.bias', 'trunk.0.weight'",
+    ):
         load_model(lying)
 
 

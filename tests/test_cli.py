@@ -12,9 +12,24 @@ from f2d2.cli import main
 from f2d2.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "model.hidden=32", "--set", "model.depth=2", "--set", "train.steps=20", "--set", "train.warmup=5",
-        "--set", "train.ema_halflife_steps=4", "--set", "train.batch_size=128", "--set", "train.log_every=10",
-        "--set", "train.ckpt_every=10"]
+TINY = [
+    "--set",
+    "model.hidden=32",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "train.steps=20",
+    "--set",
+    "train.warmup=5",
+    "--set",
+    "train.ema_halflife_steps=4",
+    "--set",
+    "train.batch_size=128",
+    "--set",
+    "train.log_every=10",
+    "--set",
+    "train.ckpt_every=10",
+]
 
 
 def test_every_option_has_help():
@@ -31,8 +46,12 @@ def test_every_option_has_help():
 def trained(tmp_path_factory):
     work = tmp_path_factory.mktemp("cli")
     cfg = str(ROOT / "config" / "config.yaml")
-    assert main(["train", "--config", cfg, "--stage", "teacher", "--workdir", str(work / "teacher"),
-                 "--no-progress", *TINY]) == 0
+    assert (
+        main(
+            ["train", "--config", cfg, "--stage", "teacher", "--workdir", str(work / "teacher"), "--no-progress", *TINY]
+        )
+        == 0
+    )
     assert main(["data", "--config", cfg, "--n", "300", "--seed", "7", "--out", str(work / "pts.npy")]) == 0
     return work
 
@@ -43,8 +62,26 @@ def test_nll_reference_and_euler_outputs(trained, capsys):
     capsys.readouterr()
     assert main(["nll", "--checkpoint", ckpt, "--points", pts, "--reference", "--out", str(w / "ref.csv")]) == 0
     ref_summary = json.loads(capsys.readouterr().out)
-    assert main(["nll", "--checkpoint", ckpt, "--points", pts, "--steps", "2", "--compare", str(w / "ref.csv"),
-                 "--out", str(w / "k2.csv"), "--summary", str(w / "k2.json")]) == 0
+    assert (
+        main(
+            [
+                "nll",
+                "--checkpoint",
+                ckpt,
+                "--points",
+                pts,
+                "--steps",
+                "2",
+                "--compare",
+                str(w / "ref.csv"),
+                "--out",
+                str(w / "k2.csv"),
+                "--summary",
+                str(w / "k2.json"),
+            ]
+        )
+        == 0
+    )
     k2_summary = json.loads((w / "k2.json").read_text())
 
     header = (w / "ref.csv").read_text().splitlines()[0].split(",")
@@ -64,8 +101,22 @@ def test_nll_reference_and_euler_outputs(trained, capsys):
 
 def test_sample_writes_requested_points(trained):
     out = trained / "samples.csv"
-    assert main(["sample", "--checkpoint", str(trained / "teacher" / "checkpoint.pt"), "--n", "50",
-                 "--steps", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(trained / "teacher" / "checkpoint.pt"),
+                "--n",
+                "50",
+                "--steps",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     arr = np.loadtxt(out, delimiter=",", skiprows=1)
     assert arr.shape == (50, 2) and np.isfinite(arr).all() and arr.std() > 0.1
 
@@ -82,24 +133,60 @@ def test_reference_sample_matches_many_steps(trained, tmp_path):
 
 
 def test_sample_rejects_bad_tolerance_before_loading(tmp_path, capsys):
-    code = main(["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--n", "5", "--reference",
-                 "--rtol", "-1", "--out", str(tmp_path / "s.npy")])
+    code = main(
+        [
+            "sample",
+            "--checkpoint",
+            str(tmp_path / "missing.pt"),
+            "--n",
+            "5",
+            "--reference",
+            "--rtol",
+            "-1",
+            "--out",
+            str(tmp_path / "s.npy"),
+        ]
+    )
     assert code == 2 and "rtol=-1" in capsys.readouterr().err
 
 
 def test_nll_rejects_bad_points_file(trained, tmp_path, capsys):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((10, 3)))
-    code = main(["nll", "--checkpoint", str(trained / "teacher" / "checkpoint.pt"), "--points", str(bad),
-                 "--steps", "1", "--out", str(tmp_path / "o.csv")])
+    code = main(
+        [
+            "nll",
+            "--checkpoint",
+            str(trained / "teacher" / "checkpoint.pt"),
+            "--points",
+            str(bad),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "o.csv"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and str(bad) in err and "(N, 2)" in err
     assert not (tmp_path / "o.csv").exists()
 
 
 def test_nll_head_needs_a_divergence_head(trained, tmp_path, capsys):
-    code = main(["nll", "--checkpoint", str(trained / "teacher" / "checkpoint.pt"), "--points",
-                 str(trained / "pts.npy"), "--steps", "1", "--div", "head", "--out", str(tmp_path / "o.csv")])
+    code = main(
+        [
+            "nll",
+            "--checkpoint",
+            str(trained / "teacher" / "checkpoint.pt"),
+            "--points",
+            str(trained / "pts.npy"),
+            "--steps",
+            "1",
+            "--div",
+            "head",
+            "--out",
+            str(tmp_path / "o.csv"),
+        ]
+    )
     assert code == 2 and "divergence head" in capsys.readouterr().err
 
 
@@ -123,12 +210,24 @@ def test_stage_names_resolve_to_checkpoints():
 
 
 def test_train_rejects_bad_values_before_training(tmp_path, capsys):
-    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
-                 "--workdir", str(tmp_path / "w"), "--set", "train.lr=-1"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "config" / "config.yaml"),
+            "--stage",
+            "teacher",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--set",
+            "train.lr=-1",
+        ]
+    )
     assert code == 2 and "train.lr = -1" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
-    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "nope",
-                 "--workdir", str(tmp_path / "w")])
+    code = main(
+        ["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "nope", "--workdir", str(tmp_path / "w")]
+    )
     assert code == 2 and "'nope'" in capsys.readouterr().err
 
 
@@ -137,8 +236,12 @@ def f2d2_trained(trained):
     """An F2D2 checkpoint (divergence head) distilled from the tiny teacher."""
     cfg = str(ROOT / "config" / "config.yaml")
     for stage in ("shortcut_distill", "shortcut_distill_f2d2"):
-        assert main(["train", "--config", cfg, "--stage", stage, "--workdir", str(trained / stage),
-                     "--no-progress", *TINY]) == 0
+        assert (
+            main(
+                ["train", "--config", cfg, "--stage", stage, "--workdir", str(trained / stage), "--no-progress", *TINY]
+            )
+            == 0
+        )
     return trained / "shortcut_distill_f2d2" / "checkpoint.pt"
 
 
@@ -146,12 +249,46 @@ def test_f2d2_chain_trains_and_evaluates_from_the_cli(trained, f2d2_trained, cap
     ckpt = str(f2d2_trained)
     capsys.readouterr()
     for backward in ("two-way", "forward-only"):
-        assert main(["nll", "--checkpoint", ckpt, "--points", str(trained / "pts.npy"), "--steps", "1",
-                     "--backward", backward, "--out", str(trained / f"f2d2_{backward}.csv")]) == 0
+        assert (
+            main(
+                [
+                    "nll",
+                    "--checkpoint",
+                    ckpt,
+                    "--points",
+                    str(trained / "pts.npy"),
+                    "--steps",
+                    "1",
+                    "--backward",
+                    backward,
+                    "--out",
+                    str(trained / f"f2d2_{backward}.csv"),
+                ]
+            )
+            == 0
+        )
         summary = json.loads(capsys.readouterr().out)
         assert summary["div"] == "head" and summary["nfe"] == 1 and np.isfinite(summary["mean_nll_nats"])
-    assert main(["sample", "--checkpoint", ckpt, "--n", "40", "--steps", "1", "--guidance-steps", "1",
-                 "--guidance-lr", "0.1", "--out", str(trained / "guided.npy")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                ckpt,
+                "--n",
+                "40",
+                "--steps",
+                "1",
+                "--guidance-steps",
+                "1",
+                "--guidance-lr",
+                "0.1",
+                "--out",
+                str(trained / "guided.npy"),
+            ]
+        )
+        == 0
+    )
     plain = trained / "plain.npy"
     assert main(["sample", "--checkpoint", ckpt, "--n", "40", "--steps", "1", "--out", str(plain)]) == 0
     guided = np.load(trained / "guided.npy")
@@ -166,12 +303,14 @@ def test_eval_bundle_writes_what_the_separate_commands_write(trained, f2d2_train
     assert main(["nll", "--checkpoint", str(f2d2_trained), "--points", pts, "--reference", "--out", str(ref)]) == 0
 
     def cells(d):
-        return [f"nll --points {pts} --steps 1 --compare {ref} --out {d}/n1.csv --summary {d}/n1.json",
-                f"nll --points {pts} --steps 2 --div exact --out {d}/n2.csv --summary {d}/n2.json",
-                f"sample --n 40 --steps 2 --seed 3 --out {d}/s2.npy --metrics {d}/s2.json",
-                f"sample --n 40 --steps 1 --seed 3 --guidance-steps 1 --guidance-lr 0.1 --out {d}/g1.npy "
-                f"--metrics {d}/g1.json",
-                f"nll --points {pts} --steps 1 --batch-size 7 --out {d}/d1.csv"]
+        return [
+            f"nll --points {pts} --steps 1 --compare {ref} --out {d}/n1.csv --summary {d}/n1.json",
+            f"nll --points {pts} --steps 2 --div exact --out {d}/n2.csv --summary {d}/n2.json",
+            f"sample --n 40 --steps 2 --seed 3 --out {d}/s2.npy --metrics {d}/s2.json",
+            f"sample --n 40 --steps 1 --seed 3 --guidance-steps 1 --guidance-lr 0.1 --out {d}/g1.npy "
+            f"--metrics {d}/g1.json",
+            f"nll --points {pts} --steps 1 --batch-size 7 --out {d}/d1.csv",
+        ]
 
     bundle, alone = tmp_path / "bundle", tmp_path / "alone"
     argv = ["eval", "--checkpoint", str(f2d2_trained), "--record", str(bundle / "record.json")]
@@ -188,19 +327,23 @@ def test_eval_bundle_writes_what_the_separate_commands_write(trained, f2d2_train
             assert mine.pop("seconds") > 0 and theirs.pop("seconds") > 0
         assert mine == theirs, name
     record = json.loads((bundle / "record.json").read_text())
-    assert [c["out"] for c in record["cells"]] == [str(bundle / n) for n in ("n1.csv", "n2.csv", "s2.npy", "g1.npy",
-                                                                            "d1.csv")]
+    assert [c["out"] for c in record["cells"]] == [
+        str(bundle / n) for n in ("n1.csv", "n2.csv", "s2.npy", "g1.npy", "d1.csv")
+    ]
     assert record["cells"][0]["seconds"] == json.loads((bundle / "n1.json").read_text())["seconds"]
     assert all(c["cell_seconds"] >= c["seconds"] for c in record["cells"])
     for key in ("seconds", "cell_seconds"):
         assert record[key] == pytest.approx(sum(c[key] for c in record["cells"]), abs=1e-3)
 
 
-@pytest.mark.parametrize("cell, expected", [
-    ("nll --steps 1 --out o.csv", "the following arguments are required: --points"),
-    ("sample --n 4 --steps 1 --device cuda --out o.npy", "give --device to f2d2 eval, not to a cell"),
-    ("data --n 4", "does not start with one of nll, sample"),
-])
+@pytest.mark.parametrize(
+    "cell, expected",
+    [
+        ("nll --steps 1 --out o.csv", "the following arguments are required: --points"),
+        ("sample --n 4 --steps 1 --device cuda --out o.npy", "give --device to f2d2 eval, not to a cell"),
+        ("data --n 4", "does not start with one of nll, sample"),
+    ],
+)
 def test_eval_rejects_bad_cells_when_parsed(cell, expected, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["eval", "--checkpoint", "c.pt", "--cell", cell])

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from f2d2.config.checks import ConfigWarning, check_experiment
 from f2d2.cli import main
+from f2d2.config.checks import ConfigWarning, check_experiment
 from f2d2.config.resolve import EARLY_STOP_DEFAULTS, RUN_DEFAULTS, ConfigError, deep_merge, resolve_run
 from f2d2.config.resources import RESOURCE_DEFAULTS
 from f2d2.config.schema import defaults, section
@@ -35,52 +35,100 @@ def _set(cfg: dict, path: str, value) -> None:
 
 # (id, {key path: value}, words the message must hold)
 CASES = [
-    ("unknown objective", {"stages.teacher.objective.name": "flow_matchin"},
-     ["objective.name = 'flow_matchin' is unknown", "'flow_matching'", "stages.teacher"]),
+    (
+        "unknown objective",
+        {"stages.teacher.objective.name": "flow_matchin"},
+        ["objective.name = 'flow_matchin' is unknown", "'flow_matching'", "stages.teacher"],
+    ),
     ("unknown dataset", {"data.name": "checkers"}, ["data.name = 'checkers' is unknown", "'checkerboard'"]),
     ("unknown arch", {"model.arch": "transformer"}, ["model.arch = 'transformer' is unknown", "'mlp'"]),
     ("unknown objective option", {"stages.shortcut.objective.lamda": 1.0}, ["no option(s) ['lamda']", "'lam'"]),
     ("unknown data option", {"data.scales": 2.0}, ["no option(s) ['scales']", "'scale'"]),
     ("unknown model option", {"model.width": 3}, ["no option(s) ['width']", "'hidden'"]),
-    ("K not a power of two", {"eval.steps": [1, 3]},
-     ["eval.steps: K = 3 does not fit", "'shortcut'", "power of two <= 128"]),
+    (
+        "K not a power of two",
+        {"eval.steps": [1, 3]},
+        ["eval.steps: K = 3 does not fit", "'shortcut'", "power of two <= 128"],
+    ),
     ("K beyond the grid", {"eval.steps": [256]}, ["K = 256", "power of two <= 128"]),
-    ("K beyond a small grid", {"stages.shortcut.objective.max_log2": 2},
-     ["K = 8", "['shortcut']", "max_log2 = 2", "power of two <= 4"]),
+    (
+        "K beyond a small grid",
+        {"stages.shortcut.objective.max_log2": 2},
+        ["K = 8", "['shortcut']", "max_log2 = 2", "power of two <= 4"],
+    ),
     ("K zero", {"eval.steps": [0, 1]}, ["eval.steps[0] = 0", "integer >= 1"]),
     ("density K off the grid", {"figures.density.steps": 3}, ["figures.density.steps: K = 3", "power of two"]),
     ("c zero", {"stages.shortcut_f2d2.model.div_scale": 0}, ["model.div_scale = 0", "> 0", "stages.shortcut_f2d2"]),
     ("c negative", {"stages.meanflow_f2d2.model.div_scale": -2.5}, ["model.div_scale = -2.5", "stages.meanflow_f2d2"]),
-    ("c negative in an ablation", {"ablations.div_scale.values": [1.0, -1.0]},
-     ["model.div_scale = -1.0", "ablations.div_scale value -1.0"]),
+    (
+        "c negative in an ablation",
+        {"ablations.div_scale.values": [1.0, -1.0]},
+        ["model.div_scale = -1.0", "ablations.div_scale value -1.0"],
+    ),
     ("lambda negative", {"stages.shortcut_f2d2.objective.lam": -0.5}, ["objective.lam = -0.5", ">= 0"]),
-    ("lambda negative in an ablation", {"ablations.lam.values": [-1.0]},
-     ["objective.lam = -1.0", "ablations.lam value -1.0"]),
+    (
+        "lambda negative in an ablation",
+        {"ablations.lam.values": [-1.0]},
+        ["objective.lam = -1.0", "ablations.lam value -1.0"],
+    ),
     ("sc_fraction one", {"stages.shortcut.objective.sc_fraction": 1.0}, ["objective.sc_fraction = 1.0", "(0, 1)"]),
     ("map_fraction zero", {"stages.meanflow.objective.map_fraction": 0}, ["objective.map_fraction = 0", "(0, 1]"]),
     ("max_log2 negative", {"stages.shortcut.objective.max_log2": -1}, ["objective.max_log2 = -1", "integer"]),
-    ("div_source unknown", {"stages.shortcut_f2d2.objective.div_source": "both"},
-     ["objective.div_source = 'both'", "'self' or 'teacher'"]),
-    ("div_method unknown", {"stages.shortcut_f2d2.objective.div_method": "hutch"},
-     ["objective.div_method = 'hutch'", "'hutchinson'"]),
-    ("two_way not a bool", {"stages.meanflow.objective.two_way": "yes"},
-     ["objective.two_way = 'yes'", "true or false"]),
-    ("distill without teacher", {"stages.shortcut_distill.objective.teacher": DROP},
-     ["objective.teacher = None", "'shortcut_distill' needs a teacher", "stages.shortcut_distill"]),
-    ("teacher neither stage nor file", {"stages.shortcut_distill.objective.teacher": "runs/none.pt"},
-     ["objective.teacher = 'runs/none.pt' is not a stage name", "existing checkpoint file"]),
-    ("init_from neither stage nor file", {"stages.shortcut.train.init_from": "techer"},
-     ["train.init_from = 'techer' is not a stage name", "'teacher'"]),
-    ("F2D2 without divergence head", {"stages.shortcut_f2d2.model.div_head": False},
-     ["model.div_head = False", "set model.div_head: true"]),
-    ("early stop without divergence head", {"stages.teacher.train.early_stop": {"target_bpd": 3.0}},
-     ["train.early_stop measures the F2D2 likelihood", "model.div_head = None", "stages.teacher"]),
-    ("early stop at the teacher's BPD without a teacher", {"stages.shortcut_f2d2.train.early_stop": {}},
-     ["train.early_stop.target_bpd = None", "objective.teacher = None", "stages.shortcut_f2d2"]),
-    ("early stop tol zero", {"stages.shortcut_distill_f2d2.train.early_stop": {"tol": 0}},
-     ["train.early_stop.tol = 0", "> 0"]),
-    ("points file missing", {"data": {"name": "points", "path": "no/such/points.npy"}},
-     ["data.path = 'no/such/points.npy' is not an existing file"]),
+    (
+        "div_source unknown",
+        {"stages.shortcut_f2d2.objective.div_source": "both"},
+        ["objective.div_source = 'both'", "'self' or 'teacher'"],
+    ),
+    (
+        "div_method unknown",
+        {"stages.shortcut_f2d2.objective.div_method": "hutch"},
+        ["objective.div_method = 'hutch'", "'hutchinson'"],
+    ),
+    (
+        "two_way not a bool",
+        {"stages.meanflow.objective.two_way": "yes"},
+        ["objective.two_way = 'yes'", "true or false"],
+    ),
+    (
+        "distill without teacher",
+        {"stages.shortcut_distill.objective.teacher": DROP},
+        ["objective.teacher = None", "'shortcut_distill' needs a teacher", "stages.shortcut_distill"],
+    ),
+    (
+        "teacher neither stage nor file",
+        {"stages.shortcut_distill.objective.teacher": "runs/none.pt"},
+        ["objective.teacher = 'runs/none.pt' is not a stage name", "existing checkpoint file"],
+    ),
+    (
+        "init_from neither stage nor file",
+        {"stages.shortcut.train.init_from": "techer"},
+        ["train.init_from = 'techer' is not a stage name", "'teacher'"],
+    ),
+    (
+        "F2D2 without divergence head",
+        {"stages.shortcut_f2d2.model.div_head": False},
+        ["model.div_head = False", "set model.div_head: true"],
+    ),
+    (
+        "early stop without divergence head",
+        {"stages.teacher.train.early_stop": {"target_bpd": 3.0}},
+        ["train.early_stop measures the F2D2 likelihood", "model.div_head = None", "stages.teacher"],
+    ),
+    (
+        "early stop at the teacher's BPD without a teacher",
+        {"stages.shortcut_f2d2.train.early_stop": {}},
+        ["train.early_stop.target_bpd = None", "objective.teacher = None", "stages.shortcut_f2d2"],
+    ),
+    (
+        "early stop tol zero",
+        {"stages.shortcut_distill_f2d2.train.early_stop": {"tol": 0}},
+        ["train.early_stop.tol = 0", "> 0"],
+    ),
+    (
+        "points file missing",
+        {"data": {"name": "points", "path": "no/such/points.npy"}},
+        ["data.path = 'no/such/points.npy' is not an existing file"],
+    ),
     ("points without a path", {"data": {"name": "points"}}, ["data 'points' needs data.path"]),
     ("hidden zero", {"model.hidden": 0}, ["model.hidden = 0", "integer >= 1"]),
     ("seed negative", {"seed": -1}, ["seed = -1", "integer >= 0"]),
@@ -91,27 +139,61 @@ CASES = [
     ("unknown stage key", {"stages.teacher.optim": {}}, ["stages.teacher.optim is an unknown key"]),
     ("unknown top-level key", {"epochs": 3}, ["epochs is an unknown top-level key"]),
     ("ablation of no stage", {"ablations.lam.stage": "nostage"}, ["ablations.lam.stage = 'nostage' is not a stage"]),
-    ("ablation baseline of no stage", {"ablations.lam.baselines": ["ghost"]},
-     ["ablations.lam.baselines: 'ghost' is not a stage"]),
-    ("density run of no stage", {"figures.density.runs": ["teacher", "ghost"]},
-     ["figures.density.runs: ['ghost'] are not stages"]),
-    ("batch not divisible by GPUs", {"cluster": "slurm", "resources.train.gpus": 3},
-     ["train.batch_size = 1024", "not divisible by resources.train.gpus = 3", "multiple of 3"]),
+    (
+        "ablation baseline of no stage",
+        {"ablations.lam.baselines": ["ghost"]},
+        ["ablations.lam.baselines: 'ghost' is not a stage"],
+    ),
+    (
+        "density run of no stage",
+        {"figures.density.runs": ["teacher", "ghost"]},
+        ["figures.density.runs: ['ghost'] are not stages"],
+    ),
+    (
+        "batch not divisible by GPUs",
+        {"cluster": "slurm", "resources.train.gpus": 3},
+        ["train.batch_size = 1024", "not divisible by resources.train.gpus = 3", "multiple of 3"],
+    ),
     ("negative memory", {"resources.eval.mem_gb": -4}, ["resources.eval.mem_gb = -4", "> 0"]),
     ("zero time", {"resources.train.time_min": 0}, ["resources.train.time_min = 0", ">= 1"]),
     ("zero cpus", {"resources.eval.cpus": 0}, ["resources.eval.cpus = 0", ">= 1"]),
-    ("warm-up longer than the stage", {"stages.shortcut_f2d2.train.warmup": 1000},
-     ["train.warmup = 1000 is longer than train.steps = 800", "never exceeds 80% of train.lr", "stages.shortcut_f2d2"]),
-    ("EMA keeps the warm start", {"stages.shortcut_f2d2.train.ema_decay": 0.9999},
-     ["train.ema_decay = 0.9999 keeps 92.3% of the warm start (train.init_from = 'shortcut')", "train.steps = 800",
-      "expected <= 5%", "train.ema_decay <= 0.99626", "train.ema_halflife_steps <= 185", "stages.shortcut_f2d2"]),
-    ("EMA half-life too long", {"stages.meanflow_f2d2.train.ema_halflife_steps": 400},
-     ["train.ema_halflife_steps = 400 keeps 25.0% of the warm start", "stages.meanflow_f2d2"]),
-    ("EMA ramp-up without a half-life", {"train.ema_rampup": 0.05},
-     ["train.ema_rampup = 0.05 ramps up train.ema_halflife_steps = None"]),
+    (
+        "warm-up longer than the stage",
+        {"stages.shortcut_f2d2.train.warmup": 1000},
+        [
+            "train.warmup = 1000 is longer than train.steps = 800",
+            "never exceeds 80% of train.lr",
+            "stages.shortcut_f2d2",
+        ],
+    ),
+    (
+        "EMA keeps the warm start",
+        {"stages.shortcut_f2d2.train.ema_decay": 0.9999},
+        [
+            "train.ema_decay = 0.9999 keeps 92.3% of the warm start (train.init_from = 'shortcut')",
+            "train.steps = 800",
+            "expected <= 5%",
+            "train.ema_decay <= 0.99626",
+            "train.ema_halflife_steps <= 185",
+            "stages.shortcut_f2d2",
+        ],
+    ),
+    (
+        "EMA half-life too long",
+        {"stages.meanflow_f2d2.train.ema_halflife_steps": 400},
+        ["train.ema_halflife_steps = 400 keeps 25.0% of the warm start", "stages.meanflow_f2d2"],
+    ),
+    (
+        "EMA ramp-up without a half-life",
+        {"train.ema_rampup": 0.05},
+        ["train.ema_rampup = 0.05 ramps up train.ema_halflife_steps = None"],
+    ),
     ("EMA half-life zero", {"train.ema_halflife_steps": 0}, ["train.ema_halflife_steps = 0", "> 0"]),
-    ("tasks per node vs GPUs", {"cluster": "slurm", "resources.train.gpus": 2, "resources.train.tasks_per_node": 3},
-     ["resources.train.tasks_per_node = 3", "resources.train.gpus = 2", "expected 1", "or 2"]),
+    (
+        "tasks per node vs GPUs",
+        {"cluster": "slurm", "resources.train.gpus": 2, "resources.train.tasks_per_node": 3},
+        ["resources.train.tasks_per_node = 3", "resources.train.gpus = 2", "expected 1", "or 2"],
+    ),
 ]
 
 
@@ -156,10 +238,16 @@ def test_warm_starts_without_a_divergence_head_are_warned_about():
     with pytest.warns(ConfigWarning) as said:
         check_experiment(_preset("checkerboard.yaml"))
     lines = sorted({str(w.message) for w in said})
-    assert len(lines) == 3 and all("train.ema_decay = 0.999 keeps 13.5% of the warm start (train.init_from = "
-                                   "'teacher') in the EMA at train.steps = 2000" in line for line in lines), lines
-    assert [line.split(":")[0] for line in lines] == ["objective 'meanflow'", "objective 'shortcut'",
-                                                      "objective 'shortcut_distill'"]
+    assert len(lines) == 3 and all(
+        "train.ema_decay = 0.999 keeps 13.5% of the warm start (train.init_from = "
+        "'teacher') in the EMA at train.steps = 2000" in line
+        for line in lines
+    ), lines
+    assert [line.split(":")[0] for line in lines] == [
+        "objective 'meanflow'",
+        "objective 'shortcut'",
+        "objective 'shortcut_distill'",
+    ]
 
 
 # The F2D2 stages' keys config/cifar10.yaml sets to fit their 10000 steps; without them the stages inherit the
@@ -177,11 +265,15 @@ def test_cifar10_f2d2_stages_that_inherit_the_teacher_schedule_are_refused():
         check_experiment(cfg, data_files=False)
     lines = str(err.value).splitlines()[1:]
     assert len(lines) == 4, lines
-    assert lines[0].startswith("  - train.warmup = 30000 is longer than train.steps = 10000: the learning rate never "
-                               "exceeds 33% of train.lr = 0.0001")
+    assert lines[0].startswith(
+        "  - train.warmup = 30000 is longer than train.steps = 10000: the learning rate never "
+        "exceeds 33% of train.lr = 0.0001"
+    )
     for stage, line in zip(F2D2_STAGES, lines[1:]):
-        assert line.startswith(f"  - train.ema_decay = 0.9999 keeps 36.8% of the warm start (train.init_from = "
-                               f"'{stage.removesuffix('_f2d2')}') in the EMA at train.steps = 10000; expected <= 5%")
+        assert line.startswith(
+            f"  - train.ema_decay = 0.9999 keeps 36.8% of the warm start (train.init_from = "
+            f"'{stage.removesuffix('_f2d2')}') in the EMA at train.steps = 10000; expected <= 5%"
+        )
         assert "train.ema_decay <= 0.9997" in line and "train.ema_halflife_steps <= 2314" in line, line
         assert f"(in stages.{stage}" in line, line
     with warnings.catch_warnings():
@@ -197,7 +289,8 @@ def test_early_stop_checks_warn_when_the_ema_is_mostly_the_warm_start():
     assert [str(w.message) for w in said] == [
         "objective 'meanflow_f2d2': train.ema_halflife_steps = 2000 keeps 84.1% of the warm start (train.init_from "
         "= 'meanflow') in the EMA at train.early_stop.every = 500; expected <= 5%: set train.ema_halflife_steps <= "
-        "115 or train.ema_rampup (e.g. 0.05), where train.early_stop may end the run"]
+        "115 or train.ema_rampup (e.g. 0.05), where train.early_stop may end the run"
+    ]
 
 
 def test_schema_defaults_are_valid_values():
@@ -241,8 +334,11 @@ def test_a_run_lists_every_bad_key():
     run["train"]["lr"], run["model"]["depth"] = 0, 0
     with pytest.raises(ConfigError) as err:
         validate_run(run)
-    assert str(err.value).splitlines() == ["invalid config:", "  - model.depth = 0; expected an integer >= 1",
-                                           "  - train.lr = 0; expected a number > 0"]
+    assert str(err.value).splitlines() == [
+        "invalid config:",
+        "  - model.depth = 0; expected an integer >= 1",
+        "  - train.lr = 0; expected a number > 0",
+    ]
 
 
 def test_bad_resources_same_phrase_from_config_and_submit(tmp_path, capsys):
@@ -277,15 +373,28 @@ def test_gpus_on_a_local_machine_without_them(monkeypatch):
     check_experiment(cfg)
 
 
-@pytest.mark.parametrize("overrides, words", [
-    (["objective.name=bogus"], ["objective.name = 'bogus' is unknown"]),
-    (["data.name=points", "data.path=missing.npy"], ["data.path = 'missing.npy' is not an existing file"]),
-    (["model.div_scale=-1"], ["model.div_scale = -1"]),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["objective.name=bogus"], ["objective.name = 'bogus' is unknown"]),
+        (["data.name=points", "data.path=missing.npy"], ["data.path = 'missing.npy' is not an existing file"]),
+        (["model.div_scale=-1"], ["model.div_scale = -1"]),
+    ],
+)
 def test_train_cli_refuses_before_training(overrides, words, tmp_path, capsys):
     sets = [a for o in overrides for a in ("--set", o)]
-    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
-                 "--workdir", str(tmp_path / "w"), *sets])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "config" / "config.yaml"),
+            "--stage",
+            "teacher",
+            "--workdir",
+            str(tmp_path / "w"),
+            *sets,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and all(w in err for w in words), err
     assert not (tmp_path / "w").exists()
@@ -293,8 +402,19 @@ def test_train_cli_refuses_before_training(overrides, words, tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_train_cli_refuses_a_missing_cuda_device(tmp_path, capsys):
-    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
-                 "--workdir", str(tmp_path / "w"), "--set", "train.device=cuda"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "config" / "config.yaml"),
+            "--stage",
+            "teacher",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--set",
+            "train.device=cuda",
+        ]
+    )
     assert code == 2 and "train.device = 'cuda', but this machine has no CUDA device" in capsys.readouterr().err
 
 

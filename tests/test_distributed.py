@@ -15,8 +15,8 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.config.resolve import resolve_run
+from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.training.distributed import Group
 from f2d2.training.loop import train
 
@@ -28,12 +28,11 @@ def _sync_worker(rank: int, world: int, init_file: str, out: str) -> None:
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 2)
     x = torch.randn(8, 3)  # the global batch, the same on every rank
-    mine = x[rank * 4:(rank + 1) * 4]
+    mine = x[rank * 4 : (rank + 1) * 4]
     loss = net(mine).pow(2).mean()
     loss.backward()
     values, flag = Group(rank=rank, world=world).sync_step(net.parameters(), {"loss": loss}, flag=rank == 1)
-    torch.save({"grads": [p.grad for p in net.parameters()], "loss": values["loss"], "flag": flag},
-               f"{out}.{rank}")
+    torch.save({"grads": [p.grad for p in net.parameters()], "loss": values["loss"], "flag": flag}, f"{out}.{rank}")
     torch.distributed.destroy_process_group()
 
 
@@ -53,21 +52,48 @@ def test_sync_step_gives_the_global_batch_gradient_and_ors_the_flag(tmp_path):
 
 
 def config(tmp: Path, seed: int = 2) -> Path:
-    cfg = {"seed": seed, "data": {"name": "checkerboard"},
-           "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
-           "objective": {"name": "flow_matching"},
-           "train": {"steps": 400, "batch_size": 256, "lr": 2e-3, "warmup": 10, "ema_decay": 0.95,
-                     "log_every": 50, "ckpt_every": 100},
-           "stages": {"fm": {}}}
+    cfg = {
+        "seed": seed,
+        "data": {"name": "checkerboard"},
+        "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
+        "objective": {"name": "flow_matching"},
+        "train": {
+            "steps": 400,
+            "batch_size": 256,
+            "lr": 2e-3,
+            "warmup": 10,
+            "ema_decay": 0.95,
+            "log_every": 50,
+            "ckpt_every": 100,
+        },
+        "stages": {"fm": {}},
+    }
     path = tmp / f"c{seed}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 def two_tasks(workdir: Path, cfg: Path, *train_args: str) -> None:
-    cmd = [str(BIN / "f2d2"), "submit", "--cluster", "local", "--tasks-per-node", "2", "--log-dir",
-           str(workdir / "logs"), "--", "train", "--config", str(cfg), "--stage", "fm", "--workdir", str(workdir),
-           "--no-progress", *train_args]
+    cmd = [
+        str(BIN / "f2d2"),
+        "submit",
+        "--cluster",
+        "local",
+        "--tasks-per-node",
+        "2",
+        "--log-dir",
+        str(workdir / "logs"),
+        "--",
+        "train",
+        "--config",
+        str(cfg),
+        "--stage",
+        "fm",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        *train_args,
+    ]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

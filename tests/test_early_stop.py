@@ -14,14 +14,14 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from f2d2.training import early_stop as early_stop_mod
-from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.cli import main
 from f2d2.config.resolve import ConfigError, resolve_run
-from f2d2.data import make_dataset
-from f2d2.training.early_stop import validation_split
 from f2d2.core.likelihood import reference_log_likelihood
+from f2d2.data import make_dataset
 from f2d2.eval.bpd import bits_per_dim
+from f2d2.io.checkpoint import load_checkpoint, load_model
+from f2d2.training import early_stop as early_stop_mod
+from f2d2.training.early_stop import validation_split
 from f2d2.training.loop import train
 
 STEPS, EVERY = 40, 5
@@ -31,8 +31,15 @@ EXPERIMENT = {
     "data": {"name": "checkerboard"},
     "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2, "div_head": True, "div_scale": 1.0},
     "objective": {"name": "shortcut_f2d2", "div_source": "self", "lam": 1.0},
-    "train": {"steps": STEPS, "batch_size": 64, "lr": 1e-3, "warmup": 5, "ema_decay": 0.9,
-              "log_every": 10, "ckpt_every": 20},
+    "train": {
+        "steps": STEPS,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "warmup": 5,
+        "ema_decay": 0.9,
+        "log_every": 10,
+        "ckpt_every": 20,
+    },
     "stages": {"f2d2": {}},
 }
 
@@ -86,8 +93,9 @@ def test_enabled_but_not_triggered_is_bitwise_the_run_without_it(full, tmp_path)
     for part in ("model", "ema"):
         assert same_state(plain[part], ckpt[part]), part
     assert same_state(plain["rng"], ckpt["rng"])
-    assert rows(tmp_path / "plain") == [{k: v for k, v in r.items() if "bpd" not in k}
-                                        for r in rows(work) if r["step"] % 10 == 0]
+    assert rows(tmp_path / "plain") == [
+        {k: v for k, v in r.items() if "bpd" not in k} for r in rows(work) if r["step"] % 10 == 0
+    ]
 
     # Interrupted at step 20 and resumed: the same run again (the target comes back from the checkpoint).
     train(f2d2_run(UNREACHABLE, steps=20), tmp_path / "cut", progress=False)
@@ -119,21 +127,40 @@ def test_stops_at_the_first_check_within_tol_and_a_restart_trains_no_further(ful
     config = tmp_path / "exp.yaml"
     config.write_text(yaml.safe_dump(cfg))
     summary = tmp_path / "train.json"
-    assert main(["train", "--config", str(config), "--stage", "f2d2", "--workdir", str(work), "--no-progress",
-                 "--summary", str(summary)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--stage",
+                "f2d2",
+                "--workdir",
+                str(work),
+                "--no-progress",
+                "--summary",
+                str(summary),
+            ]
+        )
+        == 0
+    )
     assert "stopped early at step" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
     assert json.loads(summary.read_text())["early_stopped"] == ckpt["early_stopped"]
 
 
 def test_null_target_is_the_teachers_reference_bpd(tmp_path):
-    teacher_run = resolve_run({**copy.deepcopy(EXPERIMENT), "model": {"arch": "mlp", "hidden": 32, "depth": 2,
-                                                                       "time_freqs": 2},
-                               "objective": {"name": "flow_matching"}}, "f2d2")
+    teacher_run = resolve_run(
+        {
+            **copy.deepcopy(EXPERIMENT),
+            "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
+            "objective": {"name": "flow_matching"},
+        },
+        "f2d2",
+    )
     teacher = train(teacher_run, tmp_path / "teacher", progress=False)
     cfg = experiment({"target_bpd": None, "tol": 100.0})
-    cfg["objective"] = {"name": "shortcut_distill_f2d2", "teacher": str(teacher), "div_source": "teacher",
-                        "lam": 1.0}
+    cfg["objective"] = {"name": "shortcut_distill_f2d2", "teacher": str(teacher), "div_source": "teacher", "lam": 1.0}
     ckpt = load_checkpoint(train(resolve_run(cfg, "f2d2"), tmp_path / "f2d2", progress=False))
     assert ckpt["step"] == EVERY  # any BPD is within tol = 100: the first check stops
 
@@ -151,15 +178,18 @@ def test_null_target_without_a_teacher_is_refused_before_training(tmp_path):
     assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "metrics.jsonl").exists()
 
 
-@pytest.mark.parametrize("early_stop, words", [
-    ({"every": 0}, ["train.early_stop.every = 0", "integer >= 1"]),
-    ({"n_val": 2.5}, ["train.early_stop.n_val = 2.5", "integer >= 1"]),
-    ({"steps": True}, ["train.early_stop.steps = True", "integer >= 1"]),
-    ({"tol": 0}, ["train.early_stop.tol = 0", "> 0"]),
-    ({"target_bpd": "teacher"}, ["train.early_stop.target_bpd = 'teacher'", "a number or null"]),
-    ({"seed": -1}, ["train.early_stop.seed = -1", "integer >= 0"]),
-    ({"patience": 3}, ["train.early_stop.patience is an unknown key", "'tol'"]),
-])
+@pytest.mark.parametrize(
+    "early_stop, words",
+    [
+        ({"every": 0}, ["train.early_stop.every = 0", "integer >= 1"]),
+        ({"n_val": 2.5}, ["train.early_stop.n_val = 2.5", "integer >= 1"]),
+        ({"steps": True}, ["train.early_stop.steps = True", "integer >= 1"]),
+        ({"tol": 0}, ["train.early_stop.tol = 0", "> 0"]),
+        ({"target_bpd": "teacher"}, ["train.early_stop.target_bpd = 'teacher'", "a number or null"]),
+        ({"seed": -1}, ["train.early_stop.seed = -1", "integer >= 0"]),
+        ({"patience": 3}, ["train.early_stop.patience is an unknown key", "'tol'"]),
+    ],
+)
 def test_bad_early_stop_values_name_key_and_value(early_stop, words):
     with pytest.raises(ConfigError) as err:
         f2d2_run(early_stop)
@@ -176,32 +206,72 @@ def test_early_stop_not_a_mapping_is_refused():
 
 def test_image_validation_bpd_is_what_f2d2_nll_reports(tmp_path):
     """On generated images the check's BPD equals ``f2d2 nll`` on ``f2d2 data``'s test subset (same seeds)."""
-    cfg = {"seed": 0, "data": {"name": "shapes", "size": 8, "n_train": 64, "n_test": 40},
-           "model": {"arch": "unet", "channels": 8, "channel_mult": [1], "attn_resolutions": [],
-                     "num_res_blocks": 1, "dropout": 0.0, "div_head": True, "div_scale": 1.0},
-           "objective": {"name": "shortcut_f2d2", "div_source": "self", "div_method": "hutchinson",
-                         "max_log2": 2},
-           "train": {"steps": 4, "batch_size": 8, "warmup": 1, "log_every": 2, "ckpt_every": 4,
-                     "early_stop": {"every": 2, "n_val": 24, "steps": 1, "target_bpd": 0.0, "tol": 1e-3,
-                                    "seed": 5}},
-           "stages": {"f2d2": {}}}
+    cfg = {
+        "seed": 0,
+        "data": {"name": "shapes", "size": 8, "n_train": 64, "n_test": 40},
+        "model": {
+            "arch": "unet",
+            "channels": 8,
+            "channel_mult": [1],
+            "attn_resolutions": [],
+            "num_res_blocks": 1,
+            "dropout": 0.0,
+            "div_head": True,
+            "div_scale": 1.0,
+        },
+        "objective": {"name": "shortcut_f2d2", "div_source": "self", "div_method": "hutchinson", "max_log2": 2},
+        "train": {
+            "steps": 4,
+            "batch_size": 8,
+            "warmup": 1,
+            "log_every": 2,
+            "ckpt_every": 4,
+            "early_stop": {"every": 2, "n_val": 24, "steps": 1, "target_bpd": 0.0, "tol": 1e-3, "seed": 5},
+        },
+        "stages": {"f2d2": {}},
+    }
     config = tmp_path / "img.yaml"
     config.write_text(yaml.safe_dump(cfg))
     ckpt = train(resolve_run(cfg, "f2d2"), tmp_path / "run", progress=False)
     val = [r["val_bpd"] for r in rows(tmp_path / "run") if "val_bpd" in r]
     assert len(val) == 2 and load_checkpoint(ckpt)["step"] == 4
     assert main(["data", "--config", str(config), "--n", "24", "--seed", "5", "--out", str(tmp_path / "x.npy")]) == 0
-    assert main(["nll", "--checkpoint", str(ckpt), "--points", str(tmp_path / "x.npy"), "--steps", "1",
-                 "--div", "head", "--dequant-seed", "5", "--out", str(tmp_path / "nll.csv"),
-                 "--summary", str(tmp_path / "nll.json")]) == 0
+    assert (
+        main(
+            [
+                "nll",
+                "--checkpoint",
+                str(ckpt),
+                "--points",
+                str(tmp_path / "x.npy"),
+                "--steps",
+                "1",
+                "--div",
+                "head",
+                "--dequant-seed",
+                "5",
+                "--out",
+                str(tmp_path / "nll.csv"),
+                "--summary",
+                str(tmp_path / "nll.json"),
+            ]
+        )
+        == 0
+    )
     nll = json.loads((tmp_path / "nll.json").read_text())
     assert nll["dequantized"] is True
     assert nll["mean_bpd"] == pytest.approx(val[-1], rel=1e-6)
 
 
 def _rank_worker(rank: int, run: dict, workdir: str, port: int) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     if rank == 1:  # this rank alone would measure a BPD far from the target
         real = early_stop_mod.points_nll
@@ -214,8 +284,9 @@ def test_two_gloo_ranks_take_rank_0s_decision(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.spawn(_rank_worker, args=(f2d2_run({"target_bpd": 0.0, "tol": 100.0}), str(tmp_path), port),
-                   nprocs=2, join=False)
+    ctx = mp.spawn(
+        _rank_worker, args=(f2d2_run({"target_bpd": 0.0, "tol": 100.0}), str(tmp_path), port), nprocs=2, join=False
+    )
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=2):
         if time.monotonic() > deadline:

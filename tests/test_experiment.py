@@ -15,13 +15,20 @@ from f2d2.config.resolve import ConfigError
 from pipeline_helpers import ROOT
 
 BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-STAGES = ["teacher", "shortcut", "shortcut_distill", "meanflow", "shortcut_f2d2", "shortcut_distill_f2d2",
-          "meanflow_f2d2"]
+STAGES = [
+    "teacher",
+    "shortcut",
+    "shortcut_distill",
+    "meanflow",
+    "shortcut_f2d2",
+    "shortcut_distill_f2d2",
+    "meanflow_f2d2",
+]
 
 
 def test_runs_are_the_stages_then_the_ablation_values_off_the_stage():
     runs = experiment.runs(BASE)
-    assert list(runs)[:len(STAGES)] == STAGES and all(runs[s] == (s, []) for s in STAGES)
+    assert list(runs)[: len(STAGES)] == STAGES and all(runs[s] == (s, []) for s in STAGES)
     stage = "shortcut_distill_f2d2"
     assert {r: v for r, v in runs.items() if r not in STAGES} == {  # 1.0 is the stage's own value: no run
         f"{stage}__div_scale0.1": (stage, ["model.div_scale=0.1"]),
@@ -30,8 +37,12 @@ def test_runs_are_the_stages_then_the_ablation_values_off_the_stage():
         f"{stage}__lam0.1": (stage, ["objective.lam=0.1"]),
         f"{stage}__lam10": (stage, ["objective.lam=10.0"]),
     }
-    assert experiment.ablation_runs(BASE, "lam") == [(0.01, f"{stage}__lam0.01"), (0.1, f"{stage}__lam0.1"),
-                                                     (1.0, stage), (10.0, f"{stage}__lam10")]
+    assert experiment.ablation_runs(BASE, "lam") == [
+        (0.01, f"{stage}__lam0.01"),
+        (0.1, f"{stage}__lam0.1"),
+        (1.0, stage),
+        (10.0, f"{stage}__lam10"),
+    ]
     assert experiment.ablation_tables(BASE) == {"div_scale": 5, "lam": 6}
 
 
@@ -81,6 +92,8 @@ def test_stage_order_follows_the_dependencies():
 
 
 def test_imports_without_torch():
-    code = ("import sys, f2d2.config.experiment, f2d2.registry; "
-            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    code = (
+        "import sys, f2d2.config.experiment, f2d2.registry; "
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from analytic import GaussianFlow
-from external_models import time_mlp
 from torch import nn
 
 import f2d2
+from analytic import GaussianFlow
+from external_models import time_mlp
 from f2d2.core.likelihood import standard_normal_log_prob
 from f2d2.eval.bpd import dequantize
 from f2d2.io.checkpoint import load_model
@@ -34,8 +34,9 @@ def train_with_flow_matching_package(steps: int, generator: torch.Generator) -> 
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(steps):
         x1 = four_gaussians(256, generator)
-        sample = path.sample(x_0=torch.randn(x1.shape, generator=generator), x_1=x1,
-                             t=torch.rand(x1.shape[0], generator=generator))
+        sample = path.sample(
+            x_0=torch.randn(x1.shape, generator=generator), x_1=x1, t=torch.rand(x1.shape[0], generator=generator)
+        )
         loss = (net(sample.x_t, sample.t) - sample.dx_t).pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -50,10 +51,16 @@ def test_a_flow_matching_package_teacher_distills_to_a_one_step_f2d2_likelihood(
     gen = torch.Generator().manual_seed(0)
     net = train_with_flow_matching_package(400, gen)
     torch.save(net.state_dict(), tmp_path / "velocity.pt")
-    spec = {"factory": "external_models:time_mlp", "kwargs": {"hidden": 64},
-            "state_dict": str(tmp_path / "velocity.pt"), "data_shape": [2]}
-    objective = build_objective({"name": "shortcut_distill_f2d2", "teacher": spec, "max_log2": 3, "sc_fraction": 0.5},
-                                teacher=f2d2.load_teacher_spec(spec))
+    spec = {
+        "factory": "external_models:time_mlp",
+        "kwargs": {"hidden": 64},
+        "state_dict": str(tmp_path / "velocity.pt"),
+        "data_shape": [2],
+    }
+    objective = build_objective(
+        {"name": "shortcut_distill_f2d2", "teacher": spec, "max_log2": 3, "sc_fraction": 0.5},
+        teacher=f2d2.load_teacher_spec(spec),
+    )
     student = build_model({"arch": "mlp", "dim": 2, "hidden": 128, "depth": 3, "div_head": True, "flow_map": True})
     opt = torch.optim.RAdam(student.parameters(), lr=2e-3)
     for _ in range(1000):
@@ -63,8 +70,9 @@ def test_a_flow_matching_package_teacher_distills_to_a_one_step_f2d2_likelihood(
         opt.step()
 
     x = four_gaussians(500, torch.Generator().manual_seed(1))
-    _, reference = ODESolver(net).compute_likelihood(x, standard_normal_log_prob, step_size=None, method="dopri5",
-                                                     atol=1e-6, rtol=1e-6, exact_divergence=True)
+    _, reference = ODESolver(net).compute_likelihood(
+        x, standard_normal_log_prob, step_size=None, method="dopri5", atol=1e-6, rtol=1e-6, exact_divergence=True
+    )
     teacher = objective.teacher  # the spec, loaded: factory + weights, in f2d2's interface
     assert (f2d2.log_prob(teacher, x, steps=None) - reference).abs().max() < 1e-2  # f2d2 dopri5 at tol 1e-5
     f2d2_err = (f2d2.log_prob(student, x, steps=1) - reference).abs().mean().item()
@@ -86,8 +94,12 @@ def test_time_convention_and_denoiser_conversions_recover_the_closed_form_veloci
     as_data_to_noise = lambda y, tau: -flow.velocity(y, 1 - tau)  # noqa: E731  (t = 0 data, dx/dtau)
     denoiser = lambda y, s: y + (1 - s[:, None]) * flow.velocity(y, s)  # noqa: E731  (E[x1 | x_s])
     denoiser_data_to_noise = lambda y, tau: y + tau[:, None] * flow.velocity(y, 1 - tau)  # noqa: E731
-    cases = [(flow.velocity, "noise_to_data", "velocity"), (as_data_to_noise, "data_to_noise", "velocity"),
-             (denoiser, "noise_to_data", "denoiser"), (denoiser_data_to_noise, "data_to_noise", "denoiser")]
+    cases = [
+        (flow.velocity, "noise_to_data", "velocity"),
+        (as_data_to_noise, "data_to_noise", "velocity"),
+        (denoiser, "noise_to_data", "denoiser"),
+        (denoiser_data_to_noise, "data_to_noise", "denoiser"),
+    ]
     for fn, time, output in cases:
         wrapped = f2d2.ExternalVelocity(fn, [2], time=time, output=output)
         assert torch.allclose(wrapped.velocity(x, t), v, atol=1e-5), (time, output)
@@ -100,8 +112,12 @@ def test_time_convention_and_denoiser_conversions_recover_the_closed_form_veloci
 
 def test_a_missing_factory_wrong_keys_and_a_wrong_output_shape_each_say_what_was_expected(tmp_path):
     torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "linear.pt")
-    good = {"factory": "torch.nn:Linear", "kwargs": {"in_features": 2, "out_features": 2},
-            "state_dict": str(tmp_path / "linear.pt"), "data_shape": [2]}
+    good = {
+        "factory": "torch.nn:Linear",
+        "kwargs": {"in_features": 2, "out_features": 2},
+        "state_dict": str(tmp_path / "linear.pt"),
+        "data_shape": [2],
+    }
     assert isinstance(f2d2.load_teacher_spec(good), f2d2.ExternalVelocity)
     torch.save({"w": torch.zeros(2, 2)}, tmp_path / "wrong.pt")
     torch.save(nn.Linear(2, 2), tmp_path / "pickled.pt")  # a whole module: pickled code, refused unread
@@ -109,8 +125,10 @@ def test_a_missing_factory_wrong_keys_and_a_wrong_output_shape_each_say_what_was
         ({"factory": "no_such_pkg.models:make"}, "no module named 'no_such_pkg'.*expected 'package.module:function'"),
         ({"factory": "torch.nn:NoSuchLayer"}, "'torch.nn' has no attribute 'NoSuchLayer'"),
         ({"factory": "torch.nn.Linear"}, "factory = 'torch.nn.Linear'; expected .*package.module:function"),
-        ({"state_dict": str(tmp_path / "wrong.pt")},
-         r"does not fit .*missing keys \['bias', 'weight'\], unexpected keys \['w'\]"),
+        (
+            {"state_dict": str(tmp_path / "wrong.pt")},
+            r"does not fit .*missing keys \['bias', 'weight'\], unexpected keys \['w'\]",
+        ),
         ({"state_dict": str(tmp_path / "none.pt")}, "is not an existing file"),
         ({"state_dict": str(tmp_path / "pickled.pt")}, "could not be read as tensors only"),
         ({"time": "backwards"}, "time = 'backwards'; expected 'noise_to_data' or 'data_to_noise'"),
@@ -125,8 +143,11 @@ def test_a_missing_factory_wrong_keys_and_a_wrong_output_shape_each_say_what_was
         f2d2.load_teacher_spec({k: v for k, v in good.items() if k != "state_dict"})
 
     wrong_shape = f2d2.ExternalVelocity(lambda y, t: y[:, :1], [2])
-    with pytest.raises(ValueError, match=r"returned \(5, 1\) for x of shape \(5, 2\); expected a tensor of x's "
-                                         r"shape \(a velocity per point\)") as err:
+    with pytest.raises(
+        ValueError,
+        match=r"returned \(5, 1\) for x of shape \(5, 2\); expected a tensor of x's "
+        r"shape \(a velocity per point\)",
+    ) as err:
         wrong_shape.velocity(torch.zeros(5, 2), torch.zeros(5))
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match=r"expected \(B, \*data_shape\) = \(B, 2\)"):
@@ -145,11 +166,19 @@ def test_an_external_teacher_trains_meanflow_f2d2_and_a_run_config_names_one(tmp
     assert torch.isfinite(terms["loss"]) and set(terms) == {"loss", "mf", "mf_div"}
 
     torch.save(time_mlp(hidden=16).state_dict(), tmp_path / "velocity.pt")
-    spec = {"factory": "external_models:time_mlp", "kwargs": {"hidden": 16},
-            "state_dict": str(tmp_path / "velocity.pt"), "data_shape": [2]}
-    run = resolve_run({"model": {"hidden": 32, "depth": 2, "time_freqs": 2, "div_head": True},
-                       "objective": {"name": "shortcut_distill_f2d2", "teacher": spec},
-                       "train": {"steps": 2, "batch_size": 32, "log_every": 1, "ckpt_every": 2}})
+    spec = {
+        "factory": "external_models:time_mlp",
+        "kwargs": {"hidden": 16},
+        "state_dict": str(tmp_path / "velocity.pt"),
+        "data_shape": [2],
+    }
+    run = resolve_run(
+        {
+            "model": {"hidden": 32, "depth": 2, "time_freqs": 2, "div_head": True},
+            "objective": {"name": "shortcut_distill_f2d2", "teacher": spec},
+            "train": {"steps": 2, "batch_size": 32, "log_every": 1, "ckpt_every": 2},
+        }
+    )
     ckpt = train(run, tmp_path / "distilled", progress=False)
     x = torch.randn(8, 2)
     assert torch.equal(f2d2.log_prob(ckpt, x, steps=2), f2d2.log_prob(load_model(ckpt), x, steps=2))

@@ -5,26 +5,45 @@ from __future__ import annotations
 import pytest
 import torch
 
-from f2d2.cli import commands
-from f2d2.training import loop as train_mod
-from f2d2.cli import main
+from f2d2.cli import commands, main
 from f2d2.config.resolve import resolve_run
+from f2d2.training import loop as train_mod
 from f2d2.training.failures import DIVERGENCE_LIMIT, DivergenceHeadError, NonFiniteLossError, check_terms
 from f2d2.training.loop import train
 from pipeline_helpers import ROOT
 
 CONFIG = str(ROOT / "config" / "config.yaml")
-TINY = ["--set", "model.hidden=16", "--set", "model.depth=1", "--set", "train.steps=3", "--set", "train.warmup=1",
-        "--set", "train.batch_size=32", "--no-progress"]
+TINY = [
+    "--set",
+    "model.hidden=16",
+    "--set",
+    "model.depth=1",
+    "--set",
+    "train.steps=3",
+    "--set",
+    "train.warmup=1",
+    "--set",
+    "train.batch_size=32",
+    "--no-progress",
+]
 
 
 def f2d2_run(div_scale: float) -> dict:
-    return resolve_run({
-        "seed": 0,
-        "model": {"arch": "mlp", "hidden": 16, "depth": 2, "time_freqs": 2, "div_head": True, "div_scale": div_scale},
-        "objective": {"name": "shortcut_f2d2", "div_source": "self"},
-        "train": {"steps": 5, "batch_size": 64, "warmup": 1, "log_every": 1, "ckpt_every": 5},
-    })
+    return resolve_run(
+        {
+            "seed": 0,
+            "model": {
+                "arch": "mlp",
+                "hidden": 16,
+                "depth": 2,
+                "time_freqs": 2,
+                "div_head": True,
+                "div_scale": div_scale,
+            },
+            "objective": {"name": "shortcut_f2d2", "div_source": "self"},
+            "train": {"steps": 5, "batch_size": 64, "warmup": 1, "log_every": 1, "ckpt_every": 5},
+        }
+    )
 
 
 def test_a_bad_scaling_c_stops_with_advice_on_c(tmp_path):
@@ -62,13 +81,16 @@ def test_out_of_memory_in_training_names_the_batch_size(tmp_path, monkeypatch, c
     def hungry_objective(cfg, teacher=None):
         def objective(model, x1, gen):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore details")
+
         return objective
 
     monkeypatch.setattr(train_mod, "build_objective", hungry_objective)
     assert main(["train", "--config", CONFIG, "--stage", "teacher", "--workdir", str(tmp_path / "w"), *TINY]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("f2d2 train: error: out of memory training on cpu with "
-                                                   "train.batch_size = 32 (CUDA out of memory. Tried to allocate")
+    assert err.count("\n") == 1 and err.startswith(
+        "f2d2 train: error: out of memory training on cpu with "
+        "train.batch_size = 32 (CUDA out of memory. Tried to allocate"
+    )
     assert "lower train.batch_size (e.g. --set train.batch_size=16" in err
 
 
@@ -83,11 +105,47 @@ def test_out_of_memory_in_evaluation_names_the_option(tmp_path, monkeypatch, cap
     monkeypatch.setattr(commands, "log_likelihood", hungry)
     monkeypatch.setattr(commands, "sample", hungry)
     ckpt = str(tmp_path / "w" / "checkpoint.pt")
-    assert main(["nll", "--checkpoint", ckpt, "--points", str(pts), "--steps", "1", "--batch-size", "64",
-                 "--out", str(tmp_path / "o.csv")]) == 2
-    assert "out of memory on cpu with --batch-size 64 (CUDA out of memory.); lower --batch-size (e.g. 32)" \
+    assert (
+        main(
+            [
+                "nll",
+                "--checkpoint",
+                ckpt,
+                "--points",
+                str(pts),
+                "--steps",
+                "1",
+                "--batch-size",
+                "64",
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        "out of memory on cpu with --batch-size 64 (CUDA out of memory.); lower --batch-size (e.g. 32)"
         in capsys.readouterr().err
-    assert main(["sample", "--checkpoint", ckpt, "--n", "10", "--steps", "1", "--batch-size", "8",
-                 "--out", str(tmp_path / "s.npy")]) == 2
-    assert "out of memory on cpu drawing --batch-size 8 samples at once (CUDA out of memory.); lower --batch-size " \
+    )
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                ckpt,
+                "--n",
+                "10",
+                "--steps",
+                "1",
+                "--batch-size",
+                "8",
+                "--out",
+                str(tmp_path / "s.npy"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        "out of memory on cpu drawing --batch-size 8 samples at once (CUDA out of memory.); lower --batch-size "
         "(e.g. 4)" in capsys.readouterr().err
+    )

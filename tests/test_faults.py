@@ -25,8 +25,15 @@ RUN = {
     "seed": 5,
     "data": {"name": "checkerboard"},
     "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
-    "train": {"steps": STEPS, "batch_size": 64, "lr": 1e-3, "warmup": 10, "ema_decay": 0.99, "log_every": 1,
-              "ckpt_every": 5},
+    "train": {
+        "steps": STEPS,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "warmup": 10,
+        "ema_decay": 0.99,
+        "log_every": 1,
+        "ckpt_every": 5,
+    },
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -54,8 +61,14 @@ class Trainer:
 
     def __init__(self, config: Path, stderr: Path):
         self.config = config
-        self.server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], env=ENV, stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True)
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER],
+            env=ENV,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr.open("w"),
+            text=True,
+        )
 
     def start(self, workdir: Path) -> int:
         self.server.stdin.write(f"train --config {self.config} --workdir {workdir} --no-progress\n")
@@ -120,8 +133,10 @@ def test_training_killed_at_random_points_ends_like_an_uninterrupted_run(tmp_pat
     assert trainer.wait() == 0, (tmp_path / "stderr.txt").read_text()
     trainer.close()
 
-    print(f"\nkills that landed mid-training (resumed from step, logged step at the kill): {landed}; "
-          f"{in_save} of them while a checkpoint was being written")
+    print(
+        f"\nkills that landed mid-training (resumed from step, logged step at the kill): {landed}; "
+        f"{in_save} of them while a checkpoint was being written"
+    )
     # A kill can miss only if a slow poll let the run finish first; at least 10 must land mid-training.
     assert len(landed) >= 10 and all(a < b <= STEPS for a, b in landed)
     a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(work / "checkpoint.pt")
@@ -155,9 +170,16 @@ def _interrupt_after_first_cell(work: Path, cells: list[Path]) -> tuple[Path, st
     config = tiny_config(work, bundle=False)
     targets = [str(work / c) for c in cells]
     cmd, env = snakemake_cmd(work, config, "--cores", "1", *targets)
-    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env={**env, "PYTHONUNBUFFERED": "1"},
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     log = []
     for line in proc.stdout:  # interrupt once the first evaluation cell has finished, the second is running
         log.append(line)

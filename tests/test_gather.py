@@ -16,8 +16,15 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 CONFIG = "config/config.yaml"
 STEPS = [1, 2, 4, 8]
-MAIN_RUNS = ["teacher", "shortcut", "shortcut_distill", "meanflow",
-             "shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2"]
+MAIN_RUNS = [
+    "teacher",
+    "shortcut",
+    "shortcut_distill",
+    "meanflow",
+    "shortcut_f2d2",
+    "shortcut_distill_f2d2",
+    "meanflow_f2d2",
+]
 F2D2_RUNS = ["shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2"]
 ABL_RUNS = ["shortcut_distill_f2d2__lam0.1", "shortcut_distill_f2d2", "shortcut_distill_f2d2__lam10"]
 RUNS = MAIN_RUNS + [r for r in ABL_RUNS if r not in MAIN_RUNS]
@@ -38,6 +45,7 @@ common = load("common")
 
 
 # ---------------------------------------------------------------- synthetic cells
+
 
 def write_json(path: Path, obj: dict) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,11 +90,24 @@ def out(tmp_path_factory) -> dict:
     ref_dir = root / "eval" / "nll" / "teacher"
     write_points(ref_dir / "reference.csv", ref_nll, analytic)
     ref_csv = np.loadtxt(ref_dir / "reference.csv", delimiter=",", skiprows=1)[:, 0]
-    reference = write_json(ref_dir / "reference.json", {
-        "checkpoint": "results/train/teacher/checkpoint.pt", "train_seed": seed_of("teacher"),
-        "points": "results/data/test.npy", "n": N_POINTS, "solver": "dopri5", "div": "exact", "backward": None,
-        "mean_nll_nats": float(ref_nll.mean()), "mean_bpd": 0.777, "nfe": 512, "seconds": 42.5,
-        "analytic_mean_nll_nats": float(analytic.mean()), "analytic_mean_bpd": 0.765})
+    reference = write_json(
+        ref_dir / "reference.json",
+        {
+            "checkpoint": "results/train/teacher/checkpoint.pt",
+            "train_seed": seed_of("teacher"),
+            "points": "results/data/test.npy",
+            "n": N_POINTS,
+            "solver": "dopri5",
+            "div": "exact",
+            "backward": None,
+            "mean_nll_nats": float(ref_nll.mean()),
+            "mean_bpd": 0.777,
+            "nfe": 512,
+            "seconds": 42.5,
+            "analytic_mean_nll_nats": float(analytic.mean()),
+            "analytic_mean_bpd": 0.765,
+        },
+    )
     nll, samples, guided = {}, {}, {}
     for run in RUNS:
         for k in STEPS:
@@ -98,23 +119,56 @@ def out(tmp_path_factory) -> dict:
             values = ref_csv + dev
             d = root / "eval" / "nll" / run
             write_points(d / f"K{k}.csv", values, analytic)
-            nll[(run, k)] = write_json(d / f"K{k}.json", {
-                "checkpoint": f"results/train/{run}/checkpoint.pt", "train_seed": seed_of(run),
-                "points": "results/data/test.npy", "n": N_POINTS, "solver": f"{k}-step",
-                "div": "head" if "f2d2" in run else "exact", "backward": "two-way",
-                "mean_nll_nats": float(values.mean()), "mean_bpd": bpd_of(run, k), "nfe": 2 * k,
-                "seconds": 0.1 * k + RUNS.index(run), "analytic_mean_nll_nats": float(analytic.mean()),
-                "analytic_mean_bpd": 0.765, "mean_abs_err_nats": float(np.abs(values - ref_csv).mean())})
+            nll[(run, k)] = write_json(
+                d / f"K{k}.json",
+                {
+                    "checkpoint": f"results/train/{run}/checkpoint.pt",
+                    "train_seed": seed_of(run),
+                    "points": "results/data/test.npy",
+                    "n": N_POINTS,
+                    "solver": f"{k}-step",
+                    "div": "head" if "f2d2" in run else "exact",
+                    "backward": "two-way",
+                    "mean_nll_nats": float(values.mean()),
+                    "mean_bpd": bpd_of(run, k),
+                    "nfe": 2 * k,
+                    "seconds": 0.1 * k + RUNS.index(run),
+                    "analytic_mean_nll_nats": float(analytic.mean()),
+                    "analytic_mean_bpd": 0.765,
+                    "mean_abs_err_nats": float(np.abs(values - ref_csv).mean()),
+                },
+            )
             s = root / "eval" / "samples" / run
-            base = {"checkpoint": f"results/train/{run}/checkpoint.pt", "n": 2000, "steps": k, "seed": 7,
-                    "train_seed": seed_of(run), "guidance_steps": 0, "guidance_lr": None}
-            samples[(run, k)] = write_json(s / f"K{k}.json", {
-                **base, "seconds": 0.2 * k + RUNS.index(run) / 10, "sliced_w2": sw2_of(run, k),
-                "support_mass": 0.9 - RUNS.index(run) / 100 + k / 1000})
+            base = {
+                "checkpoint": f"results/train/{run}/checkpoint.pt",
+                "n": 2000,
+                "steps": k,
+                "seed": 7,
+                "train_seed": seed_of(run),
+                "guidance_steps": 0,
+                "guidance_lr": None,
+            }
+            samples[(run, k)] = write_json(
+                s / f"K{k}.json",
+                {
+                    **base,
+                    "seconds": 0.2 * k + RUNS.index(run) / 10,
+                    "sliced_w2": sw2_of(run, k),
+                    "support_mass": 0.9 - RUNS.index(run) / 100 + k / 1000,
+                },
+            )
             if "f2d2" in run:
-                guided[(run, k)] = write_json(s / f"K{k}_guided.json", {
-                    **base, "guidance_steps": 1, "guidance_lr": 0.1, "seconds": 0.3 * k,
-                    "sliced_w2": sw2_of(run, k, True), "support_mass": 0.95})
+                guided[(run, k)] = write_json(
+                    s / f"K{k}_guided.json",
+                    {
+                        **base,
+                        "guidance_steps": 1,
+                        "guidance_lr": 0.1,
+                        "seconds": 0.3 * k,
+                        "sliced_w2": sw2_of(run, k, True),
+                        "support_mass": 0.95,
+                    },
+                )
     grid = write_json(root / "eval" / "density" / "grid.json", {"lo": -2.0, "hi": 2.0, "size": GRID_SIZE})
     xs = np.linspace(-2, 2, GRID_SIZE)
     x, y = np.meshgrid(xs, xs)  # row-major, x fastest
@@ -124,24 +178,45 @@ def out(tmp_path_factory) -> dict:
     density = {}
     for i, run in enumerate(["teacher", "shortcut", "shortcut_f2d2"]):
         p = root / "eval" / "density" / run / "K1.csv"
-        write_points(p, 0.5 * (x - 0.3 * i) ** 2 + y ** 2 + 1.0, dens_analytic)
+        write_points(p, 0.5 * (x - 0.3 * i) ** 2 + y**2 + 1.0, dens_analytic)
         density[(run, 1)] = str(p)
     configs = {}
     for run in RUNS:
-        cfg = (f"seed: {seed_of(run)}\ndata: {{name: checkerboard}}\n"
-               f"model: {{arch: mlp, hidden: {64 * (1 + RUNS.index(run))}, depth: 4, time_freqs: 8"
-               + (", div_head: true, div_scale: 1.0" if "f2d2" in run else "") + "}\n"
-               f"objective: {{name: {run.split('__')[0]}" + (", lam: 0.1" if "lam" in run else "") + "}\n"
-               "train: {steps: 2000, lr: 0.001, batch_size: 2048, grad_clip: null, milestones: [10, 20]}\n")
+        cfg = (
+            f"seed: {seed_of(run)}\ndata: {{name: checkerboard}}\n"
+            f"model: {{arch: mlp, hidden: {64 * (1 + RUNS.index(run))}, depth: 4, time_freqs: 8"
+            + (", div_head: true, div_scale: 1.0" if "f2d2" in run else "")
+            + "}\n"
+            f"objective: {{name: {run.split('__')[0]}" + (", lam: 0.1" if "lam" in run else "") + "}\n"
+            "train: {steps: 2000, lr: 0.001, batch_size: 2048, grad_clip: null, milestones: [10, 20]}\n"
+        )
         p = root / "train" / run / "config.yaml"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(cfg)
         configs[run] = str(p)
-    test_split = write_json(root / "eval" / "test_points.json", {
-        "data": "points", "source": "held-out 20% of my.npy (split seed 0)", "n": N_POINTS,
-        "n_requested": 2000, "n_test": N_POINTS, "seed": 12345, "test_split": TEST_SPLIT})
-    return {"root": root, "reference": reference, "nll": nll, "samples": samples, "guided": guided,
-            "grid": grid, "density": density, "configs": configs, "test_split": test_split}
+    test_split = write_json(
+        root / "eval" / "test_points.json",
+        {
+            "data": "points",
+            "source": "held-out 20% of my.npy (split seed 0)",
+            "n": N_POINTS,
+            "n_requested": 2000,
+            "n_test": N_POINTS,
+            "seed": 12345,
+            "test_split": TEST_SPLIT,
+        },
+    )
+    return {
+        "root": root,
+        "reference": reference,
+        "nll": nll,
+        "samples": samples,
+        "guided": guided,
+        "grid": grid,
+        "density": density,
+        "configs": configs,
+        "test_split": test_split,
+    }
 
 
 def read_back(path) -> pd.DataFrame:
@@ -179,10 +254,17 @@ def run_as_snakemake(name: str, input: NamedList, output: list, params: NamedLis
 
 # ---------------------------------------------------------------- common
 
+
 def test_method_labels_and_cell_paths(out):
     assert [common.method_label(r) for r in MAIN_RUNS] == [
-        "Flow Matching", "Shortcut Model", "Shortcut-Distill", "MeanFlow",
-        "Shortcut-F2D2", "Shortcut-Distill-F2D2", "MeanFlow-F2D2"]
+        "Flow Matching",
+        "Shortcut Model",
+        "Shortcut-Distill",
+        "MeanFlow",
+        "Shortcut-F2D2",
+        "Shortcut-Distill-F2D2",
+        "MeanFlow-F2D2",
+    ]
     assert common.method_label("shortcut_distill_f2d2__div_scale10") == "Shortcut-Distill-F2D2"
     assert common.method_label("shortcut_distill_f2d2__lam0.1") == "Shortcut-Distill-F2D2"
     with pytest.raises(ValueError, match="unknown run"):
@@ -200,6 +282,7 @@ def test_method_labels_and_cell_paths(out):
 
 # ---------------------------------------------------------------- Table 1
 
+
 def test_table_main(out, tmp_path):
     mod = load("table_main")
     dest = tmp_path / "tables" / "table1.csv"
@@ -208,10 +291,19 @@ def test_table_main(out, tmp_path):
     assert list(back.columns) == (
         ["method", "run"]
         + [f"K{k}_{c}" for k in (8, 4, 2, 1) for c in ("nll_bpd", "sw2", "support_mass")]
-        + ["config", "seed"])
-    assert list(back.method) == ["Reference (teacher, dopri5)", "Analytic", "Flow Matching", "Shortcut Model",
-                                 "Shortcut-Distill", "MeanFlow", "Shortcut-F2D2", "Shortcut-Distill-F2D2",
-                                 "MeanFlow-F2D2"]
+        + ["config", "seed"]
+    )
+    assert list(back.method) == [
+        "Reference (teacher, dopri5)",
+        "Analytic",
+        "Flow Matching",
+        "Shortcut Model",
+        "Shortcut-Distill",
+        "MeanFlow",
+        "Shortcut-F2D2",
+        "Shortcut-Distill-F2D2",
+        "MeanFlow-F2D2",
+    ]
     assert (back.iloc[0][[f"K{k}_nll_bpd" for k in STEPS]] == 0.777).all()
     assert back.iloc[0][[f"K{k}_sw2" for k in STEPS]].isna().all()
     assert (back.iloc[1][[f"K{k}_nll_bpd" for k in STEPS]] == 0.765).all()
@@ -249,9 +341,15 @@ def test_table_main_from_snakemake_lists(out, tmp_path):
     nll_flat = list(out["nll"].values()) + [str(Path(p).with_suffix(".csv")) for p in out["nll"].values()]
     run_as_snakemake(
         "table_main",
-        NamedList(nll=nll_flat, samples=list(out["samples"].values()) + list(out["guided"].values()),
-                  reference=out["reference"], test_split=out["test_split"]),
-        [str(dest)], NamedList(methods=["shortcut_f2d2", "teacher"], steps=STEPS, config=CONFIG))
+        NamedList(
+            nll=nll_flat,
+            samples=list(out["samples"].values()) + list(out["guided"].values()),
+            reference=out["reference"],
+            test_split=out["test_split"],
+        ),
+        [str(dest)],
+        NamedList(methods=["shortcut_f2d2", "teacher"], steps=STEPS, config=CONFIG),
+    )
     back = read_back(dest)
     assert list(back.method) == ["Reference (teacher, dopri5)", "Analytic", "Shortcut-F2D2", "Flow Matching"]
     assert back.iloc[2].K1_sw2 == sw2_of("shortcut_f2d2", 1)  # the unguided cell, not the guided one
@@ -261,8 +359,9 @@ def test_table_main_from_snakemake_lists(out, tmp_path):
 def test_tables_1_and_7_end_with_where_the_test_points_come_from(out, tmp_path):
     t1, t7 = load("table_main"), load("table_error")
     tables = {
-        "table1": lambda dest, **kw: t1.main(out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS,
-                                            CONFIG, dest, **kw),
+        "table1": lambda dest, **kw: t1.main(
+            out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, dest, **kw
+        ),
         "table7": lambda dest, **kw: t7.main(out["nll"], out["reference"], MAIN_RUNS, STEPS, CONFIG, dest, **kw),
     }
     for name, make in tables.items():
@@ -276,6 +375,7 @@ def test_tables_1_and_7_end_with_where_the_test_points_come_from(out, tmp_path):
 
 # ---------------------------------------------------------------- Table 3
 
+
 def test_table_hparams(out, tmp_path):
     mod = load("table_hparams")
     dest = tmp_path / "table3.csv"
@@ -286,9 +386,20 @@ def test_table_hparams(out, tmp_path):
     back = read_back(dest)
     assert list(back.run) == runs
     assert list(back.method) == ["Flow Matching", "Shortcut-Distill-F2D2", "Shortcut-Distill-F2D2"]
-    for key in ("data.name", "model.arch", "model.hidden", "model.div_head", "model.div_scale", "objective.name",
-                "objective.lam", "train.steps", "train.lr", "train.batch_size", "train.grad_clip",
-                "train.milestones"):
+    for key in (
+        "data.name",
+        "model.arch",
+        "model.hidden",
+        "model.div_head",
+        "model.div_scale",
+        "objective.name",
+        "objective.lam",
+        "train.steps",
+        "train.lr",
+        "train.batch_size",
+        "train.grad_clip",
+        "train.milestones",
+    ):
         assert key in back.columns, key
     assert back.columns[:2].tolist() == ["method", "run"] and back.columns[-2:].tolist() == ["config", "seed"]
     assert "seed" not in back.columns[:-1].tolist()
@@ -302,6 +413,7 @@ def test_table_hparams(out, tmp_path):
 
 # ---------------------------------------------------------------- Table 4
 
+
 def test_table_timing(out, tmp_path):
     mod = load("table_timing")
     dest = tmp_path / "table4.csv"
@@ -311,7 +423,8 @@ def test_table_timing(out, tmp_path):
     assert list(back.columns) == (
         ["method", "run"]
         + [f"K{k}_{c}" for k in (8, 4, 2, 1) for c in ("sample_seconds", "ms_per_sample", "nll_seconds")]
-        + ["reference_nll_seconds", "config", "seed"])
+        + ["reference_nll_seconds", "config", "seed"]
+    )
     assert list(back.method) == ["Flow Matching", "Shortcut-F2D2", "MeanFlow"]
     s = json.loads(Path(out["samples"][("shortcut_f2d2", 4)]).read_text())
     n = json.loads(Path(out["nll"][("shortcut_f2d2", 2)]).read_text())
@@ -325,16 +438,19 @@ def test_table_timing(out, tmp_path):
 
 # ---------------------------------------------------------------- Tables 5 and 6
 
+
 def test_table_ablation(out, tmp_path):
     mod = load("table_ablation")
     dest = tmp_path / "table6.csv"
-    mod.main("lam", [0.1, 1.0, 10.0], ABL_RUNS, ["shortcut_distill"], out["nll"], out["samples"], STEPS,
-             CONFIG, str(dest))
+    mod.main(
+        "lam", [0.1, 1.0, 10.0], ABL_RUNS, ["shortcut_distill"], out["nll"], out["samples"], STEPS, CONFIG, str(dest)
+    )
     back = read_back(dest)
     assert list(back.columns) == (
         ["method", "run"]
         + [f"K{k}_{c}" for k in (8, 4, 2, 1) for c in ("nll_bpd", "abs_err_nats", "sw2")]
-        + ["key", "value", "config", "seed"])
+        + ["key", "value", "config", "seed"]
+    )
     assert list(back.run) == ["shortcut_distill"] + ABL_RUNS
     assert list(back.method) == ["Shortcut-Distill"] + ["Shortcut-Distill-F2D2"] * 3
     assert back.value.isna().iloc[0] and list(back.value[1:]) == [0.1, 1.0, 10.0]
@@ -350,6 +466,7 @@ def test_table_ablation(out, tmp_path):
 
 
 # ---------------------------------------------------------------- Table 7
+
 
 def test_table_error(out, tmp_path):
     mod = load("table_error")
@@ -391,6 +508,7 @@ def test_table_error_catches_tampered_cell(out, tmp_path):
 
 # ---------------------------------------------------------------- Figure 2
 
+
 def test_figure_guidance(out, tmp_path):
     mod = load("figure_guidance")
     dest = tmp_path / "figures" / "fig2.png"
@@ -411,6 +529,7 @@ def test_figure_guidance(out, tmp_path):
 
 # ---------------------------------------------------------------- Figure 3
 
+
 def test_figure_density(out, tmp_path):
     mod = load("figure_density")
     dest = tmp_path / "fig3.png"
@@ -429,13 +548,14 @@ def test_figure_density(out, tmp_path):
 
 def test_figure_density_from_snakemake_lists(out, tmp_path):
     dest = tmp_path / "fig3.png"
-    run_as_snakemake("figure_density", NamedList(grid=out["grid"], density=list(out["density"].values())),
-                     [str(dest)], NamedList())
+    run_as_snakemake(
+        "figure_density", NamedList(grid=out["grid"], density=list(out["density"].values())), [str(dest)], NamedList()
+    )
     assert_png(dest)
 
 
-
 # ---------------------------------------------------------------- tables for people
+
 
 def test_config_column_is_relative_to_the_project(out, tmp_path, monkeypatch):
     root = tmp_path / "project"
@@ -443,9 +563,12 @@ def test_config_column_is_relative_to_the_project(out, tmp_path, monkeypatch):
     assert common.project_path("/elsewhere/x.yaml", root) == "/elsewhere/x.yaml"  # outside: as given
     monkeypatch.chdir(root.parent)  # the scripts run in the Snakemake working directory
     dest = tmp_path / "t7.csv"
-    run_as_snakemake("table_error", NamedList(nll=list(out["nll"].values()), reference=out["reference"],
-                                              test_split=out["test_split"]),
-                     [str(dest)], NamedList(methods=["teacher"], steps=STEPS, config=str(root / "c.yaml")))
+    run_as_snakemake(
+        "table_error",
+        NamedList(nll=list(out["nll"].values()), reference=out["reference"], test_split=out["test_split"]),
+        [str(dest)],
+        NamedList(methods=["teacher"], steps=STEPS, config=str(root / "c.yaml")),
+    )
     assert list(read_back(dest).config) == [str(Path("project") / "c.yaml")]
 
 
@@ -454,13 +577,15 @@ def significant_digits(text: str) -> int:
 
 
 def display_tables(out, tmp_path) -> dict:
-    t1 = load("table_main").main(out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG,
-                                 str(tmp_path / "table1.csv"))
+    t1 = load("table_main").main(
+        out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(tmp_path / "table1.csv")
+    )
     t7 = load("table_error").main(out["nll"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(tmp_path / "table7.csv"))
     paths = {name: tmp_path / f"{name}.html" for name in ("table1", "table7", "headline")}
     tables = NamedList(table1=str(tmp_path / "table1.csv"), table7=str(tmp_path / "table7.csv"))
-    run_as_snakemake("table_display", tables, NamedList(**{k: str(v) for k, v in paths.items()}),
-                     NamedList(f2d2=F2D2_RUNS))
+    run_as_snakemake(
+        "table_display", tables, NamedList(**{k: str(v) for k, v in paths.items()}), NamedList(f2d2=F2D2_RUNS)
+    )
     return {"csv": {"table1": t1, "table7": t7}, **paths}
 
 
@@ -510,6 +635,7 @@ def test_headline_names_the_best_f2d2_and_baseline_and_their_ratio(out, tmp_path
 
 # ---------------------------------------------------------------- training curves
 
+
 def write_metrics(path: Path, rows: list[dict]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -520,22 +646,30 @@ def write_metrics(path: Path, rows: list[dict]) -> str:
 def metrics(tmp_path) -> dict:
     """metrics.jsonl of three runs: loss/tangent/sc; the same with the early stop's validation BPD on some
     rows; loss/fm/div with a negative term."""
-    base = [{"step": s, "lr": 1e-3, "time": 0.1 * s, "loss": 2.0 / s, "tangent": 1.0 / s, "sc": 1.0 / s}
-            for s in (10, 20, 30, 40)]
-    early = [dict(r, **({"val_bpd": 3.0 - r["step"] / 100, "target_bpd": 2.5} if r["step"] % 20 == 0 else {}))
-             for r in base]
-    signed = [{"step": s, "lr": 1e-3, "time": 0.1 * s, "loss": 1.0 - s / 20, "fm": 1.0, "div": -s / 20}
-              for s in (10, 20, 30)]
-    return {run: write_metrics(tmp_path / "train" / run / "metrics.jsonl", rows)
-            for run, rows in (("shortcut", base), ("shortcut_f2d2", early), ("meanflow_f2d2", signed))}
+    base = [
+        {"step": s, "lr": 1e-3, "time": 0.1 * s, "loss": 2.0 / s, "tangent": 1.0 / s, "sc": 1.0 / s}
+        for s in (10, 20, 30, 40)
+    ]
+    early = [
+        dict(r, **({"val_bpd": 3.0 - r["step"] / 100, "target_bpd": 2.5} if r["step"] % 20 == 0 else {})) for r in base
+    ]
+    signed = [
+        {"step": s, "lr": 1e-3, "time": 0.1 * s, "loss": 1.0 - s / 20, "fm": 1.0, "div": -s / 20} for s in (10, 20, 30)
+    ]
+    return {
+        run: write_metrics(tmp_path / "train" / run / "metrics.jsonl", rows)
+        for run, rows in (("shortcut", base), ("shortcut_f2d2", early), ("meanflow_f2d2", signed))
+    }
 
 
 def test_training_curves_have_one_line_per_logged_term_of_each_run(metrics):
     mod = load("figure_curves")
     fig, drawn = mod.plot_curves(metrics)
-    expected = {"shortcut": (["loss", "tangent", "sc"], []),
-                "shortcut_f2d2": (["loss", "tangent", "sc"], ["val_bpd", "target_bpd"]),
-                "meanflow_f2d2": (["loss", "fm", "div"], [])}
+    expected = {
+        "shortcut": (["loss", "tangent", "sc"], []),
+        "shortcut_f2d2": (["loss", "tangent", "sc"], ["val_bpd", "target_bpd"]),
+        "meanflow_f2d2": (["loss", "fm", "div"], []),
+    }
     assert drawn == {run: {"terms": t, "validation": v} for run, (t, v) in expected.items()}
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
     assert list(panels) == list(metrics)
@@ -558,8 +692,12 @@ def test_training_curves_have_one_line_per_logged_term_of_each_run(metrics):
 def test_training_curves_from_snakemake_lists(metrics, tmp_path):
     train_jsons = [str(Path(p).with_name("train.json")) for p in metrics.values()]
     fig, terms = tmp_path / "figures" / "training_curves.png", tmp_path / "figures" / "training_curves.json"
-    run_as_snakemake("figure_curves", NamedList(train_jsons[::-1]), NamedList(figure=str(fig), terms=str(terms)),
-                     NamedList(runs=list(metrics)))
+    run_as_snakemake(
+        "figure_curves",
+        NamedList(train_jsons[::-1]),
+        NamedList(figure=str(fig), terms=str(terms)),
+        NamedList(runs=list(metrics)),
+    )
     assert_png(fig)
     listed = json.loads(terms.read_text())
     assert list(listed) == list(metrics) and listed["shortcut_f2d2"]["validation"] == ["val_bpd", "target_bpd"]
@@ -573,6 +711,7 @@ if __name__ == "__main__":
 def test_compute_share_from_the_jobs_records(tmp_path):
     """Job time from each job.json's wall_seconds (or its timestamps), compute from the record its command
     names: train.json's seconds_this_call, an eval bundle's --record; a job without one computes nothing."""
+
     def job(name, argv, record=None, **times):
         d = tmp_path / name
         d.mkdir()
@@ -581,16 +720,29 @@ def test_compute_share_from_the_jobs_records(tmp_path):
         (d / "job.json").write_text(json.dumps({"argv": argv, "cwd": str(tmp_path), "state": "COMPLETED", **times}))
         return str(d)
 
-    dirs = [job("train", ["train", "--summary", "t.json"], ("t.json", {"seconds_this_call": 8.0}), wall_seconds=10.0),
-            job("eval", ["eval", "--record", "c.json", "--cell", "nll ..."],
-                ("c.json", {"seconds": 0.5, "cell_seconds": 1.0}), wall_seconds=4.0),
-            job("fid", ["fid-reference", "--out", "f.npz"], submitted="2026-01-01T10:00:00+00:00",
-                finished="2026-01-01T10:00:06+00:00"),
-            str(tmp_path / "never-ran")]
+    dirs = [
+        job("train", ["train", "--summary", "t.json"], ("t.json", {"seconds_this_call": 8.0}), wall_seconds=10.0),
+        job(
+            "eval",
+            ["eval", "--record", "c.json", "--cell", "nll ..."],
+            ("c.json", {"seconds": 0.5, "cell_seconds": 1.0}),
+            wall_seconds=4.0,
+        ),
+        job(
+            "fid",
+            ["fid-reference", "--out", "f.npz"],
+            submitted="2026-01-01T10:00:00+00:00",
+            finished="2026-01-01T10:00:06+00:00",
+        ),
+        str(tmp_path / "never-ran"),
+    ]
     share = load("compute_share").main(dirs, str(tmp_path / "share.json"), str(tmp_path / "share.txt"))
     assert share["jobs"] == 3 and share["job_seconds"] == 20.0 and share["compute_seconds"] == 9.0
-    assert share["compute_share"] == 0.45 and share["by_kind"]["eval"] == {"jobs": 2, "job_seconds": 10.0,
-                                                                          "compute_seconds": 1.0}
+    assert share["compute_share"] == 0.45 and share["by_kind"]["eval"] == {
+        "jobs": 2,
+        "job_seconds": 10.0,
+        "compute_seconds": 1.0,
+    }
     assert share["unmeasured_jobs"] == [str(tmp_path / "fid" / "job.json")]
     assert share["missing_job_records"] == [str(tmp_path / "never-ran" / "job.json")]
     assert json.loads((tmp_path / "share.json").read_text()) == share

@@ -10,11 +10,20 @@ import yaml
 
 from f2d2.cli import main
 
-CFG = {"seed": 0, "data": {"name": "shapes", "size": 8, "n_train": 60, "n_test": 12},
-       "model": {"arch": "unet", "channels": 8, "channel_mult": [1, 2], "attn_resolutions": [4],
-                 "num_res_blocks": 1, "dropout": 0.0},
-       "objective": {"name": "flow_matching"},
-       "train": {"steps": 2, "batch_size": 8, "warmup": 1, "log_every": 1, "ckpt_every": 2}}
+CFG = {
+    "seed": 0,
+    "data": {"name": "shapes", "size": 8, "n_train": 60, "n_test": 12},
+    "model": {
+        "arch": "unet",
+        "channels": 8,
+        "channel_mult": [1, 2],
+        "attn_resolutions": [4],
+        "num_res_blocks": 1,
+        "dropout": 0.0,
+    },
+    "objective": {"name": "flow_matching"},
+    "train": {"steps": 2, "batch_size": 8, "warmup": 1, "log_every": 1, "ckpt_every": 2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +49,22 @@ def test_nll_reports_dequantized_bpd_and_refuses_float_points(run, capsys):
     np.testing.assert_array_equal(a, b)  # seeded dequantization and probes: a cell is reproducible
     np.save(d / "float.npy", test.astype(np.float32))
     capsys.readouterr()
-    assert main(["nll", "--checkpoint", str(ckpt), "--points", str(d / "float.npy"), "--steps", "1",
-                 "--out", str(d / "c.csv")]) == 2
+    assert (
+        main(
+            [
+                "nll",
+                "--checkpoint",
+                str(ckpt),
+                "--points",
+                str(d / "float.npy"),
+                "--steps",
+                "1",
+                "--out",
+                str(d / "c.csv"),
+            ]
+        )
+        == 2
+    )
     assert "uint8" in capsys.readouterr().err
 
 
@@ -55,15 +78,43 @@ def test_sample_batches_and_fid_cell(run, capsys):
     capsys.readouterr()
     assert main([*base, "--out", str(d / "s.npy"), "--metrics", str(d / "m.json")]) == 2  # no reference stats
     assert "--fid-stats" in capsys.readouterr().err
-    assert main(["fid-reference", "--config", str(d / "c.yaml"), "--out", str(d / "ref.npz"),
-                 "--extractor", "tiny-conv"]) == 0
-    assert main([*base, "--out", str(d / "s.npy"), "--metrics", str(d / "m.json"), "--fid-stats",
-                 str(d / "ref.npz"), "--fid-extractor", "tiny-conv"]) == 0
+    assert (
+        main(["fid-reference", "--config", str(d / "c.yaml"), "--out", str(d / "ref.npz"), "--extractor", "tiny-conv"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                *base,
+                "--out",
+                str(d / "s.npy"),
+                "--metrics",
+                str(d / "m.json"),
+                "--fid-stats",
+                str(d / "ref.npz"),
+                "--fid-extractor",
+                "tiny-conv",
+            ]
+        )
+        == 0
+    )
     cell = json.loads((d / "m.json").read_text())
     assert cell["fid"] > 0 and cell["fid_extractor"] == "tiny-conv" and cell["seconds"] > 0
     capsys.readouterr()
-    assert main(["fid-reference", "--config", str(d / "c.yaml"), "--out", str(d / "r2.npz"),
-                 "--weights-dir", str(d / "nowhere")]) == 2
+    assert (
+        main(
+            [
+                "fid-reference",
+                "--config",
+                str(d / "c.yaml"),
+                "--out",
+                str(d / "r2.npz"),
+                "--weights-dir",
+                str(d / "nowhere"),
+            ]
+        )
+        == 2
+    )
     assert str(d / "nowhere" / "inception-2015-12-05.pt") in capsys.readouterr().err
 
 
@@ -71,7 +122,21 @@ def test_nll_refuses_images_of_the_wrong_size(run, capsys):
     d, ckpt = run
     np.save(d / "big.npy", np.zeros((4, 3, 16, 16), dtype=np.uint8))
     capsys.readouterr()
-    assert main(["nll", "--checkpoint", str(ckpt), "--points", str(d / "big.npy"), "--steps", "1",
-                 "--out", str(d / "d.csv")]) == 2
+    assert (
+        main(
+            [
+                "nll",
+                "--checkpoint",
+                str(ckpt),
+                "--points",
+                str(d / "big.npy"),
+                "--steps",
+                "1",
+                "--out",
+                str(d / "d.csv"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "(4, 3, 16, 16)" in err and "(N >= 1, 3, 8, 8)" in err and not (d / "d.csv").exists()

@@ -68,7 +68,7 @@ def test_imagenet64_reads_npz_and_refuses_pickles_unless_allowed(tmp_path):
     data = make_dataset({"name": "imagenet64", "root": str(tmp_path)})
     assert data.train_pixels().shape == (20, 3, 64, 64) and data.test_pixels().shape == (2, 3, 64, 64)
     with np.load(tmp_path / "val_data.npz") as f:
-        torch.testing.assert_close(data.test_pixels()[1, 2], torch.from_numpy(f["data"][1, 2 * 4096:].reshape(64, 64)))
+        torch.testing.assert_close(data.test_pixels()[1, 2], torch.from_numpy(f["data"][1, 2 * 4096 :].reshape(64, 64)))
 
 
 def test_imagenet64_missing_files_error(tmp_path):

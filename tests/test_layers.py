@@ -7,8 +7,15 @@ import f2d2
 
 # Lowest first. A module may import its own layer and those before it.
 LAYERS = [
-    ("f2d2.registry", "f2d2.config.schema", "f2d2.config.validate", "f2d2.config.resolve",
-     "f2d2.config.resources", "f2d2.config.experiment", "f2d2.config"),  # torch-free: config values, rules
+    (
+        "f2d2.registry",
+        "f2d2.config.schema",
+        "f2d2.config.validate",
+        "f2d2.config.resolve",
+        "f2d2.config.resources",
+        "f2d2.config.experiment",
+        "f2d2.config",
+    ),  # torch-free: config values, rules
     ("f2d2.nets",),
     ("f2d2.core",),
     ("f2d2.objectives", "f2d2.data"),
@@ -22,8 +29,9 @@ LAYERS = [
 
 def layer(module: str) -> int:
     """The index in LAYERS of the longest prefix naming ``module``'s layer."""
-    best = max((prefix for group in LAYERS for prefix in group
-                if module == prefix or module.startswith(prefix + ".")), key=len)
+    best = max(
+        (prefix for group in LAYERS for prefix in group if module == prefix or module.startswith(prefix + ".")), key=len
+    )
     return next(i for i, group in enumerate(LAYERS) if best in group)
 
 

@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
-from analytic import GaussianFlow
 
+from analytic import GaussianFlow
 from f2d2.core.divergence import divergence
 from f2d2.core.likelihood import log_likelihood, reference_log_likelihood, standard_normal_log_prob
+from f2d2.core.sampling import reference_sample, sample
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.nets import MLPFlowMap
-from f2d2.core.sampling import reference_sample, sample
 
 MU, SIGMA = [1.0, -0.5], 0.6
 
@@ -35,8 +35,9 @@ def test_reference_recovers_gaussian_log_density(gaussian_points):
 def test_many_step_euler_converges_to_gaussian_log_density(gaussian_points):
     model = GaussianFlow(MU, SIGMA, flow_map=False)
     exact = model.log_prob_data(gaussian_points)
-    errs = {k: (log_likelihood(model, gaussian_points, k, div="exact").log_prob - exact).abs().mean()
-            for k in (10, 1000)}
+    errs = {
+        k: (log_likelihood(model, gaussian_points, k, div="exact").log_prob - exact).abs().mean() for k in (10, 1000)
+    }
     assert errs[1000] < 5e-3
     assert errs[10] > 5 * errs[1000]  # first order: the error falls with K
 
@@ -93,8 +94,9 @@ def test_hutchinson_mean_matches_exact_trace(probe):
     _, exact = divergence(lambda y: model.velocity(y, t), x, "exact")
     reps = 20000
     xr, tr = x.repeat(reps, 1), t.repeat(reps)
-    _, est = divergence(lambda y: model.velocity(y, tr), xr, "hutchinson", probe=probe,
-                        generator=torch.Generator().manual_seed(0))
+    _, est = divergence(
+        lambda y: model.velocity(y, tr), xr, "hutchinson", probe=probe, generator=torch.Generator().manual_seed(0)
+    )
     est = est.reshape(reps, 4)
     stderr = est.std(0) / math.sqrt(reps)
     assert ((est.mean(0) - exact).abs() < 5 * stderr + 1e-6).all()

@@ -15,12 +15,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from f2d2.io.meanflow import (BLOCK_KEYS, MeanFlowCheckpointError, load_meanflow, official_block_names,
-                                     official_to_ours)
+from f2d2.io.meanflow import BLOCK_KEYS, MeanFlowCheckpointError, load_meanflow, official_block_names, official_to_ours
 from f2d2.nets.unet import UNetFlowMap
 
-CFG = dict(in_channels=3, image_size=8, channels=8, channel_mult=[1, 2], attn_resolutions=[4], num_res_blocks=1,
-           time_mult=2, emb_mult=4, resample_filter=[1, 3, 3, 1])
+CFG = dict(
+    in_channels=3,
+    image_size=8,
+    channels=8,
+    channel_mult=[1, 2],
+    attn_resolutions=[4],
+    num_res_blocks=1,
+    time_mult=2,
+    emb_mult=4,
+    resample_filter=[1, 3, 3, 1],
+)
 
 
 def official_state(seed: int) -> dict[str, torch.Tensor]:
@@ -48,6 +56,7 @@ def official_state(seed: int) -> dict[str, torch.Tensor]:
 
 def official_forward(sd: dict, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """MeanFlow's net(z, (t, h)) in the official convention (t = 1 noise), on official keys."""
+
     def lin(name, v):
         return v @ sd[name + ".weight"].t() + sd[name + ".bias"]
 
@@ -101,11 +110,23 @@ def official_forward(sd: dict, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor
 @pytest.fixture
 def official_file(tmp_path):
     raw, ema = official_state(0), official_state(1)
-    model = {**{f"net.{k}": v for k, v in raw.items()}, **{f"net_ema.{k}": v for k, v in ema.items()},
-             **{f"net_ema1.{k}": v for k, v in raw.items()}, "num_updates": torch.tensor(7)}
+    model = {
+        **{f"net.{k}": v for k, v in raw.items()},
+        **{f"net_ema.{k}": v for k, v in ema.items()},
+        **{f"net_ema1.{k}": v for k, v in raw.items()},
+        "num_updates": torch.tensor(7),
+    }
     path = tmp_path / "checkpoint-last.pth"
-    torch.save({"model": model, "optimizer": {}, "lr_schedule": {}, "epoch": 3,
-                "args": argparse.Namespace(arch="unet", dropout=0.2, ema_decay=0.9999)}, path)
+    torch.save(
+        {
+            "model": model,
+            "optimizer": {},
+            "lr_schedule": {},
+            "epoch": 3,
+            "args": argparse.Namespace(arch="unet", dropout=0.2, ema_decay=0.9999),
+        },
+        path,
+    )
     return path, ema
 
 
@@ -145,8 +166,8 @@ def test_weights_choice_and_errors(official_file, tmp_path):
 
 def test_import_command_writes_an_f2d2_checkpoint(official_file, tmp_path, monkeypatch):
     from f2d2 import cli
-    from f2d2.io.checkpoint import load_model
     from f2d2.io import meanflow as meanflow_ckpt
+    from f2d2.io.checkpoint import load_model
 
     path, ema = official_file
     monkeypatch.setattr(meanflow_ckpt, "MEANFLOW_CIFAR10", {**CFG, "time_flip": True})  # the small stand-in

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analytic import GaussianFlow
 
-from f2d2.io.checkpoint import load_model, warm_start
+from analytic import GaussianFlow
 from f2d2.core.guidance import predicted_log_likelihood, self_guided_noise
+from f2d2.io.checkpoint import load_model, warm_start
 from f2d2.nets import FlowMapNet, FlowMapOutput, MLPFlowMap
 from f2d2.objectives import OBJECTIVES, MeanFlow, Objective, Shortcut, build_objective, describe
 from f2d2.objectives.meanflow import eulerian_targets
@@ -129,7 +129,8 @@ def test_every_objective_takes_a_training_step(name, tmp_path):
     torch.optim.SGD(model.parameters(), lr=1e-2).step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     expected = {"flow_matching": {"fm"}, "meanflow": {"mf"}, "meanflow_f2d2": {"mf", "mf_div"}}.get(
-        name, {"tangent", "sc"} | ({"div", "div_sc"} if described.trains_div_head else set()))
+        name, {"tangent", "sc"} | ({"div", "div_sc"} if described.trains_div_head else set())
+    )
     assert set(terms) - {"loss"} == expected
 
 
@@ -187,8 +188,12 @@ def test_warm_start_adds_a_zero_divergence_head(tmp_path):
     from f2d2.config.resolve import resolve_run
     from f2d2.training.loop import train
 
-    run = resolve_run({"model": {"hidden": 32, "depth": 2, "time_freqs": 2},
-                       "train": {"steps": 3, "batch_size": 32, "log_every": 1, "ckpt_every": 3}})
+    run = resolve_run(
+        {
+            "model": {"hidden": 32, "depth": 2, "time_freqs": 2},
+            "train": {"steps": 3, "batch_size": 32, "log_every": 1, "ckpt_every": 3},
+        }
+    )
     ckpt = train(run, tmp_path / "teacher", progress=False)
     teacher = load_model(ckpt)
     student = MLPFlowMap(dim=2, hidden=32, depth=2, time_freqs=2, div_head=True, flow_map=True)

@@ -35,7 +35,7 @@ def _masks(d: Patches, split: str) -> dict[str, np.ndarray]:
     for name, r, c in d.patch_boxes(split):
         h, w = PHOTOS[name][1][0] // d.downsample, PHOTOS[name][1][1] // d.downsample
         assert 0 <= r <= h - d.size and 0 <= c <= w - d.size
-        masks.setdefault(name, np.zeros((h, w), bool))[r:r + d.size, c:c + d.size] = True
+        masks.setdefault(name, np.zeros((h, w), bool))[r : r + d.size, c : c + d.size] = True
     return masks
 
 
@@ -49,9 +49,15 @@ def test_pixels_are_uint8_of_the_configured_shape(patches):
     assert x.shape == (5, 3, s, s) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
 
 
-@pytest.mark.parametrize("options", [{"size": 8}, {"size": 32}, {"size": 8, "stride": 3, "downsample": 2},
-                                     {"size": 16, "stride": 5, "test_fraction": 0.5, "downsample": 4,
-                                      "images": ["coffee", "retina"]}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"size": 8},
+        {"size": 32},
+        {"size": 8, "stride": 3, "downsample": 2},
+        {"size": 16, "stride": 5, "test_fraction": 0.5, "downsample": 4, "images": ["coffee", "retina"]},
+    ],
+)
 def test_no_test_patch_overlaps_a_training_patch(options):
     d = Patches(**options)
     train, test = _masks(d, "train"), _masks(d, "test")
@@ -69,7 +75,7 @@ def test_pixels_are_the_photo_at_the_boxes(downsample):
     photos = {n: _photo(n, downsample) for n in d.images}
     for split, pixels in (("train", d.train_pixels()), ("test", d.test_pixels())):
         for (name, r, c), patch in zip(d.patch_boxes(split), pixels):
-            expected = photos[name][r:r + 8, c:c + 8].transpose(2, 0, 1)
+            expected = photos[name][r : r + 8, c : c + 8].transpose(2, 0, 1)
             assert np.abs(patch.numpy().astype(float) - expected).max() <= 0.5
 
 
@@ -94,18 +100,21 @@ def test_pixel_statistics_are_not_degenerate(patches):
         assert (x.flatten(1).std(1) > 2).float().mean() > 0.9  # few flat patches
 
 
-@pytest.mark.parametrize("options, words", [
-    ({"images": ["astronaut", "lena"]}, ["'lena'", "allowed", "chelsea"]),
-    ({"images": "astronaut"}, ["images = 'astronaut'", "list"]),
-    ({"images": []}, ["images = []", "non-empty"]),
-    ({"images": ["coffee", "coffee"]}, ["distinct"]),
-    ({"size": 320, "images": ["chelsea"]}, ["size = 320", "'chelsea' (300 x 451", "size <= 300"]),
-    ({"size": 32, "test_fraction": 0.05}, ["test region", "zero test patches", "size = 32"]),
-    ({"size": 32, "downsample": 4, "test_fraction": 0.9}, ["train region", "zero train patches"]),
-    ({"test_fraction": 0}, ["test_fraction = 0", "(0, 1)"]),
-    ({"size": 1}, ["size = 1", "integer >= 2"]),
-    ({"stride": 0, "downsample": 1.5, "n_test": 0}, ["stride = 0", "downsample = 1.5", "n_test = 0"]),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"images": ["astronaut", "lena"]}, ["'lena'", "allowed", "chelsea"]),
+        ({"images": "astronaut"}, ["images = 'astronaut'", "list"]),
+        ({"images": []}, ["images = []", "non-empty"]),
+        ({"images": ["coffee", "coffee"]}, ["distinct"]),
+        ({"size": 320, "images": ["chelsea"]}, ["size = 320", "'chelsea' (300 x 451", "size <= 300"]),
+        ({"size": 32, "test_fraction": 0.05}, ["test region", "zero test patches", "size = 32"]),
+        ({"size": 32, "downsample": 4, "test_fraction": 0.9}, ["train region", "zero train patches"]),
+        ({"test_fraction": 0}, ["test_fraction = 0", "(0, 1)"]),
+        ({"size": 1}, ["size = 1", "integer >= 2"]),
+        ({"stride": 0, "downsample": 1.5, "n_test": 0}, ["stride = 0", "downsample = 1.5", "n_test = 0"]),
+    ],
+)
 def test_bad_options_raise_a_clear_error(options, words):
     with pytest.raises(DataError) as e:
         Patches(**options)
@@ -116,8 +125,11 @@ def test_bad_options_raise_a_clear_error(options, words):
 def test_a_photo_of_another_size_than_expected_is_refused(monkeypatch):
     monkeypatch.setitem(PHOTOS, "chelsea", ("chelsea", (300, 450)))
     d = Patches(images=["chelsea"])
-    with pytest.raises(DataError, match=r"skimage.data.chelsea\(\) is uint8 \(300, 451, 3\); expected uint8 "
-                                        r"\(300, 450, 3\)"):
+    with pytest.raises(
+        DataError,
+        match=r"skimage.data.chelsea\(\) is uint8 \(300, 451, 3\); expected uint8 "
+        r"\(300, 450, 3\)",
+    ):
         d.train_pixels()
     with pytest.raises(DataError, match="split = 'val'"):
         d.patch_boxes("val")
@@ -128,8 +140,12 @@ def test_registered_and_read_through_the_cli(tmp_path, capsys):
     d = make_dataset({"name": "patches", "size": 8})
     assert isinstance(d, Patches)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"data": {"name": "patches", "size": 8}}))
-    assert main(["data", "--config", str(tmp_path / "c.yaml"), "--n", "10", "--seed", "1",
-                 "--out", str(tmp_path / "x.npy")]) == 0
+    assert (
+        main(
+            ["data", "--config", str(tmp_path / "c.yaml"), "--n", "10", "--seed", "1", "--out", str(tmp_path / "x.npy")]
+        )
+        == 0
+    )
     x = np.load(tmp_path / "x.npy")
     assert x.dtype == np.uint8 and x.shape == (10, 3, 8, 8)
     np.testing.assert_array_equal(x, d.test_subset(10, 1).numpy())

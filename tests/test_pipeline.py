@@ -17,8 +17,15 @@ import yaml
 from f2d2.config import experiment
 from pipeline_helpers import ROOT, SNAKEMAKE, snakemake
 
-METHODS = ["Flow Matching", "Shortcut Model", "Shortcut-Distill", "MeanFlow", "Shortcut-F2D2",
-           "Shortcut-Distill-F2D2", "MeanFlow-F2D2"]
+METHODS = [
+    "Flow Matching",
+    "Shortcut Model",
+    "Shortcut-Distill",
+    "MeanFlow",
+    "Shortcut-F2D2",
+    "Shortcut-Distill-F2D2",
+    "MeanFlow-F2D2",
+]
 
 
 def test_main_table_has_every_method_with_finite_values(pipeline):
@@ -33,7 +40,7 @@ def test_main_table_has_every_method_with_finite_values(pipeline):
         assert np.isfinite(values).all(), col
     assert methods["K1_nll_bpd"].between(-20, 20).all()  # bits/dim of 2D data: a plausible range
     assert methods["K1_sw2"].between(0, 10).all()
-    assert (t1.loc[1, "K1_nll_bpd"] == pytest.approx(2.5))  # analytic checkerboard: log2(32) / 2
+    assert t1.loc[1, "K1_nll_bpd"] == pytest.approx(2.5)  # analytic checkerboard: log2(32) / 2
     assert set(methods["config"]) == {str(config.relative_to(tmp))} and set(methods["seed"]) == {0}
     assert t1.columns[-1] == "test_split"
     assert set(t1["test_split"]) == {"fresh draws from the checkerboard density: 200 (seed 12345)"}
@@ -126,8 +133,22 @@ def test_bad_config_stops_before_any_job(tmp_path):
 @pytest.mark.parametrize("preset", ["checkerboard.yaml", "cifar10.yaml", "imagenet64.yaml"])
 def test_paper_presets_list_the_whole_dag(preset, tmp_path):
     """A dry run lists the DAG without the data (whose files are checked when a real run starts)."""
-    proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", str(ROOT / "config" / preset), "--directory",
-                           str(tmp_path), "--quiet", "rules"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-n",
+            "--configfile",
+            str(ROOT / "config" / preset),
+            "--directory",
+            str(tmp_path),
+            "--quiet",
+            "rules",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cells = ("eval_teacher",) if preset == "checkerboard.yaml" else ("nll_cell", "sample_cell")  # eval.bundle
     for rule in ("train", "reference_nll", *cells, "table_main", "table_error", "compute_share"):

@@ -77,8 +77,9 @@ def test_a_test_file_keeps_every_training_row_and_drops_the_rows_it_shares(tmp_p
     np.save(tmp_path / "train.npy", train)
     np.save(tmp_path / "test.npy", test)
     with pytest.warns(UserWarning, match=r"data.test_path: 2 of 10 rows of .*test.npy are also rows of data.path"):
-        data = make_dataset({"name": "points", "path": str(tmp_path / "train.npy"),
-                             "test_path": str(tmp_path / "test.npy")})
+        data = make_dataset(
+            {"name": "points", "path": str(tmp_path / "train.npy"), "test_path": str(tmp_path / "test.npy")}
+        )
     assert torch.equal(data.train, torch.tensor(train, dtype=torch.float32))
     assert torch.equal(data.test, torch.tensor(test[:8], dtype=torch.float32))
     assert data.test_source == f"test file {tmp_path / 'test.npy'}"
@@ -94,18 +95,25 @@ def one_line(err) -> str:
     return msg
 
 
-@pytest.mark.parametrize("options, words", [
-    ({"test_fraction": 0.3, "test_path": "test.npy"},
-     ["data.test_path = ", "data.test_fraction = 0.3", "both set", "expected one of them"]),
-    ({"test_fraction": 0.0}, ["data.test_fraction = 0.0", "expected a number in (0, 1)"]),
-    ({"test_fraction": 1}, ["data.test_fraction = 1", "expected a number in (0, 1)"]),
-    ({"test_fraction": True}, ["data.test_fraction = True", "expected a number in (0, 1)"]),
-    ({"split_seed": -1}, ["data.split_seed = -1", "expected an integer >= 0"]),
-    ({"test_path": "wide.npy"}, ["data.test_path:", "wide.npy", "shape (4, 3)", "(N, 2)"]),
-    ({"test_path": "train.npy"}, ["data.test_path:", "all 6 rows", "also rows of data.path",
-                                  "expected held-out points"]),
-    ({"path": "one.npy"}, ["data.path = ", "1 distinct row", "at least 2", "data.test_path"]),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (
+            {"test_fraction": 0.3, "test_path": "test.npy"},
+            ["data.test_path = ", "data.test_fraction = 0.3", "both set", "expected one of them"],
+        ),
+        ({"test_fraction": 0.0}, ["data.test_fraction = 0.0", "expected a number in (0, 1)"]),
+        ({"test_fraction": 1}, ["data.test_fraction = 1", "expected a number in (0, 1)"]),
+        ({"test_fraction": True}, ["data.test_fraction = True", "expected a number in (0, 1)"]),
+        ({"split_seed": -1}, ["data.split_seed = -1", "expected an integer >= 0"]),
+        ({"test_path": "wide.npy"}, ["data.test_path:", "wide.npy", "shape (4, 3)", "(N, 2)"]),
+        (
+            {"test_path": "train.npy"},
+            ["data.test_path:", "all 6 rows", "also rows of data.path", "expected held-out points"],
+        ),
+        ({"path": "one.npy"}, ["data.path = ", "1 distinct row", "at least 2", "data.test_path"]),
+    ],
+)
 def test_bad_split_options_fail_in_one_line_naming_the_key(tmp_path, monkeypatch, options, words):
     monkeypatch.chdir(tmp_path)
     np.save("train.npy", np.arange(12.0).reshape(6, 2))
@@ -124,15 +132,17 @@ def test_config_checks_refuse_both_a_test_file_and_a_fraction_and_check_the_file
     np.save("train.npy", np.arange(12.0).reshape(6, 2))
 
     def problems(**options):
-        run = resolve_run({"data": {"name": "points", "path": "train.npy", **options}, "stages": {"teacher": {}}},
-                          "teacher")
+        run = resolve_run(
+            {"data": {"name": "points", "path": "train.npy", **options}, "stages": {"teacher": {}}}, "teacher"
+        )
         return run_problems(run)
 
     assert problems() == [] and problems(test_fraction=0.5, split_seed=2) == []
     both = problems(test_path="train.npy", test_fraction=0.5)
     assert len(both) == 1 and "data.test_path" in both[0] and "data.test_fraction = 0.5" in both[0]
     assert problems(test_path="missing.npy") == [
-        f"data.test_path = 'missing.npy' is not an existing file (relative paths start from {tmp_path})"]
+        f"data.test_path = 'missing.npy' is not an existing file (relative paths start from {tmp_path})"
+    ]
     with pytest.raises(ConfigError, match=r"data.test_fraction = 1.5; expected a number in \(0, 1\)"):
         problems(test_fraction=1.5)
     with pytest.raises(ConfigError, match=r"data.split_seed = -1; expected an integer >= 0"):
@@ -152,17 +162,27 @@ def test_f2d2_data_writes_only_held_out_rows_and_says_where_they_come_from(with_
     config = write_config(tmp_path, {"name": "points", "path": str(path), "test_fraction": 0.25})
     data = PointCloud(path, test_fraction=0.25)
     out, summary = tmp_path / "test_points.npy", tmp_path / "test_points.json"
-    assert main(["data", "--config", config, "--n", "5", "--seed", "9", "--out", str(out),
-                 "--summary", str(summary)]) == 0
+    assert (
+        main(["data", "--config", config, "--n", "5", "--seed", "9", "--out", str(out), "--summary", str(summary)]) == 0
+    )
     written = torch.from_numpy(np.load(out))
     assert torch.equal(written, data.test_points(5, 9)) and shared_rows(written, data.train) == 0
     record = json.loads(summary.read_text())
     source = f"held-out 25% of {path} (split seed 0)"
-    assert record == {"data": "points", "source": source, "n": 5, "n_requested": 5, "n_test": len(data.test),
-                      "seed": 9, "test_split": f"{source}: 5 of {len(data.test)} (seed 9)"}
+    assert record == {
+        "data": "points",
+        "source": source,
+        "n": 5,
+        "n_requested": 5,
+        "n_test": len(data.test),
+        "seed": 9,
+        "test_split": f"{source}: 5 of {len(data.test)} (seed 9)",
+    }
     capsys.readouterr()
-    assert main(["data", "--config", config, "--n", "100000", "--seed", "9", "--out", str(out),
-                 "--summary", str(summary)]) == 0  # more than there are: all held-out rows, and it says so
+    assert (
+        main(["data", "--config", config, "--n", "100000", "--seed", "9", "--out", str(out), "--summary", str(summary)])
+        == 0
+    )  # more than there are: all held-out rows, and it says so
     assert "--n 100000 asked for more than the" in capsys.readouterr().out
     assert torch.equal(torch.from_numpy(np.load(out)), data.test)
     assert json.loads(summary.read_text())["test_split"] == f"{source}: all {len(data.test)}"

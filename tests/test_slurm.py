@@ -20,8 +20,8 @@ import torch
 import yaml
 
 from f2d2.config import experiment
-from f2d2.io.checkpoint import load_checkpoint
 from f2d2.config.resolve import resolve_run
+from f2d2.io.checkpoint import load_checkpoint
 from f2d2.training.loop import train
 from pipeline_helpers import snakemake, tiny_config
 
@@ -39,21 +39,49 @@ def env() -> dict:
 
 def train_config(tmp: Path) -> Path:
     """One flow-matching run of ~10-20 s on one CPU: long enough to be interrupted."""
-    cfg = {"seed": 4, "data": {"name": "checkerboard"},
-           "model": {"arch": "mlp", "hidden": 64, "depth": 3, "time_freqs": 4},
-           "objective": {"name": "flow_matching"},
-           "train": {"steps": STEPS, "batch_size": 256, "lr": 1e-3, "warmup": 10, "ema_decay": 0.99,
-                     "log_every": 100, "ckpt_every": CKPT_EVERY},
-           "stages": {"fm": {}}}
+    cfg = {
+        "seed": 4,
+        "data": {"name": "checkerboard"},
+        "model": {"arch": "mlp", "hidden": 64, "depth": 3, "time_freqs": 4},
+        "objective": {"name": "flow_matching"},
+        "train": {
+            "steps": STEPS,
+            "batch_size": 256,
+            "lr": 1e-3,
+            "warmup": 10,
+            "ema_decay": 0.99,
+            "log_every": 100,
+            "ckpt_every": CKPT_EVERY,
+        },
+        "stages": {"fm": {}},
+    }
     path = tmp / "train.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 def submit_cmd(workdir: Path, config: Path, partition: str, *extra: str, train_args: tuple = ()) -> list[str]:
-    return [str(BIN / "f2d2"), "submit", "--cluster", "slurm", "--partition", partition,
-            "--log-dir", str(workdir / "logs"), *extra, "--", "train", "--config", str(config), "--stage", "fm",
-            "--workdir", str(workdir), "--no-progress", *train_args]
+    return [
+        str(BIN / "f2d2"),
+        "submit",
+        "--cluster",
+        "slurm",
+        "--partition",
+        partition,
+        "--log-dir",
+        str(workdir / "logs"),
+        *extra,
+        "--",
+        "train",
+        "--config",
+        str(config),
+        "--stage",
+        "fm",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        *train_args,
+    ]
 
 
 def job_id(log_dir: Path, timeout: float = 30) -> str:
@@ -74,8 +102,12 @@ def sacct(*job_ids: str, timeout: float = 30) -> list[dict]:
     fields = ["JobID", "JobName", "State", "ExitCode", "Submit", "Start", "End"]
     deadline = time.time() + timeout
     while True:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(job_ids), "-o", ",".join(fields)],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(job_ids), "-o", ",".join(fields)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
         last = {r["JobID"]: r["State"].split()[0] for r in rows}
         if set(last) == set(job_ids) and all(s in FINAL for s in last.values()):
@@ -129,8 +161,13 @@ def test_job_is_a_slurm_job_and_the_wait_does_not_spin(tmp_path, slurm_cluster, 
     config, _ = reference
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    proc = subprocess.run(submit_cmd(tmp_path / "run", config, slurm_cluster, "--job-name", "f2d2-probe"),
-                          env=env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        submit_cmd(tmp_path / "run", config, slurm_cluster, "--job-name", "f2d2-probe"),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     wall = time.time() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert proc.returncode == 0, proc.stderr
@@ -153,8 +190,9 @@ def _seconds(stamp: str) -> float:
 def test_interrupted_training_requeues_and_ends_like_an_uninterrupted_run(tmp_path, slurm_cluster, reference, how):
     config, ref = reference
     workdir = tmp_path / "run"
-    proc = subprocess.Popen(submit_cmd(workdir, config, slurm_cluster), env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        submit_cmd(workdir, config, slurm_cluster), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     jid = job_id(workdir / "logs")
     wait_for_progress(workdir, lines=5)  # step 500 of 4000: mid-training, before the first checkpoint
     if how == "preempt-signal":  # what SLURM sends ahead of preemption / the time limit (submitit's signal)
@@ -233,8 +271,13 @@ def test_time_limit_checkpoints_requeues_and_finishes(tmp_path, slurm_cluster, r
     marker = tmp_path / "held"
     path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p)
     cmd = submit_cmd(workdir, config, slurm_cluster, "--time-min", "1", "--signal-delay-s", "55")
-    proc = subprocess.run(cmd, env={**env(), "PYTHONPATH": path, "F2D2_TEST_HOLD": str(marker)},
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        cmd,
+        env={**env(), "PYTHONPATH": path, "F2D2_TEST_HOLD": str(marker)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     assert marker.read_text() == f"held at step {HOLD_AT}\n"  # the hook was in place and held an attempt
     jid = job_id(workdir / "logs")
@@ -250,10 +293,12 @@ def test_time_limit_checkpoints_requeues_and_finishes(tmp_path, slurm_cluster, r
 
 def test_failing_job_names_its_slurm_id_error_and_logs(tmp_path, slurm_cluster):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"data": {"name": "points", "path": str(tmp_path / "missing.npy")},
-                                   "stages": {"fm": {}}}))
-    proc = subprocess.run(submit_cmd(tmp_path / "run", bad, slurm_cluster), env=env(), capture_output=True,
-                          text=True, timeout=300)
+    bad.write_text(
+        yaml.safe_dump({"data": {"name": "points", "path": str(tmp_path / "missing.npy")}, "stages": {"fm": {}}})
+    )
+    proc = subprocess.run(
+        submit_cmd(tmp_path / "run", bad, slurm_cluster), env=env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 1
     jid = job_id(tmp_path / "run" / "logs")
     assert sacct(jid)[-1]["State"].split()[0] == "FAILED"
@@ -292,14 +337,20 @@ def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, 
         in_flight += change
         most = max(most, in_flight)
     tree_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    print(f"\n{len(ids)} SLURM jobs in {wall:.0f}s; at most {most} submitted and not ended at once; "
-          f"Snakemake + waiters used {tree_cpu:.0f}s CPU")
+    print(
+        f"\n{len(ids)} SLURM jobs in {wall:.0f}s; at most {most} submitted and not ended at once; "
+        f"Snakemake + waiters used {tree_cpu:.0f}s CPU"
+    )
     assert most >= 4, f"the jobs went out one at a time (at most {most} in flight)"
     assert tree_cpu < 0.5 * wall, f"Snakemake and its waiters used {tree_cpu:.0f}s CPU in {wall:.0f}s"
 
     for n in (1, 3, 5, 6, 7):  # paths name each run's own folder: compare them relative to it
-        mine, local = (pd.read_csv(d / "tables" / f"table{n}.csv").drop(columns=["config"], errors="ignore")
-                       .replace(re.escape(str(d)), "OUT", regex=True) for d in (out, local_out))
+        mine, local = (
+            pd.read_csv(d / "tables" / f"table{n}.csv")
+            .drop(columns=["config"], errors="ignore")
+            .replace(re.escape(str(d)), "OUT", regex=True)
+            for d in (out, local_out)
+        )
         pd.testing.assert_frame_equal(mine, local, check_exact=True, obj=f"table{n}")
     t4, local4 = (pd.read_csv(d / "tables" / "table4.csv") for d in (out, local_out))
     assert list(t4.columns) == list(local4.columns) and len(t4) == len(local4)
@@ -310,8 +361,10 @@ def test_failed_rule_names_the_slurm_job_and_the_rerun_redoes_only_it(tmp_path, 
     cfg = yaml.safe_load(config.read_text())
     warm = tmp_path / "warm.pt"
     warm.write_bytes(b"not a checkpoint")  # exists (the start-up checks pass) but cannot be read: fails in the job
-    cfg["stages"]["warm"] = {**cfg["stages"]["teacher"], "train": {**cfg["stages"]["teacher"]["train"],
-                                                                     "init_from": str(warm)}}
+    cfg["stages"]["warm"] = {
+        **cfg["stages"]["teacher"],
+        "train": {**cfg["stages"]["teacher"]["train"], "init_from": str(warm)},
+    }
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     out = tmp_path / "results" / "train"
     targets = [str(out / "teacher" / "train.json"), str(out / "warm" / "train.json")]

@@ -18,14 +18,27 @@ from f2d2.training import speed
 from f2d2.training.loop import train
 from pipeline_helpers import ROOT
 
-UNET = dict(arch="unet", in_channels=3, image_size=8, channels=8, channel_mult=[1, 2], attn_resolutions=[4],
-            num_res_blocks=1, dropout=0.0)
+UNET = dict(
+    arch="unet",
+    in_channels=3,
+    image_size=8,
+    channels=8,
+    channel_mult=[1, 2],
+    attn_resolutions=[4],
+    num_res_blocks=1,
+    dropout=0.0,
+)
 
 
 def _run(**train_keys) -> dict:
-    return resolve_run({"seed": 1, "data": {"name": "shapes", "size": 8, "n_train": 64, "n_test": 16},
-                        "model": {k: v for k, v in UNET.items() if k not in ("in_channels", "image_size")},
-                        "train": {"steps": 4, "batch_size": 8, "warmup": 1, "log_every": 2, **train_keys}})
+    return resolve_run(
+        {
+            "seed": 1,
+            "data": {"name": "shapes", "size": 8, "n_train": 64, "n_test": 16},
+            "model": {k: v for k, v in UNET.items() if k not in ("in_channels", "image_size")},
+            "train": {"steps": 4, "batch_size": 8, "warmup": 1, "log_every": 2, **train_keys},
+        }
+    )
 
 
 def test_defaults_are_the_old_behaviour():
@@ -41,8 +54,19 @@ def test_defaults_are_the_old_behaviour():
 def test_bfloat16_on_a_cpu_is_refused_in_one_line(tmp_path, capsys):
     found = run_problems(_run(precision="bfloat16"))
     assert len(found) == 1 and "train.precision = 'bfloat16' with train.device = 'cpu'" in found[0]
-    code = main(["train", "--config", str(ROOT / "config" / "config.yaml"), "--stage", "teacher",
-                 "--workdir", str(tmp_path / "w"), "--set", "train.precision=bfloat16"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "config" / "config.yaml"),
+            "--stage",
+            "teacher",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--set",
+            "train.precision=bfloat16",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "train.precision = 'bfloat16' with train.device = 'cpu'" in err, err
     assert not (tmp_path / "w").exists()
@@ -50,8 +74,11 @@ def test_bfloat16_on_a_cpu_is_refused_in_one_line(tmp_path, capsys):
 
 def test_compile_without_a_compiler_is_refused(monkeypatch):
     monkeypatch.setattr(speed.shutil, "which", lambda name: None)
-    with pytest.raises(ConfigError, match=r"train.compile = true on train.device = 'cpu': torch.compile on CPU "
-                                          r"needs a C\+\+ compiler"):
+    with pytest.raises(
+        ConfigError,
+        match=r"train.compile = true on train.device = 'cpu': torch.compile on CPU "
+        r"needs a C\+\+ compiler",
+    ):
         check_run(_run(compile=True))
     monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name: None)
     assert "needs Triton" in speed.compiler_problem(torch.device("cuda"))
@@ -61,8 +88,9 @@ def test_compile_skips_the_network_meanflow_differentiates_with_jvp():
     teacher = build_model(UNET)
     for name, compiled in (("shortcut_distill", True), ("meanflow_f2d2", False)):
         model = build_model({**UNET, "div_head": True, "flow_map": True})
-        obj = build_objective({"name": name, **({"div_method": "hutchinson"} if "f2d2" in name else {})},
-                              teacher=teacher)
+        obj = build_objective(
+            {"name": name, **({"div_method": "hutchinson"} if "f2d2" in name else {})}, teacher=teacher
+        )
         done = speed.compile_for_training(model, obj)
         assert (model._compiled_call_impl is not None) == compiled, done
         assert teacher._compiled_call_impl is not None and "teacher compiled" in done

@@ -7,21 +7,32 @@ import json
 import pytest
 import torch
 
-from f2d2.training import loop as train_mod
-from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.config.resolve import resolve_run
+from f2d2.io.checkpoint import load_checkpoint, load_model
+from f2d2.training import loop as train_mod
 from f2d2.training.failures import NonFiniteLossError
 from f2d2.training.loop import train
 
 
 def tiny_run(steps: int = 30, lr_schedule: str = "constant", **train_keys) -> dict:
-    return resolve_run({
-        "seed": 3,
-        "data": {"name": "checkerboard"},
-        "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
-        "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup": 5, "ema_decay": 0.9,
-                  "log_every": 5, "ckpt_every": 10, "lr_schedule": lr_schedule, **train_keys},
-    })
+    return resolve_run(
+        {
+            "seed": 3,
+            "data": {"name": "checkerboard"},
+            "model": {"arch": "mlp", "hidden": 32, "depth": 2, "time_freqs": 2},
+            "train": {
+                "steps": steps,
+                "batch_size": 64,
+                "lr": 1e-3,
+                "warmup": 5,
+                "ema_decay": 0.9,
+                "log_every": 5,
+                "ckpt_every": 10,
+                "lr_schedule": lr_schedule,
+                **train_keys,
+            },
+        }
+    )
 
 
 def _states_equal(a: dict, b: dict) -> bool:
@@ -42,8 +53,11 @@ def _log(workdir):
 HALF_LIFE = {"ema_halflife_steps": 8, "ema_rampup": 0.25}  # ramped up to step 32: past the resume at step 20
 
 
-@pytest.mark.parametrize("lr_schedule, ema", [("constant", {}), ("cosine", {}), ("constant", HALF_LIFE)],
-                         ids=["constant", "cosine", "half-life"])
+@pytest.mark.parametrize(
+    "lr_schedule, ema",
+    [("constant", {}), ("cosine", {}), ("constant", HALF_LIFE)],
+    ids=["constant", "cosine", "half-life"],
+)
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch, lr_schedule, ema):
     run = tiny_run(30, lr_schedule, **ema)
     full = train(run, tmp_path / "full", progress=False)
@@ -85,8 +99,10 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch, lr_
 
 def test_half_life_ema_is_not_the_constant_decay(tmp_path):
     """train.ema_halflife_steps replaces train.ema_decay; the raw weights do not depend on either."""
-    const, half = (load_checkpoint(train(tiny_run(12, **keys), tmp_path / name, progress=False))
-                   for name, keys in (("const", {}), ("half", HALF_LIFE)))
+    const, half = (
+        load_checkpoint(train(tiny_run(12, **keys), tmp_path / name, progress=False))
+        for name, keys in (("const", {}), ("half", HALF_LIFE))
+    )
     assert _states_equal(const["model"], half["model"])
     assert not _states_equal(const["ema"], half["ema"]) and half["ema"]["n_averaged"].item() == 12
 
@@ -125,6 +141,7 @@ def test_non_finite_loss_names_step_and_terms(tmp_path, monkeypatch):
         def objective(model, x1, gen):
             fm = model.velocity(x1, torch.zeros(len(x1))).pow(2).mean() * float("nan")
             return {"loss": fm, "fm": fm.detach()}
+
         return objective
 
     monkeypatch.setattr(train_mod, "build_objective", nan_objective)

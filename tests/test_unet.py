@@ -8,8 +8,15 @@ import torch
 from f2d2.nets import build_model
 from f2d2.objectives import build_objective
 
-SMALL = dict(arch="unet", channels=8, channel_mult=[1, 2], attn_resolutions=[4], num_res_blocks=1, dropout=0.0,
-             div_hidden=[16, 8])
+SMALL = dict(
+    arch="unet",
+    channels=8,
+    channel_mult=[1, 2],
+    attn_resolutions=[4],
+    num_res_blocks=1,
+    dropout=0.0,
+    div_hidden=[16, 8],
+)
 
 
 def small(size=8, **kw):
@@ -59,8 +66,14 @@ def test_divergence_head_gradient_reaches_head_and_trunk():
     torch.nn.init.normal_(model.d_head[-1].weight, std=0.1)
     x, s, t = torch.randn(2, 3, 8, 8), torch.rand(2), torch.rand(2)
     model(x, s, t).d.square().sum().backward()
-    for name in ("d_head.1.weight", "d_head.3.weight", "d_head.5.weight", "encoder.0.conv_in.weight",
-                 "emb_mlp.0.weight", "decoder.0.conv_in.weight"):
+    for name in (
+        "d_head.1.weight",
+        "d_head.3.weight",
+        "d_head.5.weight",
+        "encoder.0.conv_in.weight",
+        "emb_mlp.0.weight",
+        "decoder.0.conv_in.weight",
+    ):
         g = model.get_parameter(name).grad
         assert g is not None and g.abs().sum() > 0, name
     assert model.out_conv.weight.grad is None  # the velocity output is not on the head's path
@@ -80,8 +93,11 @@ def test_objectives_run_on_images(name):
     """Every objective (including MeanFlow's JVP and Hutchinson divergences) works on (B, C, H, W) batches."""
     model = small(div_head=True, flow_map=name != "flow_matching").train()
     teacher = small()
-    opts = {"flow_matching": {}, "shortcut_f2d2": {"div_source": "self", "div_method": "hutchinson"},
-            "meanflow_f2d2": {"div_source": "teacher", "div_method": "hutchinson"}}[name]
+    opts = {
+        "flow_matching": {},
+        "shortcut_f2d2": {"div_source": "self", "div_method": "hutchinson"},
+        "meanflow_f2d2": {"div_source": "teacher", "div_method": "hutchinson"},
+    }[name]
     objective = build_objective({"name": name, **opts}, teacher=teacher)
     terms = objective(model, torch.randn(4, 3, 8, 8), torch.Generator().manual_seed(0))
     assert torch.isfinite(terms["loss"])
@@ -109,8 +125,9 @@ def test_divergence_likelihood_and_sampling_on_image_batches():
     v, exact = divergence(lambda y: model.velocity(y, t), x, "exact")
     assert v.shape == x.shape and exact.shape == (2,)
     g = torch.Generator().manual_seed(0)
-    hutch = torch.stack([divergence(lambda y: model.velocity(y, t), x, "hutchinson", generator=g)[1]
-                         for _ in range(400)])
+    hutch = torch.stack(
+        [divergence(lambda y: model.velocity(y, t), x, "hutchinson", generator=g)[1] for _ in range(400)]
+    )
     assert (hutch.mean(0) - exact).abs().max() < 4 * hutch.std(0).max() / 20  # within 4 standard errors
     for div in ("head", "hutchinson"):
         res = log_likelihood(model, x, 2, div=div, generator=g)

@@ -29,8 +29,10 @@ def _model(model: FlowMapNet | str | Path, device: torch.device) -> FlowMapNet:
     if isinstance(model, (str, Path)):
         return load_model(model, ema=True, device=device)
     if not isinstance(model, FlowMapNet):
-        raise ValueError(f"model is a {type(model).__name__}; expected an f2d2 checkpoint path or a FlowMapNet "
-                         "(wrap a velocity model of your own in f2d2.ExternalVelocity)")
+        raise ValueError(
+            f"model is a {type(model).__name__}; expected an f2d2 checkpoint path or a FlowMapNet "
+            "(wrap a velocity model of your own in f2d2.ExternalVelocity)"
+        )
     return model
 
 
@@ -55,8 +57,9 @@ def log_prob(
     """
     model = _model(model, x.device)
     if tuple(x.shape[1:]) != tuple(model.data_shape):
-        raise ValueError(f"x has shape {tuple(x.shape)}; expected (B, *data_shape) = "
-                         f"(B, {', '.join(map(str, model.data_shape))})")
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}; expected (B, *data_shape) = (B, {', '.join(map(str, model.data_shape))})"
+        )
     if not (steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1)):
         raise ValueError(f"steps = {steps!r}; expected an integer K >= 1, or None for the adaptive reference")
     div = div or ("head" if model.has_div_head and steps is not None else "exact")
@@ -88,8 +91,10 @@ def bits_per_dim(
     """
     model = _model(model, pixels.device)
     if len(model.data_shape) != 3:
-        raise ValueError(f"bits_per_dim scores 8-bit images; the model's data_shape is {tuple(model.data_shape)}, "
-                         "not (C, H, W): use f2d2.log_prob")
+        raise ValueError(
+            f"bits_per_dim scores 8-bit images; the model's data_shape is {tuple(model.data_shape)}, "
+            "not (C, H, W): use f2d2.log_prob"
+        )
     dim = math.prod(model.data_shape)
     log_pz = log_prob(model, bpd.dequantize(pixels, dequant), steps, **options)
     return bpd.bits_per_dim(bpd.pixel_nll(log_pz.double(), dim), dim)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 REQUIRED = inspect.Parameter.empty  # the default of an option without one
 
@@ -19,4 +20,3 @@ def options_of(build: Callable) -> dict[str, Any]:
     fixed = set(build.keywords) if isinstance(build, functools.partial) else set()
     params = inspect.signature(build.func if isinstance(build, functools.partial) else build).parameters
     return {k: p.default for k, p in params.items() if k not in fixed and k != "self"}
-

@@ -5,12 +5,11 @@ self-guided samples) with the per-point ``K{k}.csv`` beside them; the teacher's
 adaptive-solver reference is ``OUT/eval/nll/teacher/reference.json``.
 """
 
-
 import json
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import matplotlib
 
@@ -66,8 +65,7 @@ def cells_by_k(run: str, steps: Iterable[int], cells: dict[str, dict]) -> Iterat
         yield k, {kind: cell(of_kind, run, k, kind) for kind, of_kind in cells.items()}
 
 
-def method_row(run: str, steps: Iterable[int], cells: dict[str, dict],
-               fill: Callable[[dict, int, dict], None]) -> dict:
+def method_row(run: str, steps: Iterable[int], cells: dict[str, dict], fill: Callable[[dict, int, dict], None]) -> dict:
     """A table row of training run ``run``: ``method``, ``run``, the K columns that ``fill(row, k, read)``
     sets from each K's cells (``read`` as :func:`cells_by_k` yields it) and ``seed``, the training seed
     all of the row's cells share."""
@@ -122,12 +120,16 @@ def parse_cell_path(path: str | os.PathLike) -> tuple[str, int, bool]:
     return p.parent.name, int(m.group(1)), m.group(2) is not None
 
 
-def cells_from_paths(paths: Iterable[str | os.PathLike], runs: Iterable[str] | None = None,
-                     steps: Iterable[int] | None = None, guided: bool = False) -> dict[tuple[str, int], str]:
+def cells_from_paths(
+    paths: Iterable[str | os.PathLike],
+    runs: Iterable[str] | None = None,
+    steps: Iterable[int] | None = None,
+    guided: bool = False,
+) -> dict[tuple[str, int], str]:
     """Map (run, k) -> path from a flat list of cell paths (as Snakemake passes them).
 
-    Keeps only unguided (or only guided) JSON cells (other files are skipped); with ``runs``/``steps`` it keeps those and
-    raises if any (run, k) of their product is missing. Order follows ``runs`` x ``steps``.
+    Keeps only unguided (or only guided) JSON cells (other files are skipped); with ``runs``/``steps`` it keeps
+    those and raises if any (run, k) of their product is missing. Order follows ``runs`` x ``steps``.
     """
     found: dict[tuple[str, int], str] = {}
     for path in paths:

@@ -11,7 +11,6 @@ no compute.
 Snakemake: params.jobs (the jobs' log folders); output.json, output.text.
 """
 
-
 import json
 import os
 import sys
@@ -23,16 +22,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 # subcommand -> (the option naming its record, the record's compute seconds)
-RECORDS = {"train": ("--summary", "seconds_this_call"), "nll": ("--summary", "seconds"),
-           "sample": ("--metrics", "seconds"), "eval": ("--record", "cell_seconds")}
+RECORDS = {
+    "train": ("--summary", "seconds_this_call"),
+    "nll": ("--summary", "seconds"),
+    "sample": ("--metrics", "seconds"),
+    "eval": ("--record", "cell_seconds"),
+}
 
 
 def job_share(record: dict) -> tuple[float, float | None]:
     """(job wall seconds, compute seconds or None) of one job.json."""
     wall = record.get("wall_seconds")
     if wall is None:  # a record from before wall_seconds: whole seconds of its timestamps
-        wall = (datetime.fromisoformat(record["finished"])
-                - datetime.fromisoformat(record["submitted"])).total_seconds()
+        wall = (
+            datetime.fromisoformat(record["finished"]) - datetime.fromisoformat(record["submitted"])
+        ).total_seconds()
     argv = record["argv"]
     flag, key = RECORDS.get(argv[0], (None, None))
     if flag not in argv:
@@ -63,13 +67,25 @@ def main(job_dirs: list[str], out_json: str, out_text: str) -> dict:
     compute_s = sum(r["compute_seconds"] for r in kinds.values())
     for r in kinds.values():
         r.update(job_seconds=round(r["job_seconds"], 3), compute_seconds=round(r["compute_seconds"], 3))
-    summary = {"jobs": jobs, "job_seconds": round(job_s, 3), "compute_seconds": round(compute_s, 3),
-               "compute_share": round(compute_s / job_s, 4) if job_s else None, "by_kind": kinds,
-               "unmeasured_jobs": unmeasured, "missing_job_records": missing}
-    lines = [f"compute share: {summary['compute_share']:.1%} of the job time of {jobs} submitit jobs "
-             f"({compute_s:.1f} s computing of {job_s:.1f} s)" if job_s else "compute share: no job records"]
-    lines += [f"  {kind}: {r['jobs']} jobs, {r['compute_seconds']:.1f} s computing of {r['job_seconds']:.1f} s"
-              for kind, r in sorted(kinds.items())]
+    summary = {
+        "jobs": jobs,
+        "job_seconds": round(job_s, 3),
+        "compute_seconds": round(compute_s, 3),
+        "compute_share": round(compute_s / job_s, 4) if job_s else None,
+        "by_kind": kinds,
+        "unmeasured_jobs": unmeasured,
+        "missing_job_records": missing,
+    }
+    lines = [
+        f"compute share: {summary['compute_share']:.1%} of the job time of {jobs} submitit jobs "
+        f"({compute_s:.1f} s computing of {job_s:.1f} s)"
+        if job_s
+        else "compute share: no job records"
+    ]
+    lines += [
+        f"  {kind}: {r['jobs']} jobs, {r['compute_seconds']:.1f} s computing of {r['job_seconds']:.1f} s"
+        for kind, r in sorted(kinds.items())
+    ]
     if unmeasured:
         lines.append(f"  {len(unmeasured)} jobs record no compute time (counted as none)")
     if missing:
@@ -81,4 +97,4 @@ def main(job_dirs: list[str], out_json: str, out_text: str) -> dict:
 
 
 if "snakemake" in globals():
-    main(list(snakemake.params.jobs), str(snakemake.output.json), str(snakemake.output.text))  # noqa: F821
+    main(list(snakemake.params.jobs), str(snakemake.output.json), str(snakemake.output.text))

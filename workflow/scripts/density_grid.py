@@ -20,5 +20,5 @@ def main(lo: float, hi: float, size: int, points_out: str, meta_out: str) -> Non
 
 
 if "snakemake" in globals():
-    p = snakemake.params  # noqa: F821
-    main(float(p.lo), float(p.hi), int(p.size), snakemake.output.points, snakemake.output.meta)  # noqa: F821
+    p = snakemake.params
+    main(float(p.lo), float(p.hi), int(p.size), snakemake.output.points, snakemake.output.meta)

@@ -102,7 +102,7 @@ def main(metrics: dict[str, str | os.PathLike], figure: str, terms: str) -> dict
 
 
 if "snakemake" in globals():
-    _sm = snakemake  # noqa: F821
+    _sm = snakemake
     main(
         metrics_paths([str(p) for p in _sm.input], list(_sm.params.runs)), str(_sm.output.figure), str(_sm.output.terms)
     )

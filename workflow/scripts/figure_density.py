@@ -8,7 +8,6 @@ rest). Snakemake: input.grid, input.density (flat list of ``{run}/K{k}.csv``, pa
 order = input order); params.analytic (optional, default True); output[0] the PNG.
 """
 
-
 import json
 import os
 import sys
@@ -16,9 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402  (selects the Agg backend)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+import common  # noqa: E402  (selects the Agg backend)
 
 
 def read_grid(path: str) -> tuple[float, float, int]:
@@ -75,6 +75,9 @@ def main(grid: str, density_cells: dict, out: str, analytic: bool = True) -> lis
 
 
 if "snakemake" in globals():
-    main(str(snakemake.input.grid),  # noqa: F821
-         panels_from_paths([p for p in snakemake.input.density if Path(p).suffix == ".csv"]),  # noqa: F821
-         str(snakemake.output[0]), bool(getattr(snakemake.params, "analytic", True)))  # noqa: F821
+    main(
+        str(snakemake.input.grid),
+        panels_from_paths([p for p in snakemake.input.density if Path(p).suffix == ".csv"]),
+        str(snakemake.output[0]),
+        bool(getattr(snakemake.params, "analytic", True)),
+    )

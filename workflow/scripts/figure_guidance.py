@@ -7,16 +7,16 @@ input.samples (flat list of unguided and ``_guided`` cells); params.methods,
 params.steps, params.config, params.teacher (optional, default "teacher"); output[0] the PNG.
 """
 
-
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402  (selects the Agg backend)
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+import common  # noqa: E402  (selects the Agg backend)
 
 
 def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str, key: str) -> list[dict]:
@@ -24,15 +24,30 @@ def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str, 
     kind = "guided sample" if guided else "unguided sample"
     for k, read in common.cells_by_k(run, steps, {kind: cells}):
         path, cell = read[kind]
-        rows.append({"method": common.method_label(run), "run": run, "guided": guided, "K": k,
-                     "nfe": k + 1 if guided else k,
-                     key: float(common.cell_value(cell, key, path)),
-                     "config": config, "seed": common.cell_value(cell, "train_seed", path)})
+        rows.append(
+            {
+                "method": common.method_label(run),
+                "run": run,
+                "guided": guided,
+                "K": k,
+                "nfe": k + 1 if guided else k,
+                key: float(common.cell_value(cell, key, path)),
+                "config": config,
+                "seed": common.cell_value(cell, "train_seed", path),
+            }
+        )
     return rows
 
 
-def main(sample_cells: dict, guided_cells: dict, methods: list[str], steps: list[int], config: str, out: str,
-         teacher: str | None = "teacher") -> pd.DataFrame:
+def main(
+    sample_cells: dict,
+    guided_cells: dict,
+    methods: list[str],
+    steps: list[int],
+    config: str,
+    out: str,
+    teacher: str | None = "teacher",
+) -> pd.DataFrame:
     """Cells keyed by (run, k); ``methods`` are the F2D2 runs. Writes ``out`` (PNG) and its .csv."""
     steps = sorted(int(k) for k in steps)
     key, _ = common.sample_metric(common.read_json(p) for p in sample_cells.values())
@@ -65,10 +80,16 @@ def main(sample_cells: dict, guided_cells: dict, methods: list[str], steps: list
 
 
 if "snakemake" in globals():
-    _p = snakemake.params  # noqa: F821
+    _p = snakemake.params
     _teacher = getattr(_p, "teacher", "teacher")
     _methods, _steps = list(_p.methods), [int(k) for k in _p.steps]
     _runs = ([_teacher] if _teacher else []) + _methods
-    main(common.cells_from_paths(snakemake.input.samples, _runs, _steps),  # noqa: F821
-         common.cells_from_paths(snakemake.input.samples, _methods, _steps, guided=True),  # noqa: F821
-         _methods, _steps, common.project_path(_p.config), str(snakemake.output[0]), _teacher)  # noqa: F821
+    main(
+        common.cells_from_paths(snakemake.input.samples, _runs, _steps),
+        common.cells_from_paths(snakemake.input.samples, _methods, _steps, guided=True),
+        _methods,
+        _steps,
+        common.project_path(_p.config),
+        str(snakemake.output[0]),
+        _teacher,
+    )

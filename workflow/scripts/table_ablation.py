@@ -8,7 +8,6 @@ params.key, params.values, params.runs (one per value), params.baselines (option
 params.steps, params.config; output[0] the CSV.
 """
 
-
 import os
 import sys
 
@@ -29,8 +28,17 @@ def _row(run: str, nll_cells: dict, sample_cells: dict, steps: list[int], metric
     return common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill)
 
 
-def main(key: str, values: list, runs: list[str], baselines: list[str], nll_cells: dict, sample_cells: dict,
-         steps: list[int], config: str, out: str) -> pd.DataFrame:
+def main(
+    key: str,
+    values: list,
+    runs: list[str],
+    baselines: list[str],
+    nll_cells: dict,
+    sample_cells: dict,
+    steps: list[int],
+    config: str,
+    out: str,
+) -> pd.DataFrame:
     """values[i] is the setting of ``key`` in training run runs[i]; cells keyed by (run, k). Writes ``out``."""
     values, runs = list(values), list(runs)
     if len(values) != len(runs):
@@ -52,10 +60,17 @@ def main(key: str, values: list, runs: list[str], baselines: list[str], nll_cell
 
 
 if "snakemake" in globals():
-    _p = snakemake.params  # noqa: F821
+    _p = snakemake.params
     _base = list(getattr(_p, "baselines", None) or [])
     _all, _steps = list(_p.runs) + _base, [int(k) for k in _p.steps]
-    main(str(_p.key), list(_p.values), list(_p.runs), _base,
-         common.cells_from_paths(snakemake.input.nll, _all, _steps),  # noqa: F821
-         common.cells_from_paths(snakemake.input.samples, _all, _steps),  # noqa: F821
-         _steps, common.project_path(_p.config), str(snakemake.output[0]))  # noqa: F821
+    main(
+        str(_p.key),
+        list(_p.values),
+        list(_p.runs),
+        _base,
+        common.cells_from_paths(snakemake.input.nll, _all, _steps),
+        common.cells_from_paths(snakemake.input.samples, _all, _steps),
+        _steps,
+        common.project_path(_p.config),
+        str(snakemake.output[0]),
+    )

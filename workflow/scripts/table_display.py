@@ -161,7 +161,7 @@ def main(table1: str, table7: str, f2d2_runs, out1: str, out7: str, out_headline
 
 
 if "snakemake" in globals():
-    _sm = snakemake  # noqa: F821
+    _sm = snakemake
     main(
         str(_sm.input.table1),
         str(_sm.input.table7),

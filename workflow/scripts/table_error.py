@@ -7,7 +7,6 @@ input.test_split (``f2d2 data --summary``'s JSON: the last column, ``test_split`
 test points come from); params.methods, params.steps, params.config; output[0] the CSV.
 """
 
-
 import math
 import os
 import sys
@@ -18,7 +17,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import common  # noqa: E402
-
 from f2d2.eval.metrics import nll_error  # noqa: E402
 
 # The CSVs hold 9 significant digits, so a recomputed mean can differ from the JSON's
@@ -46,14 +44,24 @@ def checked_abs_err(cell_json, reference_csv, rtol: float = RTOL) -> float:
     value, scale = abs_err(csv, reference_csv)
     stated = float(common.cell_value(common.read_json(cell_json), "mean_abs_err_nats", cell_json))
     if not math.isclose(value, stated, rel_tol=rtol, abs_tol=CSV_DIGITS_TOL * scale):
-        raise CellMismatch(f"{cell_json}: mean_abs_err_nats = {stated!r} but {csv} vs {reference_csv} gives "
-                           f"{value!r} (relative difference {abs(value - stated) / max(abs(stated), 1e-300):.3g}, "
-                           f"allowed {rtol:g}); the cell files are inconsistent")
+        raise CellMismatch(
+            f"{cell_json}: mean_abs_err_nats = {stated!r} but {csv} vs {reference_csv} gives "
+            f"{value!r} (relative difference {abs(value - stated) / max(abs(stated), 1e-300):.3g}, "
+            f"allowed {rtol:g}); the cell files are inconsistent"
+        )
     return value
 
 
-def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], config: str, out: str,
-         rtol: float = RTOL, test_split: str | None = None) -> pd.DataFrame:
+def main(
+    nll_cells: dict,
+    reference: str,
+    methods: list[str],
+    steps: list[int],
+    config: str,
+    out: str,
+    rtol: float = RTOL,
+    test_split: str | None = None,
+) -> pd.DataFrame:
     """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV). With
     ``test_split`` (the JSON's path) a last column says where the test points come from."""
     steps = common.descending(steps)
@@ -62,6 +70,7 @@ def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], 
     extra = {} if test_split is None else {"test_split": common.test_split(test_split)}
     cols += list(extra)
     rows = []
+
     def fill(row: dict, k: int, read: dict) -> None:
         row[f"K{k}_abs_err_nats"] = checked_abs_err(read["NLL"][0], ref_csv, rtol)
 
@@ -73,7 +82,13 @@ def main(nll_cells: dict, reference: str, methods: list[str], steps: list[int], 
 
 
 if "snakemake" in globals():
-    _methods, _steps = list(snakemake.params.methods), [int(k) for k in snakemake.params.steps]  # noqa: F821
-    main(common.cells_from_paths(snakemake.input.nll, _methods, _steps), str(snakemake.input.reference),  # noqa: F821
-         _methods, _steps, common.project_path(snakemake.params.config), str(snakemake.output[0]),  # noqa: F821
-         test_split=str(snakemake.input.test_split))  # noqa: F821
+    _methods, _steps = list(snakemake.params.methods), [int(k) for k in snakemake.params.steps]
+    main(
+        common.cells_from_paths(snakemake.input.nll, _methods, _steps),
+        str(snakemake.input.reference),
+        _methods,
+        _steps,
+        common.project_path(snakemake.params.config),
+        str(snakemake.output[0]),
+        test_split=str(snakemake.input.test_split),
+    )

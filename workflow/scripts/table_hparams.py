@@ -6,7 +6,6 @@ to the ``seed`` column. Snakemake: input (flat list of config.yaml paths), param
 optional params.runs (row order); output[0] the CSV.
 """
 
-
 import json
 import os
 import sys
@@ -69,6 +68,9 @@ def main(configs: dict[str, str], config: str, out: str) -> pd.DataFrame:
 
 
 if "snakemake" in globals():
-    _runs = getattr(snakemake.params, "runs", None)  # noqa: F821
-    main(configs_from_paths([str(p) for p in snakemake.input], _runs),  # noqa: F821
-         common.project_path(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821
+    _runs = getattr(snakemake.params, "runs", None)
+    main(
+        configs_from_paths([str(p) for p in snakemake.input], _runs),
+        common.project_path(snakemake.params.config),
+        str(snakemake.output[0]),
+    )

@@ -7,7 +7,6 @@ params.config, params.reference (optional, default "teacher": the run of the ref
 the CSV.
 """
 
-
 import os
 import sys
 
@@ -29,8 +28,16 @@ def columns(steps, support_mass: bool, quality: str = "sw2") -> list[str]:
     return cols
 
 
-def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int],
-          config: str, reference_run: str = "teacher", test_split: str | None = None) -> pd.DataFrame:
+def build(
+    nll_cells: dict,
+    sample_cells: dict,
+    reference: str,
+    methods: list[str],
+    steps: list[int],
+    config: str,
+    reference_run: str = "teacher",
+    test_split: str | None = None,
+) -> pd.DataFrame:
     """The table as a DataFrame (see module docstring); without ``test_split`` (a JSON path) no such column."""
     steps = common.descending(steps)
     ref = common.read_json(reference)
@@ -42,14 +49,20 @@ def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str
     cols += list(extra)
 
     def fixed_row(label, run, value):
-        row = {"method": label, "run": run, "config": config, "seed": common.cell_value(ref, "train_seed", reference),
-               **extra}
+        row = {
+            "method": label,
+            "run": run,
+            "config": config,
+            "seed": common.cell_value(ref, "train_seed", reference),
+            **extra,
+        }
         row.update({f"K{k}_nll_bpd": value for k in steps})
         return row
 
     rows = [fixed_row(REFERENCE_LABEL, reference_run, float(common.cell_value(ref, "mean_bpd", reference)))]
     if "analytic_mean_bpd" in ref:
         rows.append(fixed_row(ANALYTIC_LABEL, None, float(ref["analytic_mean_bpd"])))
+
     def fill(row: dict, k: int, read: dict) -> None:
         (n_path, n), (s_path, s) = read["NLL"], read["sample"]
         row[f"K{k}_nll_bpd"] = float(common.cell_value(n, "mean_bpd", n_path))
@@ -65,23 +78,43 @@ def build(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str
 
 def cells_from_lists(nll_paths, sample_paths, methods, steps) -> tuple[dict, dict]:
     """Flat Snakemake input lists -> (nll_cells, sample_cells) dicts keyed by (run, k)."""
-    return (common.cells_from_paths(nll_paths, methods, steps),
-            common.cells_from_paths(sample_paths, methods, steps))
+    return (common.cells_from_paths(nll_paths, methods, steps), common.cells_from_paths(sample_paths, methods, steps))
 
 
-def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int],
-         config: str, out: str, reference_run: str = "teacher", test_split: str | None = None) -> pd.DataFrame:
+def main(
+    nll_cells: dict,
+    sample_cells: dict,
+    reference: str,
+    methods: list[str],
+    steps: list[int],
+    config: str,
+    out: str,
+    reference_run: str = "teacher",
+    test_split: str | None = None,
+) -> pd.DataFrame:
     """Build Table 1 and write it to ``out`` (CSV)."""
-    df = build(nll_cells, sample_cells, reference, list(methods), [int(k) for k in steps], config, reference_run,
-               test_split)
+    df = build(
+        nll_cells, sample_cells, reference, list(methods), [int(k) for k in steps], config, reference_run, test_split
+    )
     common.write_csv(df, out)
     return df
 
 
 if "snakemake" in globals():
-    _nll, _smp = cells_from_lists(snakemake.input.nll, snakemake.input.samples,  # noqa: F821
-                                  snakemake.params.methods, snakemake.params.steps)  # noqa: F821
-    main(_nll, _smp, str(snakemake.input.reference), list(snakemake.params.methods),  # noqa: F821
-         [int(k) for k in snakemake.params.steps], common.project_path(snakemake.params.config),  # noqa: F821
-         str(snakemake.output[0]), str(getattr(snakemake.params, "reference", "teacher")),  # noqa: F821
-         str(snakemake.input.test_split))  # noqa: F821
+    _nll, _smp = cells_from_lists(
+        snakemake.input.nll,
+        snakemake.input.samples,
+        snakemake.params.methods,
+        snakemake.params.steps,
+    )
+    main(
+        _nll,
+        _smp,
+        str(snakemake.input.reference),
+        list(snakemake.params.methods),
+        [int(k) for k in snakemake.params.steps],
+        common.project_path(snakemake.params.config),
+        str(snakemake.output[0]),
+        str(getattr(snakemake.params, "reference", "teacher")),
+        str(snakemake.input.test_split),
+    )

@@ -6,7 +6,6 @@ dopri5 reference, same on every row). Snakemake: input.nll, input.samples (flat 
 input.reference; params.methods, params.steps, params.config; output[0] the CSV.
 """
 
-
 import os
 import sys
 
@@ -17,8 +16,9 @@ import pandas as pd  # noqa: E402
 import common  # noqa: E402
 
 
-def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int],
-         config: str, out: str) -> pd.DataFrame:
+def main(
+    nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int], config: str, out: str
+) -> pd.DataFrame:
     """Build Table 4 from cells keyed by (run, k) and write it to ``out`` (CSV)."""
     steps = common.descending(steps)
     ref = common.read_json(reference)
@@ -28,6 +28,7 @@ def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str]
         cols += [f"K{k}_sample_seconds", f"K{k}_ms_per_sample", f"K{k}_nll_seconds"]
     cols += ["reference_nll_seconds", "config", "seed"]
     rows = []
+
     def fill(row: dict, k: int, read: dict) -> None:
         (s_path, s), (n_path, n) = read["sample"], read["NLL"]
         seconds = float(common.cell_value(s, "seconds", s_path))
@@ -44,8 +45,13 @@ def main(nll_cells: dict, sample_cells: dict, reference: str, methods: list[str]
 
 
 if "snakemake" in globals():
-    _methods, _steps = list(snakemake.params.methods), [int(k) for k in snakemake.params.steps]  # noqa: F821
-    main(common.cells_from_paths(snakemake.input.nll, _methods, _steps),  # noqa: F821
-         common.cells_from_paths(snakemake.input.samples, _methods, _steps),  # noqa: F821
-         str(snakemake.input.reference), _methods, _steps,  # noqa: F821
-         common.project_path(snakemake.params.config), str(snakemake.output[0]))  # noqa: F821
+    _methods, _steps = list(snakemake.params.methods), [int(k) for k in snakemake.params.steps]
+    main(
+        common.cells_from_paths(snakemake.input.nll, _methods, _steps),
+        common.cells_from_paths(snakemake.input.samples, _methods, _steps),
+        str(snakemake.input.reference),
+        _methods,
+        _steps,
+        common.project_path(snakemake.params.config),
+        str(snakemake.output[0]),
+    )

@@ -15,24 +15,33 @@ import torch
 
 from f2d2.cli.parser import cell_namespaces
 from f2d2.config.checks import check_run
-from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
-from f2d2.data import SEED_STRIDE, DataError, ImageDataset, load_points, make_dataset
-from f2d2.training.failures import OutOfMemory, TrainingError, explain_out_of_memory
-from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
-from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
-from f2d2.io.atomic import atomic_write_text
 from f2d2.core.guidance import self_guided_noise
 from f2d2.core.likelihood import check_tolerances, log_likelihood, reference_log_likelihood
-from f2d2.eval.bpd import bits_per_dim
-from f2d2.eval.nll import points_nll
-from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
-from f2d2.io.meanflow import MEANFLOW_CIFAR10, MeanFlowCheckpointError, load_meanflow
 from f2d2.core.sampling import reference_sample, sample
+from f2d2.data import SEED_STRIDE, DataError, ImageDataset, load_points, make_dataset
+from f2d2.eval.bpd import bits_per_dim
+from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
+from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
+from f2d2.eval.nll import points_nll
+from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
+from f2d2.io.atomic import atomic_write_text
+from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from f2d2.io.meanflow import MEANFLOW_CIFAR10, MeanFlowCheckpointError, load_meanflow
+from f2d2.training.failures import OutOfMemory, TrainingError, explain_out_of_memory
 from f2d2.training.loop import train
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError, OutOfMemory, FIDError,
-               MeanFlowCheckpointError, ValueError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    TrainingError,
+    OutOfMemory,
+    FIDError,
+    MeanFlowCheckpointError,
+    ValueError,
+    FileNotFoundError,
+)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -44,17 +53,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     check_run(run)
     start = time.perf_counter()
     batch, device = run["train"]["batch_size"], run["train"]["device"]
-    with explain_out_of_memory(f"training on {device} with train.batch_size = {batch}",
-                               f"lower train.batch_size (e.g. --set train.batch_size={max(1, batch // 2)}, in a fresh "
-                               "--workdir), use a smaller model, or spread the batch over more GPUs"):
+    with explain_out_of_memory(
+        f"training on {device} with train.batch_size = {batch}",
+        f"lower train.batch_size (e.g. --set train.batch_size={max(1, batch // 2)}, in a fresh "
+        "--workdir), use a smaller model, or spread the batch over more GPUs",
+    ):
         ckpt = train(run, args.workdir, progress=not args.no_progress)
     print(f"checkpoint: {ckpt}")
     if args.summary is not None:
         lines = (args.workdir / "metrics.jsonl").read_text().splitlines()
-        summary = {"checkpoint": str(ckpt), "config": str(args.config), "stage": args.stage,
-                   "overrides": args.overrides, "seed": run["seed"], "steps": run["train"]["steps"],
-                   "seconds_this_call": round(time.perf_counter() - start, 3),
-                   "last_log": json.loads(lines[-1]) if lines else None}
+        summary = {
+            "checkpoint": str(ckpt),
+            "config": str(args.config),
+            "stage": args.stage,
+            "overrides": args.overrides,
+            "seed": run["seed"],
+            "steps": run["train"]["steps"],
+            "seconds_this_call": round(time.perf_counter() - start, 3),
+            "last_log": json.loads(lines[-1]) if lines else None,
+        }
         stopped = load_checkpoint(ckpt).get("early_stopped")
         if stopped is not None:
             summary["early_stopped"] = stopped
@@ -92,8 +109,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     for cell in cells:
         start = time.perf_counter()
         summary = (nll_cell if cell.command == "nll" else sample_cell)(model, ckpt_cfg, cell)
-        record["cells"].append({"command": cell.command, "out": str(cell.out), "seconds": summary["seconds"],
-                                "cell_seconds": round(time.perf_counter() - start, 4)})
+        record["cells"].append(
+            {
+                "command": cell.command,
+                "out": str(cell.out),
+                "seconds": summary["seconds"],
+                "cell_seconds": round(time.perf_counter() - start, 4),
+            }
+        )
     for key in ("seconds", "cell_seconds"):
         record[key] = round(sum(c[key] for c in record["cells"]), 4)
     if args.record is not None:
@@ -126,8 +149,10 @@ def check_sample_model(args: argparse.Namespace, model: torch.nn.Module) -> None
     """Image samples with --metrics need FID reference statistics and the extractor: fail before sampling."""
     if args.metrics is not None and len(model.data_shape) == 3:
         if args.fid_stats is None or not args.fid_stats.is_file():
-            raise ValueError(f"--metrics for image samples needs --fid-stats: reference statistics from "
-                             f"f2d2 fid-reference; got {args.fid_stats}")
+            raise ValueError(
+                f"--metrics for image samples needs --fid-stats: reference statistics from "
+                f"f2d2 fid-reference; got {args.fid_stats}"
+            )
         build_extractor(args.fid_extractor, args.fid_weights_dir)
 
 
@@ -154,14 +179,19 @@ def nll_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -
         def likelihood(x):
             return reference_log_likelihood(model, x, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
     else:
+
         def likelihood(x):
             return log_likelihood(model, x, args.steps, div=div, backward=args.backward, generator=gen)
+
     start = time.perf_counter()
-    with explain_out_of_memory(f"on {args.device} with --batch-size {args.batch_size}",
-                               f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})"):
+    with explain_out_of_memory(
+        f"on {args.device} with --batch-size {args.batch_size}",
+        f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})",
+    ):
         # images: nats of the 8-bit pixels (f2d2.eval.bpd)
-        nll, nfe = points_nll(points, likelihood, model.data_shape, batch_size=args.batch_size,
-                              device=args.device, dequant=dequant)
+        nll, nfe = points_nll(
+            points, likelihood, model.data_shape, batch_size=args.batch_size, device=args.device, dequant=dequant
+        )
     seconds = time.perf_counter() - start
     bpd = bits_per_dim(nll, dim)
     columns, names = [nll, bpd], ["nll_nats", "bpd"]
@@ -204,28 +234,45 @@ def sample_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace
     if args.reference:
         import torchdiffeq  # noqa: F401  (the solver's import, before the clock starts)
     gen = torch.Generator(args.device).manual_seed(args.seed)
-    with explain_out_of_memory(f"on {args.device} drawing --batch-size {args.batch_size} samples at once",
-                               f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})"):
+    with explain_out_of_memory(
+        f"on {args.device} drawing --batch-size {args.batch_size} samples at once",
+        f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})",
+    ):
         x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
         start = time.perf_counter()
         parts = []
         for chunk in x0.split(args.batch_size):
             if args.guidance_steps:
                 chunk = self_guided_noise(model, chunk, lr=args.guidance_lr, steps=args.guidance_steps)
-            parts.append(reference_sample(model, chunk, atol=args.atol, rtol=args.rtol) if args.reference
-                         else sample(model, chunk, args.steps))
+            parts.append(
+                reference_sample(model, chunk, atol=args.atol, rtol=args.rtol)
+                if args.reference
+                else sample(model, chunk, args.steps)
+            )
         x1 = torch.cat(parts)
     seconds = time.perf_counter() - start
     images = len(model.data_shape) == 3
     write_array(args.out, to_pixels(x1.cpu().numpy()) if images else x1.cpu().numpy())  # images: uint8 pixels
-    summary = {"checkpoint": str(args.checkpoint), "n": args.n, "steps": args.steps,
-               "solver": "dopri5" if args.reference else f"{args.steps}-step", "seed": args.seed,
-               "train_seed": ckpt_cfg["seed"], "guidance_steps": args.guidance_steps,
-               "guidance_lr": args.guidance_lr, "seconds": round(seconds, 4)}
+    summary = {
+        "checkpoint": str(args.checkpoint),
+        "n": args.n,
+        "steps": args.steps,
+        "solver": "dopri5" if args.reference else f"{args.steps}-step",
+        "seed": args.seed,
+        "train_seed": ckpt_cfg["seed"],
+        "guidance_steps": args.guidance_steps,
+        "guidance_lr": args.guidance_lr,
+        "seconds": round(seconds, 4),
+    }
     if args.metrics is not None:
         if images:
-            summary["fid"] = fid_to_reference(np.load(args.out), args.fid_stats, args.fid_extractor,
-                                              weights_dir=args.fid_weights_dir, device=args.device)
+            summary["fid"] = fid_to_reference(
+                np.load(args.out),
+                args.fid_stats,
+                args.fid_extractor,
+                weights_dir=args.fid_weights_dir,
+                device=args.device,
+            )
             summary["fid_extractor"] = args.fid_extractor
         else:
             summary.update(_sample_quality(ckpt_cfg["data"], x1.cpu(), args.seed))
@@ -249,9 +296,14 @@ def cmd_import_meanflow(args: argparse.Namespace) -> None:
     """``f2d2 import-meanflow``: a MeanFlow CIFAR-10 checkpoint as an f2d2 checkpoint (time flipped to t = 1 data)."""
     model = load_meanflow(args.checkpoint, weights=args.weights)
     state = model.state_dict()
-    config = {"seed": 0, "data": {"name": "cifar10", "root": str(args.data_root)},
-              "model": {"arch": "unet", **MEANFLOW_CIFAR10, "dropout": 0.0, "flow_map": True},
-              "objective": {"name": "meanflow"}, "train": {}, "imported_from": str(args.checkpoint)}
+    config = {
+        "seed": 0,
+        "data": {"name": "cifar10", "root": str(args.data_root)},
+        "model": {"arch": "unet", **MEANFLOW_CIFAR10, "dropout": 0.0, "flow_map": True},
+        "objective": {"name": "meanflow"},
+        "train": {},
+        "imported_from": str(args.checkpoint),
+    }
     ema = {**{f"module.{k}": v for k, v in state.items()}, "n_averaged": torch.tensor(1)}
     save_checkpoint(args.out, {"config": config, "step": 0, "model": state, "ema": ema})
     print(f"wrote {args.out}: MeanFlow '{args.weights}' weights as a time-flipped U-Net flow map")
@@ -289,8 +341,15 @@ def cmd_data(args: argparse.Namespace) -> None:
     if args.out is not None:
         write_array(args.out, points.numpy())
     if args.summary is not None:
-        record = {"data": name, "source": source, "n": len(points), "n_requested": args.n, "n_test": held,
-                  "seed": args.seed, "test_split": split}
+        record = {
+            "data": name,
+            "source": source,
+            "n": len(points),
+            "n_requested": args.n,
+            "n_test": held,
+            "seed": args.seed,
+            "test_split": split,
+        }
         atomic_write_text(args.summary, json.dumps(record, indent=1) + "\n")
     what = f"{len(points)} {'test images' if images else 'points'} ({split})"
     if len(points) < args.n:
@@ -308,6 +367,7 @@ def cmd_fid_reference(args: argparse.Namespace) -> None:
     if args.n is not None and args.n < len(pixels):
         pixels = pixels[torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))[: args.n]]
     name = resolve_run(load_yaml(args.config))["data"]["name"]
-    source = reference_stats(pixels.numpy(), args.out, args.extractor, name=name, weights_dir=args.weights_dir,
-                             device=args.device)
+    source = reference_stats(
+        pixels.numpy(), args.out, args.extractor, name=name, weights_dir=args.weights_dir, device=args.device
+    )
     print(f"wrote FID reference statistics of {name} ({args.extractor}) to {args.out}: {source}")

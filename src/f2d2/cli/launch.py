@@ -20,10 +20,11 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from f2d2.cli.dispatch import run_command
 from f2d2.cli.parser import COMMANDS, build_parser
@@ -106,8 +107,9 @@ def _check_argv(argv: list[str]) -> list[str]:
     if not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError(f"the command to run must be a non-empty list of strings, got {argv!r}")
     if argv[0] not in COMMANDS:
-        raise ValueError(f"the command to run must start with an f2d2 subcommand ({', '.join(COMMANDS)}), "
-                         f"got {argv[0]!r}")
+        raise ValueError(
+            f"the command to run must start with an f2d2 subcommand ({', '.join(COMMANDS)}), got {argv[0]!r}"
+        )
     err = io.StringIO()
     try:
         with redirect_stderr(err), redirect_stdout(io.StringIO()):
@@ -115,8 +117,9 @@ def _check_argv(argv: list[str]) -> list[str]:
     except SystemExit as e:
         if e.code:
             usage_error = err.getvalue().strip().splitlines()
-            raise ValueError(f"invalid command 'f2d2 {' '.join(argv)}': "
-                             f"{usage_error[-1] if usage_error else 'argparse rejected it'}") from None
+            raise ValueError(
+                f"invalid command 'f2d2 {' '.join(argv)}': {usage_error[-1] if usage_error else 'argparse rejected it'}"
+            ) from None
         raise ValueError(f"'f2d2 {' '.join(argv)}' only prints help; there is nothing to run") from None
     return argv
 
@@ -234,10 +237,20 @@ def submit(argv: list[str], *, cluster: str, log_dir: Path, resources: Resources
     log_dir.mkdir(parents=True, exist_ok=True)
     command = "f2d2 " + " ".join(argv)
     record: dict[str, Any] = {
-        "job_id": None, "cluster": cluster, "job_name": job_name, "argv": argv, "cwd": os.getcwd(),
+        "job_id": None,
+        "cluster": cluster,
+        "job_name": job_name,
+        "argv": argv,
+        "cwd": os.getcwd(),
         "log_dir": str(log_dir),
-        "resources": dataclasses.asdict(resources), "submitted": _now(), "started": None, "finished": None,
-        "state": "SUBMITTED", "stdout": None, "stderr": None, "wall_seconds": None,
+        "resources": dataclasses.asdict(resources),
+        "submitted": _now(),
+        "started": None,
+        "finished": None,
+        "state": "SUBMITTED",
+        "stdout": None,
+        "stderr": None,
+        "wall_seconds": None,
     }
     clock = time.perf_counter()
 
@@ -258,15 +271,25 @@ def _failure_message(record: dict[str, Any], command: str, reason: str, tail: st
     lines = [f"job {record['job_id']} on cluster {record['cluster']!r} failed: {command}"]
     if reason:
         lines.append(reason)
-    lines += [f"--- last lines of {tail_of} ---", tail or "(empty)", "---",
-              f"stdout log: {record['stdout']}", f"stderr log: {record['stderr']}",
-              f"job record: {record['log_dir']}/job.json"]
+    lines += [
+        f"--- last lines of {tail_of} ---",
+        tail or "(empty)",
+        "---",
+        f"stdout log: {record['stdout']}",
+        f"stderr log: {record['stderr']}",
+        f"job record: {record['log_dir']}/job.json",
+    ]
     return "\n".join(lines)
 
 
 def _submit_inline(argv: list[str], command: str, record: dict[str, Any], write: Any) -> None:
-    record.update(job_id=f"inline-{os.getpid()}", stdout="(this process's stdout)",
-                  stderr="(this process's stderr)", state="RUNNING", started=_now())
+    record.update(
+        job_id=f"inline-{os.getpid()}",
+        stdout="(this process's stdout)",
+        stderr="(this process's stderr)",
+        state="RUNNING",
+        started=_now(),
+    )
     write()
     try:
         CliJob()(argv)
@@ -280,25 +303,41 @@ def _submit_inline(argv: list[str], command: str, record: dict[str, Any], write:
     write("COMPLETED")
 
 
-def _submit_submitit(argv: list[str], command: str, cluster: str, log_dir: Path, resources: Resources,
-                     job_name: str, record: dict[str, Any], write: Any) -> None:
+def _submit_submitit(
+    argv: list[str],
+    command: str,
+    cluster: str,
+    log_dir: Path,
+    resources: Resources,
+    job_name: str,
+    record: dict[str, Any],
+    write: Any,
+) -> None:
     with _interruptible():
         _submit_and_wait(argv, command, cluster, log_dir, resources, job_name, record, write)
 
 
-def _submit_and_wait(argv: list[str], command: str, cluster: str, log_dir: Path,
-                     resources: Resources, job_name: str, record: dict[str, Any], write: Any) -> None:
+def _submit_and_wait(
+    argv: list[str],
+    command: str,
+    cluster: str,
+    log_dir: Path,
+    resources: Resources,
+    job_name: str,
+    record: dict[str, Any],
+    write: Any,
+) -> None:
     submitit = _submitit()
 
     try:  # no SLURM here ("Could not detect srun"), sbatch refused it (bad partition, ...)
-        executor = submitit.AutoExecutor(folder=log_dir, cluster=cluster,
-                                         slurm_max_num_timeout=MAX_TIME_LIMIT_REQUEUES)
+        executor = submitit.AutoExecutor(folder=log_dir, cluster=cluster, slurm_max_num_timeout=MAX_TIME_LIMIT_REQUEUES)
         executor.update_parameters(**_executor_parameters(cluster, resources, job_name))
         job = executor.submit(CliJob(), argv)
     except Exception as e:
         write("FAILED")
-        raise LaunchError(f"could not submit {command} to cluster {cluster!r}: {e} "
-                          f"(job record: {log_dir / 'job.json'})") from e
+        raise LaunchError(
+            f"could not submit {command} to cluster {cluster!r}: {e} (job record: {log_dir / 'job.json'})"
+        ) from e
     record.update(job_id=str(job.job_id), stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
     write()
     try:

@@ -14,16 +14,28 @@ from f2d2.config.resources import CLUSTERS, Resources
 
 def cmd_submit(args: argparse.Namespace) -> None:
     if not args.job:
-        raise ValueError(f"give the f2d2 command to run after '--', e.g. -- data --config c.yaml ... "
-                         f"(one of {', '.join(COMMANDS)})")
+        raise ValueError(
+            f"give the f2d2 command to run after '--', e.g. -- data --config c.yaml ... (one of {', '.join(COMMANDS)})"
+        )
     if args.cluster not in CLUSTERS:
         source = " (the default, from $F2D2_CLUSTER)" if os.environ.get("F2D2_CLUSTER") == args.cluster else ""
         raise ValueError(f"--cluster {args.cluster!r}{source} is not one of {', '.join(CLUSTERS)}")
-    resources = Resources(partition=args.partition, gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb,
-                          time_min=args.time_min, tasks_per_node=args.tasks_per_node,
-                          signal_delay_s=args.signal_delay_s)
-    submit(args.job, cluster=args.cluster, log_dir=args.log_dir, resources=resources,
-           job_name=args.job_name or f"f2d2-{args.job[0]}")
+    resources = Resources(
+        partition=args.partition,
+        gpus=args.gpus,
+        cpus=args.cpus,
+        mem_gb=args.mem_gb,
+        time_min=args.time_min,
+        tasks_per_node=args.tasks_per_node,
+        signal_delay_s=args.signal_delay_s,
+    )
+    submit(
+        args.job,
+        cluster=args.cluster,
+        log_dir=args.log_dir,
+        resources=resources,
+        job_name=args.job_name or f"f2d2-{args.job[0]}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     job = None
     if argv[:1] == ["submit"] and "--" in argv:  # everything after the first '--' is the command to run
         cut = argv.index("--")
-        argv, job = argv[:cut], argv[cut + 1:]
+        argv, job = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
     if args.command != "submit":
         return run_parsed(args)

@@ -40,65 +40,118 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand; ``args.command`` names the one given."""
     p = argparse.ArgumentParser(prog="f2d2", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_nll, _add_sample, _add_eval, _add_data, _add_fid_reference, _add_import_meanflow,
-                _add_submit):
+    for add in (
+        _add_train,
+        _add_nll,
+        _add_sample,
+        _add_eval,
+        _add_data,
+        _add_fid_reference,
+        _add_import_meanflow,
+        _add_submit,
+    ):
         add(sub)
     return p
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="train one stage of an experiment config", description=(
-        "Train one run. The run config is the experiment file's shared sections merged with "
-        "stages.<STAGE>; re-running on the same --workdir resumes from its checkpoint."))
+    t = sub.add_parser(
+        "train",
+        help="train one stage of an experiment config",
+        description=(
+            "Train one run. The run config is the experiment file's shared sections merged with "
+            "stages.<STAGE>; re-running on the same --workdir resumes from its checkpoint."
+        ),
+    )
     t.add_argument("--config", required=True, type=Path, help="experiment YAML file")
     t.add_argument("--stage", default=None, help="name under the config's 'stages' to train (default: none)")
     t.add_argument("--workdir", required=True, type=Path, help="folder for checkpoint.pt, metrics.jsonl, config.yaml")
-    t.add_argument("--stage-root", type=Path, default=None,
-                   help="folder holding one workdir per stage, for stage names used as train.init_from or "
-                        "objective.teacher (default: the parent of --workdir)")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a run-config value after stage merging, e.g. train.steps=100 (repeatable)")
+    t.add_argument(
+        "--stage-root",
+        type=Path,
+        default=None,
+        help="folder holding one workdir per stage, for stage names used as train.init_from or "
+        "objective.teacher (default: the parent of --workdir)",
+    )
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a run-config value after stage merging, e.g. train.steps=100 (repeatable)",
+    )
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    t.add_argument("--summary", type=Path, default=None,
-                   help="when training has finished, write a JSON summary here (checkpoint path, steps, last "
-                        "logged losses, wall time); a pipeline can depend on it instead of the checkpoint")
+    t.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="when training has finished, write a JSON summary here (checkpoint path, steps, last "
+        "logged losses, wall time); a pipeline can depend on it instead of the checkpoint",
+    )
 
 
 def _add_nll(sub: argparse._SubParsersAction) -> None:
-    n = sub.add_parser("nll", help="per-point negative log-likelihood of points under a checkpoint", description=(
-        "Integrate from data (t = 1) to noise (t = 0): --steps K uniform flow-map/Euler steps, or --reference "
-        "for the adaptive dopri5 solve with the instantaneous velocity. Writes one row per point."))
+    n = sub.add_parser(
+        "nll",
+        help="per-point negative log-likelihood of points under a checkpoint",
+        description=(
+            "Integrate from data (t = 1) to noise (t = 0): --steps K uniform flow-map/Euler steps, or --reference "
+            "for the adaptive dopri5 solve with the instantaneous velocity. Writes one row per point."
+        ),
+    )
     n.add_argument("--checkpoint", required=True, type=Path, help="f2d2 checkpoint.pt")
     n.add_argument("--points", required=True, type=Path, help=".npy or .csv of shape (N, dim) to evaluate")
     n.add_argument("--out", required=True, type=Path, help="output .csv (columns nll_nats, bpd[, ...]) or .npy")
     how = n.add_mutually_exclusive_group(required=True)
     how.add_argument("--steps", type=_positive_int, help="K, the number of steps")
     how.add_argument("--reference", action="store_true", help="adaptive dopri5 solve (the yardstick)")
-    n.add_argument("--div", choices=DIVERGENCE_SOURCES, default=None,
-                   help="divergence source: 'head' (F2D2, default when the model has one) or 'exact' / "
-                        "'hutchinson' of the instantaneous velocity (default otherwise; the reference uses exact)")
-    n.add_argument("--backward", choices=BACKWARD_MODES, default="two-way",
-                   help="how a flow map takes backward steps: query u(x, s, t) with s > t ('two-way') or reuse "
-                        "the forward map of the reversed interval ('forward-only', the paper's first-order trick)")
+    n.add_argument(
+        "--div",
+        choices=DIVERGENCE_SOURCES,
+        default=None,
+        help="divergence source: 'head' (F2D2, default when the model has one) or 'exact' / "
+        "'hutchinson' of the instantaneous velocity (default otherwise; the reference uses exact)",
+    )
+    n.add_argument(
+        "--backward",
+        choices=BACKWARD_MODES,
+        default="two-way",
+        help="how a flow map takes backward steps: query u(x, s, t) with s > t ('two-way') or reuse "
+        "the forward map of the reversed interval ('forward-only', the paper's first-order trick)",
+    )
     n.add_argument("--atol", type=float, default=1e-5, help="reference solver absolute tolerance")
     n.add_argument("--rtol", type=float, default=1e-5, help="reference solver relative tolerance")
     n.add_argument("--batch-size", type=_positive_int, default=10000, help="points per batch")
     n.add_argument("--seed", type=int, default=0, help="seed of Hutchinson probes")
-    n.add_argument("--dequant-seed", type=int, default=0,
-                   help="image checkpoints: seed of the uniform dequantization noise (points are then uint8 images "
-                        "(N, C, H, W) and bpd includes the dequantization terms, see f2d2.eval.bpd)")
+    n.add_argument(
+        "--dequant-seed",
+        type=int,
+        default=0,
+        help="image checkpoints: seed of the uniform dequantization noise (points are then uint8 images "
+        "(N, C, H, W) and bpd includes the dequantization terms, see f2d2.eval.bpd)",
+    )
     n.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
-    n.add_argument("--compare", type=Path, default=None,
-                   help="a previous nll output (e.g. the reference) to report mean |NLL - NLL_compare| against")
+    n.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="a previous nll output (e.g. the reference) to report mean |NLL - NLL_compare| against",
+    )
     n.add_argument("--summary", type=Path, default=None, help="also write the printed summary as JSON here")
     n.add_argument("--device", default="cpu", help="torch device to evaluate on, e.g. cpu or cuda")
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("sample", help="draw samples with K steps", description=(
-        "Push N(0, I) noise (t = 0) to data (t = 1) with K uniform steps of the checkpoint's flow map "
-        "(Euler steps of its velocity for a flow-matching model), or --reference for the adaptive dopri5 "
-        "solve with the instantaneous velocity."))
+    s = sub.add_parser(
+        "sample",
+        help="draw samples with K steps",
+        description=(
+            "Push N(0, I) noise (t = 0) to data (t = 1) with K uniform steps of the checkpoint's flow map "
+            "(Euler steps of its velocity for a flow-matching model), or --reference for the adaptive dopri5 "
+            "solve with the instantaneous velocity."
+        ),
+    )
     s.add_argument("--checkpoint", required=True, type=Path, help="f2d2 checkpoint.pt")
     s.add_argument("--n", required=True, type=_positive_int, help="number of samples")
     s_how = s.add_mutually_exclusive_group(required=True)
@@ -108,40 +161,77 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rtol", type=float, default=1e-5, help="reference solver relative tolerance")
     s.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
-    s.add_argument("--batch-size", type=_positive_int, default=10000,
-                   help="samples per batch (the noise is drawn at once, so results do not depend on it)")
-    s.add_argument("--guidance-steps", type=int, default=0,
-                   help="maximum-likelihood self-guidance: Adam steps on the noise before sampling (F2D2 models; "
-                        "default 0 = off)")
+    s.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=10000,
+        help="samples per batch (the noise is drawn at once, so results do not depend on it)",
+    )
+    s.add_argument(
+        "--guidance-steps",
+        type=int,
+        default=0,
+        help="maximum-likelihood self-guidance: Adam steps on the noise before sampling (F2D2 models; default 0 = off)",
+    )
     s.add_argument("--guidance-lr", type=float, default=None, help="learning rate of the self-guidance Adam steps")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
-    s.add_argument("--metrics", type=Path, default=None,
-                   help="also write sample-quality metrics as JSON here: sliced W2 to fresh data of the checkpoint's "
-                        "dataset and, for analytic datasets, the share of samples on the support")
+    s.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        help="also write sample-quality metrics as JSON here: sliced W2 to fresh data of the checkpoint's "
+        "dataset and, for analytic datasets, the share of samples on the support",
+    )
     s.add_argument("--device", default="cpu", help="torch device to sample on, e.g. cpu or cuda")
-    s.add_argument("--fid-stats", type=Path, default=None,
-                   help="image checkpoints: reference statistics (.npz from f2d2 fid-reference) for the FID in --metrics")
-    s.add_argument("--fid-extractor", default=FID_OPTIONS["extractor"]["default"], choices=EXTRACTORS,
-                   help="FID features: clean-fid's Inception or a fixed tiny conv net (no weights needed); "
-                        "default %(default)s")
-    s.add_argument("--fid-weights-dir", type=Path, default=Path(FID_OPTIONS["weights_dir"]["default"]),
-                   help="folder holding inception-2015-12-05.pt (default %(default)s, clean-fid's)")
+    s.add_argument(
+        "--fid-stats",
+        type=Path,
+        default=None,
+        help="image checkpoints: reference statistics (.npz from f2d2 fid-reference) for the FID in --metrics",
+    )
+    s.add_argument(
+        "--fid-extractor",
+        default=FID_OPTIONS["extractor"]["default"],
+        choices=EXTRACTORS,
+        help="FID features: clean-fid's Inception or a fixed tiny conv net (no weights needed); default %(default)s",
+    )
+    s.add_argument(
+        "--fid-weights-dir",
+        type=Path,
+        default=Path(FID_OPTIONS["weights_dir"]["default"]),
+        help="folder holding inception-2015-12-05.pt (default %(default)s, clean-fid's)",
+    )
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    e = sub.add_parser("eval", help="several nll and sample cells of one checkpoint, loaded once", description=(
-        "Load --checkpoint once, then compute each --cell, an 'nll ...' or 'sample ...' command line without "
-        "--checkpoint, --device and --raw, in the order given. Each cell writes exactly the files, with the "
-        "same numbers and seeds, that the same f2d2 nll or f2d2 sample would write; its 'seconds' time that "
-        "cell's own computation."))
+    e = sub.add_parser(
+        "eval",
+        help="several nll and sample cells of one checkpoint, loaded once",
+        description=(
+            "Load --checkpoint once, then compute each --cell, an 'nll ...' or 'sample ...' command line without "
+            "--checkpoint, --device and --raw, in the order given. Each cell writes exactly the files, with the "
+            "same numbers and seeds, that the same f2d2 nll or f2d2 sample would write; its 'seconds' time that "
+            "cell's own computation."
+        ),
+    )
     e.add_argument("--checkpoint", required=True, type=Path, help="f2d2 checkpoint.pt")
-    e.add_argument("--cell", dest="cells", action="append", required=True, type=_cell_tokens,
-                   metavar="'CMD ARGS'",
-                   help="one cell: 'nll --points p.npy --steps 2 --out K2.csv --summary K2.json', "
-                        "'sample --n 100 --steps 1 --out K1.npy --metrics K1.json', ... (repeatable)")
-    e.add_argument("--record", type=Path, default=None,
-                   help="write a JSON record here: each cell's command, output, seconds (its summary's) and "
-                        "cell_seconds (the whole cell, writing its files included), and their sums")
+    e.add_argument(
+        "--cell",
+        dest="cells",
+        action="append",
+        required=True,
+        type=_cell_tokens,
+        metavar="'CMD ARGS'",
+        help="one cell: 'nll --points p.npy --steps 2 --out K2.csv --summary K2.json', "
+        "'sample --n 100 --steps 1 --out K1.npy --metrics K1.json', ... (repeatable)",
+    )
+    e.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="write a JSON record here: each cell's command, output, seconds (its summary's) and "
+        "cell_seconds (the whole cell, writing its files included), and their sums",
+    )
     e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     e.add_argument("--device", default="cpu", help="torch device to evaluate on, e.g. cpu or cuda")
 
@@ -177,35 +267,61 @@ def cell_namespaces(args: argparse.Namespace) -> list[argparse.Namespace]:
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("data", help="write a config's test points: fresh draws of an analytic 2D set, held-out "
-                                    "rows of a point file, or test images (image data)")
+    d = sub.add_parser(
+        "data",
+        help="write a config's test points: fresh draws of an analytic 2D set, held-out "
+        "rows of a point file, or test images (image data)",
+    )
     d.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
-    d.add_argument("--n", required=True, type=_positive_int,
-                   help="number of points (a held-out split or test set with fewer: all of it)")
+    d.add_argument(
+        "--n",
+        required=True,
+        type=_positive_int,
+        help="number of points (a held-out split or test set with fewer: all of it)",
+    )
     d.add_argument("--seed", type=int, required=True, help="seed; use one that no training run uses")
     d.add_argument("--out", type=Path, default=None, help="output .npy or .csv of shape (N, dim)")
-    d.add_argument("--summary", type=Path, default=None,
-                   help="write where the points come from as JSON here (the tables' test_split column); "
-                        "needs no --out")
+    d.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="write where the points come from as JSON here (the tables' test_split column); needs no --out",
+    )
 
 
 def _add_fid_reference(sub: argparse._SubParsersAction) -> None:
-    f = sub.add_parser("fid-reference", help="FID reference statistics of a config's training images",
-                       description="Features of the training images through clean-fid; mean and covariance to --out.")
+    f = sub.add_parser(
+        "fid-reference",
+        help="FID reference statistics of a config's training images",
+        description="Features of the training images through clean-fid; mean and covariance to --out.",
+    )
     f.add_argument("--config", required=True, type=Path, help="experiment YAML file (its data section is used)")
     f.add_argument("--out", required=True, type=Path, help="output .npz (mu, sigma)")
     f.add_argument("--n", type=_positive_int, default=None, help="use a seeded subset of n images (default: all)")
-    f.add_argument("--extractor", default=FID_OPTIONS["extractor"]["default"], choices=EXTRACTORS,
-                   help="feature extractor (default %(default)s)")
-    f.add_argument("--weights-dir", type=Path, default=Path(FID_OPTIONS["weights_dir"]["default"]),
-                   help="folder holding inception-2015-12-05.pt (default %(default)s)")
+    f.add_argument(
+        "--extractor",
+        default=FID_OPTIONS["extractor"]["default"],
+        choices=EXTRACTORS,
+        help="feature extractor (default %(default)s)",
+    )
+    f.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=Path(FID_OPTIONS["weights_dir"]["default"]),
+        help="folder holding inception-2015-12-05.pt (default %(default)s)",
+    )
     f.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def _add_import_meanflow(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("import-meanflow", help="convert an official MeanFlow CIFAR-10 checkpoint to an f2d2 one",
-                       description=("Read a py-meanflow checkpoint (t = 0 data there), map its U-Net keys and flip "
-                                    "its time convention; the result serves as train.init_from or a teacher."))
+    m = sub.add_parser(
+        "import-meanflow",
+        help="convert an official MeanFlow CIFAR-10 checkpoint to an f2d2 one",
+        description=(
+            "Read a py-meanflow checkpoint (t = 0 data there), map its U-Net keys and flip "
+            "its time convention; the result serves as train.init_from or a teacher."
+        ),
+    )
     m.add_argument("--checkpoint", required=True, type=Path, help="the official checkpoint-*.pth")
     m.add_argument("--out", required=True, type=Path, help="f2d2 checkpoint.pt to write")
     m.add_argument("--weights", default="net_ema", help="which weights: net, net_ema (default), net_ema1, ...")
@@ -213,14 +329,22 @@ def _add_import_meanflow(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:
-    j = sub.add_parser("submit", help="run one f2d2 command as a job (SLURM, local or inline) and wait for it",
-                       usage="f2d2 submit [options] --log-dir DIR -- <subcommand> <args...>", description=(
-        "Run the f2d2 command given after '--' as a submitit job and wait for it. Logs and job.json land in "
-        "--log-dir; a failed job exits with code 1 and prints its id, error tail and log paths."))
-    j.add_argument("--cluster", metavar="{" + ",".join(CLUSTERS) + "}",
-                   default=os.environ.get("F2D2_CLUSTER", DEFAULT_CLUSTER),
-                   help="where to run: 'slurm', 'local' (a subprocess here) or 'inline' (this process); "
-                        f"default: $F2D2_CLUSTER, else {DEFAULT_CLUSTER}")
+    j = sub.add_parser(
+        "submit",
+        help="run one f2d2 command as a job (SLURM, local or inline) and wait for it",
+        usage="f2d2 submit [options] --log-dir DIR -- <subcommand> <args...>",
+        description=(
+            "Run the f2d2 command given after '--' as a submitit job and wait for it. Logs and job.json land in "
+            "--log-dir; a failed job exits with code 1 and prints its id, error tail and log paths."
+        ),
+    )
+    j.add_argument(
+        "--cluster",
+        metavar="{" + ",".join(CLUSTERS) + "}",
+        default=os.environ.get("F2D2_CLUSTER", DEFAULT_CLUSTER),
+        help="where to run: 'slurm', 'local' (a subprocess here) or 'inline' (this process); "
+        f"default: $F2D2_CLUSTER, else {DEFAULT_CLUSTER}",
+    )
     j.add_argument("--log-dir", required=True, type=Path, help="folder for the job's logs and job.json")
     res = RESOURCE_DEFAULTS
     j.add_argument("--partition", default=res["partition"], help="SLURM partition (ignored by local and inline runs)")
@@ -228,11 +352,23 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--cpus", type=int, default=res["cpus"], help="CPUs per task (default %(default)s)")
     j.add_argument("--mem-gb", type=float, default=res["mem_gb"], help="memory in GB (default %(default)s)")
     j.add_argument("--time-min", type=int, default=res["time_min"], help="time limit in minutes (default %(default)s)")
-    j.add_argument("--tasks-per-node", type=int, default=res["tasks_per_node"],
-                   help="tasks per node, each runs the command (default %(default)s)")
-    j.add_argument("--signal-delay-s", type=int, default=res["signal_delay_s"],
-                   help="on SLURM, seconds before the time limit at which the job is told to checkpoint and "
-                        "requeue (default %(default)s)")
+    j.add_argument(
+        "--tasks-per-node",
+        type=int,
+        default=res["tasks_per_node"],
+        help="tasks per node, each runs the command (default %(default)s)",
+    )
+    j.add_argument(
+        "--signal-delay-s",
+        type=int,
+        default=res["signal_delay_s"],
+        help="on SLURM, seconds before the time limit at which the job is told to checkpoint and "
+        "requeue (default %(default)s)",
+    )
     j.add_argument("--job-name", default=None, help="job name (default: f2d2-<subcommand>)")
-    j.add_argument("job", nargs="*", metavar="-- COMMAND",
-                   help="the f2d2 command to run, after '--', e.g. -- train --config c.yaml --workdir w")
+    j.add_argument(
+        "job",
+        nargs="*",
+        metavar="-- COMMAND",
+        help="the f2d2 command to run, after '--', e.g. -- train --config c.yaml --workdir w",
+    )

@@ -14,8 +14,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 import torch
 
@@ -24,12 +25,13 @@ from f2d2.config.resolve import ConfigError, apply_overrides, resolve_run
 from f2d2.config.resources import DEFAULT_CLUSTER, Resources
 from f2d2.data import DATASETS
 from f2d2.data.points import split_problem
-from f2d2.training.early_stop import early_stop_problems
-from f2d2.training.ema import start_share
-from f2d2.training.speed import compiler_problem, speed_problems
 from f2d2.nets import ARCHITECTURES
 from f2d2.objectives import OBJECTIVES, Objective, describe
 from f2d2.registry import REQUIRED, options_of
+from f2d2.training.early_stop import early_stop_problems
+from f2d2.training.ema import start_share
+from f2d2.training.speed import compiler_problem, speed_problems
+
 
 def _check_registry(section: str, key: str, cfg: dict, known: dict) -> tuple[list[str], dict | None]:
     """Problems with a section's name and option keys; also the constructor's options when the name is known."""
@@ -76,12 +78,16 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
     if objective is not None:
         name = obj["name"]
         if objective.needs_teacher and obj.get("teacher") is None:
-            problems.append(f"objective.teacher = None, but objective {name!r} needs a teacher: a stage name or a "
-                            "flow-matching checkpoint path")
+            problems.append(
+                f"objective.teacher = None, but objective {name!r} needs a teacher: a stage name or a "
+                "flow-matching checkpoint path"
+            )
         problems += _check_reference("objective.teacher", obj.get("teacher"), stages, "checkpoint")
         if objective.trains_div_head and model.get("div_head") is not True:
-            problems.append(f"model.div_head = {model.get('div_head')!r}, but objective {name!r} trains a "
-                            "divergence head; set model.div_head: true")
+            problems.append(
+                f"model.div_head = {model.get('div_head')!r}, but objective {name!r} trains a "
+                "divergence head; set model.div_head: true"
+            )
 
     found, _ = _check_registry("model", "arch", model, ARCHITECTURES)
     problems += found
@@ -90,12 +96,16 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
     problems += found
     split = split_problem(data.get("test_path"), data.get("test_fraction"))
     problems += [split] if split else []
-    for key, kind, exists in (("path", "file", Path.is_file), ("test_path", "file", Path.is_file),
-                              ("root", "folder", Path.is_dir)):
+    for key, kind, exists in (
+        ("path", "file", Path.is_file),
+        ("test_path", "file", Path.is_file),
+        ("root", "folder", Path.is_dir),
+    ):
         value = data.get(key)
         if data_files and value is not None and not (isinstance(value, str) and exists(Path(value))):
-            problems.append(f"data.{key} = {value!r} is not an existing {kind} (relative paths start from "
-                            f"{Path.cwd()})")
+            problems.append(
+                f"data.{key} = {value!r} is not an existing {kind} (relative paths start from {Path.cwd()})"
+            )
 
     problems += _check_reference("train.init_from", run["train"].get("init_from"), stages, "checkpoint")
     problems += early_stop_problems(run)
@@ -122,12 +132,16 @@ def stage_schedule_problems(run: dict) -> list[str]:
     tr = run["train"]
     problems = []
     if tr["warmup"] > tr["steps"]:
-        problems.append(f"train.warmup = {tr['warmup']} is longer than train.steps = {tr['steps']}: the learning "
-                        f"rate never exceeds {tr['steps'] / tr['warmup']:.0%} of train.lr = {tr['lr']}; set "
-                        "train.warmup <= train.steps (a stage may set its own)")
+        problems.append(
+            f"train.warmup = {tr['warmup']} is longer than train.steps = {tr['steps']}: the learning "
+            f"rate never exceeds {tr['steps'] / tr['warmup']:.0%} of train.lr = {tr['lr']}; set "
+            "train.warmup <= train.steps (a stage may set its own)"
+        )
     if tr["ema_rampup"] is not None and tr["ema_halflife_steps"] is None:
-        return problems + [f"train.ema_rampup = {tr['ema_rampup']} ramps up train.ema_halflife_steps = None; set "
-                           "train.ema_halflife_steps or train.ema_rampup: null"]
+        return problems + [
+            f"train.ema_rampup = {tr['ema_rampup']} ramps up train.ema_halflife_steps = None; set "
+            "train.ema_halflife_steps or train.ema_rampup: null"
+        ]
     if tr["init_from"] is None:
         return problems
     line = _warm_start_line(tr, tr["steps"], "train.steps")
@@ -138,8 +152,11 @@ def stage_schedule_problems(run: dict) -> list[str]:
     es = tr["early_stop"]
     line = _warm_start_line(tr, es["every"], "train.early_stop.every") if es and es["every"] < tr["steps"] else None
     if line:
-        warnings.warn(f"objective {run['objective'].get('name')!r}: {line}, where train.early_stop may end the run",
-                      ConfigWarning, stacklevel=3)
+        warnings.warn(
+            f"objective {run['objective'].get('name')!r}: {line}, where train.early_stop may end the run",
+            ConfigWarning,
+            stacklevel=3,
+        )
     return problems
 
 
@@ -155,9 +172,11 @@ def _warm_start_line(tr: dict, steps: int, key: str) -> str | None:
     else:
         ramp = f" with train.ema_rampup = {tr['ema_rampup']}" if tr["ema_rampup"] is not None else ""
         ema, fix = f"train.ema_halflife_steps = {tr['ema_halflife_steps']}{ramp}", ""
-    return (f"{ema} keeps {share:.1%} of the warm start (train.init_from = {tr['init_from']!r}) in the EMA at "
-            f"{key} = {steps}; expected <= {WARM_START_SHARE:.0%}: set {fix}train.ema_halflife_steps <= "
-            f"{halflife:.0f} or train.ema_rampup (e.g. 0.05)")
+    return (
+        f"{ema} keeps {share:.1%} of the warm start (train.init_from = {tr['init_from']!r}) in the EMA at "
+        f"{key} = {steps}; expected <= {WARM_START_SHARE:.0%}: set {fix}train.ema_halflife_steps <= "
+        f"{halflife:.0f} or train.ema_rampup (e.g. 0.05)"
+    )
 
 
 def tensorboard_problems(run: dict) -> list[str]:
@@ -196,8 +215,9 @@ def _grid_problems(key: str, ks: list, runs: dict[str, dict]) -> list[str]:
         for name, objective in objectives.items():
             if objective is not None and not objective.fits_steps(k):
                 bad.setdefault((k, objective.steps_rule()), []).append(name)
-    return [f"{key}: K = {k!r} does not fit the step grid of stage(s) {names}: {rule}"
-            for (k, rule), names in bad.items()]
+    return [
+        f"{key}: K = {k!r} does not fit the step grid of stage(s) {names}: {rule}" for (k, rule), names in bad.items()
+    ]
 
 
 def experiment_runs(cfg: dict) -> dict[str, dict]:
@@ -205,10 +225,16 @@ def experiment_runs(cfg: dict) -> dict[str, dict]:
     (an ablation's train.* values are resolved by ``check_experiment``). Stages keep their names; an ablation
     run is named for the messages as ``ablations.<name> value <value>``."""
     stages = cfg.get("stages") or {}
-    labels = {run: f"ablations.{name} value {value!r}" for name in cfg.get("ablations") or {}
-              for value, run in experiment.ablation_runs(cfg, name) if run not in stages}
-    return {labels.get(run, run): apply_overrides(resolve_run(cfg, stage), overrides)
-            for run, (stage, overrides) in experiment.runs(cfg).items()}
+    labels = {
+        run: f"ablations.{name} value {value!r}"
+        for name in cfg.get("ablations") or {}
+        for value, run in experiment.ablation_runs(cfg, name)
+        if run not in stages
+    }
+    return {
+        labels.get(run, run): apply_overrides(resolve_run(cfg, stage), overrides)
+        for run, (stage, overrides) in experiment.runs(cfg).items()
+    }
 
 
 def _resource_problems(cfg: dict, runs: dict[str, dict]) -> list[str]:
@@ -219,13 +245,17 @@ def _resource_problems(cfg: dict, runs: dict[str, dict]) -> list[str]:
         key = f"resources.{kind}"
         r = Resources(**res)
         if r.gpus > 0 and r.tasks_per_node not in (1, r.gpus):
-            problems.append(f"{key}.tasks_per_node = {r.tasks_per_node} with {key}.gpus = {r.gpus}; expected 1 "
-                            f"(one process for all GPUs) or {r.gpus} (one process per GPU)")
+            problems.append(
+                f"{key}.tasks_per_node = {r.tasks_per_node} with {key}.gpus = {r.gpus}; expected 1 "
+                f"(one process for all GPUs) or {r.gpus} (one process per GPU)"
+            )
         if r.gpus > 0 and cluster in ("local", "inline"):
             have = torch.cuda.device_count()
             if have < r.gpus:
-                problems.append(f"{key}.gpus = {r.gpus} with cluster = {cluster!r}, but this machine has {have} "
-                                f"CUDA device(s); lower {key}.gpus or run on SLURM (cluster: slurm)")
+                problems.append(
+                    f"{key}.gpus = {r.gpus} with cluster = {cluster!r}, but this machine has {have} "
+                    f"CUDA device(s); lower {key}.gpus or run on SLURM (cluster: slurm)"
+                )
         split = max(r.gpus, r.tasks_per_node)  # processes (or GPUs) that share each batch
         if kind == "train" and split > 1:
             what = f"{key}.gpus = {r.gpus}" if r.gpus >= r.tasks_per_node else f"{key}.tasks_per_node = {split}"
@@ -233,8 +263,11 @@ def _resource_problems(cfg: dict, runs: dict[str, dict]) -> list[str]:
             for run_name, run in runs.items():
                 if run["train"]["batch_size"] % split:
                     batches.setdefault(run["train"]["batch_size"], []).append(_where(run_name, runs))
-            problems += [f"train.batch_size = {batch} (in {', '.join(names)}) is not divisible by {what}; "
-                         f"use a multiple of {split}" for batch, names in batches.items()]
+            problems += [
+                f"train.batch_size = {batch} (in {', '.join(names)}) is not divisible by {what}; "
+                f"use a multiple of {split}"
+                for batch, names in batches.items()
+            ]
     return problems
 
 
@@ -258,8 +291,9 @@ def check_experiment(cfg: dict, data_files: bool = True) -> None:
         found = run_problems(run, stages, data_files)  # with the values an ablation sets
         for p in found:
             where.setdefault(p, []).append(_where(name, runs))
-    problems = [f"{p} (in {'every run' if len(names) == len(runs) > 1 else ', '.join(names)})"
-                for p, names in where.items()]
+    problems = [
+        f"{p} (in {'every run' if len(names) == len(runs) > 1 else ', '.join(names)})" for p, names in where.items()
+    ]
 
     stage_runs = {name: runs[name] for name in stages}
     problems += _grid_problems("eval.steps", list((cfg.get("eval") or {}).get("steps", [])), stage_runs)

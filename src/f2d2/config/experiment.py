@@ -43,8 +43,10 @@ def ablation_runs(cfg: dict, name: str) -> list[tuple[object, str]]:
     if ab.get("stage") not in (cfg.get("stages") or {}):
         return []
     own = _stage_value(cfg, ab["stage"], ab["key"])
-    return [(v, ab["stage"] if v == own else f"{ab['stage']}{ABLATION_SEP}{name}{_value_tag(v)}")
-            for v in ab.get("values", [])]
+    return [
+        (v, ab["stage"] if v == own else f"{ab['stage']}{ABLATION_SEP}{name}{_value_tag(v)}")
+        for v in ab.get("values", [])
+    ]
 
 
 def runs(cfg: dict) -> dict[str, tuple[str, list[str]]]:
@@ -108,8 +110,10 @@ def reference_stage(cfg: dict) -> str:
     teachers = (resolve_run(cfg, s)["objective"].get("teacher") for s in stages)
     named = list(dict.fromkeys(t for t in teachers if isinstance(t, str) and t in stages))
     if len(named) > 1:
-        raise ConfigError(f"stages name different teachers {named} as objective.teacher; the pipeline compares "
-                          "every NLL with one reference teacher")
+        raise ConfigError(
+            f"stages name different teachers {named} as objective.teacher; the pipeline compares "
+            "every NLL with one reference teacher"
+        )
     if named:
         return named[0]
     roots = [s for s in stages if not stage_dependencies(cfg, s)]

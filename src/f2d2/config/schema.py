@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def schema() -> dict:
     """The experiment schema (JSON Schema, draft 2020-12); do not modify it."""
     return yaml.safe_load(files("f2d2.config").joinpath("schema.yaml").read_text())

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from f2d2.config.schema import resolved, schema
 
@@ -39,8 +40,9 @@ def validate_run(run: Any) -> None:
 def problems(instance: Any, name: str | None = None, prefix: str = "") -> list[str]:
     """One line per bad key of ``instance`` under the definition ``name`` (None: the whole experiment);
     key paths start with ``prefix``."""
-    return list(dict.fromkeys(line for error in _validator(name).iter_errors(instance)
-                              for line in _lines(error, prefix)))
+    return list(
+        dict.fromkeys(line for error in _validator(name).iter_errors(instance) for line in _lines(error, prefix))
+    )
 
 
 def unknown_keys(mapping: dict, allowed: Iterable[str], where: str = "") -> list[str]:
@@ -58,14 +60,17 @@ def _is_number(checker, v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(name: str | None):
     """A validator of the schema or one of its definitions; integers are ints (not 2.0), numbers finite."""
     import jsonschema
 
     root = schema()
-    node = root if name is None else {"$schema": root["$schema"], "$ref": f"#/definitions/{name}",
-                                      "definitions": root["definitions"]}
+    node = (
+        root
+        if name is None
+        else {"$schema": root["$schema"], "$ref": f"#/definitions/{name}", "definitions": root["definitions"]}
+    )
     base = jsonschema.validators.validator_for(root)
     types = base.TYPE_CHECKER.redefine_many({"integer": _is_int, "number": _is_number})
     return jsonschema.validators.extend(base, type_checker=types)(node)
@@ -88,15 +93,25 @@ def _lines(error, prefix: str) -> list[str]:
     node, value, path = resolved(error.schema), error.instance, list(error.absolute_path)
     properties = node.get("properties", {})
     if error.validator == "required":
-        return [f"{_key([*path, k], prefix)} is missing; expected {describe(properties.get(k, {}))}"
-                for k in node["required"] if k not in value]
+        return [
+            f"{_key([*path, k], prefix)} is missing; expected {describe(properties.get(k, {}))}"
+            for k in node["required"]
+            if k not in value
+        ]
     if error.validator == "additionalProperties":
         return unknown_keys(value, properties, _key(path, prefix))
     return [f"{_key(path, prefix)} = {_short(value)}; expected {describe(node)}"]
 
 
-_TYPES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
-          "object": "a mapping", "array": "a list", "null": "null"}
+_TYPES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
 
 
 def describe(node: dict) -> str:
@@ -117,17 +132,31 @@ def _detail(kind: str, node: dict) -> str:
     if kind in ("integer", "number"):
         return _range(node)
     if kind == "string":
-        return "".join([" of at least one character" if node.get("minLength") else "",
-                        f" matching /{node['pattern']}/" if "pattern" in node else ""])
+        return "".join(
+            [
+                " of at least one character" if node.get("minLength") else "",
+                f" matching /{node['pattern']}/" if "pattern" in node else "",
+            ]
+        )
     if kind == "array":
-        size = [f"at least {node['minItems']}" if "minItems" in node else "",
-                f"at most {node['maxItems']}" if "maxItems" in node else ""]
-        return "".join([f" of {' and '.join(s for s in size if s)} item(s)" if any(size) else "",
-                        ", without repeats" if node.get("uniqueItems") else "",
-                        f", each {describe(node['items'])}" if "items" in node else ""])
+        size = [
+            f"at least {node['minItems']}" if "minItems" in node else "",
+            f"at most {node['maxItems']}" if "maxItems" in node else "",
+        ]
+        return "".join(
+            [
+                f" of {' and '.join(s for s in size if s)} item(s)" if any(size) else "",
+                ", without repeats" if node.get("uniqueItems") else "",
+                f", each {describe(node['items'])}" if "items" in node else "",
+            ]
+        )
     if kind == "object":
-        return "".join([f" with keys {node['required']}" if node.get("required") else "",
-                        f" of at least {node['minProperties']} key(s)" if "minProperties" in node else ""])
+        return "".join(
+            [
+                f" with keys {node['required']}" if node.get("required") else "",
+                f" of at least {node['minProperties']} key(s)" if "minProperties" in node else "",
+            ]
+        )
     return ""
 
 

@@ -6,7 +6,7 @@ each batch row independently; the divergence is returned per row, shape (B,).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -57,8 +57,9 @@ def divergence(
     return y, div
 
 
-def hutchinson_probe(x: torch.Tensor, kind: str = "rademacher",
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def hutchinson_probe(
+    x: torch.Tensor, kind: str = "rademacher", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A probe eps of x's shape (B, *data_shape), dtype and device, drawn from ``generator``.
 
     ``"rademacher"``: entries +-1 with equal odds (one ``randint(0, 2)`` draw, mapped to 2 b - 1);

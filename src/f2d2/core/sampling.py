@@ -25,8 +25,9 @@ def sample(model: FlowMapNet, x0: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_sample(model: FlowMapNet, x0: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5,
-                     method: str = "dopri5") -> torch.Tensor:
+def reference_sample(
+    model: FlowMapNet, x0: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5, method: str = "dopri5"
+) -> torch.Tensor:
     """Solve dx/dt = v(x, t) from noise x0 (B, *shape) at t = 0 to t = 1; returns x1 of the same shape."""
     check_tolerances(atol, rtol)
 

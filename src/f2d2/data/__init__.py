@@ -15,8 +15,21 @@ from f2d2.data.points import PointCloud, load_points
 from f2d2.data.toy2d import Checkerboard, DataError, Dataset2D, GaussianMixture
 from f2d2.registry import REQUIRED, options_of
 
-__all__ = ["CIFAR10", "Checkerboard", "DataError", "Dataset2D", "GaussianMixture", "IMAGE_NAMES", "ImageDataset", "ImageNet64",
-           "PointCloud", "SEED_STRIDE", "Shapes", "load_points", "make_dataset"]
+__all__ = [
+    "CIFAR10",
+    "Checkerboard",
+    "DataError",
+    "Dataset2D",
+    "GaussianMixture",
+    "IMAGE_NAMES",
+    "ImageDataset",
+    "ImageNet64",
+    "PointCloud",
+    "SEED_STRIDE",
+    "Shapes",
+    "load_points",
+    "make_dataset",
+]
 
 # Seed streams: a generator seeded with ``seed + i * SEED_STRIDE`` starts stream i. Training rank r draws
 # its data and noise from stream r; ``f2d2 sample --metrics`` draws its fresh 2D data points from stream 1.
@@ -33,8 +46,15 @@ def gmm_preset(
 
 
 IMAGE_NAMES = ("cifar10", "imagenet64", "shapes", "patches")
-DATASETS = {"checkerboard": Checkerboard, "gmm": gmm_preset, "points": PointCloud,
-            "cifar10": CIFAR10, "imagenet64": ImageNet64, "shapes": Shapes, "patches": Patches}
+DATASETS = {
+    "checkerboard": Checkerboard,
+    "gmm": gmm_preset,
+    "points": PointCloud,
+    "cifar10": CIFAR10,
+    "imagenet64": ImageNet64,
+    "shapes": Shapes,
+    "patches": Patches,
+}
 
 
 def make_dataset(cfg: dict) -> Dataset2D | ImageDataset:

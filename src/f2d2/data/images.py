@@ -149,8 +149,14 @@ class ImageNet64(ImageDataset):
         missing = [n for n in self.NAMES if self._path(n) is None]
         if missing:
             pickles = [n for n in missing if (self.root / n).is_file()]
-            hint = (f" The pickle files {pickles} exist: set data.allow_pickle: true to read them (trusted files "
-                    "only), or convert them to .npz.") if pickles else ""
+            hint = (
+                (
+                    f" The pickle files {pickles} exist: set data.allow_pickle: true to read them (trusted files "
+                    "only), or convert them to .npz."
+                )
+                if pickles
+                else ""
+            )
             raise DataError(
                 f"ImageNet 64x64 not found: {self.root} lacks {[n + '.npz' for n in missing]}. Expected layout: "
                 f"{self.root}/train_data_batch_1.npz .. train_data_batch_10.npz and val_data.npz, each with an "
@@ -185,8 +191,10 @@ class Shapes(ImageDataset):
     def __init__(self, size: int = 8, n_train: int = 2000, n_test: int = 500, seed: int = 0):
         super().__init__()
         if not (isinstance(size, int) and size >= 4) or n_train < 1 or n_test < 1:
-            raise DataError(f"shapes: size = {size!r} (integer >= 4), n_train = {n_train!r}, n_test = {n_test!r} "
-                            "(>= 1): expected the ranges in brackets")
+            raise DataError(
+                f"shapes: size = {size!r} (integer >= 4), n_train = {n_train!r}, n_test = {n_test!r} "
+                "(>= 1): expected the ranges in brackets"
+            )
         self.shape = (3, size, size)
         self.size, self.n_train, self.n_test, self.seed = size, n_train, n_test, seed
 
@@ -206,4 +214,4 @@ class Shapes(ImageDataset):
         mask = np.where(rng.uniform(size=(n, 1, 1)) < 0.5, disc, square)[:, None]
         img = np.where(mask, cs, img)
         pixels = torch.from_numpy(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8))
-        self._train, self._test = pixels[: self.n_train], pixels[self.n_train:]
+        self._train, self._test = pixels[: self.n_train], pixels[self.n_train :]

@@ -66,24 +66,46 @@ class Patches(ImageDataset):
     ``seed`` (kept in grid order); None keeps all. The same options always give the same patches.
     """
 
-    def __init__(self, size: int = 8, stride: int | None = None, images: list[str] | None = None,
-                 test_fraction: float = 0.2, downsample: int = 1, n_train: int | None = None,
-                 n_test: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        size: int = 8,
+        stride: int | None = None,
+        images: list[str] | None = None,
+        test_fraction: float = 0.2,
+        downsample: int = 1,
+        n_train: int | None = None,
+        n_test: int | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         names = list(DEFAULT_PHOTOS if images is None else images if isinstance(images, (list, tuple)) else [])
         distinct = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
-        problems = [f"{key} = {value!r}; expected {allowed}" for key, value, ok, allowed in (
-            ("size", size, _is_int(size) and size >= 2, "an integer >= 2"),
-            ("stride", stride, stride is None or (_is_int(stride) and stride >= 1), "null or an integer >= 1"),
-            ("downsample", downsample, _is_int(downsample) and downsample >= 1, "an integer >= 1"),
-            ("test_fraction", test_fraction, isinstance(test_fraction, (int, float)) and not isinstance(
-                test_fraction, bool) and 0 < test_fraction < 1, "a number in (0, 1)"),
-            ("n_train", n_train, n_train is None or (_is_int(n_train) and n_train >= 1), "null or an integer >= 1"),
-            ("n_test", n_test, n_test is None or (_is_int(n_test) and n_test >= 1), "null or an integer >= 1"),
-            ("seed", seed, _is_int(seed) and seed >= 0, "an integer >= 0"),
-            ("images", images, len(names) > 0 and distinct, f"a non-empty list of distinct photo names from "
-             f"{sorted(PHOTOS)}"))
-            if not ok]
+        problems = [
+            f"{key} = {value!r}; expected {allowed}"
+            for key, value, ok, allowed in (
+                ("size", size, _is_int(size) and size >= 2, "an integer >= 2"),
+                ("stride", stride, stride is None or (_is_int(stride) and stride >= 1), "null or an integer >= 1"),
+                ("downsample", downsample, _is_int(downsample) and downsample >= 1, "an integer >= 1"),
+                (
+                    "test_fraction",
+                    test_fraction,
+                    isinstance(test_fraction, (int, float))
+                    and not isinstance(test_fraction, bool)
+                    and 0 < test_fraction < 1,
+                    "a number in (0, 1)",
+                ),
+                ("n_train", n_train, n_train is None or (_is_int(n_train) and n_train >= 1), "null or an integer >= 1"),
+                ("n_test", n_test, n_test is None or (_is_int(n_test) and n_test >= 1), "null or an integer >= 1"),
+                ("seed", seed, _is_int(seed) and seed >= 0, "an integer >= 0"),
+                (
+                    "images",
+                    images,
+                    len(names) > 0 and distinct,
+                    f"a non-empty list of distinct photo names from {sorted(PHOTOS)}",
+                ),
+            )
+            if not ok
+        ]
         unknown = [n for n in names if isinstance(n, str) and n not in PHOTOS]
         if unknown:
             problems.append(f"images: unknown photo(s) {unknown}; allowed: {sorted(PHOTOS)}")
@@ -112,7 +134,8 @@ class Patches(ImageDataset):
                         f"patches: the {split} region of {where} has {bottom - top} rows (test_fraction = "
                         f"{self.test_fraction}: the bottom {n_test_rows} rows are test), fewer than size = {s}, so "
                         f"it yields zero {split} patches; expected a test_fraction, size or downsample that leaves "
-                        f">= {s} rows in each region")
+                        f">= {s} rows in each region"
+                    )
                 step = self.stride if split == "train" else s
                 boxes[split] += [(name, r, c) for r, c in _grid(top, bottom, w, s, step)]
         for k, (split, cap) in enumerate((("train", self.n_train), ("test", self.n_test))):
@@ -139,13 +162,15 @@ class Patches(ImageDataset):
             img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
             expected = PHOTOS[name][1] + (3,)
             if img.shape != expected or img.dtype != np.uint8:
-                raise DataError(f"patches: skimage.data.{PHOTOS[name][0]}() is {img.dtype} {img.shape}; expected "
-                                f"uint8 {expected} (this scikit-image release ships a different photo)")
+                raise DataError(
+                    f"patches: skimage.data.{PHOTOS[name][0]}() is {img.dtype} {img.shape}; expected "
+                    f"uint8 {expected} (this scikit-image release ships a different photo)"
+                )
             photos[name] = _downsample(img, self.downsample)
         s = self.size
 
         def cut(split: str) -> torch.Tensor:
-            stack = np.stack([photos[n][r:r + s, c:c + s] for n, r, c in self._boxes[split]])  # (N, s, s, 3)
+            stack = np.stack([photos[n][r : r + s, c : c + s] for n, r, c in self._boxes[split]])  # (N, s, s, 3)
             return torch.from_numpy(np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))
 
         self._train, self._test = cut("train"), cut("test")

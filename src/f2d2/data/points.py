@@ -89,8 +89,10 @@ DEFAULT_TEST_FRACTION = 0.2  # held out when a points config gives neither test_
 def split_problem(test_path: str | None, test_fraction: float | None) -> str | None:
     """The one-line problem when both ways of holding out test points are given, else None."""
     if test_path is not None and test_fraction is not None:
-        return (f"data.test_path = {str(test_path)!r} and data.test_fraction = {test_fraction!r} are both set; "
-                "expected one of them: a separate test file, or the share of data.path's rows held out")
+        return (
+            f"data.test_path = {str(test_path)!r} and data.test_fraction = {test_fraction!r} are both set; "
+            "expected one of them: a separate test file, or the share of data.path's rows held out"
+        )
     return None
 
 
@@ -114,8 +116,13 @@ class PointCloud(Dataset2D):
     has_density = False
     has_test_split = True
 
-    def __init__(self, path: str | Path, test_path: str | Path | None = None, test_fraction: float | None = None,
-                 split_seed: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        test_path: str | Path | None = None,
+        test_fraction: float | None = None,
+        split_seed: int = 0,
+    ):
         problem = split_problem(test_path, test_fraction)
         if problem:
             raise DataError(problem)
@@ -136,13 +143,17 @@ class PointCloud(Dataset2D):
         """(train, test) rows of the file: a seeded choice of ``test_fraction`` of its distinct rows is held out."""
         f = self.test_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
-            raise DataError(f"data.test_fraction = {f!r}; expected a number in (0, 1), the share of "
-                            f"{self.path}'s rows held out for testing")
+            raise DataError(
+                f"data.test_fraction = {f!r}; expected a number in (0, 1), the share of "
+                f"{self.path}'s rows held out for testing"
+            )
         ids = _row_ids(rows.numpy())
         distinct = int(ids.max()) + 1
         if distinct < 2:
-            raise DataError(f"data.path = {str(self.path)!r} holds {distinct} distinct row(s); a held-out split "
-                            "needs at least 2: add rows, or give the test points as data.test_path")
+            raise DataError(
+                f"data.path = {str(self.path)!r} holds {distinct} distinct row(s); a held-out split "
+                "needs at least 2: add rows, or give the test points as data.test_path"
+            )
         k = min(max(round(f * distinct), 1), distinct - 1)
         perm = torch.randperm(distinct, generator=torch.Generator().manual_seed(self.split_seed))
         held = torch.zeros(distinct, dtype=torch.bool)
@@ -159,14 +170,18 @@ class PointCloud(Dataset2D):
         ids = _row_ids(np.concatenate([train.numpy(), test.numpy()]))
         in_train = np.zeros(int(ids.max()) + 1, dtype=bool)
         in_train[ids[: len(train)]] = True
-        shared = in_train[ids[len(train):]]
+        shared = in_train[ids[len(train) :]]
         if shared.all():
-            raise DataError(f"data.test_path: all {len(test)} rows of {self.test_path} are also rows of "
-                            f"data.path = {str(self.path)!r}; expected held-out points that training never sees")
+            raise DataError(
+                f"data.test_path: all {len(test)} rows of {self.test_path} are also rows of "
+                f"data.path = {str(self.path)!r}; expected held-out points that training never sees"
+            )
         if shared.any():
-            warnings.warn(f"data.test_path: {int(shared.sum())} of {len(test)} rows of {self.test_path} are also "
-                          f"rows of data.path = {str(self.path)!r}; they are left out of the test points",
-                          stacklevel=2)
+            warnings.warn(
+                f"data.test_path: {int(shared.sum())} of {len(test)} rows of {self.test_path} are also "
+                f"rows of data.path = {str(self.path)!r}; they are left out of the test points",
+                stacklevel=2,
+            )
         return test[torch.from_numpy(~shared)]
 
     @property

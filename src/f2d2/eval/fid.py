@@ -94,20 +94,34 @@ def write_pngs(pixels: np.ndarray, folder: Path) -> None:
         raise FIDError(f"images for FID must be uint8 (N, 1 or 3, H, W); got {pixels.dtype} {pixels.shape}")
     for i, img in enumerate(pixels):
         Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0)).squeeze()).convert("RGB").save(
-            folder / f"{i:06d}.png")
+            folder / f"{i:06d}.png"
+        )
 
 
-def features(pixels: np.ndarray, extractor: str, *, weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu",
-             batch_size: int = 100) -> np.ndarray:
+def features(
+    pixels: np.ndarray,
+    extractor: str,
+    *,
+    weights_dir: str | Path = WEIGHTS_DIR,
+    device: str = "cpu",
+    batch_size: int = 100,
+) -> np.ndarray:
     """Features (N, F) of uint8 images (N, C, H, W) via clean-fid's folder pipeline."""
     from cleanfid import fid as cfid  # on first use (see build_extractor)
 
     model, resize = build_extractor(extractor, weights_dir, device)
     with tempfile.TemporaryDirectory() as tmp:
         write_pngs(pixels, Path(tmp))
-        return cfid.get_folder_features(tmp, model, num_workers=0, batch_size=batch_size,
-                                        device=torch.device(device), mode="clean", custom_fn_resize=resize,
-                                        verbose=False)
+        return cfid.get_folder_features(
+            tmp,
+            model,
+            num_workers=0,
+            batch_size=batch_size,
+            device=torch.device(device),
+            mode="clean",
+            custom_fn_resize=resize,
+            verbose=False,
+        )
 
 
 def precomputed_stats(name: str, res: int) -> Path:
@@ -117,8 +131,15 @@ def precomputed_stats(name: str, res: int) -> Path:
     return Path(cleanfid.__file__).parent / "stats" / f"{name}_clean_train_{res}.npz".lower()
 
 
-def reference_stats(pixels: np.ndarray, out: str | Path, extractor: str, *, name: str | None = None,
-                    weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu") -> str:
+def reference_stats(
+    pixels: np.ndarray,
+    out: str | Path,
+    extractor: str,
+    *,
+    name: str | None = None,
+    weights_dir: str | Path = WEIGHTS_DIR,
+    device: str = "cpu",
+) -> str:
     """Write mu, sigma of the reference images to ``out``; returns where they came from.
 
     With the Inception extractor and a dataset ``name`` whose clean-fid file is on disk, that file
@@ -138,8 +159,9 @@ def reference_stats(pixels: np.ndarray, out: str | Path, extractor: str, *, name
     return source
 
 
-def fid_to_reference(pixels: np.ndarray, stats: str | Path, extractor: str, *, weights_dir: str | Path = WEIGHTS_DIR,
-                     device: str = "cpu") -> float:
+def fid_to_reference(
+    pixels: np.ndarray, stats: str | Path, extractor: str, *, weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu"
+) -> float:
     """FID between uint8 images (N, C, H, W) and the reference statistics file written by ``reference_stats``."""
     from cleanfid.fid import frechet_distance  # on first use (see build_extractor)
 
@@ -150,6 +172,8 @@ def fid_to_reference(pixels: np.ndarray, stats: str | Path, extractor: str, *, w
         mu_ref, sigma_ref = f["mu"], f["sigma"]
     feats = features(pixels, extractor, weights_dir=weights_dir, device=device)
     if feats.shape[1] != mu_ref.shape[0]:
-        raise FIDError(f"{stats} holds {mu_ref.shape[0]}-dim statistics; extractor {extractor!r} gives "
-                       f"{feats.shape[1]} features (were they made with another extractor?)")
+        raise FIDError(
+            f"{stats} holds {mu_ref.shape[0]}-dim statistics; extractor {extractor!r} gives "
+            f"{feats.shape[1]} features (were they made with another extractor?)"
+        )
     return float(frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), mu_ref, sigma_ref))

@@ -7,7 +7,7 @@ Images are dequantized and scored as pixels (:mod:`f2d2.eval.bpd`); the likeliho
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -51,6 +51,8 @@ def load_images(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
         raise DataError(f"{path} not found; expected a .npy of uint8 images (N, {', '.join(map(str, shape))})")
     arr = np.load(path, allow_pickle=False)
     if arr.dtype != np.uint8 or arr.shape[1:] != tuple(shape) or len(arr) == 0:
-        raise DataError(f"{path} holds {arr.dtype} {arr.shape}; expected uint8 images (N >= 1, "
-                        f"{', '.join(map(str, shape))}) as written by f2d2 data")
+        raise DataError(
+            f"{path} holds {arr.dtype} {arr.shape}; expected uint8 images (N >= 1, "
+            f"{', '.join(map(str, shape))}) as written by f2d2 data"
+        )
     return torch.from_numpy(arr)

@@ -63,8 +63,10 @@ def load_checkpoint(path: str | Path) -> dict:
                 "could run code; only tensors and plain data are accepted and nothing of the file was run"
             ) from None
         detail = next((part.strip() for part in str(e).split("\n\n")[1:2]), "")
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint: the safe loader refused it "
-                              f"({detail}); nothing of it was run") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a checkpoint: the safe loader refused it "
+            f"({detail}); nothing of it was run"
+        ) from None
     except Exception as e:  # torch raises several types for truncated or corrupt files
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -87,12 +89,15 @@ def load_resumable(path: str | Path) -> dict | None:
             errors.append(str(e))
             continue
         for error in errors:
-            warnings.warn(f"{error}; resuming from {candidate} (step {ckpt['step']}) instead", CheckpointWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{error}; resuming from {candidate} (step {ckpt['step']}) instead", CheckpointWarning, stacklevel=2
+            )
         return ckpt
     if errors:
-        raise CheckpointError(f"no usable checkpoint to resume from: {'; '.join(errors)}. Delete the workdir's "
-                              "checkpoint files to train from scratch")
+        raise CheckpointError(
+            f"no usable checkpoint to resume from: {'; '.join(errors)}. Delete the workdir's "
+            "checkpoint files to train from scratch"
+        )
     return None
 
 
@@ -123,8 +128,9 @@ def warm_start(model: FlowMapNet, path: str | Path) -> None:
     state = ema_weights(load_checkpoint(path))
     problem = _mismatch(model.state_dict(), state, optional="d_head.")
     if problem:
-        raise CheckpointError(f"cannot warm start from {path}: {problem}; does model.* in the config match the "
-                              "checkpoint's architecture?")
+        raise CheckpointError(
+            f"cannot warm start from {path}: {problem}; does model.* in the config match the checkpoint's architecture?"
+        )
     model.load_state_dict(state, strict=False)
 
 

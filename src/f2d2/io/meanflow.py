@@ -28,10 +28,29 @@ import torch
 
 from f2d2.nets.unet import UNetFlowMap
 
-MEANFLOW_CIFAR10 = dict(in_channels=3, image_size=32, channels=128, channel_mult=[2, 2, 2], attn_resolutions=[16],
-                        num_res_blocks=4, time_mult=2, emb_mult=4, resample_filter=[1, 3, 3, 1], time_flip=True)
-BLOCK_KEYS = {"norm0": "norm_in", "conv0": "conv_in", "affine": "emb_proj", "norm1": "norm_mid",
-              "conv1": "conv_out", "skip": "skip", "norm2": "attn_norm", "qkv": "attn_qkv", "proj": "attn_out"}
+MEANFLOW_CIFAR10 = dict(
+    in_channels=3,
+    image_size=32,
+    channels=128,
+    channel_mult=[2, 2, 2],
+    attn_resolutions=[16],
+    num_res_blocks=4,
+    time_mult=2,
+    emb_mult=4,
+    resample_filter=[1, 3, 3, 1],
+    time_flip=True,
+)
+BLOCK_KEYS = {
+    "norm0": "norm_in",
+    "conv0": "conv_in",
+    "affine": "emb_proj",
+    "norm1": "norm_mid",
+    "conv1": "conv_out",
+    "skip": "skip",
+    "norm2": "attn_norm",
+    "qkv": "attn_qkv",
+    "proj": "attn_out",
+}
 
 
 class MeanFlowCheckpointError(RuntimeError):
@@ -56,8 +75,13 @@ def official_block_names(image_size: int, channel_mult: list[int], num_res_block
 def official_to_ours(cfg: dict) -> dict[str, str]:
     """Prefix map official module name -> our module name for a U-Net config."""
     enc, dec, top = official_block_names(cfg["image_size"], list(cfg["channel_mult"]), cfg["num_res_blocks"])
-    names = {"map_layer0": "emb_mlp.0", "map_layer1": "emb_mlp.2", f"enc.{top}x{top}_conv": "stem",
-             f"dec.{top}x{top}_aux_norm": "out_norm", f"dec.{top}x{top}_aux_conv": "out_conv"}
+    names = {
+        "map_layer0": "emb_mlp.0",
+        "map_layer1": "emb_mlp.2",
+        f"enc.{top}x{top}_conv": "stem",
+        f"dec.{top}x{top}_aux_norm": "out_norm",
+        f"dec.{top}x{top}_aux_conv": "out_conv",
+    }
     names.update({f"enc.{n}": f"encoder.{i}" for i, n in enumerate(enc)})
     names.update({f"dec.{n}": f"decoder.{i}" for i, n in enumerate(dec)})
     return names
@@ -75,8 +99,10 @@ def convert_state_dict(official: dict[str, torch.Tensor], cfg: dict, resample_fi
             continue
         if leaf == "resample_filter":
             if value.shape != expected_filter.shape or not torch.allclose(value.float(), expected_filter):
-                raise MeanFlowCheckpointError(f"{key} is {value.flatten().tolist()}; expected the filter "
-                                              f"{list(resample_filter)} (set model.resample_filter to match)")
+                raise MeanFlowCheckpointError(
+                    f"{key} is {value.flatten().tolist()}; expected the filter "
+                    f"{list(resample_filter)} (set model.resample_filter to match)"
+                )
             continue
         block, _, sub = module.rpartition(".")
         if module in names:
@@ -86,8 +112,10 @@ def convert_state_dict(official: dict[str, torch.Tensor], cfg: dict, resample_fi
         else:
             unknown.append(key)
     if unknown:
-        raise MeanFlowCheckpointError(f"official keys with no counterpart in this U-Net config: {unknown[:10]}"
-                                      f"{' ...' if len(unknown) > 10 else ''}")
+        raise MeanFlowCheckpointError(
+            f"official keys with no counterpart in this U-Net config: {unknown[:10]}"
+            f"{' ...' if len(unknown) > 10 else ''}"
+        )
     return ours
 
 
@@ -108,7 +136,7 @@ def read_meanflow_checkpoint(path: str | Path, weights: str = "net_ema") -> dict
     if not isinstance(state, dict):
         raise MeanFlowCheckpointError(f"{path} has no 'model' state dict; expected a py-meanflow checkpoint")
     prefix = weights + "."
-    net = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    net = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not net:
         heads = sorted({k.split(".")[0] for k in state})
         raise MeanFlowCheckpointError(f"{path} holds no '{weights}.*' weights; its model has {heads}")
@@ -129,6 +157,7 @@ def load_meanflow(path: str | Path, *, weights: str = "net_ema", dropout: float 
         raise MeanFlowCheckpointError(f"{path} does not fit the U-Net {cfg}: {e}") from e
     missing = [k for k in result.missing_keys if not k.startswith("d_head.")]
     if missing or result.unexpected_keys:
-        raise MeanFlowCheckpointError(f"{path} does not fit the U-Net {cfg}: missing {missing[:10]}, "
-                                      f"unexpected {result.unexpected_keys[:10]}")
+        raise MeanFlowCheckpointError(
+            f"{path} does not fit the U-Net {cfg}: missing {missing[:10]}, unexpected {result.unexpected_keys[:10]}"
+        )
     return model

@@ -25,12 +25,15 @@ def import_factory(path: str) -> Callable[..., object]:
     try:
         obj = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        raise ValueError(f"objective.teacher.factory = {path!r}: no module named {e.name!r} "
-                         f"(is it installed or on PYTHONPATH?); {expected}") from None
+        raise ValueError(
+            f"objective.teacher.factory = {path!r}: no module named {e.name!r} "
+            f"(is it installed or on PYTHONPATH?); {expected}"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"objective.teacher.factory = {path!r}: {module_name!r} has no attribute {attr!r}; "
-                             f"{expected}")
+            raise ValueError(
+                f"objective.teacher.factory = {path!r}: {module_name!r} has no attribute {attr!r}; {expected}"
+            )
         obj = getattr(obj, part)
     if not callable(obj):
         raise ValueError(f"objective.teacher.factory = {path!r} is a {type(obj).__name__}, not callable; {expected}")
@@ -46,11 +49,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # refused by the safe unpickler, truncated or not a torch file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{key} = {str(path)!r} could not be read as tensors only ({first}); save it with "
-                         "torch.save(model.state_dict(), path); nothing of the file was run") from None
+        raise ValueError(
+            f"{key} = {str(path)!r} could not be read as tensors only ({first}); save it with "
+            "torch.save(model.state_dict(), path); nothing of the file was run"
+        ) from None
     if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values())):
-        raise ValueError(f"{key} = {str(path)!r} holds a {type(state).__name__}, not a state dict; expected "
-                         "torch.save(model.state_dict(), path)")
+        raise ValueError(
+            f"{key} = {str(path)!r} holds a {type(state).__name__}, not a state dict; expected "
+            "torch.save(model.state_dict(), path)"
+        )
     return dict(state)
 
 
@@ -70,16 +77,21 @@ def load_teacher_spec(spec: Mapping, device: torch.device | str = "cpu") -> Exte
     factory = import_factory(spec["factory"])
     net = factory(**kwargs)
     if not isinstance(net, nn.Module):
-        raise ValueError(f"objective.teacher.factory = {spec['factory']!r} returned a {type(net).__name__}; "
-                         "expected a torch.nn.Module to load objective.teacher.state_dict into")
+        raise ValueError(
+            f"objective.teacher.factory = {spec['factory']!r} returned a {type(net).__name__}; "
+            "expected a torch.nn.Module to load objective.teacher.state_dict into"
+        )
     state = load_state_dict_file(spec["state_dict"])
     problem = _mismatch(net.state_dict(), state)
     if problem:
-        raise ValueError(f"objective.teacher.state_dict = {str(spec['state_dict'])!r} does not fit the module of "
-                         f"objective.teacher.factory = {spec['factory']!r}: {problem}")
+        raise ValueError(
+            f"objective.teacher.state_dict = {str(spec['state_dict'])!r} does not fit the module of "
+            f"objective.teacher.factory = {spec['factory']!r}: {problem}"
+        )
     net.load_state_dict(state)
-    teacher = ExternalVelocity(net, spec["data_shape"], time=spec.get("time", "noise_to_data"),
-                               output=spec.get("output", "velocity"))
+    teacher = ExternalVelocity(
+        net, spec["data_shape"], time=spec.get("time", "noise_to_data"), output=spec.get("output", "velocity")
+    )
     return teacher.to(device).eval().requires_grad_(False)
 
 

@@ -55,8 +55,9 @@ class ExternalVelocity(FlowMapNet):
             raise ValueError(f"teacher output = {output!r}; expected one of {list(OUTPUTS)}")
         shape = tuple(data_shape) if isinstance(data_shape, (tuple, list)) else None
         if not shape or not all(isinstance(n, int) and n >= 1 for n in shape):
-            raise ValueError(f"teacher data_shape = {data_shape!r}; expected a list of positive integers, e.g. [2] "
-                             "or [3, 32, 32]")
+            raise ValueError(
+                f"teacher data_shape = {data_shape!r}; expected a list of positive integers, e.g. [2] or [3, 32, 32]"
+            )
         if not 0 < min_gap < 1:
             raise ValueError(f"teacher min_gap = {min_gap!r}; expected a number in (0, 1)")
         self.fn = fn
@@ -65,15 +66,19 @@ class ExternalVelocity(FlowMapNet):
     def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """dx/dt at (x, t) in f2d2's time (t = 0 noise): x (B, *data_shape), t (B,) -> (B, *data_shape)."""
         if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(f"teacher input x has shape {tuple(x.shape)}; expected (B, *data_shape) = "
-                             f"(B, {', '.join(map(str, self.data_shape))})")
+            raise ValueError(
+                f"teacher input x has shape {tuple(x.shape)}; expected (B, *data_shape) = "
+                f"(B, {', '.join(map(str, self.data_shape))})"
+            )
         t = t.to(x.dtype).expand(x.shape[0])
         flip = self.time == "data_to_noise"
         out = self.fn(x, 1 - t if flip else t)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"teacher returned {got} for x of shape {tuple(x.shape)}; expected a tensor of x's shape "
-                             f"(a {self.output} per point)")
+            raise ValueError(
+                f"teacher returned {got} for x of shape {tuple(x.shape)}; expected a tensor of x's shape "
+                f"(a {self.output} per point)"
+            )
         if self.output == "denoiser":  # the data estimate does not depend on the time direction
             gap = (1 - t).clamp(min=self.min_gap).reshape(-1, *([1] * (x.dim() - 1)))
             return (out - x) / gap

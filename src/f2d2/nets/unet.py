@@ -74,8 +74,17 @@ class ResBlock(nn.Module):
     (B, cout, H', W') with H' = H/2 (down), 2H (up) or H.
     """
 
-    def __init__(self, cin: int, cout: int, emb: int, *, dropout: float, resample: str | None = None,
-                 attention: bool = False, taps: list[float] = (1, 1)):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        emb: int,
+        *,
+        dropout: float,
+        resample: str | None = None,
+        attention: bool = False,
+        taps: list[float] = (1, 1),
+    ):
         super().__init__()
         self.in_channels, self.dropout = cin, dropout
         self.resample = Resample(resample, list(taps)) if resample else nn.Identity()
@@ -142,11 +151,15 @@ class UNetFlowMap(FlowMapNet):
         if not channel_mult or any(not isinstance(m, int) or m < 1 for m in channel_mult):
             raise ValueError(f"model.channel_mult = {channel_mult!r}; expected a non-empty list of integers >= 1")
         if image_size % 2 ** (len(channel_mult) - 1):
-            raise ValueError(f"image size {image_size} is not divisible by 2^{len(channel_mult) - 1}, "
-                             f"as model.channel_mult = {channel_mult} needs")
+            raise ValueError(
+                f"image size {image_size} is not divisible by 2^{len(channel_mult) - 1}, "
+                f"as model.channel_mult = {channel_mult} needs"
+            )
         if channels < 4 or num_res_blocks < 1 or not 0 <= dropout < 1:
-            raise ValueError(f"model.channels = {channels} (>= 4), model.num_res_blocks = {num_res_blocks} (>= 1), "
-                             f"model.dropout = {dropout} (in [0, 1)): expected the ranges in brackets")
+            raise ValueError(
+                f"model.channels = {channels} (>= 4), model.num_res_blocks = {num_res_blocks} (>= 1), "
+                f"model.dropout = {dropout} (in [0, 1)): expected the ranges in brackets"
+            )
         if len(list(div_hidden)) != 2 or any(h < 1 for h in div_hidden):
             raise ValueError(f"model.div_hidden = {div_hidden!r}; expected two hidden sizes >= 1")
         self.data_shape = (in_channels, image_size, image_size)
@@ -193,8 +206,9 @@ class UNetFlowMap(FlowMapNet):
 
     def new_div_head(self) -> nn.Module:
         h1, h2 = self.div_hidden
-        return nn.Sequential(nn.Flatten(), nn.Linear(self.feature_size, h1), nn.SiLU(),
-                             nn.Linear(h1, h2), nn.SiLU(), nn.Linear(h2, 1))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(self.feature_size, h1), nn.SiLU(), nn.Linear(h1, h2), nn.SiLU(), nn.Linear(h2, 1)
+        )
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> FlowMapOutput:
         if x.shape[1:] != self.data_shape:

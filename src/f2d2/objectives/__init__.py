@@ -10,7 +10,7 @@ describes itself (``needs_teacher``, ``trains_div_head``, ``flow_map``, ``fits_s
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from f2d2.nets import FlowMapNet
 from f2d2.objectives.base import Objective
@@ -51,8 +51,10 @@ def build_objective(cfg: dict, teacher: FlowMapNet | None = None) -> Objective:
     ``teacher`` is the frozen network that the config's objective.teacher names (the training loop loads it)."""
     objective = describe(cfg, teacher)
     if objective.needs_teacher and teacher is None:
-        raise ValueError(f"objective {cfg.get('name')!r} needs objective.teacher (a flow-matching checkpoint), "
-                         "but no teacher network was given")
+        raise ValueError(
+            f"objective {cfg.get('name')!r} needs objective.teacher (a flow-matching checkpoint), "
+            "but no teacher network was given"
+        )
     return objective
 
 

@@ -55,12 +55,14 @@ class Shortcut(Objective):
 
     def fits_steps(self, k: int) -> bool:
         """K a power of two <= 2^max_log2: the dyadic step sizes 2^-j, j = 0..max_log2, of the SC term."""
-        return k >= 1 and k & (k - 1) == 0 and k <= 2 ** self.max_log2
+        return k >= 1 and k & (k - 1) == 0 and k <= 2**self.max_log2
 
     def steps_rule(self) -> str:
         m = self.max_log2
-        return (f"a Shortcut model with objective.max_log2 = {m} is trained on step sizes 2^-j, j = 0..{m}, so K "
-                f"must be a power of two <= {2 ** m}")
+        return (
+            f"a Shortcut model with objective.max_log2 = {m} is trained on step sizes 2^-j, j = 0..{m}, so K "
+            f"must be a power of two <= {2**m}"
+        )
 
     def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.f2d2 and not model.has_div_head:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -31,8 +32,9 @@ class Group:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def sync_step(self, params: Iterable[torch.nn.Parameter], terms: dict[str, torch.Tensor],
-                  flag: bool) -> tuple[dict[str, float], bool]:
+    def sync_step(
+        self, params: Iterable[torch.nn.Parameter], terms: dict[str, torch.Tensor], flag: bool
+    ) -> tuple[dict[str, float], bool]:
         """After ``backward``: average the gradients and the loss terms over the ranks, and OR ``flag``.
 
         One all-reduce of one flat buffer. Returns the averaged terms as floats and whether any rank
@@ -49,9 +51,9 @@ class Group:
         flat /= self.world
         offset = 0
         for g in grads:
-            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
-        averaged = flat[offset: offset + len(values)].tolist()
+        averaged = flat[offset : offset + len(values)].tolist()
         return dict(zip(terms, averaged)), bool(flat[-1] > 0)
 
     def gather(self, obj: Any) -> list[Any]:

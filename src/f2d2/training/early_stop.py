@@ -18,18 +18,18 @@ value (a broadcast), so all ranks stop at the same step.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from f2d2.io.teacher import load_teacher
 from f2d2.config.resolve import ConfigError
-from f2d2.data import Dataset2D, ImageDataset
-from f2d2.training.distributed import Group
 from f2d2.core.likelihood import LikelihoodResult, log_likelihood, reference_log_likelihood
+from f2d2.data import Dataset2D, ImageDataset
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.nll import points_nll
+from f2d2.io.teacher import load_teacher
 from f2d2.nets import FlowMapNet
+from f2d2.training.distributed import Group
 
 VAL_STREAM = 2**32  # 2D validation points: seed + VAL_STREAM (training's streams: seed + rank * data.SEED_STRIDE)
 
@@ -41,13 +41,17 @@ def early_stop_problems(run: dict) -> list[str]:
         return []
     problems = []
     if run["model"].get("div_head") is not True:
-        problems.append(f"train.early_stop measures the F2D2 likelihood of the divergence head, but "
-                        f"model.div_head = {run['model'].get('div_head')!r}; set model.div_head: true or "
-                        "train.early_stop: null")
+        problems.append(
+            f"train.early_stop measures the F2D2 likelihood of the divergence head, but "
+            f"model.div_head = {run['model'].get('div_head')!r}; set model.div_head: true or "
+            "train.early_stop: null"
+        )
     if es.get("target_bpd") is None and run["objective"].get("teacher") is None:
-        problems.append("train.early_stop.target_bpd = None means the teacher's reference BPD, but "
-                        "objective.teacher = None; set objective.teacher (a stage name or checkpoint path) "
-                        "or a number as train.early_stop.target_bpd")
+        problems.append(
+            "train.early_stop.target_bpd = None means the teacher's reference BPD, but "
+            "objective.teacher = None; set objective.teacher (a stage name or checkpoint path) "
+            "or a number as train.early_stop.target_bpd"
+        )
     return problems
 
 
@@ -89,8 +93,9 @@ class EarlyStop:
         model.eval()  # no dropout
         try:
             with self._own_rng():
-                return self._mean_bpd(model, lambda x: log_likelihood(model, x, self.cfg["steps"], div="head",
-                                                                      backward=self.backward))
+                return self._mean_bpd(
+                    model, lambda x: log_likelihood(model, x, self.cfg["steps"], div="head", backward=self.backward)
+                )
         finally:
             model.train(was_training)
 
@@ -102,8 +107,14 @@ class EarlyStop:
         return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
 
     def _mean_bpd(self, model: FlowMapNet, likelihood: Callable[[torch.Tensor], LikelihoodResult]) -> float:
-        nll, _ = points_nll(self.x, likelihood, model.data_shape, batch_size=self.batch_size, device=self.device,
-                            dequant=torch.Generator().manual_seed(self.cfg["seed"]))
+        nll, _ = points_nll(
+            self.x,
+            likelihood,
+            model.data_shape,
+            batch_size=self.batch_size,
+            device=self.device,
+            dequant=torch.Generator().manual_seed(self.cfg["seed"]),
+        )
         bpd = bits_per_dim(nll, math.prod(model.data_shape)).mean().reshape(1).to(self.device)
         self.group.broadcast_([bpd])  # rank 0's value on every rank: one decision
         return float(bpd)

@@ -31,19 +31,19 @@ import yaml
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from f2d2.io.checkpoint import load_resumable, save_checkpoint, warm_start
 from f2d2.config.resolve import TRAIN_DEFAULTS, ConfigError
 from f2d2.data import SEED_STRIDE, Dataset2D, ImageDataset, make_dataset
+from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
+from f2d2.io.checkpoint import load_resumable, save_checkpoint, warm_start
+from f2d2.io.teacher import load_teacher
+from f2d2.nets import FlowMapNet, build_model
+from f2d2.objectives import build_objective, describe
+from f2d2.training import speed
 from f2d2.training.distributed import Group, init_from_env, shutdown
 from f2d2.training.early_stop import EarlyStop
 from f2d2.training.ema import multi_avg_fn
 from f2d2.training.failures import check_terms
-from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
-from f2d2.nets import FlowMapNet, build_model
-from f2d2.io.teacher import load_teacher
-from f2d2.objectives import build_objective, describe
 from f2d2.training.preemption import StopSignals
-from f2d2.training import speed
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -95,7 +95,7 @@ class TrainState:
     step: int = 0
 
     @classmethod
-    def start(cls, model: FlowMapNet, run: dict, device: torch.device, group: Group) -> "TrainState":
+    def start(cls, model: FlowMapNet, run: dict, device: torch.device, group: Group) -> TrainState:
         """Step 0 of ``model`` (built under the run's seed): warm-started from ``train.init_from`` if set,
         the same on every rank; rank r's generator seeded with ``seed + r * SEED_STRIDE``."""
         tr = run["train"]
@@ -104,15 +104,21 @@ class TrainState:
         group.broadcast_(model.state_dict().values())
         opt = torch.optim.RAdam(model.parameters(), lr=tr["lr"])
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, functools.partial(lr_factor, warmup=tr["warmup"], steps=tr["steps"], schedule=tr["lr_schedule"]))
+            opt, functools.partial(lr_factor, warmup=tr["warmup"], steps=tr["steps"], schedule=tr["lr_schedule"])
+        )
         ema = AveragedModel(model, multi_avg_fn=multi_avg_fn(tr), use_buffers=True)
         gen = torch.Generator(device).manual_seed(run["seed"] + SEED_STRIDE * group.rank)
         return cls(model, ema, opt, sched, gen)
 
     def state_dict(self) -> dict:
         """The checkpoint entries ``step``, ``model``, ``ema``, ``optimizer``, ``scheduler`` (not the RNGs)."""
-        return {"step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+        }
 
     def rng_state(self) -> dict:
         """This rank's random state: its generator (``data``) and the global torch RNG (``torch``)."""
@@ -130,8 +136,9 @@ class TrainState:
         self.step = ckpt["step"]
 
 
-def save_state(path: Path, state: TrainState, run: dict, group: Group, *, early: EarlyStop | None,
-               stopped: dict) -> None:
+def save_state(
+    path: Path, state: TrainState, run: dict, group: Group, *, early: EarlyStop | None, stopped: dict
+) -> None:
     """Write the checkpoint (rank 0; every rank must call it, for the gather of the random states).
 
     Entries: ``config``, :meth:`TrainState.state_dict`'s, ``rng`` (rank 0's), ``rng_by_rank`` under several
@@ -164,8 +171,10 @@ def resume(path: Path, run: dict, state: TrainState, group: Group) -> dict | Non
         )
     if "early_stopped" in ckpt:
         if group.is_main:
-            print(f"{path} stopped early at step {ckpt['step']} ({ckpt['early_stopped']}); not training "
-                  "further", flush=True)
+            print(
+                f"{path} stopped early at step {ckpt['step']} ({ckpt['early_stopped']}); not training further",
+                flush=True,
+            )
         return ckpt
     state.load(ckpt, _rank_rng(ckpt, group, path))
     if group.is_main:
@@ -185,7 +194,7 @@ class MetricsLog:
         self.path, self.step, self.enabled, self.tensorboard = path, step, enabled, tensorboard
         self._file = self._writer = None
 
-    def __enter__(self) -> "MetricsLog":
+    def __enter__(self) -> MetricsLog:
         if self.enabled:
             _truncate_log(self.path, self.step)
             self._file = open(self.path, "a")
@@ -244,10 +253,17 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     state.model.train()
     t_start = time.time()
     local_batch = tr["batch_size"] // group.world
-    with MetricsLog(workdir / METRICS, state.step, enabled=group.is_main, tensorboard=tr["tensorboard"]) as log, \
-            StopSignals() as stop, \
-            tqdm(total=tr["steps"], initial=state.step, disable=not progress,
-                 desc=f"train {run['objective']['name']}", mininterval=2) as bar:
+    with (
+        MetricsLog(workdir / METRICS, state.step, enabled=group.is_main, tensorboard=tr["tensorboard"]) as log,
+        StopSignals() as stop,
+        tqdm(
+            total=tr["steps"],
+            initial=state.step,
+            disable=not progress,
+            desc=f"train {run['objective']['name']}",
+            mininterval=2,
+        ) as bar,
+    ):
         while state.step < tr["steps"]:
             # One optimizer step on this rank's share of the batch; the ranks average gradients and terms.
             x1 = data.sample(local_batch, state.gen).to(device)
@@ -292,8 +308,11 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
                 stop.deliver()
             if stopped:
                 if group.is_main:
-                    print(f"early stop at step {step}: validation BPD {stopped['val_bpd']:.4f} is within "
-                          f"{early.tol} of the target {early.target:.4f}; saved {ckpt_path}", flush=True)
+                    print(
+                        f"early stop at step {step}: validation BPD {stopped['val_bpd']:.4f} is within "
+                        f"{early.tol} of the target {early.target:.4f}; saved {ckpt_path}",
+                        flush=True,
+                    )
                 break
     group.barrier()
     return ckpt_path
@@ -302,8 +321,10 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
 def _device(tr: dict, group: Group) -> torch.device:
     """This rank's device (``cuda:local_rank`` under several CUDA processes); checks the batch splits evenly."""
     if tr["batch_size"] % group.world:
-        raise ConfigError(f"train.batch_size = {tr['batch_size']} is not divisible by the number of "
-                          f"processes ({group.world}); use a multiple of {group.world}")
+        raise ConfigError(
+            f"train.batch_size = {tr['batch_size']} is not divisible by the number of "
+            f"processes ({group.world}); use a multiple of {group.world}"
+        )
     device = torch.device(tr["device"])
     if device.type == "cuda" and group.world > 1:
         device = torch.device("cuda", group.local_rank)
@@ -328,8 +349,10 @@ def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
     """This rank's generator states from a checkpoint; the number of processes must not change."""
     by_rank = ckpt.get("rng_by_rank", [ckpt["rng"]])
     if len(by_rank) != group.world:
-        raise RuntimeError(f"{path} was written by {len(by_rank)} training process(es); resume it with "
-                           f"{len(by_rank)}, not {group.world} (or start a fresh workdir)")
+        raise RuntimeError(
+            f"{path} was written by {len(by_rank)} training process(es); resume it with "
+            f"{len(by_rank)}, not {group.world} (or start a fresh workdir)"
+        )
     return by_rank[group.rank]
 
 

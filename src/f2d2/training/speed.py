@@ -68,8 +68,10 @@ def compile_for_training(model: FlowMapNet, objective) -> list[str]:
 
     done = []
     if isinstance(objective, MeanFlow):
-        done.append("model not compiled (MeanFlow calls it only inside torch.func.jvp, which cannot trace a "
-                    "compiled module; pytorch#128711)")
+        done.append(
+            "model not compiled (MeanFlow calls it only inside torch.func.jvp, which cannot trace a "
+            "compiled module; pytorch#128711)"
+        )
     else:
         model.compile()
         done.append("model compiled")
@@ -91,8 +93,10 @@ def compiler_problem(device: torch.device) -> str | None:
     cxx = inductor_config.cpp.cxx
     names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
     if not any(shutil.which(c) for c in names):
-        return (f"torch.compile on CPU needs a C++ compiler ({' or '.join(map(str, names))}), and none is on PATH "
-                "(install g++, or set CXX)")
+        return (
+            f"torch.compile on CPU needs a C++ compiler ({' or '.join(map(str, names))}), and none is on PATH "
+            "(install g++, or set CXX)"
+        )
     return None
 
 
@@ -100,7 +104,9 @@ def speed_problems(train: dict) -> list[str]:
     """Config rules of the speed keys of a resolved run's ``train`` section (no hardware looked at)."""
     device = str(train.get("device"))
     if train.get("precision") == "bfloat16" and not device.startswith("cuda"):
-        return [f"train.precision = 'bfloat16' with train.device = {device!r}: bfloat16 autocast is a CUDA "
-                "setting (on a CPU it is slower than float32 and untested here); use train.precision: float32 "
-                "or a CUDA device"]
+        return [
+            f"train.precision = 'bfloat16' with train.device = {device!r}: bfloat16 autocast is a CUDA "
+            "setting (on a CPU it is slower than float32 and untested here); use train.precision: float32 "
+            "or a CUDA device"
+        ]
     return []
