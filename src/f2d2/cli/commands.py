@@ -24,10 +24,11 @@ from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
 from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
 from f2d2.eval.nll import points_nll
+from f2d2.io import meanflow
 from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
 from f2d2.io.atomic import atomic_write_text
 from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from f2d2.io.meanflow import MEANFLOW_CIFAR10, MeanFlowCheckpointError, load_meanflow
+from f2d2.io.meanflow import MeanFlowCheckpointError
 from f2d2.training.failures import OutOfMemory, TrainingError, explain_out_of_memory
 from f2d2.training.loop import train
 
@@ -294,12 +295,12 @@ def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
 
 def cmd_import_meanflow(args: argparse.Namespace) -> None:
     """``f2d2 import-meanflow``: a MeanFlow CIFAR-10 checkpoint as an f2d2 checkpoint (time flipped to t = 1 data)."""
-    model = load_meanflow(args.checkpoint, weights=args.weights)
+    model = meanflow.load_meanflow(args.checkpoint, weights=args.weights)
     state = model.state_dict()
     config = {
         "seed": 0,
         "data": {"name": "cifar10", "root": str(args.data_root)},
-        "model": {"arch": "unet", **MEANFLOW_CIFAR10, "dropout": 0.0, "flow_map": True},
+        "model": {"arch": "unet", **meanflow.MEANFLOW_CIFAR10, "dropout": 0.0, "flow_map": True},
         "objective": {"name": "meanflow"},
         "train": {},
         "imported_from": str(args.checkpoint),
