@@ -336,13 +336,20 @@ def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, 
     for _, change in events:
         in_flight += change
         most = max(most, in_flight)
-    tree_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    tree_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)  # reported only
     print(
         f"\n{len(ids)} SLURM jobs in {wall:.0f}s; at most {most} submitted and not ended at once; "
         f"Snakemake + waiters used {tree_cpu:.0f}s CPU"
     )
     assert most >= 4, f"the jobs went out one at a time (at most {most} in flight)"
-    assert tree_cpu < 0.5 * wall, f"Snakemake and its waiters used {tree_cpu:.0f}s CPU in {wall:.0f}s"
+    # Sleeping, not spinning: each waiter's CPU while its job was queued or running (its own and its sacct
+    # calls') is a small share of that wait, however fast the machine (a spinning waiter would use all of it).
+    spin = [
+        (r["job_id"], r["wait_cpu_seconds"], r["wait_seconds"])
+        for r in records
+        if r["wait_cpu_seconds"] > 0.25 * r["wait_seconds"] + 0.5
+    ]
+    assert spin == [], f"waiters that used most of their wait in CPU (job, cpu s, wait s): {spin}"
 
     for n in (1, 3, 5, 6, 7):  # paths name each run's own folder: compare them relative to it
         mine, local = (

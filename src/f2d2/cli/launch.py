@@ -4,7 +4,8 @@ A Snakemake rule calls ``f2d2 submit --cluster {inline,local,slurm} --log-dir DI
 with the same command under every profile; only ``--cluster`` (or ``F2D2_CLUSTER``) changes. The call
 blocks until the job ends. Its logs land in ``log_dir`` (put it next to the rule's outputs): submitit's
 ``<job_id>_<task>_log.out`` / ``.err`` and pickles, plus ``job.json``, a record of the job (id, cluster,
-command, resources, timestamps, ``wall_seconds`` from submission to completion as seen here, state, log
+command, resources, timestamps, ``wall_seconds`` from submission to completion as seen here, the wait's
+``wait_seconds`` and ``wait_cpu_seconds`` (what waiting cost this process), state, log
 paths). If the job fails, :class:`LaunchError` says which job, where, what command, the tail of its
 error log and where the full logs are.
 """
@@ -16,6 +17,7 @@ import io
 import json
 import os
 import re
+import resource
 import signal
 import threading
 import time
@@ -192,6 +194,29 @@ def _cancel(job: Any) -> None:
             process.kill()
 
 
+class _WaitCost:
+    """Wall and CPU seconds spent inside the ``with`` block by this process and, with ``children``, the processes
+    it ran (submitit's squeue/sacct calls on SLURM; a local job's own processes are children too, so they are
+    left out there): a waiter that sleeps uses a small share of the wait in CPU, one that spins all of it."""
+
+    def __init__(self, children: bool) -> None:
+        self.children = children
+
+    def __enter__(self) -> _WaitCost:
+        self._wall, self._cpu = time.perf_counter(), self._cpu_now()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self._wall
+        self.cpu_seconds = self._cpu_now() - self._cpu
+
+    def _cpu_now(self) -> float:
+        usages = [resource.getrusage(resource.RUSAGE_SELF)]
+        if self.children:
+            usages.append(resource.getrusage(resource.RUSAGE_CHILDREN))
+        return sum(u.ru_utime + u.ru_stime for u in usages)
+
+
 def _local_succeeded(job: Any) -> bool:
     """Wait for a local job's result files or its end; True if every task recorded success.
 
@@ -340,9 +365,11 @@ def _submit_and_wait(
         ) from e
     record.update(job_id=str(job.job_id), stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
     write()
+    waited = _WaitCost(children=cluster != "local")
     try:
-        if not (cluster == "local" and _local_succeeded(job)):
-            job.results()  # waits, polling with sleeps; one result per task
+        with waited:
+            if not (cluster == "local" and _local_succeeded(job)):
+                job.results()  # waits, polling with sleeps; one result per task
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM while waiting: do not leave the job running
         try:
             _cancel(job)
@@ -370,4 +397,5 @@ def _submit_and_wait(
         reason = "" if failed_itself else "\n".join(str(error).splitlines()[:2])
         raise LaunchError(_failure_message(record, command, reason, tail, tail_of)) from e
     record["started"] = _started_from_log(job.paths.stdout)
+    record.update(wait_seconds=round(waited.seconds, 3), wait_cpu_seconds=round(waited.cpu_seconds, 3))
     write("COMPLETED")
