@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from f2d2.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
@@ -59,3 +61,20 @@ def snakemake(
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
+
+
+def train_default_teacher(workdir: Path, *overrides: str) -> int:
+    """`f2d2 train` of the default config's teacher stage into ``workdir`` with ``--set`` overrides; the exit code."""
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    return main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "config" / "config.yaml"),
+            "--stage",
+            "teacher",
+            "--workdir",
+            str(workdir),
+            *sets,
+        ]
+    )

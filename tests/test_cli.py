@@ -10,6 +10,7 @@ import pytest
 
 from f2d2.cli import main
 from f2d2.cli.parser import build_parser
+from pipeline_helpers import train_default_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -210,19 +211,7 @@ def test_stage_names_resolve_to_checkpoints():
 
 
 def test_train_rejects_bad_values_before_training(tmp_path, capsys):
-    code = main(
-        [
-            "train",
-            "--config",
-            str(ROOT / "config" / "config.yaml"),
-            "--stage",
-            "teacher",
-            "--workdir",
-            str(tmp_path / "w"),
-            "--set",
-            "train.lr=-1",
-        ]
-    )
+    code = train_default_teacher(tmp_path / "w", "train.lr=-1")
     assert code == 2 and "train.lr = -1" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
     code = main(

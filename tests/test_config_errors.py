@@ -16,7 +16,7 @@ from f2d2.config.resources import RESOURCE_DEFAULTS
 from f2d2.config.schema import defaults, section
 from f2d2.config.validate import problems, validate_run
 from f2d2.data import DATASETS
-from pipeline_helpers import ROOT, snakemake, tiny_config
+from pipeline_helpers import ROOT, snakemake, tiny_config, train_default_teacher
 
 BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 DROP = object()
@@ -382,19 +382,7 @@ def test_gpus_on_a_local_machine_without_them(monkeypatch):
     ],
 )
 def test_train_cli_refuses_before_training(overrides, words, tmp_path, capsys):
-    sets = [a for o in overrides for a in ("--set", o)]
-    code = main(
-        [
-            "train",
-            "--config",
-            str(ROOT / "config" / "config.yaml"),
-            "--stage",
-            "teacher",
-            "--workdir",
-            str(tmp_path / "w"),
-            *sets,
-        ]
-    )
+    code = train_default_teacher(tmp_path / "w", *overrides)
     err = capsys.readouterr().err
     assert code == 2 and all(w in err for w in words), err
     assert not (tmp_path / "w").exists()
@@ -402,19 +390,7 @@ def test_train_cli_refuses_before_training(overrides, words, tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_train_cli_refuses_a_missing_cuda_device(tmp_path, capsys):
-    code = main(
-        [
-            "train",
-            "--config",
-            str(ROOT / "config" / "config.yaml"),
-            "--stage",
-            "teacher",
-            "--workdir",
-            str(tmp_path / "w"),
-            "--set",
-            "train.device=cuda",
-        ]
-    )
+    code = train_default_teacher(tmp_path / "w", "train.device=cuda")
     assert code == 2 and "train.device = 'cuda', but this machine has no CUDA device" in capsys.readouterr().err
 
 

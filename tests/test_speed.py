@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from f2d2.cli import main
 from f2d2.config.checks import check_run, run_problems
 from f2d2.config.resolve import ConfigError, resolve_run
 from f2d2.data import make_dataset
@@ -16,7 +15,7 @@ from f2d2.objectives import OBJECTIVES, build_objective
 from f2d2.training import loop as train_mod
 from f2d2.training import speed
 from f2d2.training.loop import train
-from pipeline_helpers import ROOT
+from pipeline_helpers import train_default_teacher
 
 UNET = dict(
     arch="unet",
@@ -54,19 +53,7 @@ def test_defaults_are_the_old_behaviour():
 def test_bfloat16_on_a_cpu_is_refused_in_one_line(tmp_path, capsys):
     found = run_problems(_run(precision="bfloat16"))
     assert len(found) == 1 and "train.precision = 'bfloat16' with train.device = 'cpu'" in found[0]
-    code = main(
-        [
-            "train",
-            "--config",
-            str(ROOT / "config" / "config.yaml"),
-            "--stage",
-            "teacher",
-            "--workdir",
-            str(tmp_path / "w"),
-            "--set",
-            "train.precision=bfloat16",
-        ]
-    )
+    code = train_default_teacher(tmp_path / "w", "train.precision=bfloat16")
     err = capsys.readouterr().err
     assert code == 2 and "train.precision = 'bfloat16' with train.device = 'cpu'" in err, err
     assert not (tmp_path / "w").exists()

@@ -289,7 +289,8 @@ def submit(argv: list[str], *, cluster: str, log_dir: Path, resources: Resources
     if cluster == "inline":
         _submit_inline(argv, command, record, write)
     else:
-        _submit_submitit(argv, command, cluster, log_dir, resources, job_name, record, write)
+        with _interruptible():
+            _submit_and_wait(argv, command, cluster, log_dir, resources, job_name, record, write)
 
 
 def _failure_message(record: dict[str, Any], command: str, reason: str, tail: str, tail_of: str) -> str:
@@ -326,20 +327,6 @@ def _submit_inline(argv: list[str], command: str, record: dict[str, Any], write:
         write("CANCELLED")
         raise
     write("COMPLETED")
-
-
-def _submit_submitit(
-    argv: list[str],
-    command: str,
-    cluster: str,
-    log_dir: Path,
-    resources: Resources,
-    job_name: str,
-    record: dict[str, Any],
-    write: Any,
-) -> None:
-    with _interruptible():
-        _submit_and_wait(argv, command, cluster, log_dir, resources, job_name, record, write)
 
 
 def _submit_and_wait(

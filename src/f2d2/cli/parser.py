@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_tolerances(p: argparse.ArgumentParser) -> None:
+    """--atol / --rtol of the adaptive (dopri5) reference solve."""
+    p.add_argument("--atol", type=float, default=1e-5, help="reference solver absolute tolerance")
+    p.add_argument("--rtol", type=float, default=1e-5, help="reference solver relative tolerance")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "train",
@@ -120,8 +126,7 @@ def _add_nll(sub: argparse._SubParsersAction) -> None:
         help="how a flow map takes backward steps: query u(x, s, t) with s > t ('two-way') or reuse "
         "the forward map of the reversed interval ('forward-only', the paper's first-order trick)",
     )
-    n.add_argument("--atol", type=float, default=1e-5, help="reference solver absolute tolerance")
-    n.add_argument("--rtol", type=float, default=1e-5, help="reference solver relative tolerance")
+    _add_tolerances(n)
     n.add_argument("--batch-size", type=_positive_int, default=10000, help="points per batch")
     n.add_argument("--seed", type=int, default=0, help="seed of Hutchinson probes")
     n.add_argument(
@@ -157,8 +162,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     s_how = s.add_mutually_exclusive_group(required=True)
     s_how.add_argument("--steps", type=_positive_int, help="K, the number of steps")
     s_how.add_argument("--reference", action="store_true", help="adaptive dopri5 solve (the yardstick)")
-    s.add_argument("--atol", type=float, default=1e-5, help="reference solver absolute tolerance")
-    s.add_argument("--rtol", type=float, default=1e-5, help="reference solver relative tolerance")
+    _add_tolerances(s)
     s.add_argument("--out", required=True, type=Path, help="output .npy or .csv of shape (N, dim)")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     s.add_argument(
