@@ -160,20 +160,52 @@ def _finished_outputs(log: str) -> set[str]:
     return {o for j in done for o in outputs.get(j, [])}
 
 
+# Put on Snakemake's PYTHONPATH as sitecustomize.py with $F2D2_TEST_HOLD naming a folder and
+# $F2D2_TEST_CELLS the cells' paths: the first `f2d2 submit` that writes one of the cells runs as usual,
+# the second writes <folder>/held and waits there until it is interrupted. So the second cell is always
+# running when the test's Ctrl-C arrives, however fast or loaded the machine.
+HOLD_SECOND_CELL = """
+import os
+import sys
+import time
+from pathlib import Path
+
+hold, cells = os.environ.get("F2D2_TEST_HOLD"), os.environ.get("F2D2_TEST_CELLS", "").split(os.pathsep)
+if hold and sys.argv[1:2] == ["submit"] and set(cells) & set(sys.argv):
+    try:
+        os.close(os.open(Path(hold, "first"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        Path(hold, "held").write_text(" ".join(sys.argv))
+        time.sleep(600)
+"""
+
+
 def _interrupt_after_first_cell(work: Path, cells: list[Path]) -> tuple[Path, str]:
     """Run Snakemake in ``work`` for ``cells`` (paths relative to it), each its own job (eval.bundle: false),
-    and Ctrl-C it once the first has finished, while the second (a few seconds) runs; return (config, log).
+    and Ctrl-C it once the first has finished and the second is held running (HOLD_SECOND_CELL); return
+    (config, log).
 
     Snakemake starts with SIGINT at its default: a shell without job control starts background commands
     (`bash scripts/test.sh &`) with SIGINT ignored, which every child inherits, Python included.
     """
     config = tiny_config(work, bundle=False)
     targets = [str(work / c) for c in cells]
+    hook, hold = work / "hook", work / "hold"
+    hook.mkdir()
+    hold.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_SECOND_CELL)
     cmd, env = snakemake_cmd(work, config, "--cores", "1", *targets)
+    path = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
         cmd,
         cwd=Path(__file__).resolve().parents[1],
-        env={**env, "PYTHONUNBUFFERED": "1"},
+        env={
+            **env,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": path,
+            "F2D2_TEST_HOLD": str(hold),
+            "F2D2_TEST_CELLS": os.pathsep.join(targets),
+        },
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -181,10 +213,14 @@ def _interrupt_after_first_cell(work: Path, cells: list[Path]) -> tuple[Path, st
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     log = []
-    for line in proc.stdout:  # interrupt once the first evaluation cell has finished, the second is running
+    for line in proc.stdout:  # until the first evaluation cell has finished
         log.append(line)
         if _finished_outputs("".join(log)) & set(targets):
             break
+    deadline = time.monotonic() + 300
+    while not (hold / "held").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (hold / "held").exists(), "the second cell never started:\n" + "".join(log)[-3000:]
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
     log.append(proc.communicate(timeout=120)[0])
     assert proc.returncode != 0, "Snakemake finished before the interrupt landed:\n" + "".join(log)[-3000:]
