@@ -474,8 +474,10 @@ def test_table_error(out, tmp_path):
     methods = ["shortcut", "shortcut_distill_f2d2", "teacher"]
     df = mod.main(out["nll"], out["reference"], methods, STEPS, CONFIG, str(dest))
     back = read_back(dest)
-    assert list(back.columns) == ["method", "run"] + [f"K{k}_abs_err_nats" for k in (8, 4, 2, 1)] + ["config", "seed"]
+    ks = [f"K{k}_abs_err_nats" for k in (8, 4, 2, 1)]
+    assert list(back.columns) == ["method", "run", "reference"] + ks + ["config", "seed"]
     assert list(back.method) == ["Shortcut Model", "Shortcut-Distill-F2D2", "Flow Matching"]
+    assert set(back.reference) == {"teacher"}
     for run in methods:
         for k in STEPS:
             stated = json.loads(Path(out["nll"][(run, k)]).read_text())["mean_abs_err_nats"]
@@ -483,6 +485,42 @@ def test_table_error(out, tmp_path):
             assert got == pytest.approx(stated, rel=1e-6)
             assert got == pytest.approx(abs_err_of(run, k), rel=1e-5)
     assert list(back.seed) == [seed_of(r) for r in methods] and (back.config == CONFIG).all()
+
+
+def test_table_error_adds_a_row_against_the_runs_own_flow(out, tmp_path):
+    mod = load("table_error")
+    own_nll = np.random.default_rng(1).uniform(1.0, 4.0, N_POINTS)
+    own_dir = tmp_path / "nll" / "shortcut_f2d2"
+    write_points(own_dir / "reference.csv", own_nll)
+    own = write_json(own_dir / "reference.json", {"n": N_POINTS})
+    methods = ["shortcut", "shortcut_f2d2"]
+    df = mod.main(
+        out["nll"],
+        out["reference"],
+        methods,
+        STEPS,
+        CONFIG,
+        str(tmp_path / "t7.csv"),
+        own_references={"shortcut_f2d2": own},
+    )
+    assert list(df.run) == ["shortcut", "shortcut_f2d2", "shortcut_f2d2"]
+    assert list(df.reference) == ["teacher", "teacher", "own flow"]
+    own_csv = np.loadtxt(own_dir / "reference.csv", delimiter=",", skiprows=1)[:, 0]
+    for k in STEPS:
+        nll = np.loadtxt(Path(out["nll"][("shortcut_f2d2", k)]).with_suffix(".csv"), delimiter=",", skiprows=1)[:, 0]
+        assert df.iloc[2][f"K{k}_abs_err_nats"] == pytest.approx(np.abs(nll - own_csv).mean(), rel=1e-9)
+        assert df.iloc[1][f"K{k}_abs_err_nats"] == pytest.approx(abs_err_of("shortcut_f2d2", k), rel=1e-5)
+        assert df.iloc[2][f"K{k}_abs_err_nats"] != pytest.approx(df.iloc[1][f"K{k}_abs_err_nats"])
+    with pytest.raises(ValueError, match="meanflow_f2d2"):
+        mod.main(
+            out["nll"],
+            out["reference"],
+            methods,
+            STEPS,
+            CONFIG,
+            str(tmp_path / "t7b.csv"),
+            own_references={"meanflow_f2d2": own},
+        )
 
 
 def test_table_error_catches_tampered_cell(out, tmp_path):
@@ -565,9 +603,11 @@ def test_config_column_is_relative_to_the_project(out, tmp_path, monkeypatch):
     dest = tmp_path / "t7.csv"
     run_as_snakemake(
         "table_error",
-        NamedList(nll=list(out["nll"].values()), reference=out["reference"], test_split=out["test_split"]),
+        NamedList(
+            nll=list(out["nll"].values()), reference=out["reference"], own_references=[], test_split=out["test_split"]
+        ),
         [str(dest)],
-        NamedList(methods=["teacher"], steps=STEPS, config=str(root / "c.yaml")),
+        NamedList(methods=["teacher"], own_flow=[], steps=STEPS, config=str(root / "c.yaml")),
     )
     assert list(read_back(dest).config) == [str(Path("project") / "c.yaml")]
 

@@ -49,10 +49,17 @@ def test_main_table_has_every_method_with_finite_values(pipeline):
 def test_error_table_matches_cells_and_f2d2_rows_exist(pipeline):
     _, _, out = pipeline
     t7 = pd.read_csv(out / "tables" / "table7.csv")
-    assert list(t7.iloc[:, 0]) == METHODS
+    teacher_rows = t7[t7["reference"] == "teacher"]
+    assert list(teacher_rows.iloc[:, 0]) == METHODS
+    # Shortcut-F2D2 (div_source self) also against its own flow's dopri5 solve, beside its own row
+    (own,) = t7.index[t7["reference"] == "own flow"]
+    assert t7.loc[own, "run"] == t7.loc[own - 1, "run"] == "shortcut_f2d2"
+    own_ref = pd.read_csv(out / "eval" / "nll" / "shortcut_f2d2" / "reference.csv")["nll_nats"]
+    k1 = pd.read_csv(out / "eval" / "nll" / "shortcut_f2d2" / "K1.csv")["nll_nats"]
+    assert t7.loc[own, "K1_abs_err_nats"] == pytest.approx((k1 - own_ref).abs().mean(), rel=1e-6)
     assert (t7[["K2_abs_err_nats", "K1_abs_err_nats"]].to_numpy() > 0).all()
     cell = pd.read_json(out / "eval" / "nll" / "shortcut_f2d2" / "K1.json", typ="series")
-    row = t7[t7.iloc[:, 0] == "Shortcut-F2D2"].iloc[0]
+    row = teacher_rows[teacher_rows.iloc[:, 0] == "Shortcut-F2D2"].iloc[0]
     assert row["K1_abs_err_nats"] == pytest.approx(cell["mean_abs_err_nats"], rel=1e-6)
     assert cell["div"] == "head" and cell["nfe"] == 1
 

@@ -35,6 +35,7 @@ RUNS = experiment.runs(config)  # run -> (stage, [override, ...]): the stages, t
 REFERENCE = experiment.reference_stage(config)  # the teacher of the NLL reference solve
 F2D2_RUNS = experiment.f2d2_runs(config)  # evaluated with their divergence head
 F2D2_STAGES = [s for s in STAGES if s in F2D2_RUNS]
+OWN_FLOW_STAGES = experiment.own_flow_stages(config)  # also compared with their own flow's dopri5 solve
 ABLATION_TABLES = experiment.ablation_tables(config)  # ablation name -> table number
 FID = EVAL["fid"]
 BUNDLE = EVAL["bundle"]  # one evaluation job per run (rule eval_<run>), else one per cell
@@ -130,7 +131,8 @@ def bundle_record(run):
 
 def job_log_dirs():
     """The log folder (job.json) of every submitit job of the experiment."""
-    dirs = [f"{OUT}/train/{run}/logs" for run in RUNS] + [f"{OUT}/eval/nll/{REFERENCE}/logs/reference"]
+    dirs = [f"{OUT}/train/{run}/logs" for run in RUNS]
+    dirs += [f"{OUT}/eval/nll/{run}/logs/reference" for run in [REFERENCE, *OWN_FLOW_STAGES]]
     if IMAGES:
         dirs.append(f"{OUT}/eval/logs/fid_reference")
     if BUNDLE:

@@ -38,6 +38,16 @@ rule test_split:
         "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --summary {output} > {log} 2>&1"
 
 
+def reference_solve(run, log_dir, job_name):
+    """The shell command of the dopri5 reference solve of ``run``'s velocity on the test points."""
+    ref = EVAL["reference"]
+    return (
+        f"{submit('eval', log_dir, job_name)} -- nll --checkpoint {shlex.quote(checkpoint(run))} "
+        f"--points {{input.points}} --reference --atol {ref['atol']} --rtol {ref['rtol']} --div {ref['div']} "
+        f"--device {device('eval')} {BATCH} --out {{output.csv}} --summary {{output.json}} > {{log}} 2>&1"
+    )
+
+
 rule reference_nll:
     input:
         trained(REFERENCE),
@@ -47,17 +57,26 @@ rule reference_nll:
         json=f"{OUT}/eval/nll/{REFERENCE}/reference.json",
     log:
         f"{OUT}/eval/nll/{REFERENCE}/logs/reference/snakemake.log",
-    params:
-        submit=submit("eval", f"{OUT}/eval/nll/{REFERENCE}/logs/reference", "nll-reference"),
-        ckpt=checkpoint(REFERENCE),
-        atol=EVAL["reference"]["atol"],
-        rtol=EVAL["reference"]["rtol"],
-        div=EVAL["reference"]["div"],
-        device=device("eval"),
     shell:
-        "{params.submit} -- nll --checkpoint {params.ckpt} --points {input.points} --reference "
-        "--atol {params.atol} --rtol {params.rtol} --div {params.div} --device {params.device} {BATCH} "
-        "--out {output.csv} --summary {output.json} > {log} 2>&1"
+        reference_solve(REFERENCE, f"{OUT}/eval/nll/{REFERENCE}/logs/reference", "nll-reference")
+
+
+# Table 7's second yardstick for a run whose head learned its own velocity's divergence (div_source self).
+for _run in OWN_FLOW_STAGES:
+
+    rule:
+        name:
+            f"own_flow_reference_{_run}"
+        input:
+            trained(_run),
+            points=rules.test_points.output,
+        output:
+            csv=f"{OUT}/eval/nll/{_run}/reference.csv",
+            json=f"{OUT}/eval/nll/{_run}/reference.json",
+        log:
+            f"{OUT}/eval/nll/{_run}/logs/reference/snakemake.log",
+        shell:
+            reference_solve(_run, f"{OUT}/eval/nll/{_run}/logs/reference", f"nll-reference-{_run}")
 
 
 rule fid_reference:

@@ -95,6 +95,7 @@ rule table_error:
         + [nll_cell(r, k).replace(".json", ".csv") for r in STAGES for k in STEPS],
         reference=rules.reference_nll.output.json,
         reference_csv=rules.reference_nll.output.csv,
+        own_references=[f"{OUT}/eval/nll/{r}/reference.json" for r in OWN_FLOW_STAGES],
         test_split=rules.test_split.output[0],
     output:
         _report(f"{OUT}/tables/table7.csv", 7),
@@ -102,6 +103,7 @@ rule table_error:
         f"{OUT}/tables/logs/table7.log",
     params:
         methods=STAGES,
+        own_flow=OWN_FLOW_STAGES,
         steps=STEPS,
         config=CONFIG_FILE,
     script:

@@ -2,9 +2,13 @@
 
 The value is recomputed from the per-point CSVs (``K{k}.csv`` beside each cell JSON,
 ``reference.csv`` beside the reference) and checked against the JSON's
-``mean_abs_err_nats``. Snakemake: input.nll (flat list of JSON cells), input.reference,
-input.test_split (``f2d2 data --summary``'s JSON: the last column, ``test_split``, says where the
-test points come from); params.methods, params.steps, params.config; output[0] the CSV.
+``mean_abs_err_nats``. Column ``reference`` says what the row is compared with: ``teacher`` (the
+teacher's dopri5 solve, every run) or ``own flow`` (the dopri5 solve of the run's own velocity, an
+extra row for each run whose divergence head learned its own velocity's divergence, div_source self).
+Snakemake: input.nll (flat list of JSON cells), input.reference, input.own_references (the own-flow
+reference JSONs, in params.own_flow order), input.test_split (``f2d2 data --summary``'s JSON: the last
+column, ``test_split``, says where the test points come from); params.methods, params.own_flow,
+params.steps, params.config; output[0] the CSV.
 """
 
 import math
@@ -61,12 +65,18 @@ def main(
     out: str,
     rtol: float = RTOL,
     test_split: str | None = None,
+    own_references: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV). With
-    ``test_split`` (the JSON's path) a last column says where the test points come from."""
+    """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV).
+    ``own_references`` {run: its own flow's reference JSON} adds a row per run, after the run's own,
+    with its error against that reference. With ``test_split`` (the JSON's path) a last column says
+    where the test points come from."""
     steps = common.descending(steps)
     ref_csv = common.sibling_csv(reference)
-    cols = ["method", "run"] + [f"K{k}_abs_err_nats" for k in steps] + ["config", "seed"]
+    own = {run: common.sibling_csv(path) for run, path in (own_references or {}).items()}
+    if unknown := sorted(set(own) - set(methods)):
+        raise ValueError(f"own-flow references for {unknown}, which are not among the methods {methods}")
+    cols = ["method", "run", "reference"] + [f"K{k}_abs_err_nats" for k in steps] + ["config", "seed"]
     extra = {} if test_split is None else {"test_split": common.test_split(test_split)}
     cols += list(extra)
     rows = []
@@ -74,8 +84,15 @@ def main(
     def fill(row: dict, k: int, read: dict) -> None:
         row[f"K{k}_abs_err_nats"] = checked_abs_err(read["NLL"][0], ref_csv, rtol)
 
+    def fill_own(row: dict, k: int, read: dict) -> None:
+        row[f"K{k}_abs_err_nats"] = abs_err(common.sibling_csv(read["NLL"][0]), own[row["run"]])[0]
+
     for run in methods:
-        rows.append({**common.method_row(run, steps, {"NLL": nll_cells}, fill), "config": config, **extra})
+        row = common.method_row(run, steps, {"NLL": nll_cells}, fill)
+        rows.append({**row, "reference": "teacher", "config": config, **extra})
+        if run in own:
+            row = common.method_row(run, steps, {"NLL": nll_cells}, fill_own)
+            rows.append({**row, "reference": "own flow", "config": config, **extra})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df
@@ -91,4 +108,5 @@ if "snakemake" in globals():
         common.project_path(snakemake.params.config),
         str(snakemake.output[0]),
         test_split=str(snakemake.input.test_split),
+        own_references=dict(zip(snakemake.params.own_flow, map(str, snakemake.input.own_references), strict=True)),
     )

@@ -127,6 +127,15 @@ def f2d2_runs(cfg: dict) -> list[str]:
     return [run for run in runs(cfg) if run_config(cfg, run)["model"].get("div_head") is True]
 
 
+def own_flow_stages(cfg: dict) -> list[str]:
+    """The F2D2 stages whose divergence head learned their own velocity's divergence (objective.div_source
+    self): Table 7 also compares them with their own flow's dopri5 solve, in config order."""
+    f2d2 = set(f2d2_runs(cfg))
+    return [
+        s for s in cfg.get("stages") or {} if s in f2d2 and run_config(cfg, s)["objective"].get("div_source") == "self"
+    ]
+
+
 def ablation_tables(cfg: dict) -> dict[str, int]:
     """{ablation name: table number} of the config's ablations that have a table, in table order."""
     ablations = cfg.get("ablations") or {}

@@ -26,11 +26,36 @@ class FourierTime(nn.Module):
         return torch.cat([tau[:, None], ang.sin(), ang.cos()], dim=1)
 
 
-class MLPFlowMap(FlowMapNet):
-    """Trunk on [x, emb(s), emb(t)] with a velocity head (dim outputs) and an optional scalar divergence head.
+class FourierPoints(nn.Module):
+    """Random Fourier features of points (B, dim): [sin(x W), cos(x W)], (B, 2 n_freq), W (dim, n_freq) ~ N(0, scale^2).
 
-    x: (B, dim); s, t: (B,). The divergence head is zero-initialised, so a head added
-    to a trained velocity model starts at D = 0 without changing u.
+    W is drawn from a fixed seed (the same for every run of one config) and saved with the weights.
+    High frequencies let a small MLP draw sharp density edges (Tancik et al., 2020).
+    """
+
+    def __init__(self, dim: int, n_freq: int, scale: float):
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"model.x_scale = {scale!r}; expected a number > 0")
+        w = torch.randn(dim, n_freq, generator=torch.Generator().manual_seed(0)) * scale
+        self.register_buffer("W", w)
+
+    @property
+    def out_dim(self) -> int:
+        return 2 * self.W.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = x @ self.W.to(x.dtype)
+        return torch.cat([p.sin(), p.cos()], dim=1)
+
+
+class MLPFlowMap(FlowMapNet):
+    """Trunk on [x, fourier(x), emb(s), emb(t)] with a velocity head (dim outputs) and an optional scalar
+    divergence head.
+
+    x: (B, dim); s, t: (B,). ``x_freqs`` random Fourier features of x (0: none) with frequencies of
+    std ``x_scale``. The divergence head is zero-initialised, so a head added to a trained velocity
+    model starts at D = 0 without changing u.
     """
 
     def __init__(
@@ -39,6 +64,8 @@ class MLPFlowMap(FlowMapNet):
         hidden: int = 512,
         depth: int = 4,
         time_freqs: int = 8,
+        x_freqs: int = 0,
+        x_scale: float = 1.0,
         div_head: bool = False,
         div_scale: float = 1.0,
         flow_map: bool = False,
@@ -48,8 +75,9 @@ class MLPFlowMap(FlowMapNet):
             raise ValueError(f"MLP needs dim, hidden, depth >= 1; got dim={dim}, hidden={hidden}, depth={depth}")
         self.data_shape = (dim,)
         self.embed = FourierTime(time_freqs)
+        self.points = FourierPoints(dim, x_freqs, x_scale) if x_freqs else None
         layers: list[nn.Module] = []
-        width = dim + 2 * self.embed.out_dim
+        width = dim + (self.points.out_dim if self.points is not None else 0) + 2 * self.embed.out_dim
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.GELU()]
             width = hidden
@@ -62,6 +90,7 @@ class MLPFlowMap(FlowMapNet):
         return nn.Linear(self.u_head.in_features, 1)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> FlowMapOutput:
-        h = self.trunk(torch.cat([x, self.embed(s), self.embed(t)], dim=1))
+        feats = [x] if self.points is None else [x, self.points(x)]
+        h = self.trunk(torch.cat([*feats, self.embed(s), self.embed(t)], dim=1))
         d = self.d_head(h).squeeze(1) if self.d_head is not None else None
         return FlowMapOutput(self.u_head(h), d)
