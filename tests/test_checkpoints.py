@@ -180,3 +180,19 @@ def test_resume_drops_a_log_line_the_kill_cut_short_and_stale_temporaries(tmp_pa
     train(tiny_run(20), work, progress=False)
     assert [json.loads(line)["step"] for line in (work / "metrics.jsonl").read_text().splitlines()] == [5, 10, 15, 20]
     assert not (work / ".checkpoint.pt.abc123.tmp.pt").exists()
+
+
+def test_fourier_point_features_are_saved_and_drawn_from_a_fixed_seed(tmp_path):
+    run = tiny_run(10)
+    run["model"].update(x_freqs=8, x_scale=3.0)
+    ckpt = train(run, tmp_path / "run", progress=False)
+    model = load_model(ckpt)
+    fresh = build_model({**run["model"], "x_freqs": 8, "x_scale": 3.0})
+    assert model.points.W.shape == (2, 8) and torch.equal(model.points.W, fresh.points.W)
+    assert 1.5 < float(model.points.W.std()) < 6  # frequencies of std x_scale
+    x, s = torch.randn(5, 2), torch.rand(5)
+    assert not torch.allclose(model(x, s, s).u, fresh(x, s, s).u)  # trained weights, same features
+    plain = build_model({k: v for k, v in run["model"].items() if k not in ("x_freqs", "x_scale")})
+    assert plain.points is None and not any("points" in k for k in plain.state_dict())
+    with pytest.raises(ValueError, match="x_scale = -1"):
+        build_model({**run["model"], "x_freqs": 4, "x_scale": -1})

@@ -184,6 +184,26 @@ def test_forward_only_training_draws_only_forward_steps():
     assert 0.4 < (s > t).float().mean() < 0.6
 
 
+@pytest.mark.parametrize("two_way", [False, True])
+def test_dyadic_time_grid_starts_each_step_at_a_multiple_of_its_size(two_way):
+    def draw(grid):
+        sc = Shortcut(time_grid=grid, two_way=two_way, max_log2=4)
+        return sc.times(4000, torch.Generator().manual_seed(0), torch.zeros(1, dtype=torch.float64))
+
+    s, t = draw("dyadic")
+    d = (t - s).abs()
+    lo = torch.minimum(s, t)
+    assert set(d.tolist()) == {2.0**-k for k in range(5)} and (lo >= 0).all() and (lo + d <= 1).all()
+    assert torch.equal(torch.remainder(lo, d), torch.zeros_like(lo))  # on the grid of its own step size
+    assert len(set(lo[d == 2**-4].tolist())) == 16  # every start of the finest grid is drawn
+    assert ((s > t).any()) == two_way
+    s, t = draw("continuous")
+    d = (t - s).abs()
+    assert (torch.remainder(torch.minimum(s, t), d)[d < 1] > 0).all()  # a step of size 1 starts at 0 either way
+    with pytest.raises(ValueError, match="time_grid = 'grid'"):
+        Shortcut(time_grid="grid")
+
+
 def test_warm_start_adds_a_zero_divergence_head(tmp_path):
     from f2d2.config.resolve import resolve_run
     from f2d2.training.loop import train

@@ -11,7 +11,10 @@ tangent condition at s = t. With m = (s + t) / 2 and x = I_s:
     L = L_tangent + L_SC + lambda (L_div + L_divSC)
 
 ``two_way`` also draws steps with t < s (signed step t - s), so that the map can
-integrate backwards from data to noise; otherwise every step has s < t.
+integrate backwards from data to noise; otherwise every step has s < t. ``time_grid``: where a
+step of size d starts, ``continuous`` (s ~ U[0, 1 - d]) or ``dyadic`` (s a multiple of d, as in the
+shortcut-models paper and the authors' code): the K = 2^j steps of evaluation start exactly there, and
+the midpoints of the semigroup targets lie on the next finer grid.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from f2d2.nets import FlowMapNet
 from f2d2.objectives.base import Objective
 from f2d2.objectives.interpolant import interpolate, noise_like, uniform_time
 from f2d2.objectives.targets import divergence_target, velocity_target
+
+TIME_GRIDS = ("continuous", "dyadic")
 
 
 class Shortcut(Objective):
@@ -40,10 +45,14 @@ class Shortcut(Objective):
         sc_fraction: float = 0.25,
         max_log2: int = 7,
         two_way: bool = True,
+        time_grid: str = "continuous",
     ):
+        if time_grid not in TIME_GRIDS:
+            raise ValueError(f"objective.time_grid = {time_grid!r}; expected one of {TIME_GRIDS}")
         self.distill, self.f2d2, self.lam, self.teacher = distill, f2d2, float(lam), teacher
         self.div_source, self.div_method = div_source, div_method
         self.sc_fraction, self.max_log2, self.two_way = sc_fraction, max_log2, two_way
+        self.time_grid = time_grid
 
     @property
     def needs_teacher(self) -> bool:
@@ -89,15 +98,24 @@ class Shortcut(Objective):
         terms["tangent"] = (out.u - target).pow(2).mean()
         return terms
 
-    def _self_consistency(self, model, x0, x1, generator) -> dict[str, torch.Tensor]:
-        b = x1.shape[0]
-        k = torch.randint(0, self.max_log2 + 1, (b,), generator=generator, device=x1.device)
-        d = torch.pow(2.0, -k.to(x1.dtype))
-        s = uniform_time(b, generator, x1) * (1 - d)  # s < t = s + d <= 1
+    def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s, t), each (B,): dyadic steps |t - s| = 2^-k, k ~ U{0..max_log2}, inside [0, 1]; s < t unless
+        ``two_way`` reverses half of them; s on the step's grid when ``time_grid`` is dyadic."""
+        k = torch.randint(0, self.max_log2 + 1, (b,), generator=generator, device=like.device)
+        d = torch.pow(2.0, -k.to(like.dtype))
+        u = uniform_time(b, generator, like)
+        if self.time_grid == "dyadic":  # s in {0, d, ..., 1 - d}
+            s = torch.floor(u / d).clamp(max=1 / d - 1) * d
+        else:
+            s = u * (1 - d)  # s < t = s + d <= 1
         t = s + d
         if self.two_way:
-            back = torch.rand(b, generator=generator, device=x1.device) < 0.5
+            back = torch.rand(b, generator=generator, device=like.device) < 0.5
             s, t = torch.where(back, t, s), torch.where(back, s, t)
+        return s, t
+
+    def _self_consistency(self, model, x0, x1, generator) -> dict[str, torch.Tensor]:
+        s, t = self.times(x1.shape[0], generator, x1)
         x = interpolate(x0, x1, s)
         u_target, d_target = semigroup_targets(model, x, s, t)
         out = model(x, s, t)
