@@ -23,6 +23,8 @@ def tiny_config(tmp: Path, bundle: bool = True) -> Path:
     cfg["outdir"] = str(tmp / "results")
     cfg["model"].update(hidden=16, depth=2, time_freqs=2)
     cfg["train"].update(steps=30, batch_size=128, warmup=5, ema_halflife_steps=5, log_every=10, ckpt_every=10)
+    for stage in cfg["stages"].values():  # the stages' own budgets give way to the shared one above
+        stage.get("train", {}).pop("steps", None)
     cfg["stages"]["teacher"]["train"]["steps"] = 60
     cfg["eval"].update(n_points=200, steps=[1, 2], bundle=bundle)
     cfg["eval"]["density_grid"]["size"] = 8

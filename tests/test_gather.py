@@ -553,8 +553,12 @@ def test_figure_guidance(out, tmp_path):
     mod.main(out["samples"], out["guided"], F2D2_RUNS, STEPS, CONFIG, str(dest))
     assert_png(dest)
     data = read_back(dest.with_suffix(".csv"))
-    assert list(data.columns) == ["method", "run", "guided", "K", "nfe", "sliced_w2", "config", "seed"]
+    assert list(data.columns) == ["method", "run", "guided", "K", "nfe", "sliced_w2", "support_mass", "config", "seed"]
     assert len(data) == len(STEPS) * (1 + 2 * len(F2D2_RUNS))
+    cells = {**out["samples"], **{(r, k, True): p for (r, k), p in out["guided"].items()}}
+    for _, r in data.iterrows():  # the second panel's numbers are the cells' own
+        key = (r.run, r.K, True) if r.guided else (r.run, r.K)
+        assert r.support_mass == json.loads(Path(cells[key]).read_text())["support_mass"]
     assert set(data.run) == {"teacher", *F2D2_RUNS}
     assert not data[data.run == "teacher"].guided.any()
     for _, r in data.iterrows():

@@ -2,9 +2,11 @@
 
 NFE = K unguided and K + 1 guided (guidance costs one extra forward and backward pass).
 F2D2 methods: solid = unguided, dashed = guided (same colour); plus the teacher's Euler
-line. The plotted numbers go to a CSV beside the PNG (same stem). Snakemake:
-input.samples (flat list of unguided and ``_guided`` cells); params.methods,
-params.steps, params.config, params.teacher (optional, default "teacher"); output[0] the PNG.
+line. Where the cells hold ``support_mass`` (data with a density: the share of samples where it is
+positive), a second panel plots it: guidance can raise it while the distance to the data grows. The
+plotted numbers go to a CSV beside the PNG (same stem). Snakemake: input.samples (flat list of
+unguided and ``_guided`` cells); params.methods, params.steps, params.config, params.teacher
+(optional, default "teacher"); output[0] the PNG.
 """
 
 import os
@@ -18,8 +20,10 @@ import pandas as pd  # noqa: E402
 
 import common  # noqa: E402  (selects the Agg backend)
 
+MASS = "support_mass"
 
-def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str, key: str) -> list[dict]:
+
+def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str, keys: list[str]) -> list[dict]:
     rows = []
     kind = "guided sample" if guided else "unguided sample"
     for k, read in common.cells_by_k(run, steps, {kind: cells}):
@@ -31,7 +35,7 @@ def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str, 
                 "guided": guided,
                 "K": k,
                 "nfe": k + 1 if guided else k,
-                key: float(common.cell_value(cell, key, path)),
+                **{key: float(common.cell_value(cell, key, path)) for key in keys},
                 "config": config,
                 "seed": common.cell_value(cell, "train_seed", path),
             }
@@ -50,30 +54,36 @@ def main(
 ) -> pd.DataFrame:
     """Cells keyed by (run, k); ``methods`` are the F2D2 runs. Writes ``out`` (PNG) and its .csv."""
     steps = sorted(int(k) for k in steps)
-    key, _ = common.sample_metric(common.read_json(p) for p in sample_cells.values())
+    cells = [common.read_json(p) for p in sample_cells.values()]
+    key, _ = common.sample_metric(cells)
+    keys = [key] + ([MASS] if cells and all(MASS in c for c in cells) else [])
     rows = []
     if teacher:
-        rows += _points(teacher, sample_cells, steps, False, config, key)
+        rows += _points(teacher, sample_cells, steps, False, config, keys)
     for run in methods:
-        rows += _points(run, sample_cells, steps, False, config, key)
-        rows += _points(run, guided_cells, steps, True, config, key)
-    df = pd.DataFrame(rows, columns=["method", "run", "guided", "K", "nfe", key, "config", "seed"])
+        rows += _points(run, sample_cells, steps, False, config, keys)
+        rows += _points(run, guided_cells, steps, True, config, keys)
+    df = pd.DataFrame(rows, columns=["method", "run", "guided", "K", "nfe", *keys, "config", "seed"])
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    if teacher:
-        t = df[df.run == teacher]
-        ax.plot(t.nfe, t[key], "o-", color="black", label=f"{common.method_label(teacher)} (teacher)")
-    for i, run in enumerate(methods):
-        color = f"C{i}"
-        for guided, style in ((False, "o-"), (True, "s--")):
-            d = df[(df.run == run) & (df.guided == guided)]
-            label = common.method_label(run) + (" + guidance" if guided else "")
-            ax.plot(d.nfe, d[key], style, color=color, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("NFE")
-    ax.set_ylabel(f"{'FID' if key == 'fid' else 'sliced W2'} (lower is better)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    labels = {
+        key: f"{'FID' if key == 'fid' else 'sliced W2'} (lower is better)",
+        MASS: "mass in the support (higher is better)",
+    }
+    for ax, metric in zip(axes[0], keys, strict=True):
+        if teacher:
+            t = df[df.run == teacher]
+            ax.plot(t.nfe, t[metric], "o-", color="black", label=f"{common.method_label(teacher)} (teacher)")
+        for i, run in enumerate(methods):
+            for guided, style in ((False, "o-"), (True, "s--")):
+                d = df[(df.run == run) & (df.guided == guided)]
+                label = common.method_label(run) + (" + guidance" if guided else "")
+                ax.plot(d.nfe, d[metric], style, color=f"C{i}", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFE")
+        ax.set_ylabel(labels[metric])
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7)
     common.save_figure(fig, out)
     common.write_csv(df, Path(out).with_suffix(".csv"))
     return df
