@@ -99,8 +99,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--guidance-lr",
         type=float,
         nargs=2,
-        default=[0.1, 0.05],
-        help="self-guidance Adam learning rate for K = 1 and for K > 1 (one Adam step)",
+        default=None,
+        help="self-guidance Adam learning rate for K = 1 and for K > 1 (one Adam step); "
+        "default: the config's eval.guidance lr_one_step and lr_multi_step",
     )
     p.add_argument(
         "--families",
@@ -133,6 +134,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_yaml(args.config)
+    if args.guidance_lr is None:
+        g = cfg["eval"]["guidance"]
+        args.guidance_lr = [g["lr_one_step"], g["lr_multi_step"]]
     dev = args.device
     data = make_dataset(resolve_run(cfg)["data"])
     x_test = data.sample(args.n_points, torch.Generator().manual_seed(args.test_seed)).to(dev)
@@ -208,6 +212,7 @@ def reference_row(teacher, data, x_test, analytic, noise, fresh) -> tuple[dict, 
         "mean_nll_nats": float(ref_nll.mean()),
         "mean_bpd": float(bits_per_dim(ref_nll, x_test.shape[1]).mean()),
         "mean_abs_err_vs_analytic": nll_error(ref_nll, analytic),
+        "mean_nll_gap_vs_analytic": float(ref_nll.mean() - analytic.mean()),
         "nfe": ref.nfe,
         "seconds": ref_seconds,
         "support_mass": support_mass(data.log_prob(ref_samples)),
@@ -273,11 +278,14 @@ def speed(model, teacher, x_test) -> dict:
 
 
 def print_table(result: dict) -> None:
+    """Everything in one printout: the reference, every row, a method x K error table, the speed ratio and the
+    training wall time of each stage."""
     ref = result["reference"]
     print(
         f"analytic mean NLL {result['analytic_mean_nll_nats']:.4f} nats "
         f"({result['analytic_mean_bpd']:.4f} bits/dim); reference (dopri5) {ref['mean_nll_nats']:.4f} "
-        f"nats, |ref - analytic| {ref['mean_abs_err_vs_analytic']:.4f}, NFE {ref['nfe']}; "
+        f"nats, mean NLL - analytic {ref['mean_nll_gap_vs_analytic']:.4f}, per point "
+        f"{ref['mean_abs_err_vs_analytic']:.4f}, NFE {ref['nfe']}; "
         f"teacher dopri5 samples: mass {ref['support_mass']:.3f}, SW2 {ref['sliced_w2']:.3f}"
     )
     print(
@@ -291,6 +299,7 @@ def print_table(result: dict) -> None:
             f"{r['family']:13s} {r['method']:22s} {r['K']:2d} {r['mean_nll_nats']:8.4f} {r['mean_bpd']:7.4f} "
             f"{r['abs_err_vs_reference']:9.4f} {r['support_mass']:6.3f} {r['sliced_w2']:6.3f} {g}{own}"
         )
+    print_error_table(result["rows"])
     if "speed" in result:
         s = result["speed"]
         print(
@@ -298,6 +307,23 @@ def print_table(result: dict) -> None:
             f"{s['reference_seconds']:.3f} s: {s['ratio']:.0f}x faster; the reference took {s['reference_nfe']} "
             f"NFE, one costs {s['reference_rhs_seconds'] / s['k1_seconds']:.2f} K = 1 passes"
         )
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in result["train_seconds"].items() if v is not None)
+    print(f"training wall time per stage: {times}")
+
+
+def print_error_table(rows: list[dict]) -> None:
+    """Mean per-point |NLL - reference NLL| (nats): one line per family and method, one column per K."""
+    ks = sorted({r["K"] for r in rows})
+    table: dict[tuple[str, str], dict[int, float]] = {}
+    for r in rows:
+        table.setdefault((r["family"], r["method"]), {})[r["K"]] = r["abs_err_vs_reference"]
+        if "abs_err_vs_own_reference" in r:
+            table.setdefault((r["family"], f"{r['method']} (own flow)"), {})[r["K"]] = r["abs_err_vs_own_reference"]
+    print("mean per-point |NLL - reference NLL| (nats)")
+    print(f"{'family':13s} {'method':34s} " + " ".join(f"{'K=' + str(k):>7s}" for k in ks))
+    for (family, method), errs in table.items():
+        cells = " ".join(f"{errs[k]:7.4f}" if k in errs else f"{'-':>7s}" for k in ks)
+        print(f"{family:13s} {method:34s} {cells}")
 
 
 if __name__ == "__main__":
