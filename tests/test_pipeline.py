@@ -54,6 +54,8 @@ def test_error_table_matches_cells_and_f2d2_rows_exist(pipeline):
     # Shortcut-F2D2 (div_source self) also against its own flow's dopri5 solve, beside its own row
     (own,) = t7.index[t7["reference"] == "own flow"]
     assert t7.loc[own, "run"] == t7.loc[own - 1, "run"] == "shortcut_f2d2"
+    solved = json.loads((out / "eval" / "nll" / "shortcut_f2d2" / "reference.json").read_text())["checkpoint"]
+    assert Path(solved).parent.name == "shortcut_f2d2"  # the run's own velocity, not another run's
     own_ref = pd.read_csv(out / "eval" / "nll" / "shortcut_f2d2" / "reference.csv")["nll_nats"]
     k1 = pd.read_csv(out / "eval" / "nll" / "shortcut_f2d2" / "K1.csv")["nll_nats"]
     assert t7.loc[own, "K1_abs_err_nats"] == pytest.approx((k1 - own_ref).abs().mean(), rel=1e-6)
@@ -97,7 +99,8 @@ def test_one_evaluation_job_per_run_writes_every_cell(pipeline):
     """eval.bundle (the default): one `f2d2 eval` job per trained run, one cell per output file; the compute
     share of the jobs is recorded."""
     _, config, out = pipeline
-    runs = experiment.runs(yaml.safe_load(config.read_text()))
+    cfg = yaml.safe_load(config.read_text())
+    runs, solves = experiment.runs(cfg), 1 + len(experiment.own_flow_stages(cfg))  # reference solves
     for run in runs:
         job = json.loads((out / "eval" / "bundle" / run / "logs" / "job.json").read_text())
         assert job["argv"][0] == "eval" and job["state"] == "COMPLETED", run
@@ -107,8 +110,8 @@ def test_one_evaluation_job_per_run_writes_every_cell(pipeline):
         assert {Path(job["cwd"]) / p for p in outs} == cells and len(cells) == len(set(outs)), run
     assert not list((out / "eval").glob("*/*/logs/K*"))  # no job of its own for any cell
     share = json.loads((out / "tables" / "compute_share.json").read_text())
-    assert share["jobs"] == 2 * len(runs) + 1 and 0 < share["compute_share"] <= 1
-    assert share["by_kind"]["eval"]["jobs"] == len(runs) + 1 and not share["missing_job_records"]
+    assert share["jobs"] == 2 * len(runs) + solves and 0 < share["compute_share"] <= 1
+    assert share["by_kind"]["eval"]["jobs"] == len(runs) + solves and not share["missing_job_records"]
 
 
 def test_rerun_does_nothing_and_one_cell_rebuilds_its_run_alone(pipeline):

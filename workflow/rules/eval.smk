@@ -38,14 +38,20 @@ rule test_split:
         "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --summary {output} > {log} 2>&1"
 
 
-def reference_solve(run, log_dir, job_name):
-    """The shell command of the dopri5 reference solve of ``run``'s velocity on the test points."""
-    ref = EVAL["reference"]
-    return (
-        f"{submit('eval', log_dir, job_name)} -- nll --checkpoint {shlex.quote(checkpoint(run))} "
-        f"--points {{input.points}} --reference --atol {ref['atol']} --rtol {ref['rtol']} --div {ref['div']} "
-        f"--device {device('eval')} {BATCH} --out {{output.csv}} --summary {{output.json}} > {{log}} 2>&1"
+def reference_solve(run):
+    """The dopri5 reference solve of ``run``'s velocity on the test points, writing eval/nll/<run>/reference.*:
+    its output files, log, and command (without the log redirection; a param, so evaluated when the rule is
+    defined, not when a rule made in a loop runs)."""
+    ref, folder = EVAL["reference"], f"{OUT}/eval/nll/{run}"
+    job = "nll-reference" if run == REFERENCE else f"nll-reference-{run}"
+    cmd = (
+        f"{submit('eval', f'{folder}/logs/reference', job)} -- nll --checkpoint {shlex.quote(checkpoint(run))} "
+        f"--points {shlex.quote(rules.test_points.output[0])} --reference --atol {ref['atol']} --rtol {ref['rtol']} "
+        f"--div {ref['div']} --device {device('eval')} {BATCH} --out {shlex.quote(folder)}/reference.csv "
+        f"--summary {shlex.quote(folder)}/reference.json"
     )
+    outputs = {"csv": f"{folder}/reference.csv", "json": f"{folder}/reference.json"}
+    return outputs, f"{folder}/logs/reference/snakemake.log", cmd
 
 
 rule reference_nll:
@@ -53,12 +59,13 @@ rule reference_nll:
         trained(REFERENCE),
         points=rules.test_points.output,
     output:
-        csv=f"{OUT}/eval/nll/{REFERENCE}/reference.csv",
-        json=f"{OUT}/eval/nll/{REFERENCE}/reference.json",
+        **reference_solve(REFERENCE)[0],
     log:
-        f"{OUT}/eval/nll/{REFERENCE}/logs/reference/snakemake.log",
+        reference_solve(REFERENCE)[1],
+    params:
+        cmd=reference_solve(REFERENCE)[2],
     shell:
-        reference_solve(REFERENCE, f"{OUT}/eval/nll/{REFERENCE}/logs/reference", "nll-reference")
+        "{params.cmd} > {log} 2>&1"
 
 
 # Table 7's second yardstick for a run whose head learned its own velocity's divergence (div_source self).
@@ -71,12 +78,13 @@ for _run in OWN_FLOW_STAGES:
             trained(_run),
             points=rules.test_points.output,
         output:
-            csv=f"{OUT}/eval/nll/{_run}/reference.csv",
-            json=f"{OUT}/eval/nll/{_run}/reference.json",
+            **reference_solve(_run)[0],
         log:
-            f"{OUT}/eval/nll/{_run}/logs/reference/snakemake.log",
+            reference_solve(_run)[1],
+        params:
+            cmd=reference_solve(_run)[2],
         shell:
-            reference_solve(_run, f"{OUT}/eval/nll/{_run}/logs/reference", f"nll-reference-{_run}")
+            "{params.cmd} > {log} 2>&1"
 
 
 rule fid_reference:

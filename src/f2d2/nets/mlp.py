@@ -69,8 +69,12 @@ class MLPFlowMap(FlowMapNet):
         div_head: bool = False,
         div_scale: float = 1.0,
         flow_map: bool = False,
+        div_hidden: list[int] = (),
     ):
         super().__init__(div_scale, flow_map)
+        if any(h < 1 for h in div_hidden):
+            raise ValueError(f"model.div_hidden = {div_hidden!r}; expected hidden sizes >= 1 (or none)")
+        self.div_hidden = list(div_hidden)
         if depth < 1 or hidden < 1 or dim < 1:
             raise ValueError(f"MLP needs dim, hidden, depth >= 1; got dim={dim}, hidden={hidden}, depth={depth}")
         self.data_shape = (dim,)
@@ -87,7 +91,13 @@ class MLPFlowMap(FlowMapNet):
             self.add_div_head()
 
     def new_div_head(self) -> nn.Module:
-        return nn.Linear(self.u_head.in_features, 1)
+        """Linear on the trunk's features, or through ``div_hidden`` GELU layers first."""
+        layers: list[nn.Module] = []
+        width = self.u_head.in_features
+        for h in self.div_hidden:
+            layers += [nn.Linear(width, h), nn.GELU()]
+            width = h
+        return nn.Sequential(*layers, nn.Linear(width, 1)) if layers else nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> FlowMapOutput:
         feats = [x] if self.points is None else [x, self.points(x)]
