@@ -586,6 +586,10 @@ def test_figure_density(out, tmp_path):
     assert mod.main(out["grid"], out["density"], str(tmp_path / "f.png"), analytic=False)[0] == "Flow Matching, K=1"
     with pytest.raises(ValueError, match="grid"):
         mod.density_map(nll[:-1], GRID_SIZE, "x")
+    true = np.array([[1 / 32, 0.0], [np.inf, 1 / 32]])  # off-support cells are 0, never inf, in a map
+    spiky = np.array([[0.01, 5.0], [0.02, 0.03]])
+    assert mod.color_max([np.where(np.isinf(true), 0.0, true), spiky], has_analytic=True) == pytest.approx(1 / 16)
+    assert mod.color_max([spiky], has_analytic=False) == pytest.approx(np.percentile(spiky, 99.5))
 
 
 def test_figure_density_from_snakemake_lists(out, tmp_path):

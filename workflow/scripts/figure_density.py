@@ -2,9 +2,10 @@
 
 ``grid.json`` = {"lo", "hi", "size"}: point i is (xs[i % size], ys[i // size]) with
 xs = ys = linspace(lo, hi, size). The analytic density (``analytic_nll_nats`` column,
-``inf`` off the support) comes first when present. All panels share one colour scale,
-0 to the 99.5th percentile of all plotted values (a few spikes must not wash out the
-rest). Snakemake: input.grid, input.density (flat list of ``{run}/K{k}.csv``, panel
+``inf`` off the support) comes first when present. All panels share one colour scale: 0 to
+twice the analytic density's maximum when it is plotted (the true density mid-scale, a
+baseline's spikes saturate), else to the 99.5th percentile of all plotted values (a few spikes
+must not wash out the rest). Snakemake: input.grid, input.density (flat list of ``{run}/K{k}.csv``, panel
 order = input order); params.analytic (optional, default True); output[0] the PNG.
 """
 
@@ -46,6 +47,17 @@ def panels_from_paths(paths) -> dict[tuple[str, int], str]:
     return out
 
 
+def color_max(maps: list[np.ndarray], has_analytic: bool) -> float:
+    """The top of the shared colour scale: 2 x the analytic map's maximum (the first map) when there is one,
+    else the 99.5th percentile of every finite value; 1 when that is not positive."""
+    if has_analytic and np.isfinite(maps[0]).any():
+        vmax = 2 * float(np.nanmax(np.where(np.isfinite(maps[0]), maps[0], np.nan)))
+    else:
+        pooled = np.concatenate([m[np.isfinite(m)].ravel() for m in maps])
+        vmax = float(np.percentile(pooled, 99.5)) if pooled.size else 1.0
+    return vmax if vmax > 0 else 1.0
+
+
 def main(grid: str, density_cells: dict, out: str, analytic: bool = True) -> list[str]:
     """density_cells: {(run, k): per-grid-point CSV}, panels in dict order. Writes ``out`` (PNG); returns titles."""
     lo, hi, size = read_grid(grid)
@@ -59,9 +71,7 @@ def main(grid: str, density_cells: dict, out: str, analytic: bool = True) -> lis
             titles.append("Analytic density")
         maps.append(density_map(df["nll_nats"].to_numpy(), size, path))
         titles.append(f"{common.method_label(run)}, K={k}")
-    pooled = np.concatenate([m[np.isfinite(m)].ravel() for m in maps])
-    vmax = float(np.percentile(pooled, 99.5)) if pooled.size else 1.0
-    vmax = vmax if vmax > 0 else 1.0
+    vmax = color_max(maps, has_analytic=titles[0] == "Analytic density")
 
     fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps) + 0.6, 2.8), squeeze=False)
     for ax, m, title in zip(axes[0], maps, titles):
