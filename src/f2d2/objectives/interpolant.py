@@ -6,6 +6,8 @@ import torch
 
 from f2d2.core.flowmap import expand_time
 
+TIME_GRIDS = ("continuous", "dyadic")  # where a step of size d starts: anywhere, or at a multiple of d
+
 
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """I_t for t (B,); the target velocity of this path is x1 - x0."""
@@ -21,3 +23,24 @@ def noise_like(x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def uniform_time(n: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """t ~ U[0, 1], shape (n,)."""
     return torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def dyadic_steps(
+    n: int, max_log2: int, generator: torch.Generator, like: torch.Tensor, *, grid: str, two_way: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, t), each (n,): steps of size |t - s| = 2^-k, k ~ U{0..max_log2}, inside [0, 1].
+
+    ``grid``: ``continuous`` (s ~ U[0, 1 - d]) or ``dyadic`` (s a multiple of d, where a K = 2^j-step
+    evaluation starts its steps); s < t unless ``two_way`` reverses half of them.
+    """
+    if grid not in TIME_GRIDS:
+        raise ValueError(f"objective.time_grid = {grid!r}; expected one of {TIME_GRIDS}")
+    k = torch.randint(0, max_log2 + 1, (n,), generator=generator, device=like.device)
+    d = torch.pow(2.0, -k.to(like.dtype))
+    u = uniform_time(n, generator, like)
+    s = torch.floor(u / d).clamp(max=1 / d - 1) * d if grid == "dyadic" else u * (1 - d)
+    t = s + d
+    if two_way:
+        back = torch.rand(n, generator=generator, device=like.device) < 0.5
+        s, t = torch.where(back, t, s), torch.where(back, s, t)
+    return s, t

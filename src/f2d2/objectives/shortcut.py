@@ -24,10 +24,8 @@ import torch
 from f2d2.core.flowmap import jump
 from f2d2.nets import FlowMapNet
 from f2d2.objectives.base import Objective
-from f2d2.objectives.interpolant import interpolate, noise_like, uniform_time
+from f2d2.objectives.interpolant import TIME_GRIDS, dyadic_steps, interpolate, noise_like, uniform_time
 from f2d2.objectives.targets import divergence_target, velocity_target
-
-TIME_GRIDS = ("continuous", "dyadic")
 
 
 class Shortcut(Objective):
@@ -99,20 +97,8 @@ class Shortcut(Objective):
         return terms
 
     def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, t), each (B,): dyadic steps |t - s| = 2^-k, k ~ U{0..max_log2}, inside [0, 1]; s < t unless
-        ``two_way`` reverses half of them; s on the step's grid when ``time_grid`` is dyadic."""
-        k = torch.randint(0, self.max_log2 + 1, (b,), generator=generator, device=like.device)
-        d = torch.pow(2.0, -k.to(like.dtype))
-        u = uniform_time(b, generator, like)
-        if self.time_grid == "dyadic":  # s in {0, d, ..., 1 - d}
-            s = torch.floor(u / d).clamp(max=1 / d - 1) * d
-        else:
-            s = u * (1 - d)  # s < t = s + d <= 1
-        t = s + d
-        if self.two_way:
-            back = torch.rand(b, generator=generator, device=like.device) < 0.5
-            s, t = torch.where(back, t, s), torch.where(back, s, t)
-        return s, t
+        """(s, t), each (B,): the semigroup term's dyadic steps (``dyadic_steps`` with this objective's grid)."""
+        return dyadic_steps(b, self.max_log2, generator, like, grid=self.time_grid, two_way=self.two_way)
 
     def _self_consistency(self, model, x0, x1, generator) -> dict[str, torch.Tensor]:
         s, t = self.times(x1.shape[0], generator, x1)
