@@ -204,18 +204,6 @@ def test_dyadic_time_grid_starts_each_step_at_a_multiple_of_its_size(two_way):
         Shortcut(time_grid="grid")
 
 
-def test_meanflow_dyadic_grid_draws_its_map_pairs_on_the_grid():
-    mf = MeanFlow(time_grid="dyadic", max_log2=3, map_fraction=0.5)
-    s, t = mf.times(4000, torch.Generator().manual_seed(0), torch.zeros(1, dtype=torch.float64))
-    on_map = s != t
-    assert 0.4 < on_map.float().mean() < 0.6  # the rest is the tangent condition, s = t
-    d, lo = (t - s).abs()[on_map], torch.minimum(s, t)[on_map]
-    assert set(d.tolist()) == {1.0, 0.5, 0.25, 0.125} and torch.equal(torch.remainder(lo, d), torch.zeros_like(lo))
-    assert ((d == 1).float().mean() - 0.25).abs() < 0.05  # the one-step map: a quarter of the pairs
-    with pytest.raises(ValueError, match="time_grid = 'even'"):
-        MeanFlow(time_grid="even")
-
-
 def test_warm_start_adds_a_zero_divergence_head(tmp_path):
     from f2d2.config.resolve import resolve_run
     from f2d2.training.loop import train

@@ -14,10 +14,7 @@ Shortcut-Distill does; far lower variance, and the map follows the teacher's flo
 
 A share ``1 - map_fraction`` of the batch has s = t (the tangent condition:
 flow matching for u, divergence matching for D). ``two_way`` draws pairs in both
-orders; otherwise s <= t. ``time_grid``: the s != t pairs are two uniform times
-(``continuous``, the paper's), so that gaps near 1 are rare, or dyadic steps 2^-k,
-k ~ U{0..max_log2}, starting at multiples of their size (``dyadic``: where a K = 2^j-step
-evaluation queries the map; K = 1 is 1 / (max_log2 + 1) of them). The official MeanFlow code runs time the other way
+orders; otherwise s <= t. The official MeanFlow code runs time the other way
 (t = 1 noise); see ``f2d2.nets`` for converting its checkpoints.
 """
 
@@ -27,7 +24,7 @@ import torch
 
 from f2d2.nets import FlowMapNet, FlowMapOutput
 from f2d2.objectives.base import Objective
-from f2d2.objectives.interpolant import TIME_GRIDS, dyadic_steps, expand_time, interpolate, noise_like, uniform_time
+from f2d2.objectives.interpolant import expand_time, interpolate, noise_like, uniform_time
 from f2d2.objectives.targets import divergence_target, velocity_target
 
 TANGENTS = ("conditional", "teacher")
@@ -47,12 +44,7 @@ class MeanFlow(Objective):
         tangent: str = "conditional",
         map_fraction: float = 0.25,
         two_way: bool = True,
-        time_grid: str = "continuous",
-        max_log2: int = 7,
     ):
-        if time_grid not in TIME_GRIDS:
-            raise ValueError(f"objective.time_grid = {time_grid!r}; expected one of {TIME_GRIDS}")
-        self.time_grid, self.max_log2 = time_grid, max_log2
         self.f2d2, self.lam, self.teacher = f2d2, float(lam), teacher
         self.div_source, self.div_method = div_source, div_method
         self.map_fraction, self.two_way, self.tangent = map_fraction, two_way, tangent
@@ -67,12 +59,9 @@ class MeanFlow(Objective):
 
     def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, t), each (b,): a share map_fraction with s != t, ordered s <= t unless two_way."""
-        if self.time_grid == "dyadic":
-            a, c = dyadic_steps(b, self.max_log2, generator, like, grid="dyadic", two_way=self.two_way)
-        else:
-            a, c = uniform_time(b, generator, like), uniform_time(b, generator, like)
-            if not self.two_way:
-                a, c = torch.minimum(a, c), torch.maximum(a, c)
+        a, c = uniform_time(b, generator, like), uniform_time(b, generator, like)
+        if not self.two_way:
+            a, c = torch.minimum(a, c), torch.maximum(a, c)
         on_map = torch.rand(b, generator=generator, device=like.device) < self.map_fraction
         return a, torch.where(on_map, c, a)
 
