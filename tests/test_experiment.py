@@ -27,7 +27,10 @@ STAGES = [
 
 
 def test_runs_are_the_stages_then_the_ablation_values_off_the_stage():
-    runs = experiment.runs(BASE)
+    cfg = copy.deepcopy(BASE)
+    cfg["ablations"]["div_scale"]["values"] = [0.1, 1.0, 10.0]
+    cfg["ablations"]["lam"]["values"] = [0.01, 0.1, 1.0, 10.0]
+    runs = experiment.runs(cfg)
     assert list(runs)[: len(STAGES)] == STAGES and all(runs[s] == (s, []) for s in STAGES)
     stage = "shortcut_distill_f2d2"
     assert {r: v for r, v in runs.items() if r not in STAGES} == {  # 1.0 is the stage's own value: no run
@@ -37,13 +40,24 @@ def test_runs_are_the_stages_then_the_ablation_values_off_the_stage():
         f"{stage}__lam0.1": (stage, ["objective.lam=0.1"]),
         f"{stage}__lam10": (stage, ["objective.lam=10.0"]),
     }
-    assert experiment.ablation_runs(BASE, "lam") == [
+    assert experiment.ablation_runs(cfg, "lam") == [
         (0.01, f"{stage}__lam0.01"),
         (0.1, f"{stage}__lam0.1"),
         (1.0, stage),
         (10.0, f"{stage}__lam10"),
     ]
     assert experiment.ablation_tables(BASE) == {"div_scale": 5, "lam": 6}
+
+
+def test_own_flow_stages_are_the_f2d2_stages_whose_head_learns_their_own_divergence():
+    assert experiment.own_flow_stages(BASE) == ["shortcut_f2d2"]  # the default: div_source self
+    cfg = copy.deepcopy(BASE)
+    cfg["stages"]["meanflow_f2d2"]["objective"].update(div_source="self", tangent="conditional")
+    cfg["stages"]["shortcut_f2d2"]["objective"]["div_source"] = "teacher"
+    cfg["stages"]["shortcut_f2d2"]["objective"]["teacher"] = "teacher"
+    assert experiment.own_flow_stages(cfg) == ["meanflow_f2d2"]
+    cfg["stages"]["shortcut"]["objective"]["div_source"] = "self"  # no divergence head: not F2D2
+    assert experiment.own_flow_stages(cfg) == ["meanflow_f2d2"]
 
 
 def test_run_config_is_the_stage_with_the_overrides():
