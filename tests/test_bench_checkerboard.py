@@ -3,23 +3,15 @@ as its JSON), the reference's gap to the analytic NLL, the speed ratio and each 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
 import pytest
 import yaml
 
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, load_bench
 
 STAGES = ["teacher", "shortcut_distill", "shortcut_distill_f2d2"]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_checkerboard", ROOT / "bench" / "checkerboard.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -30,7 +22,7 @@ def test_one_run_prints_every_error_the_speed_ratio_and_stage_times(tmp_path, ca
     config.write_text(yaml.safe_dump(cfg))
     args = ["--config", str(config), "--out", str(tmp_path / "b"), "--families", "two-way", "--n-points", "64"]
     args += ["--no-progress", "--stages", "shortcut_distill_f2d2", "--set", "train.steps=10", "--set", "train.warmup=2"]
-    assert _bench().main(args) == 0
+    assert load_bench("checkerboard").main(args) == 0
     printed = capsys.readouterr().out
     result = json.loads((tmp_path / "b" / "checkerboard.json").read_text())
     assert result["config_content"]["eval"]["guidance"]["lr_one_step"] == cfg["eval"]["guidance"]["lr_one_step"]

@@ -3,24 +3,16 @@ nothing here depends on the machine's speed)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from pipeline_helpers import ROOT
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_images", ROOT / "bench" / "images.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from pipeline_helpers import ROOT, load_bench
 
 
 @pytest.mark.slow
 def test_cpu_benchmark_has_every_row(tmp_path, capsys):
-    bench = _bench()
+    bench = load_bench("images")
     out = tmp_path / "images.json"
     assert (
         bench.main(
@@ -65,7 +57,7 @@ def test_cpu_benchmark_has_every_row(tmp_path, capsys):
 
 
 def test_stage_overrides_pick_shared_and_own():
-    bench = _bench()
+    bench = load_bench("images")
     items = ["train.device=cpu", "teacher:train.steps=4", "shortcut_distill:train.steps=2", "model.x=[1, 2]"]
     assert bench.stage_overrides(items, "teacher") == ["train.device=cpu", "train.steps=4", "model.x=[1, 2]"]
 
