@@ -54,22 +54,26 @@ def reference_solve(run):
     return outputs, f"{folder}/logs/reference/snakemake.log", cmd
 
 
+_outputs, _log, _cmd = reference_solve(REFERENCE)
+
+
 rule reference_nll:
     input:
         trained(REFERENCE),
         points=rules.test_points.output,
     output:
-        **reference_solve(REFERENCE)[0],
+        **_outputs,
     log:
-        reference_solve(REFERENCE)[1],
+        _log,
     params:
-        cmd=reference_solve(REFERENCE)[2],
+        cmd=_cmd,
     shell:
         "{params.cmd} > {log} 2>&1"
 
 
 # Table 7's second yardstick for a run whose head learned its own velocity's divergence (div_source self).
 for _run in OWN_FLOW_STAGES:
+    _outputs, _log, _cmd = reference_solve(_run)
 
     rule:
         name:
@@ -78,11 +82,11 @@ for _run in OWN_FLOW_STAGES:
             trained(_run),
             points=rules.test_points.output,
         output:
-            **reference_solve(_run)[0],
+            **_outputs,
         log:
-            reference_solve(_run)[1],
+            _log,
         params:
-            cmd=reference_solve(_run)[2],
+            cmd=_cmd,
         shell:
             "{params.cmd} > {log} 2>&1"
 
