@@ -165,12 +165,13 @@ def main(argv=None) -> int:
     noise = torch.randn(args.n_points, dim, generator=torch.Generator().manual_seed(7)).to(dev)
     result["reference"], ref_nll = reference_row(teacher, data, x_test, analytic, noise, fresh)
     print(f"[bench] reference: {result['reference']}", file=sys.stderr)
+    own_flow_stages = experiment.own_flow_stages(cfg)  # heads distilled from their own velocity
     for family in args.families:
         for stage in stages:
             if family != args.families[0] and stage == reference:
                 continue
             model = load_model(ckpts[(family, stage)], device=dev)
-            own_flow = cfg["stages"][stage].get("objective", {}).get("div_source") == "self"
+            own_flow = stage in own_flow_stages
             for row in method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic, noise, fresh, args):
                 result["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr)
