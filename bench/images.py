@@ -21,6 +21,11 @@ under ``train.precision``, backward, RAdam, EMA), warm-up steps excluded, the cl
   network on ``--ref-n`` of them, extrapolated to ``--bpd-n``. An untrained network's ODE is smoother than a
   trained teacher's, so this reference time is a lower bound; ``--calibrate`` times the trained teacher's.
 
+``--trained CONFIG`` times a pipeline's trained networks after its run (e.g. config/patches.yaml): the K = 1 F2D2
+BPD of each F2D2 stage on the pipeline's test patches (``eval/test_points.npy``, dequantized as its NLL cells)
+against the teacher's reference solve (the config's ``eval.reference`` tolerances), side by side, one after the
+other, with the ratio of their seconds.
+
 ``--calibrate`` trains config/patches-gpu.yaml's stages (teacher -> Shortcut-Distill -> Shortcut-Distill-F2D2,
 the last with the early stop at the teacher's reference BPD) and prints the K = 1 BPD of every test patch
 against the reference; ``--tiny`` shrinks it to a CPU-sized check of the same path. Writes ``--out``
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import platform
@@ -38,16 +44,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from f2d2.config import experiment
 from f2d2.config.resolve import apply_overrides, load_yaml, resolve_run
 from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
 from f2d2.core.sampling import sample
 from f2d2.data import make_dataset
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.nll import points_nll
-from f2d2.io.checkpoint import load_model
+from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.nets import build_model
 from f2d2.objectives import build_objective, describe
 from f2d2.training import speed
@@ -359,6 +367,59 @@ def calibrate(args) -> dict:
     return res
 
 
+def time_trained(args) -> dict:
+    """K = 1 BPD of every F2D2 stage of the pipeline config ``args.trained`` against its teacher's reference solve,
+    on the pipeline's test patches, each timed on ``args.device``."""
+    cfg = load_yaml(args.trained)
+    out = Path(cfg["outdir"]) if Path(cfg["outdir"]).is_absolute() else ROOT / cfg["outdir"]
+    points = out / "eval" / "test_points.npy"
+    teacher = experiment.reference_stage(cfg)
+    runs = [run for run in experiment.f2d2_runs(cfg) if run in cfg["stages"]]  # the stages, not the ablation runs
+    ckpt = {run: out / "train" / run / "checkpoint.pt" for run in [teacher, *runs]}
+    if missing := [str(p) for p in [points, *ckpt.values()] if not p.exists()]:
+        raise SystemExit(f"--trained {args.trained}: {missing} not found; run the pipeline on this config first")
+    test = torch.from_numpy(np.load(points))
+    ev, clock = cfg["eval"], Clock(torch.device(args.device))
+    batch = ev.get("batch_size") or len(test)
+    model = load_model(ckpt[teacher], device=args.device)
+    gen = torch.Generator(args.device).manual_seed(0)  # the reference cell's probes (f2d2 nll --seed 0)
+    tol = ev["reference"]
+    ref = lambda x: reference_log_likelihood(  # noqa: E731
+        model, x, atol=tol["atol"], rtol=tol["rtol"], div=tol["div"], generator=gen
+    )
+    ref_s, ref_bpd, ref_nfe = bpd_seconds(model, test, ref, batch, clock)
+    rows = []
+    for run in runs:
+        f2d2 = load_model(ckpt[run], device=args.device)
+        two_way = load_checkpoint(ckpt[run])["config"]["objective"].get("two_way", True)
+        few = functools.partial(
+            log_likelihood, f2d2, steps=1, div="head", backward="two-way" if two_way else "forward-only"
+        )
+        bpd_seconds(f2d2, test[:batch], few, batch, clock)  # warm-up
+        k1_s, k1_bpd, _ = bpd_seconds(f2d2, test, few, batch, clock)
+        rows.append({"run": run, "k1_bpd": k1_bpd, "k1_s": k1_s, "speedup": ref_s / k1_s})
+    return {
+        "config": str(args.trained),
+        "device": args.device,
+        "n": len(test),
+        "reference": {"run": teacher, "bpd": ref_bpd, "s": ref_s, "nfe": ref_nfe},
+        "f2d2": rows,
+    }
+
+
+def print_trained(res: dict) -> None:
+    ref = res["reference"]
+    print(
+        f"{res['n']} test patches on {res['device']}: reference ({ref['run']}, dopri5) {ref['bpd']:.4f} bits/dim in "
+        f"{ref['s']:.2f} s ({ref['nfe']} NFE)"
+    )
+    for row in res["f2d2"]:
+        print(
+            f"  {row['run']:34s} K = 1 {row['k1_bpd']:.4f} bits/dim in {row['k1_s'] * 1000:8.1f} ms: "
+            f"{row['speedup']:.0f}x faster"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default="cpu")
@@ -383,7 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrate-config", default=str(ROOT / "config" / "patches-gpu.yaml"))
     p.add_argument("--tiny", action="store_true", help="--calibrate at CPU size")
     p.add_argument("--set", action="append", default=[], help="with --calibrate: a config override, [stage:]key=value")
+    p.add_argument("--trained", metavar="CONFIG", help="time a pipeline's trained F2D2 runs (after its run)")
     args = p.parse_args(argv)
+    if args.trained:
+        res = time_trained(args)
+        print_trained(res)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(res, indent=1))
+        return 0
     if args.calibrate:
         if args.out is None:
             p.error("--calibrate needs --out (a folder)")

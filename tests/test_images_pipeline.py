@@ -4,6 +4,9 @@ missing image data stopping the workflow on start, before any job."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,10 @@ def tiny_images_config(tmp: Path) -> Path:
     cfg["stages"]["teacher"]["train"]["steps"] = 8
     # one chain of the DAG (each job costs a few seconds of start-up on 2 cores); config/tiny-images.yaml has all
     cfg["stages"] = {k: cfg["stages"][k] for k in STAGES}
+    # the calibrated early stop with a tolerance it meets at its first check (step 2 of 4)
+    cfg["stages"]["meanflow_f2d2"]["train"]["early_stop"] = dict(
+        every=2, n_val=8, steps=1, target_bpd=None, tol=1000.0, seed=0
+    )
     cfg["eval"].update(n_points=24, steps=[1, 2])
     cfg["eval"]["fid"]["n_samples"] = 24
     path = tmp / "tiny-images.yaml"
@@ -54,6 +61,16 @@ def test_table1_has_bpd_and_fid_for_every_method(image_pipeline):
     assert (methods[["K2_fid", "K1_fid"]] >= 0).all().all()
     assert set(methods["config"]) == {str(config.relative_to(tmp))}  # relative to the project (--directory)
     assert set(t1["test_split"]) == {"test split of shapes: all 24"}
+
+
+def test_tables_say_at_which_step_the_early_stop_ended_a_run(image_pipeline):
+    _, _, out = image_pipeline
+    for name in ("table1", "table7"):
+        t = pd.read_csv(out / "tables" / f"{name}.csv").set_index("run")
+        assert t.loc["meanflow_f2d2", "early_stop_step"] == 2, name
+        assert t.loc["meanflow_f2d2", "trained_steps"] == 2, name
+        assert t.loc["meanflow", "trained_steps"] == 4 and pd.isna(t.loc["meanflow", "early_stop_step"]), name
+    assert pd.read_csv(out / "tables" / "table1.csv").set_index("run").loc["teacher", "trained_steps"].min() == 8
 
 
 def test_image_cells_record_dequantized_bpd_fid_and_timing(image_pipeline):
@@ -87,3 +104,25 @@ def test_missing_cifar10_stops_on_start_naming_the_folder(tmp_path):
     assert proc.returncode != 0
     assert str(tmp_path / "no-cifar" / "cifar-10-batches-py") in said and "cifar-10-python.tar.gz" in said
     assert not (tmp_path / "results").exists()
+
+
+def test_bench_times_the_trained_runs_on_the_pipelines_test_patches(image_pipeline, tmp_path):
+    _, config, out = image_pipeline
+    res_path = tmp_path / "trained.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "images.py"), "--trained", str(config), "--out", str(res_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    res = json.loads(res_path.read_text())
+    t1 = pd.read_csv(out / "tables" / "table1.csv").set_index("method")
+    # the same points, dequantization and probes as the pipeline's cells: the same numbers
+    assert res["n"] == 24 and res["reference"]["run"] == "teacher"
+    np.testing.assert_allclose(res["reference"]["bpd"], t1.loc["Reference (teacher, dopri5)", "K1_nll_bpd"], rtol=1e-6)
+    (row,) = res["f2d2"]
+    assert row["run"] == "meanflow_f2d2"
+    np.testing.assert_allclose(row["k1_bpd"], t1.loc["MeanFlow-F2D2", "K1_nll_bpd"], rtol=1e-6)
+    assert row["speedup"] == pytest.approx(res["reference"]["s"] / row["k1_s"])
+    assert f"{row['speedup']:.0f}x faster" in done.stdout

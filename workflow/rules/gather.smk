@@ -14,6 +14,7 @@ rule table_main:
         samples=_SAMPLES_MAIN,
         reference=rules.reference_nll.output.json,
         test_split=rules.test_split.output[0],
+        training=[trained(r) for r in STAGES],
     output:
         _report(f"{OUT}/tables/table1.csv", 1),
     log:
@@ -97,6 +98,7 @@ rule table_error:
         reference_csv=rules.reference_nll.output.csv,
         own_references=[f"{OUT}/eval/nll/{r}/reference.json" for r in OWN_FLOW_STAGES],
         test_split=rules.test_split.output[0],
+        training=[trained(r) for r in STAGES],
     output:
         _report(f"{OUT}/tables/table7.csv", 7),
     log:

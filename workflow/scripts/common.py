@@ -90,6 +90,37 @@ def test_split(path: str | os.PathLike) -> str:
     return cell_value(read_json(path), "test_split", path)
 
 
+def training_end(path: str | os.PathLike) -> dict:
+    """How a run's training ended, from its ``train.json`` (``f2d2 train --summary``): ``trained_steps``, the
+    steps it took, and ``early_stop_step``, the step of its calibrated early stop (None when it ran all its
+    ``train.steps``)."""
+    summary = read_json(path)
+    stopped = summary.get("early_stopped")
+    steps = int(cell_value(summary, "steps", path))
+    return {
+        "trained_steps": steps if stopped is None else int(stopped["step"]),
+        "early_stop_step": None if stopped is None else int(stopped["step"]),
+    }
+
+
+TRAINING_COLUMNS = ("trained_steps", "early_stop_step")
+
+
+def training_columns(run: str | None, training: dict[str, str] | None) -> dict:
+    """A table row's training columns: {} without ``training`` ({run: train.json}), else
+    :func:`training_end` of ``run`` (both None for a row of no training run, e.g. the analytic density)."""
+    if training is None:
+        return {}
+    if run not in training:
+        return dict.fromkeys(TRAINING_COLUMNS)
+    return training_end(training[run])
+
+
+def training_inputs(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
+    """{run: path} of Snakemake's list of ``{OUT}/train/{run}/train.json`` inputs."""
+    return {Path(p).parent.name: str(p) for p in paths}
+
+
 def read_points_csv(path: str | os.PathLike) -> pd.DataFrame:
     """A per-point CSV (``nll_nats,bpd[,analytic_nll_nats]``) as a float DataFrame."""
     df = pd.read_csv(path)

@@ -8,7 +8,8 @@ extra row for each run whose divergence head learned its own velocity's divergen
 Snakemake: input.nll (flat list of JSON cells), input.reference, input.own_references (the own-flow
 reference JSONs, in params.own_flow order), input.test_split (``f2d2 data --summary``'s JSON: the last
 column, ``test_split``, says where the test points come from); params.methods, params.own_flow,
-params.steps, params.config; output[0] the CSV.
+params.steps, params.config; input.training (every run's ``train.json``: columns ``trained_steps`` and
+``early_stop_step``); output[0] the CSV.
 """
 
 import math
@@ -66,17 +67,20 @@ def main(
     rtol: float = RTOL,
     test_split: str | None = None,
     own_references: dict[str, str] | None = None,
+    training: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV).
     ``own_references`` {run: its own flow's reference JSON} adds a row per run, after the run's own,
     with its error against that reference. With ``test_split`` (the JSON's path) a last column says
-    where the test points come from."""
+    where the test points come from; with ``training`` ({run: train.json}) columns say how each run's
+    training ended (``trained_steps``, ``early_stop_step``)."""
     steps = common.descending(steps)
     ref_csv = common.sibling_csv(reference)
     own = {run: common.sibling_csv(path) for run, path in (own_references or {}).items()}
     if unknown := sorted(set(own) - set(methods)):
         raise ValueError(f"own-flow references for {unknown}, which are not among the methods {methods}")
-    cols = ["method", "run", "reference"] + [f"K{k}_abs_err_nats" for k in steps] + ["config", "seed"]
+    cols = ["method", "run", "reference"] + [f"K{k}_abs_err_nats" for k in steps]
+    cols += list(common.TRAINING_COLUMNS if training is not None else ()) + ["config", "seed"]
     extra = {} if test_split is None else {"test_split": common.test_split(test_split)}
     cols += list(extra)
     rows = []
@@ -88,11 +92,12 @@ def main(
         row[f"K{k}_abs_err_nats"] = abs_err(common.sibling_csv(read["NLL"][0]), own[row["run"]])[0]
 
     for run in methods:
+        ended = common.training_columns(run, training)
         row = common.method_row(run, steps, {"NLL": nll_cells}, fill)
-        rows.append({**row, "reference": "teacher", "config": config, **extra})
+        rows.append({**row, "reference": "teacher", **ended, "config": config, **extra})
         if run in own:
             row = common.method_row(run, steps, {"NLL": nll_cells}, fill_own)
-            rows.append({**row, "reference": "own flow", "config": config, **extra})
+            rows.append({**row, "reference": "own flow", **ended, "config": config, **extra})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df
@@ -109,4 +114,5 @@ if "snakemake" in globals():
         str(snakemake.output[0]),
         test_split=str(snakemake.input.test_split),
         own_references=dict(zip(snakemake.params.own_flow, map(str, snakemake.input.own_references), strict=True)),
+        training=common.training_inputs(snakemake.input.training),
     )

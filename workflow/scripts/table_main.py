@@ -3,8 +3,9 @@
 Snakemake: input.nll / input.samples (flat lists of ``{run}/K{k}.json`` cells; guided
 sample cells are ignored), input.reference, input.test_split (``f2d2 data --summary``'s JSON: the
 last column, ``test_split``, says where the test points come from); params.methods, params.steps,
-params.config, params.reference (optional, default "teacher": the run of the reference row); output[0]
-the CSV.
+params.config, params.reference (optional, default "teacher": the run of the reference row); input.training
+(every run's ``train.json``: columns ``trained_steps`` and ``early_stop_step``, the step at which a calibrated
+early stop ended the run, empty when it ran all its steps); output[0] the CSV.
 """
 
 import os
@@ -37,14 +38,17 @@ def build(
     config: str,
     reference_run: str = "teacher",
     test_split: str | None = None,
+    training: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """The table as a DataFrame (see module docstring); without ``test_split`` (a JSON path) no such column."""
+    """The table as a DataFrame (see module docstring); without ``test_split`` (a JSON path) no such column,
+    without ``training`` ({run: train.json}) no ``trained_steps`` / ``early_stop_step`` columns."""
     steps = common.descending(steps)
     ref = common.read_json(reference)
     smp = {key: common.read_json(p) for key, p in sample_cells.items() if key[0] in methods and key[1] in steps}
     has_mass = any("support_mass" in c for c in smp.values())
     key, quality = common.sample_metric(smp.values())
-    cols = ["method", "run"] + columns(steps, has_mass, quality) + ["config", "seed"]
+    cols = ["method", "run"] + columns(steps, has_mass, quality)
+    cols += list(common.TRAINING_COLUMNS if training is not None else ()) + ["config", "seed"]
     extra = {} if test_split is None else {"test_split": common.test_split(test_split)}
     cols += list(extra)
 
@@ -54,6 +58,7 @@ def build(
             "run": run,
             "config": config,
             "seed": common.cell_value(ref, "train_seed", reference),
+            **common.training_columns(run, training),
             **extra,
         }
         row.update({f"K{k}_nll_bpd": value for k in steps})
@@ -72,7 +77,7 @@ def build(
 
     for run in methods:
         row = common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill)
-        rows.append({**row, "config": config, **extra})
+        rows.append({**row, **common.training_columns(run, training), "config": config, **extra})
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -91,10 +96,19 @@ def main(
     out: str,
     reference_run: str = "teacher",
     test_split: str | None = None,
+    training: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Build Table 1 and write it to ``out`` (CSV)."""
     df = build(
-        nll_cells, sample_cells, reference, list(methods), [int(k) for k in steps], config, reference_run, test_split
+        nll_cells,
+        sample_cells,
+        reference,
+        list(methods),
+        [int(k) for k in steps],
+        config,
+        reference_run,
+        test_split,
+        training,
     )
     common.write_csv(df, out)
     return df
@@ -117,4 +131,5 @@ if "snakemake" in globals():
         str(snakemake.output[0]),
         str(getattr(snakemake.params, "reference", "teacher")),
         str(snakemake.input.test_split),
+        common.training_inputs(snakemake.input.training),
     )
