@@ -194,6 +194,12 @@ def out(tmp_path_factory) -> dict:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(cfg)
         configs[run] = str(p)
+    training = []
+    for run in RUNS:  # f2d2 train --summary; shortcut_f2d2 ended by its calibrated early stop
+        stopped = (
+            {"early_stopped": {"step": 750, "val_bpd": 0.78, "target_bpd": 0.777}} if run == "shortcut_f2d2" else {}
+        )
+        training.append(write_json(root / "train" / run / "train.json", {"stage": run, "steps": 2000, **stopped}))
     test_split = write_json(
         root / "eval" / "test_points.json",
         {
@@ -216,6 +222,7 @@ def out(tmp_path_factory) -> dict:
         "density": density,
         "configs": configs,
         "test_split": test_split,
+        "training": training,
     }
 
 
@@ -346,12 +353,16 @@ def test_table_main_from_snakemake_lists(out, tmp_path):
             samples=list(out["samples"].values()) + list(out["guided"].values()),
             reference=out["reference"],
             test_split=out["test_split"],
+            training=out["training"],
         ),
         [str(dest)],
         NamedList(methods=["shortcut_f2d2", "teacher"], steps=STEPS, config=CONFIG),
     )
     back = read_back(dest)
     assert list(back.method) == ["Reference (teacher, dopri5)", "Analytic", "Shortcut-F2D2", "Flow Matching"]
+    # how each run's training ended: the early stop's step, or all its steps (no training row: empty)
+    assert back.trained_steps.tolist()[::2] == [2000, 750] and back.trained_steps.iloc[3] == 2000
+    assert back.early_stop_step.iloc[2] == 750 and back.early_stop_step.drop(index=2).isna().all()
     assert back.iloc[2].K1_sw2 == sw2_of("shortcut_f2d2", 1)  # the unguided cell, not the guided one
     assert back.columns[-1] == "test_split" and (back.test_split == TEST_SPLIT).all()
 
@@ -612,12 +623,18 @@ def test_config_column_is_relative_to_the_project(out, tmp_path, monkeypatch):
     run_as_snakemake(
         "table_error",
         NamedList(
-            nll=list(out["nll"].values()), reference=out["reference"], own_references=[], test_split=out["test_split"]
+            nll=list(out["nll"].values()),
+            reference=out["reference"],
+            own_references=[],
+            test_split=out["test_split"],
+            training=out["training"],
         ),
         [str(dest)],
-        NamedList(methods=["teacher"], own_flow=[], steps=STEPS, config=str(root / "c.yaml")),
+        NamedList(methods=["teacher", "shortcut_f2d2"], own_flow=[], steps=STEPS, config=str(root / "c.yaml")),
     )
-    assert list(read_back(dest).config) == [str(Path("project") / "c.yaml")]
+    back = read_back(dest)
+    assert list(back.config) == [str(Path("project") / "c.yaml")] * 2
+    assert back.trained_steps.tolist() == [2000, 750] and back.early_stop_step.isna().tolist() == [True, False]
 
 
 def significant_digits(text: str) -> int:
