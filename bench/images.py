@@ -55,7 +55,7 @@ from f2d2.core.sampling import sample
 from f2d2.data import make_dataset
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.nll import points_nll
-from f2d2.io.checkpoint import load_checkpoint, load_model
+from f2d2.io.checkpoint import load_model
 from f2d2.nets import build_model
 from f2d2.objectives import build_objective, describe
 from f2d2.training import speed
@@ -391,7 +391,7 @@ def time_trained(args) -> dict:
     rows = []
     for run in runs:
         f2d2 = load_model(ckpt[run], device=args.device)
-        two_way = load_checkpoint(ckpt[run])["config"]["objective"].get("two_way", True)
+        two_way = experiment.run_config(cfg, run)["objective"].get("two_way", True)
         few = functools.partial(
             log_likelihood, f2d2, steps=1, div="head", backward="two-way" if two_way else "forward-only"
         )
@@ -418,6 +418,13 @@ def print_trained(res: dict) -> None:
             f"  {row['run']:34s} K = 1 {row['k1_bpd']:.4f} bits/dim in {row['k1_s'] * 1000:8.1f} ms: "
             f"{row['speedup']:.0f}x faster"
         )
+
+
+def write_result(path: str | None, res: dict) -> None:
+    """``res`` as JSON at ``path`` (its folder made), if a path is given."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(res, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,9 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.trained:
         res = time_trained(args)
         print_trained(res)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(res, indent=1))
+        write_result(args.out, res)
         return 0
     if args.calibrate:
         if args.out is None:
@@ -464,9 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         args.compile_kinds = "flow_matching" if args.size == "cifar" else ""
     res = benchmark(args)
     print_benchmark(res)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
+    write_result(args.out, res)
     return 0
 
 

@@ -96,11 +96,9 @@ def training_end(path: str | os.PathLike) -> dict:
     ``train.steps``)."""
     summary = read_json(path)
     stopped = summary.get("early_stopped")
-    steps = int(cell_value(summary, "steps", path))
-    return {
-        "trained_steps": steps if stopped is None else int(stopped["step"]),
-        "early_stop_step": None if stopped is None else int(stopped["step"]),
-    }
+    stop_step = None if stopped is None else int(stopped["step"])
+    steps = int(cell_value(summary, "steps", path)) if stop_step is None else stop_step
+    return {"trained_steps": steps, "early_stop_step": stop_step}
 
 
 TRAINING_COLUMNS = ("trained_steps", "early_stop_step")
