@@ -114,6 +114,39 @@ def test_exact_map_zeroes_meanflow_terms_with_the_teacher_tangent():
         build_objective({"name": "meanflow", "tangent": "teacher"})
 
 
+class Scaled(Perturbed):
+    """Perturbed with its error multiplied by ``k``."""
+
+    def __init__(self, exact: GaussianFlow, k: float):
+        super().__init__(exact)
+        self.k = k
+
+    def forward(self, x, s, t):
+        out, err = self.exact(x, s, t), super().forward(x, s, t)
+        return FlowMapOutput(out.u + self.k * (err.u - out.u), out.d + self.k * (err.d - out.d))
+
+
+def test_meanflow_adaptive_weight_evens_out_the_points_errors():
+    """adaptive_p = 0 is the plain MSE that the logged terms report; with p = 1 each point's error e counts
+    as e / (e + 1e-3) < 1, so errors 10x larger raise the plain loss ~100x and the weighted one barely."""
+    teacher = GaussianFlow(MU, SIGMA, flow_map=False).double()
+    x1 = (torch.tensor(MU) + SIGMA * torch.randn(256, 2, generator=torch.Generator().manual_seed(1))).double()
+    kw = dict(f2d2=True, teacher=teacher, tangent="teacher", map_fraction=1.0, lam=0.5)
+    losses = {}
+    for k in (1.0, 10.0):
+        model = Scaled(GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0), k).double()
+        plain = MeanFlow(**kw)(model, x1, torch.Generator().manual_seed(2))
+        even = MeanFlow(**kw, adaptive_p=1.0)(model, x1, torch.Generator().manual_seed(2))
+        assert torch.allclose(plain["loss"], plain["mf"] + 0.5 * plain["mf_div"])
+        assert torch.allclose(even["mf"], plain["mf"]) and torch.allclose(even["mf_div"], plain["mf_div"])
+        assert 0 < float(even["loss"]) < 1.5  # below 1 + lam
+        losses[k] = float(plain["loss"]), float(even["loss"])
+    assert losses[10.0][0] > 50 * losses[1.0][0]
+    assert losses[10.0][1] < 1.5 * losses[1.0][1]
+    with pytest.raises(ValueError, match="adaptive_p = -1"):
+        MeanFlow(adaptive_p=-1)
+
+
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_every_objective_takes_a_training_step(name, tmp_path):
     teacher = _mlp(div_head=False)

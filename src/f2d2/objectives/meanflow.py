@@ -12,6 +12,9 @@ Shortcut-Distill does; far lower variance, and the map follows the teacher's flo
     L_MF-div = || D(x, s, t) - sg(div v(x, s) / c + (t - s) JVP_D) ||^2     (F2D2)
     L = L_MF + lambda L_MF-div
 
+With ``adaptive_p`` = p > 0 each point's squared error e of each term is weighted by
+sg(1 / (e + 1e-3)^p), MeanFlow's adaptive loss weight (its code uses p = 0.75): the few large-gap
+pairs with large errors no longer dominate the gradient. p = 0 is the plain mean squared error.
 A share ``1 - map_fraction`` of the batch has s = t (the tangent condition:
 flow matching for u, divergence matching for D). ``two_way`` draws pairs in both
 orders; otherwise s <= t. The official MeanFlow code runs time the other way
@@ -44,7 +47,11 @@ class MeanFlow(Objective):
         tangent: str = "conditional",
         map_fraction: float = 0.25,
         two_way: bool = True,
+        adaptive_p: float = 0.0,
     ):
+        if not adaptive_p >= 0:
+            raise ValueError(f"objective.adaptive_p = {adaptive_p!r}; expected a number >= 0 (0: plain MSE)")
+        self.adaptive_p = float(adaptive_p)
         self.f2d2, self.lam, self.teacher = f2d2, float(lam), teacher
         self.div_source, self.div_method = div_source, div_method
         self.map_fraction, self.two_way, self.tangent = map_fraction, two_way, tangent
@@ -78,12 +85,20 @@ class MeanFlow(Objective):
         if self.tangent == "teacher":  # the teacher's velocity, from the divergence call when it made one
             v = v_src if source is self.teacher else velocity_target(self.teacher, x, s)
         out, u_target, d_target = eulerian_targets(model, x, s, t, v, div_src)
-        terms = {"mf": (out.u - u_target).pow(2).mean()}
-        loss = terms["mf"]
+        err_u = (out.u - u_target).pow(2).reshape(x.shape[0], -1).mean(1)
+        terms = {"mf": err_u.mean()}
+        loss = self._weighted(err_u)
         if self.f2d2:
-            terms["mf_div"] = (out.d - d_target).pow(2).mean()
-            loss = loss + self.lam * terms["mf_div"]
+            err_d = (out.d - d_target).pow(2)
+            terms["mf_div"] = err_d.mean()
+            loss = loss + self.lam * self._weighted(err_d)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+    def _weighted(self, err: torch.Tensor) -> torch.Tensor:
+        """Mean of per-point squared errors err (B,), adaptively weighted when adaptive_p > 0."""
+        if not self.adaptive_p:
+            return err.mean()
+        return (err / (err.detach() + 1e-3).pow(self.adaptive_p)).mean()
 
 
 def eulerian_targets(
