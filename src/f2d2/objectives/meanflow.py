@@ -15,6 +15,7 @@ Shortcut-Distill does; far lower variance, and the map follows the teacher's flo
 With ``adaptive_p`` = p > 0 each point's squared error e of each term is weighted by
 sg(1 / (e + 1e-3)^p), MeanFlow's adaptive loss weight (its code uses p = 0.75): the few large-gap
 pairs with large errors no longer dominate the gradient. p = 0 is the plain mean squared error.
+
 A share ``1 - map_fraction`` of the batch has s = t (the tangent condition:
 flow matching for u, divergence matching for D). ``two_way`` draws pairs in both
 orders; otherwise s <= t. The official MeanFlow code runs time the other way
