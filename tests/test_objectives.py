@@ -12,7 +12,7 @@ from f2d2.io.checkpoint import load_model, warm_start
 from f2d2.nets import FlowMapNet, FlowMapOutput, MLPFlowMap
 from f2d2.objectives import OBJECTIVES, MeanFlow, Objective, Shortcut, build_objective, describe
 from f2d2.objectives.meanflow import eulerian_targets
-from f2d2.objectives.shortcut import semigroup_targets
+from f2d2.objectives.shortcut import heun_targets, semigroup_targets
 from f2d2.registry import options_of
 
 MU, SIGMA = [0.5, -1.0], 0.7
@@ -86,6 +86,25 @@ def test_exact_flow_map_has_zero_residuals_and_a_perturbed_one_does_not():
         assert value < 1e-8, name
     for name, value in _residuals(Perturbed(exact), x, s, t).items():
         assert value > 1e-2, name
+
+
+def test_heun_base_targets_are_second_order_in_the_step():
+    """objective.base_step heun: an exact map's Heun targets are off by O(d^2) (4x less when the step halves),
+    its instantaneous fields (a one-sided rule) by O(d); an unknown base step is refused by name."""
+    exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0).double()
+    x, s, _ = (a.double() for a in _points(128))
+    s = 0.5 + 0.5 * s
+    heun, one_sided = [], []
+    for d in (1 / 4, 1 / 8):
+        t = s - d  # backward steps, as the likelihood takes them
+        out, start = exact(x, s, t), exact(x, s, s)
+        u, dd = heun_targets(exact, x, s, t)
+        heun.append(max((u - out.u).abs().max().item(), (dd - out.d).abs().max().item()))
+        one_sided.append(max((start.u - out.u).abs().max().item(), (start.d - out.d).abs().max().item()))
+    assert heun[0] > 1e-6 and heun[0] / heun[1] > 3.5 and one_sided[0] / one_sided[1] < 2.5
+    assert heun[1] < 0.1 * one_sided[1]
+    with pytest.raises(ValueError, match="base_step = 'simpson'"):
+        Shortcut(base_step="simpson")
 
 
 def test_exact_map_zeroes_the_self_consistency_and_distill_terms():

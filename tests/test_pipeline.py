@@ -5,6 +5,7 @@ single-cell rebuilds."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -125,6 +126,43 @@ def test_rerun_does_nothing_and_one_cell_rebuilds_its_run_alone(pipeline):
     changed = {p for p in cells if p.stat().st_mtime_ns != before[p]}
     assert changed == {p for p in cells if p.parent.name == "meanflow"}  # its run's bundle, no other run's cells
     assert target in changed and len(changed) == 2 * 2 * 2  # NLL and sample cells (two files each), K = 1, 2
+
+
+def _dry_run_outputs(tmp, config, cfg) -> tuple[set[str], set[str]]:
+    """(runs Snakemake would train, runs whose NLL cells it would redo) with ``cfg`` written to ``config``."""
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    dry = snakemake(tmp, config, "-n")
+    outputs = " ".join(line for line in dry.stdout.splitlines() if line.strip().startswith("output:"))
+    return set(re.findall(r"train/([^/\s,]+)/train\.json", outputs)), set(
+        re.findall(r"eval/nll/([^/\s,]+)/K\d+\.csv", outputs)
+    )
+
+
+def test_a_config_edit_redoes_the_runs_it_changes_and_no_other(pipeline):
+    """Each run's resolved settings are a param of its training rule: an edited stage retrains that run, the
+    runs that read it and their cells; resources are no param, so asking for more time redoes nothing."""
+    tmp, config, _ = pipeline
+    original = config.read_text()
+    cfg = yaml.safe_load(original)
+    try:
+        cfg["resources"]["train"]["time_min"] += 7
+        cfg["resources"]["eval"]["mem_gb"] += 1
+        assert _dry_run_outputs(tmp, config, cfg) == (set(), set())
+        edited = yaml.safe_load(original)
+        edited["stages"]["meanflow_f2d2"]["train"]["lr"] = 1.0e-3
+        assert _dry_run_outputs(tmp, config, edited) == ({"meanflow_f2d2"}, {"meanflow_f2d2"})
+        edited = yaml.safe_load(original)
+        edited["stages"]["shortcut_distill"]["train"]["lr_schedule"] = "constant"
+        downstream = {
+            "shortcut_distill",
+            "shortcut_distill_f2d2",
+            "shortcut_distill_f2d2__div_scale10",
+            "shortcut_distill_f2d2__lam0.1",
+        }  # its F2D2 stage warm-starts from it; the ablations too
+        assert _dry_run_outputs(tmp, config, edited) == (downstream, downstream)
+        assert _dry_run_outputs(tmp, config, yaml.safe_load(original)) == (set(), set())  # edits undone
+    finally:
+        config.write_text(original)
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

@@ -32,6 +32,10 @@ except ConfigError as e:
 
 IMAGES = resolve_run(config)["data"]["name"] in IMAGE_NAMES
 RUNS = experiment.runs(config)  # run -> (stage, [override, ...]): the stages, then the ablation runs
+# Params of the rules, so that Snakemake redoes what a config edit changes: a run whose settings changed (and
+# what reads it), the test points (and every cell) when the data changed.
+RUN_FINGERPRINTS = {run: experiment.run_fingerprint(config, run) for run in RUNS}
+DATA_FINGERPRINT = experiment.fingerprint(resolve_run(config)["data"])
 REFERENCE = experiment.reference_stage(config)  # the teacher of the NLL reference solve
 F2D2_RUNS = experiment.f2d2_runs(config)  # evaluated with their divergence head
 F2D2_STAGES = [s for s in STAGES if s in F2D2_RUNS]
@@ -79,19 +83,26 @@ def run_inputs(run):
     return [trained(dep) for dep in experiment.dependencies(config, run)]
 
 
-def submit(kind, log_dir, job_name):
-    """`f2d2 submit ...` with the config's resources for ``kind`` (train or eval); a command follows `--`."""
+def submit(log_dir, job_name):
+    """`f2d2 submit --log-dir ... --job-name ...`, a rule's params.submit. Its shell command follows it with
+    {resources.f2d2_submit} (``submit_resources``) and then `-- <command>`."""
+    return shlex.join(["f2d2", "submit", "--log-dir", log_dir, "--job-name", job_name])
+
+
+def submit_resources(kind):
+    """The rule resources of a ``kind`` (train or eval) job: ``f2d2_submit``, the cluster and the config's
+    resources as `f2d2 submit` flags. A resource, not a param: Snakemake reruns a job whose params changed,
+    and asking for more time or another partition changes no result."""
     res = config["resources"][kind]
-    parts = ["f2d2", "submit", "--cluster", CLUSTER, "--log-dir", log_dir, "--job-name", job_name,
-             "--gpus", str(res["gpus"]), "--cpus", str(res["cpus"]), "--mem-gb", str(res["mem_gb"]),
-             "--time-min", str(res["time_min"])]
+    parts = ["--cluster", CLUSTER, "--gpus", str(res["gpus"]), "--cpus", str(res["cpus"]),
+             "--mem-gb", str(res["mem_gb"]), "--time-min", str(res["time_min"])]
     for key in ("tasks_per_node", "signal_delay_s"):
         if key in res:
             parts += ["--" + key.replace("_", "-"), str(res[key])]
     partition = res.get("partition") or os.environ.get("F2D2_PARTITION")
     if partition:
         parts += ["--partition", partition]
-    return shlex.join(parts)
+    return {"f2d2_submit": shlex.join(parts)}
 
 
 def device(kind):

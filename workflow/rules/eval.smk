@@ -18,6 +18,7 @@ rule test_points:
     params:
         n=EVAL["n_points"],
         seed=EVAL["test_seed"],
+        data=DATA_FINGERPRINT,
     shell:
         "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --out {output} > {log} 2>&1"
 
@@ -34,27 +35,28 @@ rule test_split:
     params:
         n=EVAL["n_points"],
         seed=EVAL["test_seed"],
+        data=DATA_FINGERPRINT,
     shell:
         "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --summary {output} > {log} 2>&1"
 
 
 def reference_solve(run):
     """The dopri5 reference solve of ``run``'s velocity on the test points, writing eval/nll/<run>/reference.*:
-    its output files, log, and command (without the log redirection; a param, so evaluated when the rule is
+    its output files, log, `f2d2 submit` and the `f2d2 nll` arguments (params, so evaluated when the rule is
     defined, not when a rule made in a loop runs)."""
     ref, folder = EVAL["reference"], f"{OUT}/eval/nll/{run}"
     job = "nll-reference" if run == REFERENCE else f"nll-reference-{run}"
     cmd = (
-        f"{submit('eval', f'{folder}/logs/reference', job)} -- nll --checkpoint {shlex.quote(checkpoint(run))} "
+        f"--checkpoint {shlex.quote(checkpoint(run))} "
         f"--points {shlex.quote(rules.test_points.output[0])} --reference --atol {ref['atol']} --rtol {ref['rtol']} "
         f"--div {ref['div']} --device {device('eval')} {BATCH} --out {shlex.quote(folder)}/reference.csv "
         f"--summary {shlex.quote(folder)}/reference.json"
     )
     outputs = {"csv": f"{folder}/reference.csv", "json": f"{folder}/reference.json"}
-    return outputs, f"{folder}/logs/reference/snakemake.log", cmd
+    return outputs, f"{folder}/logs/reference/snakemake.log", submit(f"{folder}/logs/reference", job), cmd
 
 
-_outputs, _log, _cmd = reference_solve(REFERENCE)
+_outputs, _log, _submit, _cmd = reference_solve(REFERENCE)
 
 
 rule reference_nll:
@@ -66,14 +68,17 @@ rule reference_nll:
     log:
         _log,
     params:
-        cmd=_cmd,
+        submit=_submit,
+        args=_cmd,
+    resources:
+        **submit_resources("eval"),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "{params.submit} {resources.f2d2_submit} -- nll {params.args} > {log} 2>&1"
 
 
 # Table 7's second yardstick for a run whose head learned its own velocity's divergence (div_source self).
 for _run in OWN_FLOW_STAGES:
-    _outputs, _log, _cmd = reference_solve(_run)
+    _outputs, _log, _submit, _cmd = reference_solve(_run)
 
     rule:
         name:
@@ -86,9 +91,12 @@ for _run in OWN_FLOW_STAGES:
         log:
             _log,
         params:
-            cmd=_cmd,
+            submit=_submit,
+            args=_cmd,
+        resources:
+            **submit_resources("eval"),
         shell:
-            "{params.cmd} > {log} 2>&1"
+            "{params.submit} {resources.f2d2_submit} -- nll {params.args} > {log} 2>&1"
 
 
 rule fid_reference:
@@ -97,13 +105,16 @@ rule fid_reference:
     log:
         f"{OUT}/eval/logs/fid_reference/snakemake.log",
     params:
-        submit=submit("eval", f"{OUT}/eval/logs/fid_reference", "fid-reference"),
+        submit=submit(f"{OUT}/eval/logs/fid_reference", "fid-reference"),
+        data=DATA_FINGERPRINT,
         extractor=FID["extractor"],
         weights=FID["weights_dir"],
         n=f"--n {FID['n_reference']}" if FID.get("n_reference") else "",
         device=device("eval"),
+    resources:
+        **submit_resources("eval"),
     shell:
-        "{params.submit} -- fid-reference --config {CONFIG_FILE} --out {output} --extractor {params.extractor} "
+        "{params.submit} {resources.f2d2_submit} -- fid-reference --config {CONFIG_FILE} --out {output} --extractor {params.extractor} "
         "--weights-dir {params.weights} {params.n} --device {params.device} > {log} 2>&1"
 
 
@@ -185,13 +196,15 @@ if BUNDLE:
             log:
                 f"{bundle_log_dir(_run)}/snakemake.log",
             params:
-                submit=submit("eval", bundle_log_dir(_run), f"eval-{_run}"),
+                submit=submit(bundle_log_dir(_run), f"eval-{_run}"),
                 ckpt=checkpoint(_run),
                 record=bundle_record(_run),
                 cells=" ".join(f"--cell {shlex.quote(text)}" for _, text, _ in _cells),
                 device=device("eval"),
+            resources:
+                **submit_resources("eval"),
             shell:
-                "{params.submit} -- eval --checkpoint {params.ckpt} --device {params.device} "
+                "{params.submit} {resources.f2d2_submit} -- eval --checkpoint {params.ckpt} --device {params.device} "
                 "--record {params.record} {params.cells} > {log} 2>&1"
 
 else:
@@ -207,15 +220,17 @@ else:
         log:
             f"{OUT}/eval/nll/{{run}}/logs/K{{k}}/snakemake.log",
         params:
-            submit=lambda w: submit("eval", cell_log_dir("nll", w.run, f"K{w.k}"), f"nll-{w.run}-K{w.k}"),
+            submit=lambda w: submit(cell_log_dir("nll", w.run, f"K{w.k}"), f"nll-{w.run}-K{w.k}"),
             ckpt=lambda w: checkpoint(w.run),
             args=lambda w: nll_cell_args(w.run, w.k),
             device=device("eval"),
         wildcard_constraints:
             run="|".join(RUNS),
             k=r"\d+",
+        resources:
+            **submit_resources("eval"),
         shell:
-            "{params.submit} -- nll --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
+            "{params.submit} {resources.f2d2_submit} -- nll --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
 
     rule sample_cell:
         input:
@@ -227,7 +242,7 @@ else:
         log:
             f"{OUT}/eval/samples/{{run}}/logs/K{{k}}{{guided}}/snakemake.log",
         params:
-            submit=lambda w: submit("eval", cell_log_dir("samples", w.run, f"K{w.k}{w.guided}"),
+            submit=lambda w: submit(cell_log_dir("samples", w.run, f"K{w.k}{w.guided}"),
                                     f"sample-{w.run}-K{w.k}{w.guided}"),
             ckpt=lambda w: checkpoint(w.run),
             args=lambda w: sample_cell_args(w.run, w.k, bool(w.guided)),
@@ -236,8 +251,10 @@ else:
             run="|".join(RUNS),
             k=r"\d+",
             guided="|_guided",
+        resources:
+            **submit_resources("eval"),
         shell:
-            "{params.submit} -- sample --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
+            "{params.submit} {resources.f2d2_submit} -- sample --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
 
     rule density_cell:
         input:
@@ -248,12 +265,14 @@ else:
         log:
             f"{OUT}/eval/density/{{run}}/logs/K{{k}}/snakemake.log",
         params:
-            submit=lambda w: submit("eval", cell_log_dir("density", w.run, f"K{w.k}"), f"density-{w.run}-K{w.k}"),
+            submit=lambda w: submit(cell_log_dir("density", w.run, f"K{w.k}"), f"density-{w.run}-K{w.k}"),
             ckpt=lambda w: checkpoint(w.run),
             args=lambda w: density_cell_args(w.run, w.k),
             device=device("eval"),
         wildcard_constraints:
             run="|".join(RUNS),
             k=r"\d+",
+        resources:
+            **submit_resources("eval"),
         shell:
-            "{params.submit} -- nll --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
+            "{params.submit} {resources.f2d2_submit} -- nll --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"

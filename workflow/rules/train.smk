@@ -1,5 +1,6 @@
 # One training run per stage and per ablation value, each through `f2d2 submit`.
-# A rerun of an interrupted run resumes from its checkpoint.pt (which is not a declared output).
+# A rerun of an interrupted run resumes from its checkpoint.pt (which is not a declared output). A run whose
+# resolved settings changed (params.fingerprint) is retrained; its resources can change without that.
 
 
 rule train:
@@ -11,13 +12,16 @@ rule train:
     log:
         f"{OUT}/train/{{run}}/logs/snakemake.log",
     params:
-        submit=lambda w: submit("train", f"{OUT}/train/{w.run}/logs", f"train-{w.run}"),
+        submit=lambda w: submit(f"{OUT}/train/{w.run}/logs", f"train-{w.run}"),
+        fingerprint=lambda w: RUN_FINGERPRINTS[w.run],
         stage=lambda w: run_stage(w.run),
         overrides=lambda w: " ".join(f"--set {shlex.quote(o)}" for o in run_overrides(w.run)),
         device=device("train"),
+    resources:
+        **submit_resources("train"),
     wildcard_constraints:
         run="|".join(RUNS),
     shell:
-        "{params.submit} -- train --config {CONFIG_FILE} --stage {params.stage} "
+        "{params.submit} {resources.f2d2_submit} -- train --config {CONFIG_FILE} --stage {params.stage} "
         "--workdir {OUT}/train/{wildcards.run} --stage-root {OUT}/train --no-progress "
         "--set train.device={params.device} {params.overrides} --summary {output.summary} > {log} 2>&1"

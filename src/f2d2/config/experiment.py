@@ -17,12 +17,15 @@ config checks see to it that every objective that trains a head (``Objective.tra
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from f2d2.config.resolve import ConfigError, apply_overrides, resolve_run, stage_dependencies
 
 ABLATION_SEP = "__"
 ABLATION_TABLES = {"div_scale": 5, "lam": 6}  # ablation name -> the paper's table number
+# train keys that change where or how visibly a run trains, not what it learns: left out of its fingerprint
+NEUTRAL_TRAIN_KEYS = ("device", "log_every", "ckpt_every", "tensorboard")
 
 
 def _value_tag(value) -> str:
@@ -64,6 +67,20 @@ def run_config(cfg: dict, run: str, stage_root: str | None = None) -> dict:
     """The resolved config ``f2d2 train --stage <stage> --set <overrides>`` trains for ``run``."""
     stage, overrides = _run(cfg, run)
     return resolve_run(apply_overrides(resolve_run(cfg, stage, stage_root=stage_root), overrides))
+
+
+def fingerprint(value) -> str:
+    """A short hash (16 hex digits) of a JSON-able value, the same for equal values whatever their key order."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_fingerprint(cfg: dict, run: str) -> str:
+    """The fingerprint of what ``run`` learns: its resolved config less ``NEUTRAL_TRAIN_KEYS``. The train
+    rule carries it as a param, so that Snakemake retrains a run whose settings changed (and what reads
+    it), and no other run."""
+    resolved = run_config(cfg, run)
+    resolved["train"] = {k: v for k, v in resolved["train"].items() if k not in NEUTRAL_TRAIN_KEYS}
+    return fingerprint(resolved)
 
 
 def _run(cfg: dict, run: str) -> tuple[str, list[str]]:

@@ -15,6 +15,16 @@ integrate backwards from data to noise; otherwise every step has s < t. ``time_g
 step of size d starts, ``continuous`` (s ~ U[0, 1 - d]) or ``dyadic`` (s a multiple of d, as in the
 shortcut-models paper and the authors' code): the K = 2^j steps of evaluation start exactly there, and
 the midpoints of the semigroup targets lie on the next finer grid.
+
+``base_step`` sets the targets of the finest step d = 2^-max_log2, where the recursion bottoms out:
+``halves`` (the paper) as above, through two half steps of a size the model is never trained on (which it
+answers about as its tangent at their start: a left Riemann sum, first order in d); ``heun`` from the
+instantaneous fields at both ends, second order in d:
+
+    u_target = (u(x, s, s) + u(x', t, t)) / 2,  D_target = (D(x, s, s) + D(x', t, t)) / 2,  x' = x + (t - s) u(x, s, s)
+
+(on 8x8 patches the teacher's divergence falls from -2,050 at t = 1 to -1,870 at 1 - 1/32: a backward left
+sum of 64 steps is 0.11 bits/dim off its integral, the trapezoid of 32 steps 0.003).
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from f2d2.nets import FlowMapNet
 from f2d2.objectives.base import Objective
 from f2d2.objectives.interpolant import TIME_GRIDS, dyadic_steps, interpolate, noise_like, uniform_time
 from f2d2.objectives.targets import divergence_target, velocity_target
+
+BASE_STEPS = ("halves", "heun")  # the finest step's targets: two half steps (the paper), or Heun's rule
 
 
 class Shortcut(Objective):
@@ -44,9 +56,13 @@ class Shortcut(Objective):
         max_log2: int = 7,
         two_way: bool = True,
         time_grid: str = "continuous",
+        base_step: str = "halves",
     ):
         if time_grid not in TIME_GRIDS:
             raise ValueError(f"objective.time_grid = {time_grid!r}; expected one of {TIME_GRIDS}")
+        if base_step not in BASE_STEPS:
+            raise ValueError(f"objective.base_step = {base_step!r}; expected one of {BASE_STEPS}")
+        self.base_step = base_step
         self.distill, self.f2d2, self.lam, self.teacher = distill, f2d2, float(lam), teacher
         self.div_source, self.div_method = div_source, div_method
         self.sc_fraction, self.max_log2, self.two_way = sc_fraction, max_log2, two_way
@@ -104,6 +120,13 @@ class Shortcut(Objective):
         s, t = self.times(x1.shape[0], generator, x1)
         x = interpolate(x0, x1, s)
         u_target, d_target = semigroup_targets(model, x, s, t)
+        if self.base_step == "heun":
+            finest = (t - s).abs() <= 2.0**-self.max_log2
+            if finest.any():
+                u_base, d_base = heun_targets(model, x[finest], s[finest], t[finest])
+                u_target[finest] = u_base
+                if d_target is not None:
+                    d_target[finest] = d_base
         out = model(x, s, t)
         terms = {"sc": (out.u - u_target).pow(2).mean()}
         if self.f2d2:
@@ -122,3 +145,15 @@ def semigroup_targets(model: FlowMapNet, x: torch.Tensor, s: torch.Tensor, t: to
     second = model(jump(x, s, m, first.u), m, t)
     d = (first.d + second.d) / 2 if first.d is not None else None
     return (first.u + second.u) / 2, d
+
+
+@torch.no_grad()
+def heun_targets(model: FlowMapNet, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor):
+    """Heun's rule from the instantaneous fields at both ends of the step: sg targets for u(x, s, t) and
+    D(x, s, t) (None without a head); x (B, *shape) at times s; s, t (B,).
+
+    Second order in t - s: for an exact flow map the residual falls ~8x when the step halves (not zero)."""
+    start = model(x, s, s)
+    end = model(jump(x, s, t, start.u), t, t)
+    d = (start.d + end.d) / 2 if start.d is not None else None
+    return (start.u + end.u) / 2, d
