@@ -46,17 +46,17 @@ def reference_solve(run):
     defined, not when a rule made in a loop runs)."""
     ref, folder = EVAL["reference"], f"{OUT}/eval/nll/{run}"
     job = "nll-reference" if run == REFERENCE else f"nll-reference-{run}"
-    cmd = (
+    args = (
         f"--checkpoint {shlex.quote(checkpoint(run))} "
         f"--points {shlex.quote(rules.test_points.output[0])} --reference --atol {ref['atol']} --rtol {ref['rtol']} "
         f"--div {ref['div']} --device {device('eval')} {BATCH} --out {shlex.quote(folder)}/reference.csv "
         f"--summary {shlex.quote(folder)}/reference.json"
     )
     outputs = {"csv": f"{folder}/reference.csv", "json": f"{folder}/reference.json"}
-    return outputs, f"{folder}/logs/reference/snakemake.log", submit(f"{folder}/logs/reference", job), cmd
+    return outputs, f"{folder}/logs/reference/snakemake.log", submit(f"{folder}/logs/reference", job), args
 
 
-_outputs, _log, _submit, _cmd = reference_solve(REFERENCE)
+_outputs, _log, _submit, _args = reference_solve(REFERENCE)
 
 
 rule reference_nll:
@@ -69,7 +69,7 @@ rule reference_nll:
         _log,
     params:
         submit=_submit,
-        args=_cmd,
+        args=_args,
     resources:
         **submit_resources("eval"),
     shell:
@@ -78,7 +78,7 @@ rule reference_nll:
 
 # Table 7's second yardstick for a run whose head learned its own velocity's divergence (div_source self).
 for _run in OWN_FLOW_STAGES:
-    _outputs, _log, _submit, _cmd = reference_solve(_run)
+    _outputs, _log, _submit, _args = reference_solve(_run)
 
     rule:
         name:
@@ -92,7 +92,7 @@ for _run in OWN_FLOW_STAGES:
             _log,
         params:
             submit=_submit,
-            args=_cmd,
+            args=_args,
         resources:
             **submit_resources("eval"),
         shell:
