@@ -7,6 +7,8 @@
 #   snakemake --profile workflow/profiles/local results/tables/table1.csv
 #   snakemake --profile workflow/profiles/local --configfile config/checkerboard.yaml
 
+import os
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
@@ -21,7 +23,17 @@ if not workflow.configfiles:
 
     configfile: "config/config.yaml"
 
-CONFIG_FILE = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
+
+def _config_path(path):
+    """The config's path as the rules pass it (a param of the table rules): relative to the working
+    directory when it lies inside it, so that `--configfile config/config.yaml` and the default name the
+    same file the same way, and a rerun with either does nothing."""
+    path = os.path.abspath(path)
+    inside = os.path.commonpath([path, os.getcwd()]) == os.getcwd()
+    return os.path.relpath(path) if inside else path
+
+
+CONFIG_FILE = _config_path(workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml")
 
 
 # Each key against the schema (src/f2d2/config/schema.yaml), one line per bad key, before common.smk
