@@ -88,6 +88,26 @@ def test_exact_flow_map_has_zero_residuals_and_a_perturbed_one_does_not():
         assert value > 1e-2, name
 
 
+def test_from_data_moves_a_share_of_the_steps_to_start_at_the_data():
+    """objective.from_data: the same step sizes, a share of them backward from s = 1; MeanFlow's tangent pairs
+    (s = t) stay; a share outside [0, 1), or forward-only steps, are refused by name."""
+    like = torch.zeros(1)
+    for name in ("shortcut_distill_f2d2", "meanflow_f2d2"):
+        plain = describe({"name": name, "from_data": 0.0}).times(4000, torch.Generator().manual_seed(3), like)
+        moved = describe({"name": name, "from_data": 0.5}).times(4000, torch.Generator().manual_seed(3), like)
+        same_steps = torch.allclose((plain[1] - plain[0]).abs(), (moved[1] - moved[0]).abs(), atol=1e-6)
+        assert same_steps, name
+        on_map = plain[0] != plain[1]
+        at_data = (moved[0] == 1) & on_map
+        assert 0.4 < at_data.float().sum() / on_map.sum() < 0.65, name
+        assert torch.allclose(moved[1][at_data], 1 - (plain[1] - plain[0]).abs()[at_data]), name  # backward
+        assert torch.equal(moved[0][~on_map], plain[0][~on_map]), name  # tangent pairs untouched
+    with pytest.raises(ValueError, match=r"from_data = 1.0; expected a share in \[0, 1\)"):
+        Shortcut(from_data=1.0)
+    with pytest.raises(ValueError, match="from_data = 0.5 .* needs two_way: true"):
+        MeanFlow(from_data=0.5, two_way=False)
+
+
 def test_heun_base_targets_are_second_order_in_the_step():
     """objective.base_step heun: an exact map's Heun targets are off by O(d^2) (4x less when the step halves),
     its instantaneous fields (a one-sided rule) by O(d); an unknown base step is refused by name."""

@@ -43,3 +43,22 @@ def dyadic_steps(
         back = torch.rand(n, generator=generator, device=like.device) < 0.5
         s, t = torch.where(back, t, s), torch.where(back, s, t)
     return s, t
+
+
+def check_from_data(share: float, two_way: bool) -> None:
+    """objective.from_data: a share in [0, 1), and backward steps (two_way) to move when it is > 0."""
+    if not 0 <= share < 1:
+        raise ValueError(f"objective.from_data = {share!r}; expected a share in [0, 1)")
+    if share and not two_way:
+        raise ValueError(f"objective.from_data = {share!r} moves steps backward from the data; it needs two_way: true")
+
+
+def from_data(
+    s: torch.Tensor, t: torch.Tensor, share: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, t), each (n,), with a ``share`` of the pairs with s != t moved to (1, 1 - |t - s|): the same step,
+    taken backward from the data, where every K-step likelihood starts. Next to the data the flow is stiff
+    (the teacher's velocity at t = 1 is x1 itself; the noise it adds below comes from the tiny off-manifold
+    part of x1), and uniformly placed steps reach it 1 / K of the time."""
+    pick = (torch.rand(s.shape[0], generator=generator, device=s.device) < share) & (s != t)
+    return torch.where(pick, torch.ones_like(s), s), torch.where(pick, 1 - (t - s).abs(), t)

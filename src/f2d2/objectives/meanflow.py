@@ -18,7 +18,8 @@ pairs with large errors no longer dominate the gradient. p = 0 is the plain mean
 
 A share ``1 - map_fraction`` of the batch has s = t (the tangent condition:
 flow matching for u, divergence matching for D). ``two_way`` draws pairs in both
-orders; otherwise s <= t. The official MeanFlow code runs time the other way
+orders; otherwise s <= t; ``from_data`` moves a share of the pairs to start at the data (s = 1, backward).
+The official MeanFlow code runs time the other way
 (t = 1 noise); see ``f2d2.nets`` for converting its checkpoints.
 """
 
@@ -28,7 +29,7 @@ import torch
 
 from f2d2.nets import FlowMapNet, FlowMapOutput
 from f2d2.objectives.base import Objective
-from f2d2.objectives.interpolant import expand_time, interpolate, noise_like, uniform_time
+from f2d2.objectives.interpolant import check_from_data, expand_time, from_data, interpolate, noise_like, uniform_time
 from f2d2.objectives.targets import divergence_target, velocity_target
 
 TANGENTS = ("conditional", "teacher")
@@ -49,7 +50,10 @@ class MeanFlow(Objective):
         map_fraction: float = 0.25,
         two_way: bool = True,
         adaptive_p: float = 0.0,
+        from_data: float = 0.0,
     ):
+        check_from_data(from_data, two_way)
+        self.from_data = float(from_data)
         if not adaptive_p >= 0:
             raise ValueError(f"objective.adaptive_p = {adaptive_p!r}; expected a number >= 0 (0: plain MSE)")
         self.adaptive_p = float(adaptive_p)
@@ -66,12 +70,14 @@ class MeanFlow(Objective):
         return self.f2d2
 
     def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, t), each (b,): a share map_fraction with s != t, ordered s <= t unless two_way."""
+        """(s, t), each (b,): a share map_fraction with s != t, ordered s <= t unless two_way; of those, a share
+        ``from_data`` moved to start at the data (``interpolant.from_data``)."""
         a, c = uniform_time(b, generator, like), uniform_time(b, generator, like)
         if not self.two_way:
             a, c = torch.minimum(a, c), torch.maximum(a, c)
         on_map = torch.rand(b, generator=generator, device=like.device) < self.map_fraction
-        return a, torch.where(on_map, c, a)
+        s, t = a, torch.where(on_map, c, a)
+        return from_data(s, t, self.from_data, generator) if self.from_data else (s, t)
 
     def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.f2d2 and not model.has_div_head:

@@ -11,7 +11,8 @@ tangent condition at s = t. With m = (s + t) / 2 and x = I_s:
     L = L_tangent + L_SC + lambda (L_div + L_divSC)
 
 ``two_way`` also draws steps with t < s (signed step t - s), so that the map can
-integrate backwards from data to noise; otherwise every step has s < t. ``time_grid``: where a
+integrate backwards from data to noise; otherwise every step has s < t. ``from_data`` moves a share of
+the semigroup steps to start at the data (s = 1, backward), where the likelihood's steps start. ``time_grid``: where a
 step of size d starts, ``continuous`` (s ~ U[0, 1 - d]) or ``dyadic`` (s a multiple of d, as in the
 shortcut-models paper and the authors' code): the K = 2^j steps of evaluation start exactly there, and
 the midpoints of the semigroup targets lie on the next finer grid.
@@ -35,7 +36,15 @@ import torch
 from f2d2.core.flowmap import jump
 from f2d2.nets import FlowMapNet
 from f2d2.objectives.base import Objective
-from f2d2.objectives.interpolant import TIME_GRIDS, dyadic_steps, interpolate, noise_like, uniform_time
+from f2d2.objectives.interpolant import (
+    TIME_GRIDS,
+    check_from_data,
+    dyadic_steps,
+    from_data,
+    interpolate,
+    noise_like,
+    uniform_time,
+)
 from f2d2.objectives.targets import divergence_target, velocity_target
 
 BASE_STEPS = ("halves", "heun")  # the finest step's targets: two half steps (the paper), or Heun's rule
@@ -58,7 +67,10 @@ class Shortcut(Objective):
         two_way: bool = True,
         time_grid: str = "continuous",
         base_step: str = "halves",
+        from_data: float = 0.0,
     ):
+        check_from_data(from_data, two_way)
+        self.from_data = float(from_data)
         if time_grid not in TIME_GRIDS:
             raise ValueError(f"objective.time_grid = {time_grid!r}; expected one of {TIME_GRIDS}")
         if base_step not in BASE_STEPS:
@@ -114,8 +126,10 @@ class Shortcut(Objective):
         return terms
 
     def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, t), each (B,): the semigroup term's dyadic steps (``dyadic_steps`` with this objective's grid)."""
-        return dyadic_steps(b, self.max_log2, generator, like, grid=self.time_grid, two_way=self.two_way)
+        """(s, t), each (B,): the semigroup term's dyadic steps (``dyadic_steps`` with this objective's grid), a
+        share ``from_data`` of them moved to start at the data (``interpolant.from_data``)."""
+        s, t = dyadic_steps(b, self.max_log2, generator, like, grid=self.time_grid, two_way=self.two_way)
+        return from_data(s, t, self.from_data, generator) if self.from_data else (s, t)
 
     def _self_consistency(self, model, x0, x1, generator) -> dict[str, torch.Tensor]:
         s, t = self.times(x1.shape[0], generator, x1)
