@@ -136,6 +136,24 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert load_checkpoint(train(longer, tmp_path, progress=False))["step"] == 20
 
 
+def test_restart_on_change_sets_the_other_configs_checkpoint_aside(tmp_path):
+    """What the pipeline does when a run's settings changed: the old checkpoint and metrics go to stale/, and the
+    run trains afresh from step 0 with the new settings (its checkpoint equals a fresh workdir's)."""
+    train(tiny_run(10), tmp_path / "run", progress=False)
+    old = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    other = tiny_run(6)
+    other["train"]["lr"] = 5e-3
+    ckpt = load_checkpoint(train(other, tmp_path / "run", progress=False, restart_on_change=True))
+    fresh = load_checkpoint(train(other, tmp_path / "fresh", progress=False))
+    assert ckpt["step"] == 6 and ckpt["config"]["train"]["lr"] == 5e-3
+    assert _states_equal(ckpt["model"], fresh["model"])
+    stale = load_checkpoint(tmp_path / "run" / "stale" / "checkpoint.pt")
+    assert stale["step"] == 10 and _states_equal(stale["model"], old["model"])
+    assert (tmp_path / "run" / "stale" / "metrics.jsonl").exists()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 6  # the new run's log only
+
+
 def test_non_finite_loss_names_step_and_terms(tmp_path, monkeypatch):
     def nan_objective(cfg, teacher=None):
         def objective(model, x1, gen):

@@ -23,5 +23,5 @@ rule train:
         run="|".join(RUNS),
     shell:
         "{params.submit} {resources.f2d2_submit} -- train --config {CONFIG_FILE} --stage {params.stage} "
-        "--workdir {OUT}/train/{wildcards.run} --stage-root {OUT}/train --no-progress "
+        "--workdir {OUT}/train/{wildcards.run} --stage-root {OUT}/train --no-progress --restart-on-change "
         "--set train.device={params.device} {params.overrides} --summary {output.summary} > {log} 2>&1"

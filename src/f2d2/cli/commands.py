@@ -59,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"lower train.batch_size (e.g. --set train.batch_size={max(1, batch // 2)}, in a fresh "
         "--workdir), use a smaller model, or spread the batch over more GPUs",
     ):
-        ckpt = train(run, args.workdir, progress=not args.no_progress)
+        ckpt = train(run, args.workdir, progress=not args.no_progress, restart_on_change=args.restart_on_change)
     print(f"checkpoint: {ckpt}")
     if args.summary is not None:
         lines = (args.workdir / "metrics.jsonl").read_text().splitlines()

@@ -89,6 +89,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument(
+        "--restart-on-change",
+        action="store_true",
+        help="when --workdir holds a checkpoint of another config, move it into --workdir/stale/ and train afresh "
+        "(default: refuse); the pipeline passes it, since it reruns a run only when its settings changed",
+    )
+    t.add_argument(
         "--summary",
         type=Path,
         default=None,

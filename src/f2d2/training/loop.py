@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from f2d2.config.resolve import TRAIN_DEFAULTS, ConfigError
 from f2d2.data import SEED_STRIDE, Dataset2D, ImageDataset, make_dataset
 from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
-from f2d2.io.checkpoint import load_resumable, save_checkpoint, warm_start
+from f2d2.io.checkpoint import load_resumable, previous_path, save_checkpoint, warm_start
 from f2d2.io.teacher import load_teacher
 from f2d2.nets import FlowMapNet, build_model
 from f2d2.objectives import build_objective, describe
@@ -70,14 +71,15 @@ def lr_factor(i: int, *, warmup: int, steps: int, schedule: str) -> float:
     return 1.0
 
 
-def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True) -> Path:
-    """Train one run to ``train.steps`` steps; returns the path of the final checkpoint."""
+def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True, restart_on_change: bool = False) -> Path:
+    """Train one run to ``train.steps`` steps; returns the path of the final checkpoint. ``restart_on_change``:
+    see :func:`resume`."""
     workdir = Path(workdir)
     run, data = prepare_run(run_cfg)
     tr = run["train"]
     group = init_from_env(torch.device(tr["device"]).type)
     try:
-        return _train(run, data, workdir, group, progress and group.is_main)
+        return _train(run, data, workdir, group, progress and group.is_main, restart_on_change)
     finally:
         shutdown(group)
 
@@ -156,13 +158,26 @@ def save_state(
     save_checkpoint(path, payload, keep_previous=True)
 
 
-def resume(path: Path, run: dict, state: TrainState, group: Group) -> dict | None:
+def resume(path: Path, run: dict, state: TrainState, group: Group, *, restart_on_change: bool = False) -> dict | None:
     """Load the checkpoint at ``path`` into ``state`` and return it; None when there is none to resume.
 
     A checkpoint of a run that stopped early is returned without loading it (training is over). Raises
-    when the checkpoint was written by another config (see :func:`_resume_key`) or number of processes."""
+    when the checkpoint was written by another config (see :func:`_resume_key`) or number of processes;
+    with ``restart_on_change`` such a checkpoint (and its metrics) is moved into ``stale/`` beside it
+    instead, and training starts afresh (the pipeline retrains a run whose settings changed)."""
     ckpt = load_resumable(path)
     if ckpt is None:
+        return None
+    if _resume_key(ckpt["config"]) != _resume_key(run) and restart_on_change:
+        if group.is_main:
+            stale = path.parent / "stale"
+            shutil.rmtree(stale, ignore_errors=True)
+            stale.mkdir()
+            for name in (path.name, previous_path(path).name, METRICS):
+                if (path.parent / name).exists():
+                    (path.parent / name).rename(stale / name)
+            print(f"{path} was written by a different config: moved into {stale}/; training afresh", flush=True)
+        group.barrier()
         return None
     if _resume_key(ckpt["config"]) != _resume_key(run):
         raise RuntimeError(
@@ -220,7 +235,7 @@ class MetricsLog:
             self._writer.flush()
 
 
-def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bool) -> Path:
+def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bool, restart_on_change: bool) -> Path:
     tr = run["train"]
     device = _device(tr, group)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +257,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
         for name in (CHECKPOINT, METRICS, "config.yaml"):
             remove_stale_temporaries(workdir / name)
     group.barrier()
-    ckpt = resume(ckpt_path, run, state, group)
+    ckpt = resume(ckpt_path, run, state, group, restart_on_change=restart_on_change)
     if ckpt is not None and "early_stopped" in ckpt:
         return ckpt_path
     early = _early_stop(run, data, device, group, ckpt)
