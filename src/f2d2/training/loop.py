@@ -168,7 +168,8 @@ def resume(path: Path, run: dict, state: TrainState, group: Group, *, restart_on
     ckpt = load_resumable(path)
     if ckpt is None:
         return None
-    if _resume_key(ckpt["config"]) != _resume_key(run) and restart_on_change:
+    changed = _resume_key(ckpt["config"]) != _resume_key(run)
+    if changed and restart_on_change:
         if group.is_main:
             stale = path.parent / "stale"
             shutil.rmtree(stale, ignore_errors=True)
@@ -179,7 +180,7 @@ def resume(path: Path, run: dict, state: TrainState, group: Group, *, restart_on
             print(f"{path} was written by a different config: moved into {stale}/; training afresh", flush=True)
         group.barrier()
         return None
-    if _resume_key(ckpt["config"]) != _resume_key(run):
+    if changed:
         raise RuntimeError(
             f"{path} was written by a different config (only train.steps, log_every and ckpt_every "
             "may change on resume); use a fresh workdir or delete the checkpoint"
