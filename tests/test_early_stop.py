@@ -106,6 +106,21 @@ def test_enabled_but_not_triggered_is_bitwise_the_run_without_it(full, tmp_path)
     assert rows(tmp_path / "cut") == rows(work)
 
 
+def test_no_check_before_start_so_an_early_pass_of_the_target_does_not_stop_the_run(full, tmp_path):
+    _, checks = full
+    target = checks[EVERY]  # the first check hits the target exactly
+    later = {s: abs(v - target) for s, v in checks.items() if s > 2 * EVERY}
+    tol = 1.01 * sorted(later.values())[1]  # admits two checks after step 2 * EVERY (and the first check)
+    start = 2 * EVERY + 1
+    expected = min(s for s, e in later.items() if e <= tol)
+    work = tmp_path / "late"
+    ckpt = load_checkpoint(train(f2d2_run({"target_bpd": target, "tol": tol, "start": start}), work, progress=False))
+    assert ckpt["step"] == expected > start
+    assert ckpt["early_stopped"]["val_bpd"] == checks[expected]
+    checked = [r["step"] for r in rows(work) if "val_bpd" in r]
+    assert checked == list(range(3 * EVERY, expected + 1, EVERY))  # nothing measured before start
+
+
 def test_stops_at_the_first_check_within_tol_and_a_restart_trains_no_further(full, tmp_path, capsys):
     _, checks = full
     target = checks[25]
@@ -187,6 +202,7 @@ def test_null_target_without_a_teacher_is_refused_before_training(tmp_path):
         ({"tol": 0}, ["train.early_stop.tol = 0", "> 0"]),
         ({"target_bpd": "teacher"}, ["train.early_stop.target_bpd = 'teacher'", "a number or null"]),
         ({"seed": -1}, ["train.early_stop.seed = -1", "integer >= 0"]),
+        ({"start": -10}, ["train.early_stop.start = -10", "integer >= 0"]),
         ({"patience": 3}, ["train.early_stop.patience is an unknown key", "'tol'"]),
     ],
 )

@@ -150,7 +150,8 @@ def stage_schedule_problems(run: dict) -> list[str]:
     elif line:
         warnings.warn(f"objective {run['objective'].get('name')!r}: {line}", ConfigWarning, stacklevel=3)
     es = tr["early_stop"]
-    line = _warm_start_line(tr, es["every"], "train.early_stop.every") if es and es["every"] < tr["steps"] else None
+    first, key = _first_check(es) if es else (None, None)
+    line = _warm_start_line(tr, first, key) if es and first < tr["steps"] else None
     if line:
         warnings.warn(
             f"objective {run['objective'].get('name')!r}: {line}, where train.early_stop may end the run",
@@ -158,6 +159,13 @@ def stage_schedule_problems(run: dict) -> list[str]:
             stacklevel=3,
         )
     return problems
+
+
+def _first_check(es: dict) -> tuple[int, str]:
+    """The step of a train.early_stop's first check, the first multiple of ``every`` from ``start`` on, and
+    how to name it in a message."""
+    first = max(es["every"], -(-es["start"] // es["every"]) * es["every"])
+    return first, ("train.early_stop.every" if first == es["every"] else "the first train.early_stop check")
 
 
 def _warm_start_line(tr: dict, steps: int, key: str) -> str | None:

@@ -300,7 +300,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
 
             # Validation of the EMA model (early stop).
             val = None
-            if early is not None and step % early.every == 0:
+            if early is not None and early.checks_at(step):
                 val = {"val_bpd": early.evaluate(state.ema.module), "target_bpd": early.target}
                 if early.reached(val["val_bpd"]):
                     stopped.update(step=step, **val)
