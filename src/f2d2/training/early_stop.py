@@ -1,7 +1,7 @@
 """Early stopping of F2D2 finetuning at a calibrated BPD (the paper's Appendix C).
 
-With ``train.early_stop`` set, training measures every ``every`` steps (from step ``start`` on) the BPD of the EMA model's
-``steps``-step F2D2 likelihood (divergence head) on a held-out validation split, and stops as soon as
+With ``train.early_stop`` set, training measures every ``every`` steps (from step ``start`` on) the BPD of
+the EMA model's ``steps``-step F2D2 likelihood (divergence head) on a held-out validation split, and stops as soon as
 it lies within ``tol`` bits/dim of the target: ``target_bpd``, or (null) the teacher's reference
 (dopri5) BPD on the same split, computed once at the start and kept in the checkpoint. ``start`` skips the
 first steps, where a new head's BPD falls from far above the target to far below it and passes the target
