@@ -88,6 +88,7 @@ CALIBRATE_TINY = [  # --calibrate --tiny: the same three stages at CPU size
     "shortcut_distill_f2d2:model.div_scale=100.0",
     "shortcut_distill_f2d2:model.div_hidden=[32, 16]",
     "shortcut_distill_f2d2:train.early_stop.every=15",
+    "shortcut_distill_f2d2:train.early_stop.start=0",
     "shortcut_distill_f2d2:train.early_stop.n_val=32",
 ]
 CALIBRATE_STAGES = ("teacher", "shortcut_distill", "shortcut_distill_f2d2")
@@ -333,13 +334,13 @@ def calibrate(args) -> dict:
     test = data.test_pixels()
     teacher = load_model(out / "teacher" / "checkpoint.pt", device=args.device)
     model = load_model(out / CALIBRATE_STAGES[-1] / "checkpoint.pt", device=args.device)
-    batch = len(test)
+    batch, backward = len(test), cfg["eval"]["backward"]
     gen = torch.Generator(args.device).manual_seed(0)
     ref_s, ref_bpd, ref_nfe = bpd_seconds(
         teacher, test, lambda x: reference_log_likelihood(teacher, x, div="hutchinson", generator=gen), batch, clock
     )
     k1_s, k1_bpd, _ = bpd_seconds(
-        model, test, lambda x: log_likelihood(model, x, 1, div="head", backward="forward-only"), batch, clock
+        model, test, lambda x: log_likelihood(model, x, 1, div="head", backward=backward), batch, clock
     )
     stopped = torch.load(out / CALIBRATE_STAGES[-1] / "checkpoint.pt", map_location="cpu", weights_only=False).get(
         "early_stopped"
