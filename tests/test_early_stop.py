@@ -187,6 +187,12 @@ def test_null_target_is_the_teachers_reference_bpd(tmp_path):
     assert not torch.equal(x[:64], make_dataset({"name": "checkerboard"}).sample(64, torch.Generator().manual_seed(11)))
 
 
+def test_a_start_past_the_last_step_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=rf"train.early_stop.start = {STEPS + 1} is past train.steps = {STEPS}"):
+        train(f2d2_run({"target_bpd": 1.0, "start": STEPS + 1}), tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_null_target_without_a_teacher_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"train.early_stop.target_bpd = None .* objective.teacher = None"):
         train(f2d2_run({"target_bpd": None}), tmp_path, progress=False)

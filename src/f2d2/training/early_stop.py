@@ -37,7 +37,8 @@ VAL_STREAM = 2**32  # 2D validation points: seed + VAL_STREAM (training's stream
 
 
 def early_stop_problems(run: dict) -> list[str]:
-    """What a resolved run with ``train.early_stop`` lacks (a divergence head; a teacher for a null target)."""
+    """What a resolved run with ``train.early_stop`` lacks (a divergence head; a teacher for a null target; a
+    start within train.steps)."""
     es = run["train"].get("early_stop")
     if es is None:
         return []
@@ -47,6 +48,11 @@ def early_stop_problems(run: dict) -> list[str]:
             f"train.early_stop measures the F2D2 likelihood of the divergence head, but "
             f"model.div_head = {run['model'].get('div_head')!r}; set model.div_head: true or "
             "train.early_stop: null"
+        )
+    if es.get("start", 0) > run["train"]["steps"]:
+        problems.append(
+            f"train.early_stop.start = {es['start']} is past train.steps = {run['train']['steps']}: no check would "
+            "run; set a start <= train.steps or train.early_stop: null"
         )
     if es.get("target_bpd") is None and run["objective"].get("teacher") is None:
         problems.append(
