@@ -28,7 +28,7 @@ from f2d2.data.points import split_problem
 from f2d2.nets import ARCHITECTURES
 from f2d2.objectives import OBJECTIVES, Objective, describe
 from f2d2.registry import REQUIRED, options_of
-from f2d2.training.early_stop import early_stop_problems
+from f2d2.training.early_stop import early_stop_problems, first_check
 from f2d2.training.ema import start_share
 from f2d2.training.speed import compiler_problem, speed_problems
 
@@ -150,7 +150,8 @@ def stage_schedule_problems(run: dict) -> list[str]:
     elif line:
         warnings.warn(f"objective {run['objective'].get('name')!r}: {line}", ConfigWarning, stacklevel=3)
     es = tr["early_stop"]
-    first, key = _first_check(es) if es else (None, None)
+    first = first_check(es) if es else None
+    key = "train.early_stop.every" if es and first == es["every"] else "the first train.early_stop check"
     line = _warm_start_line(tr, first, key) if es and first < tr["steps"] else None
     if line:
         warnings.warn(
@@ -159,13 +160,6 @@ def stage_schedule_problems(run: dict) -> list[str]:
             stacklevel=3,
         )
     return problems
-
-
-def _first_check(es: dict) -> tuple[int, str]:
-    """The step of a train.early_stop's first check, the first multiple of ``every`` from ``start`` on, and
-    how to name it in a message."""
-    first = max(es["every"], -(-es["start"] // es["every"]) * es["every"])
-    return first, ("train.early_stop.every" if first == es["every"] else "the first train.early_stop check")
 
 
 def _warm_start_line(tr: dict, steps: int, key: str) -> str | None:

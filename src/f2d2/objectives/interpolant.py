@@ -59,6 +59,9 @@ def from_data(
     """(s, t), each (n,), with a ``share`` of the pairs with s != t moved to (1, 1 - |t - s|): the same step,
     taken backward from the data, where every K-step likelihood starts. Next to the data the flow is stiff
     (the teacher's velocity at t = 1 is x1 itself; the noise it adds below comes from the tiny off-manifold
-    part of x1), and uniformly placed steps reach it 1 / K of the time."""
+    part of x1), and uniformly placed steps reach it 1 / K of the time. A share of 0 returns (s, t) as they are
+    and draws nothing from ``generator``."""
+    if not share:
+        return s, t
     pick = (torch.rand(s.shape[0], generator=generator, device=s.device) < share) & (s != t)
     return torch.where(pick, torch.ones_like(s), s), torch.where(pick, 1 - (t - s).abs(), t)

@@ -77,7 +77,7 @@ class MeanFlow(Objective):
             a, c = torch.minimum(a, c), torch.maximum(a, c)
         on_map = torch.rand(b, generator=generator, device=like.device) < self.map_fraction
         s, t = a, torch.where(on_map, c, a)
-        return from_data(s, t, self.from_data, generator) if self.from_data else (s, t)
+        return from_data(s, t, self.from_data, generator)
 
     def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.f2d2 and not model.has_div_head:

@@ -129,7 +129,7 @@ class Shortcut(Objective):
         """(s, t), each (B,): the semigroup term's dyadic steps (``dyadic_steps`` with this objective's grid), a
         share ``from_data`` of them moved to start at the data (``interpolant.from_data``)."""
         s, t = dyadic_steps(b, self.max_log2, generator, like, grid=self.time_grid, two_way=self.two_way)
-        return from_data(s, t, self.from_data, generator) if self.from_data else (s, t)
+        return from_data(s, t, self.from_data, generator)
 
     def _self_consistency(self, model, x0, x1, generator) -> dict[str, torch.Tensor]:
         s, t = self.times(x1.shape[0], generator, x1)

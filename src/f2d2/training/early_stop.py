@@ -49,7 +49,7 @@ def early_stop_problems(run: dict) -> list[str]:
             f"model.div_head = {run['model'].get('div_head')!r}; set model.div_head: true or "
             "train.early_stop: null"
         )
-    if es.get("start", 0) > run["train"]["steps"]:
+    if es["start"] > run["train"]["steps"]:
         problems.append(
             f"train.early_stop.start = {es['start']} is past train.steps = {run['train']['steps']}: no check would "
             "run; set a start <= train.steps or train.early_stop: null"
@@ -61,6 +61,12 @@ def early_stop_problems(run: dict) -> list[str]:
             "or a number as train.early_stop.target_bpd"
         )
     return problems
+
+
+def first_check(cfg: dict) -> int:
+    """The step of a ``train.early_stop`` mapping's first check: the first multiple of ``every`` from ``start``
+    on (steps count from 1)."""
+    return cfg["every"] * max(1, -(-cfg["start"] // cfg["every"]))
 
 
 def validation_split(data: Dataset2D | ImageDataset, n: int, seed: int) -> torch.Tensor:
@@ -80,8 +86,7 @@ class EarlyStop:
         if problems:
             raise ConfigError("; ".join(problems))
         self.cfg = run["train"]["early_stop"]
-        self.every, self.start = self.cfg["every"], self.cfg["start"]
-        self.tol, self.target = self.cfg["tol"], self.cfg["target_bpd"]
+        self.every, self.tol, self.target = self.cfg["every"], self.cfg["tol"], self.cfg["target_bpd"]
         two_way = run["objective"].get("two_way", True)
         self.backward = "two-way" if two_way else "forward-only"
         self.batch_size = run["train"]["batch_size"] // group.world
@@ -110,7 +115,7 @@ class EarlyStop:
 
     def checks_at(self, step: int) -> bool:
         """Whether training measures the validation BPD after ``step`` steps: a multiple of every, >= start."""
-        return step % self.every == 0 and step >= self.start
+        return step % self.every == 0 and step >= first_check(self.cfg)
 
     def reached(self, bpd: float) -> bool:
         return abs(bpd - self.target) <= self.tol
