@@ -12,7 +12,8 @@ from f2d2.io.checkpoint import load_model, warm_start
 from f2d2.nets import FlowMapNet, FlowMapOutput, MLPFlowMap
 from f2d2.objectives import OBJECTIVES, MeanFlow, Objective, Shortcut, build_objective, describe
 from f2d2.objectives.meanflow import eulerian_targets
-from f2d2.objectives.shortcut import heun_targets, semigroup_targets
+from f2d2.objectives.shortcut import heun_targets
+from f2d2.objectives.targets import semigroup_targets
 from f2d2.registry import options_of
 
 MU, SIGMA = [0.5, -1.0], 0.7
@@ -151,6 +152,32 @@ def test_exact_map_zeroes_meanflow_terms_with_the_teacher_tangent():
     assert conditional(exact, x1, torch.Generator().manual_seed(2))["mf"] > 1e-2
     with pytest.raises(ValueError, match="'meanflow' needs objective.teacher"):
         build_objective({"name": "meanflow", "tangent": "teacher"})
+
+
+def test_meanflow_semigroup_term_vanishes_for_an_exact_map_and_adds_to_the_loss():
+    """semigroup_fraction moves that share of the batch to Shortcut's semigroup term on dyadic steps up to the
+    full step: zero for an exact map, positive for a perturbed one, and summed into the loss with lambda."""
+    teacher = GaussianFlow(MU, SIGMA, flow_map=False).double()
+    x1 = (torch.tensor(MU) + SIGMA * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))).double()
+    kw = dict(f2d2=True, teacher=teacher, tangent="teacher", map_fraction=1.0, lam=0.5)
+    objective = MeanFlow(**kw, semigroup_fraction=0.25, semigroup_log2=2)
+    exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0).double()
+    terms = objective(exact, x1, torch.Generator().manual_seed(2))
+    assert all(terms[k] < 1e-12 for k in ("mf", "mf_div", "sg", "sg_div"))
+    perturbed = Perturbed(GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0)).double()
+    terms = objective(perturbed, x1, torch.Generator().manual_seed(2))
+    assert terms["sg"] > 1e-4 and terms["sg_div"] > 1e-4
+    assert torch.allclose(terms["loss"], terms["mf"] + terms["sg"] + 0.5 * (terms["mf_div"] + terms["sg_div"]))
+    assert set(MeanFlow(**kw)(perturbed, x1, torch.Generator().manual_seed(2))) == {"loss", "mf", "mf_div"}
+    s, t = objective.semigroup_times(4000, torch.Generator().manual_seed(0), torch.zeros(1))
+    gaps = (t - s).abs()
+    assert set(gaps.unique().tolist()) == {1.0, 0.5, 0.25}
+    assert torch.equal(torch.remainder(torch.minimum(s, t), gaps), torch.zeros_like(s))
+    assert 0.4 < (s > t).float().mean() < 0.6
+    with pytest.raises(ValueError, match="semigroup_fraction = 1.0"):
+        MeanFlow(semigroup_fraction=1.0)
+    with pytest.raises(ValueError, match="semigroup_log2 = -1"):
+        MeanFlow(semigroup_log2=-1)
 
 
 class Scaled(Perturbed):

@@ -45,7 +45,7 @@ from f2d2.objectives.interpolant import (
     noise_like,
     uniform_time,
 )
-from f2d2.objectives.targets import divergence_target, velocity_target
+from f2d2.objectives.targets import divergence_target, semigroup_targets, velocity_target
 
 BASE_STEPS = ("halves", "heun")  # the finest step's targets: two half steps (the paper), or Heun's rule
 
@@ -147,19 +147,6 @@ class Shortcut(Objective):
         if self.f2d2:
             terms["div_sc"] = (out.d - d_target).pow(2).mean()
         return terms
-
-
-@torch.no_grad()
-def semigroup_targets(model: FlowMapNet, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor):
-    """Two half steps through m = (s + t) / 2: sg targets for u(x, s, t) and D(x, s, t) (None without a head).
-
-    x (B, *shape) at times s; s, t (B,). For an exact flow map both equal the map's own outputs.
-    """
-    m = (s + t) / 2
-    first = model(x, s, m)
-    second = model(jump(x, s, m, first.u), m, t)
-    d = (first.d + second.d) / 2 if first.d is not None else None
-    return (first.u + second.u) / 2, d
 
 
 @torch.no_grad()
