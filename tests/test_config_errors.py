@@ -154,6 +154,12 @@ CASES = [
         {"cluster": "slurm", "resources.train.gpus": 3},
         ["train.batch_size = 1024", "not divisible by resources.train.gpus = 3", "multiple of 3"],
     ),
+    (
+        "frozen own velocity without a warm start",
+        {"stages.shortcut_f2d2.objective.self_source": "start", "stages.shortcut_f2d2.train.init_from": None},
+        ["objective.self_source = 'start', but train.init_from = None", "stages.shortcut_f2d2"],
+    ),
+    ("unknown own-velocity source", {"stages.shortcut_f2d2.objective.self_source": "ema"}, ["'ema'", "live"]),
     ("negative memory", {"resources.eval.mem_gb": -4}, ["resources.eval.mem_gb = -4", "> 0"]),
     ("zero time", {"resources.train.time_min": 0}, ["resources.train.time_min = 0", ">= 1"]),
     ("zero cpus", {"resources.eval.cpus": 0}, ["resources.eval.cpus = 0", ">= 1"]),

@@ -180,6 +180,32 @@ def test_meanflow_semigroup_term_vanishes_for_an_exact_map_and_adds_to_the_loss(
         MeanFlow(semigroup_log2=-1)
 
 
+def test_shortcut_f2d2_can_take_its_own_velocity_from_its_frozen_start():
+    """self_source 'start': the tangent target and the divergence (div_source self) come from the frozen start
+    network, not from x1 - x0 and the live network: an exact map with an exact start zeroes every term."""
+    exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0)
+    start = GaussianFlow(MU, SIGMA, flow_map=False)
+    x1 = torch.tensor(MU) + SIGMA * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))
+    kw = dict(f2d2=True, div_source="self", max_log2=3)
+    frozen = Shortcut(**kw, self_source="start", start=start)
+    assert frozen.needs_start and not frozen.needs_teacher
+    terms = frozen(exact, x1, torch.Generator().manual_seed(2))
+    for name in ("tangent", "sc", "div", "div_sc"):
+        assert terms[name] < 1e-8, name
+    assert Shortcut(**kw)(exact, x1, torch.Generator().manual_seed(2))["tangent"] > 1e-2  # live: x1 - x0
+    # A live network that is off: its error, not its own outputs, is what the frozen start's targets measure.
+    off = Perturbed(exact)
+    assert Shortcut(**kw, self_source="start", start=start)(off, x1, torch.Generator().manual_seed(2))["div"] > 1e-3
+    with pytest.raises(ValueError, match="needs the frozen start network"):
+        build_objective({"name": "shortcut_f2d2", "div_source": "self", "self_source": "start"})
+    with pytest.raises(ValueError, match="self_source = 'ema'"):
+        Shortcut(self_source="ema")
+    with pytest.raises(ValueError, match="no teacher velocity"):
+        Shortcut(distill=True, self_source="start")
+    with pytest.raises(ValueError, match=r"no option\(s\) \['start'\]"):
+        describe({"name": "shortcut_f2d2", "start": "x.pt"})
+
+
 class Scaled(Perturbed):
     """Perturbed with its error multiplied by ``k``."""
 

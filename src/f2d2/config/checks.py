@@ -83,6 +83,11 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
                 "flow-matching checkpoint path"
             )
         problems += _check_reference("objective.teacher", obj.get("teacher"), stages, "checkpoint")
+        if objective.needs_start and run["train"].get("init_from") is None:
+            problems.append(
+                f"objective.self_source = 'start', but train.init_from = None: objective {name!r} then takes its "
+                "own velocity from the network it warm-starts from; name a stage or a checkpoint there"
+            )
         if objective.trains_div_head and model.get("div_head") is not True:
             problems.append(
                 f"model.div_head = {model.get('div_head')!r}, but objective {name!r} trains a "

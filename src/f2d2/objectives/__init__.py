@@ -30,30 +30,40 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
 }
 
 
-def describe(cfg: dict, teacher: FlowMapNet | None = None) -> Objective:
+def describe(cfg: dict, teacher: FlowMapNet | None = None, start: FlowMapNet | None = None) -> Objective:
     """The objective of ``{"name": ..., **options}`` with ``teacher`` (default none) in place of the config's
-    objective.teacher (a path): cheap, to ask its properties. Unknown names and keys raise ValueError."""
+    objective.teacher (a path) and ``start`` the frozen warm-start network (objectives that take one): cheap,
+    to ask its properties. Unknown names and keys raise ValueError."""
     options = dict(cfg)
     name = options.pop("name", None)
     if name not in OBJECTIVES:
         raise ValueError(f"objective.name = {name!r} is unknown; expected one of {sorted(OBJECTIVES)}")
-    allowed = options_of(OBJECTIVES[name])
-    unknown = sorted(set(options) - set(allowed))
+    takes = options_of(OBJECTIVES[name])
+    allowed = set(takes) - {"start"}  # a network, not a config value (objective.teacher is a path there)
+    unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"objective {name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}")
     options.pop("teacher", None)
-    return OBJECTIVES[name](**options, **({"teacher": teacher} if "teacher" in allowed else {}))
+    nets = {"teacher": teacher, "start": start}
+    return OBJECTIVES[name](**options, **{k: v for k, v in nets.items() if k in takes})
 
 
-def build_objective(cfg: dict, teacher: FlowMapNet | None = None) -> Objective:
-    """The objective to train with: ``describe(cfg, teacher)``, refused when it needs a teacher and has none.
+def build_objective(cfg: dict, teacher: FlowMapNet | None = None, start: FlowMapNet | None = None) -> Objective:
+    """The objective to train with: ``describe(cfg, teacher, start)``, refused when it needs a teacher or a
+    start network and has none.
 
-    ``teacher`` is the frozen network that the config's objective.teacher names (the training loop loads it)."""
-    objective = describe(cfg, teacher)
+    ``teacher`` is the frozen network that the config's objective.teacher names, ``start`` a frozen copy of the
+    one train.init_from names (the training loop loads both)."""
+    objective = describe(cfg, teacher, start)
     if objective.needs_teacher and teacher is None:
         raise ValueError(
             f"objective {cfg.get('name')!r} needs objective.teacher (a flow-matching checkpoint), "
             "but no teacher network was given"
+        )
+    if objective.needs_start and start is None:
+        raise ValueError(
+            f"objective {cfg.get('name')!r} with self_source 'start' needs the frozen start network "
+            "(train.init_from), but none was given"
         )
     return objective
 

@@ -13,6 +13,7 @@ class Objective:
     """Defaults: a flow map (u(x, s, t) for s != t) without a teacher or a divergence head, any step count."""
 
     needs_teacher = False  # reads a frozen flow-matching teacher (the network objective.teacher names)
+    needs_start = False  # reads a frozen copy of the network the run warm-starts from (train.init_from)
     trains_div_head = False  # regresses the divergence head D (the model needs model.div_head: true)
     flow_map = True  # trains u(x, s, t) off the diagonal; False: only the velocity v(x, t) = u(x, t, t)
 

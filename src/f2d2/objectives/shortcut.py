@@ -4,7 +4,7 @@ One batch of data x1 (B, *shape) is split: a share ``sc_fraction`` enforces the
 semigroup property on dyadic steps d in {1, 1/2, ..., 2^-max_log2}, the rest the
 tangent condition at s = t. With m = (s + t) / 2 and x = I_s:
 
-    L_tangent = || u(I_t, t, t) - target ||^2       target = x1 - x0, or teacher v (distill)
+    L_tangent = || u(I_t, t, t) - target ||^2       target = x1 - x0, teacher v (distill) or v_start
     L_SC      = || u(x, s, t) - sg((u(x, s, m) + u(X_{s,m}(x), m, t)) / 2) ||^2
     L_div     = || D(I_t, t, t) - sg(div v(I_t, t)) / c ||^2                    (F2D2)
     L_divSC   = || D(x, s, t) - sg((D(x, s, m) + D(X_{s,m}(x), m, t)) / 2) ||^2   (F2D2)
@@ -16,6 +16,14 @@ the semigroup steps to start at the data (s = 1, backward), where the likelihood
 step of size d starts, ``continuous`` (s ~ U[0, 1 - d]) or ``dyadic`` (s a multiple of d, as in the
 shortcut-models paper and the authors' code): the K = 2^j steps of evaluation start exactly there, and
 the midpoints of the semigroup targets lie on the next finer grid.
+
+``self_source`` says where Shortcut(-F2D2)'s own velocity comes from: ``live``, the network in training
+(the paper: the tangent target is x1 - x0 and, with ``div_source: self``, the divergence is that of
+u(x, t, t)), or ``start``, a frozen copy ``start`` of the network the run warm-starts from (train.init_from):
+the tangent target is then sg(v_start(I_t, t)) and the divergence that of v_start, so the finetuning learns
+the likelihood of the Shortcut model it was given, still without a teacher. In 2D the live velocity kept
+moving under the data term while the maps and the head learned it (0.17 nats per point from the teacher's
+flow after 4000 steps; config/config.yaml's comments).
 
 ``base_step`` sets the targets of the finest step d = 2^-max_log2, where the recursion bottoms out:
 ``halves`` (the paper) as above, through two half steps of a size the model is never trained on (which it
@@ -48,10 +56,12 @@ from f2d2.objectives.interpolant import (
 from f2d2.objectives.targets import divergence_target, semigroup_targets, velocity_target
 
 BASE_STEPS = ("halves", "heun")  # the finest step's targets: two half steps (the paper), or Heun's rule
+SELF_SOURCES = ("live", "start")  # the model's "own" velocity: the network in training, or its frozen start
 
 
 class Shortcut(Objective):
-    """Shortcut, Shortcut-Distill and their F2D2 variants (``f2d2=True``); ``teacher`` a frozen network."""
+    """Shortcut, Shortcut-Distill and their F2D2 variants (``f2d2=True``); ``teacher`` a frozen network,
+    ``start`` the frozen network the run warm-starts from (``self_source: start``)."""
 
     def __init__(
         self,
@@ -68,9 +78,16 @@ class Shortcut(Objective):
         time_grid: str = "continuous",
         base_step: str = "halves",
         from_data: float = 0.0,
+        self_source: str = "live",
+        start: FlowMapNet | None = None,
     ):
         check_from_data(from_data, two_way)
         self.from_data = float(from_data)
+        if self_source not in SELF_SOURCES:
+            raise ValueError(f"objective.self_source = {self_source!r}; expected one of {SELF_SOURCES}")
+        if self_source == "start" and distill:
+            raise ValueError("objective.self_source = 'start' is for Shortcut(-F2D2), which has no teacher velocity")
+        self.self_source, self.start = self_source, start
         if time_grid not in TIME_GRIDS:
             raise ValueError(f"objective.time_grid = {time_grid!r}; expected one of {TIME_GRIDS}")
         if base_step not in BASE_STEPS:
@@ -84,6 +101,18 @@ class Shortcut(Objective):
     @property
     def needs_teacher(self) -> bool:
         return self.distill or (self.f2d2 and self.div_source == "teacher")
+
+    @property
+    def needs_start(self) -> bool:
+        return self.self_source == "start"
+
+    def _own(self, model: FlowMapNet) -> FlowMapNet:
+        """Where the model's own velocity comes from: the network in training, or its frozen start."""
+        if self.self_source == "live":
+            return model
+        if self.start is None:
+            raise ValueError("objective.self_source = 'start' needs the frozen start network (train.init_from)")
+        return self.start
 
     @property
     def trains_div_head(self) -> bool:
@@ -118,10 +147,13 @@ class Shortcut(Objective):
         out = model(xt, t, t)
         terms = {}
         if self.f2d2:
-            source = self.teacher if self.div_source == "teacher" else model
+            source = self.teacher if self.div_source == "teacher" else self._own(model)
             _, div_src = divergence_target(source, xt, t, self.div_method, generator)
             terms["div"] = (out.d - div_src / model.div_scale).pow(2).mean()
-        target = velocity_target(self.teacher, xt, t) if self.distill else x1 - x0
+        if self.distill:
+            target = velocity_target(self.teacher, xt, t)
+        else:
+            target = x1 - x0 if self.self_source == "live" else velocity_target(self._own(model), xt, t)
         terms["tangent"] = (out.u - target).pow(2).mean()
         return terms
 

@@ -246,7 +246,8 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     model = build_model(run["model"]).to(device)
     teacher = run["objective"].get("teacher")  # loaded whenever one is named (cifar10's shortcut_f2d2 names one
     teacher = None if teacher is None else load_teacher(teacher, device)  # for its early stop only)
-    objective = build_objective(run["objective"], teacher=teacher)
+    start = load_teacher(tr["init_from"], device) if describe(run["objective"]).needs_start else None
+    objective = build_objective(run["objective"], teacher=teacher, start=start)
     state = TrainState.start(model, run, device, group)
     notes = speed.setup(tr, data, state.model, objective, device)  # train.compile, data_on_device, precision
     if group.is_main and notes:
