@@ -68,7 +68,7 @@ def test_check_terms_thresholds():
 
 
 def test_cli_turns_training_failures_into_one_line(tmp_path, monkeypatch, capsys):
-    def nan_objective(cfg, teacher=None):
+    def nan_objective(cfg, **nets):
         return lambda model, x1, gen: {"loss": model.velocity(x1, torch.zeros(len(x1))).sum() * float("nan")}
 
     monkeypatch.setattr(train_mod, "build_objective", nan_objective)
@@ -78,7 +78,7 @@ def test_cli_turns_training_failures_into_one_line(tmp_path, monkeypatch, capsys
 
 
 def test_out_of_memory_in_training_names_the_batch_size(tmp_path, monkeypatch, capsys):
-    def hungry_objective(cfg, teacher=None):
+    def hungry_objective(cfg, **nets):
         def objective(model, x1, gen):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore details")
 

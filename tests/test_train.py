@@ -65,8 +65,8 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch, lr_
     real = train_mod.build_objective
     calls = {"n": 0}
 
-    def crashing(cfg, teacher=None):
-        objective = real(cfg, teacher)
+    def crashing(cfg, **nets):
+        objective = real(cfg, **nets)
 
         def wrapped(*args):
             calls["n"] += 1
@@ -155,7 +155,7 @@ def test_restart_on_change_sets_the_other_configs_checkpoint_aside(tmp_path):
 
 
 def test_non_finite_loss_names_step_and_terms(tmp_path, monkeypatch):
-    def nan_objective(cfg, teacher=None):
+    def nan_objective(cfg, **nets):
         def objective(model, x1, gen):
             fm = model.velocity(x1, torch.zeros(len(x1))).pow(2).mean() * float("nan")
             return {"loss": fm, "fm": fm.detach()}
