@@ -136,6 +136,18 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert load_checkpoint(train(longer, tmp_path, progress=False))["step"] == 20
 
 
+def test_a_longer_cosine_run_is_another_run(tmp_path):
+    """A cosine lr reaches 0 at train.steps, so more steps change every step's lr: not a resume. The pipeline's
+    restart_on_change then trains afresh (equal to a fresh workdir), not on from the shorter run's end."""
+    train(tiny_run(10, "cosine"), tmp_path / "run", progress=False)
+    with pytest.raises(RuntimeError, match="with a constant lr_schedule, steps may change"):
+        train(tiny_run(20, "cosine"), tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(train(tiny_run(20, "cosine"), tmp_path / "run", progress=False, restart_on_change=True))
+    fresh = load_checkpoint(train(tiny_run(20, "cosine"), tmp_path / "fresh", progress=False))
+    assert ckpt["step"] == 20 and _states_equal(ckpt["model"], fresh["model"])
+    assert load_checkpoint(tmp_path / "run" / "stale" / "checkpoint.pt")["step"] == 10
+
+
 def test_restart_on_change_sets_the_other_configs_checkpoint_aside(tmp_path):
     """What the pipeline does when a run's settings changed: the old checkpoint and metrics go to stale/, and the
     run trains afresh from step 0 with the new settings (its checkpoint equals a fresh workdir's)."""

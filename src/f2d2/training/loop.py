@@ -182,8 +182,8 @@ def resume(path: Path, run: dict, state: TrainState, group: Group, *, restart_on
         return None
     if changed:
         raise RuntimeError(
-            f"{path} was written by a different config (only train.steps, log_every and ckpt_every "
-            "may change on resume); use a fresh workdir or delete the checkpoint"
+            f"{path} was written by a different config (only train.log_every, ckpt_every and, with a constant "
+            "lr_schedule, steps may change on resume); use a fresh workdir or delete the checkpoint"
         )
     if "early_stopped" in ckpt:
         if group.is_main:
@@ -374,10 +374,12 @@ def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
 
 
 def _resume_key(run: dict) -> dict:
-    """The part of a run config that must match for a resume (the length and logging may change); train keys
-    a checkpoint's config predates count as their defaults."""
-    free = ("steps", "log_every", "ckpt_every", "tensorboard")
-    tr = {k: v for k, v in {**TRAIN_DEFAULTS, **run["train"]}.items() if k not in free}
+    """The part of a run config that must match for a resume (logging may change, and the length unless the lr
+    follows a cosine, which reaches 0 at train.steps: a longer cosine run is another run); train keys a
+    checkpoint's config predates count as their defaults."""
+    tr = {**TRAIN_DEFAULTS, **run["train"]}
+    free = ("log_every", "ckpt_every", "tensorboard") + (("steps",) if tr["lr_schedule"] == "constant" else ())
+    tr = {k: v for k, v in tr.items() if k not in free}
     return {**run, "train": tr}
 
 
