@@ -145,15 +145,16 @@ class Shortcut(Objective):
         t = uniform_time(x1.shape[0], generator, x1)
         xt = interpolate(x0, x1, t)
         out = model(xt, t, t)
-        terms = {}
+        terms, source = {}, None
         if self.f2d2:
             source = self.teacher if self.div_source == "teacher" else self._own(model)
-            _, div_src = divergence_target(source, xt, t, self.div_method, generator)
+            v_src, div_src = divergence_target(source, xt, t, self.div_method, generator)
             terms["div"] = (out.d - div_src / model.div_scale).pow(2).mean()
-        if self.distill:
-            target = velocity_target(self.teacher, xt, t)
-        else:
-            target = x1 - x0 if self.self_source == "live" else velocity_target(self._own(model), xt, t)
+        tangent = self.teacher if self.distill else (None if self.self_source == "live" else self._own(model))
+        if tangent is None:
+            target = x1 - x0
+        else:  # the velocity from the divergence call when it was the same network's
+            target = v_src if tangent is source else velocity_target(tangent, xt, t)
         terms["tangent"] = (out.u - target).pow(2).mean()
         return terms
 
