@@ -1,5 +1,6 @@
 """Checkerboard benchmark of every method: few-step NLL, per-point error vs the reference, sample quality,
-self-guidance and the K = 1 likelihood's speed against the reference solve. Not a test: it prints numbers.
+self-guidance and the K = 1 likelihood's speed against the reference solve, and each error split into its
+endpoint part (where the steps land in the noise) and divergence part. Not a test: it prints numbers.
 
     python bench/checkerboard.py --config config/checkerboard.yaml --out results/bench [--device cuda]
 
@@ -26,7 +27,7 @@ from f2d2.config import experiment
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
 from f2d2.core.divergence import divergence
 from f2d2.core.guidance import self_guided_noise
-from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
+from f2d2.core.likelihood import LikelihoodResult, log_likelihood, reference_log_likelihood, standard_normal_log_prob
 from f2d2.core.sampling import reference_sample, sample
 from f2d2.data import make_dataset
 from f2d2.eval.bpd import bits_per_dim
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
     reference = experiment.reference_stage(cfg)
     teacher = load_model(ckpts[(args.families[0], reference)], device=dev)
     noise = torch.randn(args.n_points, dim, generator=torch.Generator().manual_seed(7)).to(dev)
-    result["reference"], ref_nll = reference_row(teacher, data, x_test, analytic, noise, fresh)
+    result["reference"], ref = reference_row(teacher, data, x_test, analytic, noise, fresh)
     print(f"[bench] reference: {result['reference']}", file=sys.stderr)
     own_flow_stages = experiment.own_flow_stages(cfg)  # heads distilled from their own velocity
     for family in args.families:
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
                 continue
             model = load_model(ckpts[(family, stage)], device=dev)
             own_flow = stage in own_flow_stages
-            for row in method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic, noise, fresh, args):
+            for row in method_rows(model, family, stage, own_flow, data, x_test, ref, analytic, noise, fresh, args):
                 result["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr)
 
@@ -203,9 +204,9 @@ def train_all(cfg: dict, stages: list[str], args: argparse.Namespace) -> dict[tu
     return ckpts
 
 
-def reference_row(teacher, data, x_test, analytic, noise, fresh) -> tuple[dict, torch.Tensor]:
-    """The teacher's dopri5 likelihood of the held-out points (and its NLL (N,)), and its own dopri5 samples
-    from ``noise``: the bound of what its distillates can reach."""
+def reference_row(teacher, data, x_test, analytic, noise, fresh) -> tuple[dict, LikelihoodResult]:
+    """The teacher's dopri5 likelihood of the held-out points (and the solve itself, on the CPU), and its own
+    dopri5 samples from ``noise``: the bound of what its distillates can reach."""
     ref, ref_seconds = timed(lambda: reference_log_likelihood(teacher, x_test))
     ref_nll = -ref.log_prob.cpu().double()
     ref_samples = reference_sample(teacher, noise).cpu()
@@ -219,10 +220,24 @@ def reference_row(teacher, data, x_test, analytic, noise, fresh) -> tuple[dict, 
         "support_mass": support_mass(data.log_prob(ref_samples)),
         "sliced_w2": sliced_wasserstein(ref_samples, fresh),
     }
-    return row, ref_nll
+    return row, LikelihoodResult(ref.log_prob.cpu().double(), ref.x0.cpu().double(), ref.nfe)
 
 
-def method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic, noise, fresh, args) -> list[dict]:
+def error_split(res: LikelihoodResult, ref: LikelihoodResult) -> dict:
+    """Where a few-step NLL's error comes from, per point against the reference solve ``ref`` (CPU, float64):
+    log p(x1) = log N(x0) - integral of div, so |error| <= |endpoint part| + |divergence part|, each averaged.
+
+    ``x0_dist_vs_reference``: mean ||x0 - x0_ref||, how far the map's steps land from the reference's noise."""
+    x0, lp = res.x0.cpu().double(), res.log_prob.cpu().double()
+    end, end_ref = standard_normal_log_prob(x0), standard_normal_log_prob(ref.x0)
+    return {
+        "x0_dist_vs_reference": float((x0 - ref.x0).reshape(len(x0), -1).norm(dim=1).mean()),
+        "endpoint_err_vs_reference": nll_error(end, end_ref),
+        "divergence_err_vs_reference": nll_error(lp - end, ref.log_prob - end_ref),
+    }
+
+
+def method_rows(model, family, stage, own_flow, data, x_test, ref, analytic, noise, fresh, args) -> list[dict]:
     """One row per K: the K-step NLL's errors, and the K-step samples' quality (with self-guidance for F2D2).
 
     ``own_flow``: the head was distilled from the model's own velocity (div_source: self), so it learns the
@@ -241,8 +256,9 @@ def method_rows(model, family, stage, own_flow, data, x_test, ref_nll, analytic,
             "div": div,
             "mean_nll_nats": float(nll.mean()),
             "mean_bpd": float(bits_per_dim(nll, x_test.shape[1]).mean()),
-            "abs_err_vs_reference": nll_error(nll, ref_nll),
+            "abs_err_vs_reference": nll_error(nll, -ref.log_prob),
             "abs_err_vs_analytic": nll_error(nll, analytic),
+            **error_split(res, ref),
             "nll_seconds": secs,
         }
         if own_ref is not None:
@@ -301,6 +317,7 @@ def print_table(result: dict) -> None:
             f"{r['abs_err_vs_reference']:9.4f} {r['support_mass']:6.3f} {r['sliced_w2']:6.3f} {g}{own}"
         )
     print_error_table(result["rows"])
+    print_split_table(result["rows"])
     if "speed" in result:
         s = result["speed"]
         print(
@@ -325,6 +342,25 @@ def print_error_table(rows: list[dict]) -> None:
     for (family, method), errs in table.items():
         cells = " ".join(f"{errs[k]:7.4f}" if k in errs else f"{'-':>7s}" for k in ks)
         print(f"{family:13s} {method:34s} {cells}")
+
+
+def print_split_table(rows: list[dict]) -> None:
+    """The error's two parts per method and K (``error_split``): endpoint / divergence, and the endpoint distance."""
+    ks = sorted({r["K"] for r in rows})
+    print("error split vs the reference (nats): endpoint part / divergence part [mean ||x0 - x0_ref||]")
+    print(f"{'family':13s} {'method':22s} " + " ".join(f"{'K=' + str(k):>22s}" for k in ks))
+    table: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in rows:
+        table.setdefault((r["family"], r["method"]), {})[r["K"]] = r
+    for (family, method), by_k in table.items():
+        cells = " ".join(
+            f"{by_k[k]['endpoint_err_vs_reference']:.4f}/{by_k[k]['divergence_err_vs_reference']:.4f} "
+            f"[{by_k[k]['x0_dist_vs_reference']:.3f}]"
+            if k in by_k
+            else f"{'-':>22s}"
+            for k in ks
+        )
+        print(f"{family:13s} {method:22s} {cells}")
 
 
 if __name__ == "__main__":
