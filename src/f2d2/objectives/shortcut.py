@@ -150,11 +150,12 @@ class Shortcut(Objective):
             source = self.teacher if self.div_source == "teacher" else self._own(model)
             v_src, div_src = divergence_target(source, xt, t, self.div_method, generator)
             terms["div"] = (out.d - div_src / model.div_scale).pow(2).mean()
-        tangent = self.teacher if self.distill else (None if self.self_source == "live" else self._own(model))
-        if tangent is None:
-            target = x1 - x0
-        else:  # the velocity from the divergence call when it was the same network's
+        if self.distill or self.self_source == "start":
+            tangent = self.teacher if self.distill else self._own(model)
+            # the velocity from the divergence call when it was the same network's
             target = v_src if tangent is source else velocity_target(tangent, xt, t)
+        else:
+            target = x1 - x0
         terms["tangent"] = (out.u - target).pow(2).mean()
         return terms
 
