@@ -172,7 +172,10 @@ def main(argv=None) -> int:
             if family != args.families[0] and stage == reference:
                 continue
             model = load_model(ckpts[(family, stage)], device=dev)
-            own_flow = stage in own_flow_stages
+            own_flow = None
+            if stage in own_flow_stages:  # its own velocity's network: a stage here, or a checkpoint path
+                source = experiment.own_flow_source(cfg, stage)
+                own_flow = load_model(ckpts.get((family, source), source), device=dev)
             for row in method_rows(model, family, stage, own_flow, data, x_test, ref, analytic, noise, fresh, args):
                 result["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr)
@@ -240,10 +243,11 @@ def error_split(res: LikelihoodResult, ref: LikelihoodResult) -> dict:
 def method_rows(model, family, stage, own_flow, data, x_test, ref, analytic, noise, fresh, args) -> list[dict]:
     """One row per K: the K-step NLL's errors, and the K-step samples' quality (with self-guidance for F2D2).
 
-    ``own_flow``: the head was distilled from the model's own velocity (div_source: self), so it learns the
-    likelihood of the model's own flow; its error against that flow's reference is reported too."""
+    ``own_flow``: None, or the network whose velocity's divergence the head learned (div_source: self; the model
+    itself or its frozen warm start, ``experiment.own_flow_source``): the error against that flow's reference
+    is reported too."""
     div = "head" if model.has_div_head else "exact"
-    own_ref = -reference_log_likelihood(model, x_test).log_prob.cpu().double() if own_flow else None
+    own_ref = None if own_flow is None else -reference_log_likelihood(own_flow, x_test).log_prob.cpu().double()
     backward = "two-way" if family == "two-way" else "forward-only"
     rows = []
     for k in args.steps:

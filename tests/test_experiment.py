@@ -30,6 +30,7 @@ def test_runs_are_the_stages_then_the_ablation_values_off_the_stage():
     cfg = copy.deepcopy(BASE)
     cfg["ablations"]["div_scale"]["values"] = [0.1, 1.0, 10.0]
     cfg["ablations"]["lam"]["values"] = [0.01, 0.1, 1.0, 10.0]
+    cfg["stages"]["shortcut_distill_f2d2"]["objective"]["lam"] = 1.0
     runs = experiment.runs(cfg)
     assert list(runs)[: len(STAGES)] == STAGES and all(runs[s] == (s, []) for s in STAGES)
     stage = "shortcut_distill_f2d2"
@@ -60,11 +61,23 @@ def test_own_flow_stages_are_the_f2d2_stages_whose_head_learns_their_own_diverge
     assert experiment.own_flow_stages(cfg) == ["meanflow_f2d2"]
 
 
+def test_own_flow_source_is_the_network_whose_velocity_the_head_learned():
+    assert experiment.own_flow_source(BASE, "shortcut_f2d2") == "shortcut"  # self_source start: its warm start
+    cfg = copy.deepcopy(BASE)
+    cfg["stages"]["shortcut_f2d2"]["objective"]["self_source"] = "live"  # the paper's form: the run itself
+    assert experiment.own_flow_source(cfg, "shortcut_f2d2") == "shortcut_f2d2"
+    cfg["stages"]["shortcut_f2d2"]["objective"]["self_source"] = "start"
+    cfg["stages"]["shortcut_f2d2"]["train"]["init_from"] = "elsewhere/checkpoint.pt"  # a checkpoint of one's own
+    assert experiment.own_flow_source(cfg, "shortcut_f2d2") == "elsewhere/checkpoint.pt"
+
+
 def test_run_config_is_the_stage_with_the_overrides():
-    run = experiment.run_config(BASE, "shortcut_distill_f2d2__lam0.1", stage_root="out")
-    assert run["objective"]["lam"] == 0.1 and run["objective"]["teacher"] == "out/teacher/checkpoint.pt"
+    value, name = next((v, r) for v, r in experiment.ablation_runs(BASE, "lam") if r != "shortcut_distill_f2d2")
+    run = experiment.run_config(BASE, name, stage_root="out")
+    assert run["objective"]["lam"] == value != BASE["stages"]["shortcut_distill_f2d2"]["objective"]["lam"]
+    assert run["objective"]["teacher"] == "out/teacher/checkpoint.pt"
     assert run["train"]["init_from"] == "out/shortcut_distill/checkpoint.pt"
-    assert experiment.dependencies(BASE, "shortcut_distill_f2d2__lam0.1") == ["shortcut_distill", "teacher"]
+    assert experiment.dependencies(BASE, name) == ["shortcut_distill", "teacher"]
     with pytest.raises(ConfigError, match="'ghost' is not a training run"):
         experiment.run_config(BASE, "ghost")
 

@@ -56,7 +56,8 @@ def test_error_table_matches_cells_and_f2d2_rows_exist(pipeline):
     (own,) = t7.index[t7["reference"] == "own flow"]
     assert t7.loc[own, "run"] == t7.loc[own - 1, "run"] == "shortcut_f2d2"
     solved = json.loads((out / "eval" / "nll" / "shortcut_f2d2" / "reference.json").read_text())["checkpoint"]
-    assert Path(solved).parent.name == "shortcut_f2d2"  # the run's own velocity, not another run's
+    # self_source start: its own velocity is the frozen Shortcut model's it was finetuned from, not the teacher's
+    assert Path(solved).parent.name == "shortcut"
     own_ref = pd.read_csv(out / "eval" / "nll" / "shortcut_f2d2" / "reference.csv")["nll_nats"]
     k1 = pd.read_csv(out / "eval" / "nll" / "shortcut_f2d2" / "K1.csv")["nll_nats"]
     assert t7.loc[own, "K1_abs_err_nats"] == pytest.approx((k1 - own_ref).abs().mean(), rel=1e-6)
@@ -157,7 +158,7 @@ def test_a_config_edit_redoes_the_runs_it_changes_and_no_other(pipeline):
             "shortcut_distill",
             "shortcut_distill_f2d2",
             "shortcut_distill_f2d2__div_scale10",
-            "shortcut_distill_f2d2__lam0.1",
+            "shortcut_distill_f2d2__lam1",
         }  # its F2D2 stage warm-starts from it; the ablations too
         assert _dry_run_outputs(tmp, config, edited) == (downstream, downstream)
         assert _dry_run_outputs(tmp, config, yaml.safe_load(original)) == (set(), set())  # edits undone

@@ -40,14 +40,14 @@ rule test_split:
         "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --summary {output} > {log} 2>&1"
 
 
-def reference_solve(run):
-    """The dopri5 reference solve of ``run``'s velocity on the test points, writing eval/nll/<run>/reference.*:
-    its output files, log, `f2d2 submit` and the `f2d2 nll` arguments (params, so evaluated when the rule is
-    defined, not when a rule made in a loop runs)."""
+def reference_solve(run, ckpt=None):
+    """The dopri5 reference solve of the velocity of checkpoint ``ckpt`` (``run``'s if None) on the test
+    points, writing eval/nll/<run>/reference.*: its output files, log, `f2d2 submit` and the `f2d2 nll`
+    arguments (params, so evaluated when the rule is defined, not when a rule made in a loop runs)."""
     ref, folder = EVAL["reference"], f"{OUT}/eval/nll/{run}"
     job = "nll-reference" if run == REFERENCE else f"nll-reference-{run}"
     args = (
-        f"--checkpoint {shlex.quote(checkpoint(run))} "
+        f"--checkpoint {shlex.quote(ckpt or checkpoint(run))} "
         f"--points {shlex.quote(rules.test_points.output[0])} --reference --atol {ref['atol']} --rtol {ref['rtol']} "
         f"--div {ref['div']} --device {device('eval')} {BATCH} --out {shlex.quote(folder)}/reference.csv "
         f"--summary {shlex.quote(folder)}/reference.json"
@@ -76,15 +76,18 @@ rule reference_nll:
         "{params.submit} {resources.f2d2_submit} -- nll {params.args} > {log} 2>&1"
 
 
-# Table 7's second yardstick for a run whose head learned its own velocity's divergence (div_source self).
+# Table 7's second yardstick for a run whose head learned its own velocity's divergence (div_source self):
+# the solve of that velocity, the run's own or its frozen warm start's (experiment.own_flow_source).
 for _run in OWN_FLOW_STAGES:
-    _outputs, _log, _submit, _args = reference_solve(_run)
+    _source = experiment.own_flow_source(config, _run)  # a run, or a checkpoint outside the pipeline
+    _own = (trained(_source), checkpoint(_source)) if _source in STAGES else (_source, _source)
+    _outputs, _log, _submit, _args = reference_solve(_run, _own[1])
 
     rule:
         name:
             f"own_flow_reference_{_run}"
         input:
-            trained(_run),
+            _own[0],
             points=rules.test_points.output,
         output:
             **_outputs,

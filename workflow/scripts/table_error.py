@@ -3,8 +3,9 @@
 The value is recomputed from the per-point CSVs (``K{k}.csv`` beside each cell JSON,
 ``reference.csv`` beside the reference) and checked against the JSON's
 ``mean_abs_err_nats``. Column ``reference`` says what the row is compared with: ``teacher`` (the
-teacher's dopri5 solve, every run) or ``own flow`` (the dopri5 solve of the run's own velocity, an
-extra row for each run whose divergence head learned its own velocity's divergence, div_source self).
+teacher's dopri5 solve, every run) or ``own flow`` (the dopri5 solve of the velocity whose divergence the
+run's head learned, an extra row for each run with div_source self: the run's own velocity, or with
+self_source start its frozen warm start's, ``experiment.own_flow_source``).
 Snakemake: input.nll (flat list of JSON cells), input.reference, input.own_references (the own-flow
 reference JSONs, in params.own_flow order), input.test_split (``f2d2 data --summary``'s JSON: the last
 column, ``test_split``, says where the test points come from); params.methods, params.own_flow,

@@ -153,6 +153,17 @@ def own_flow_stages(cfg: dict) -> list[str]:
     ]
 
 
+def own_flow_source(cfg: dict, stage: str) -> str:
+    """Where ``stage``'s own flow comes from, the velocity whose divergence its head learned: ``stage`` itself
+    (objective.self_source live, the paper's form) or, with self_source start, its train.init_from (a stage
+    name or a checkpoint path), the frozen network the maps, the tangent condition and the head then all learn
+    from; the run's own velocity u(x, t, t) is then only a fit of that flow."""
+    run = run_config(cfg, stage)
+    if run["objective"].get("self_source", "live") != "start":
+        return stage
+    return run["train"]["init_from"]
+
+
 def ablation_tables(cfg: dict) -> dict[str, int]:
     """{ablation name: table number} of the config's ablations that have a table, in table order."""
     ablations = cfg.get("ablations") or {}
