@@ -204,10 +204,13 @@ def test_interrupted_training_requeues_and_ends_like_an_uninterrupted_run(tmp_pa
     attempts = sacct(jid)
     assert [a["State"].split()[0] for a in attempts] == ["REQUEUED", "COMPLETED"], attempts
     # The signal saved a checkpoint at the end of the step it arrived in (not at a multiple of ckpt_every);
-    # the requeued job resumed from it or, after SIGTERM (training goes on until SLURM's SIGKILL), a later one.
+    # the requeued job resumed from it or, after SIGTERM (training goes on until SLURM's SIGKILL, KillWait
+    # seconds later), a later one: on a fast machine the last, when the first attempt finished in those seconds.
     (saved,) = logged_steps(workdir / "logs", jid, "stop signal: saved")
     (resumed,) = logged_steps(workdir / "logs", jid, "resuming from")
-    assert 0 < saved < STEPS and saved % CKPT_EVERY != 0 and saved <= resumed < STEPS, (saved, resumed)
+    assert 0 < saved < STEPS and saved % CKPT_EVERY != 0, saved
+    last = STEPS if how == "scontrol-requeue" else STEPS - 1  # after SIGUSR2 the attempt stops at once
+    assert saved <= resumed <= last, (saved, resumed)
     assert_same_run(workdir, ref)
 
 
