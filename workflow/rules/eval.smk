@@ -80,14 +80,14 @@ rule reference_nll:
 # the solve of that velocity, the run's own or its frozen warm start's (experiment.own_flow_source).
 for _run in OWN_FLOW_STAGES:
     _source = experiment.own_flow_source(config, _run)  # a run, or a checkpoint outside the pipeline
-    _own = (trained(_source), checkpoint(_source)) if _source in STAGES else (_source, _source)
-    _outputs, _log, _submit, _args = reference_solve(_run, _own[1])
+    _own_input, _own_ckpt = (trained(_source), checkpoint(_source)) if _source in STAGES else (_source, _source)
+    _outputs, _log, _submit, _args = reference_solve(_run, _own_ckpt)
 
     rule:
         name:
             f"own_flow_reference_{_run}"
         input:
-            _own[0],
+            _own_input,
             points=rules.test_points.output,
         output:
             **_outputs,
