@@ -37,7 +37,7 @@ CONFIG_FILE = _config_path(workflow.configfiles[-1] if workflow.configfiles else
 
 
 # Each key against the schema (src/f2d2/config/schema.yaml), one line per bad key, before common.smk
-# reads any; common.smk adds the rules that span several keys (f2d2.config.checks). Not
+# reads any; common.smk adds the rules that span several keys (f2d2.preflight.checks). Not
 # snakemake.utils.validate: its message prints the whole schema.
 try:
     validate_experiment(config)

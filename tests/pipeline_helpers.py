@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from f2d2.cli import main
+from f2d2.objectives import Objective
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,3 +92,16 @@ def train_default_teacher(workdir: Path, *overrides: str) -> int:
             *sets,
         ]
     )
+
+
+class CallingObjective(Objective):
+    """An objective that calls ``fn(model, x1, generator)``: a stand-in a test puts in the training loop."""
+
+    TERMS = ("fm",)
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def __call__(self, model, x1, generator):
+        return self.fn(model, x1, generator)

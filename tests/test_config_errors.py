@@ -10,12 +10,12 @@ import torch
 import yaml
 
 from f2d2.cli import main
-from f2d2.config.checks import ConfigWarning, check_experiment
 from f2d2.config.resolve import EARLY_STOP_DEFAULTS, RUN_DEFAULTS, ConfigError, deep_merge, resolve_run
 from f2d2.config.resources import RESOURCE_DEFAULTS
 from f2d2.config.schema import defaults, section
 from f2d2.config.validate import problems, validate_run
 from f2d2.data import DATASETS
+from f2d2.preflight.checks import ConfigWarning, check_experiment
 from pipeline_helpers import ROOT, snakemake, tiny_config, train_default_teacher
 
 BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -42,7 +42,7 @@ CASES = [
     ),
     ("unknown dataset", {"data.name": "checkers"}, ["data.name = 'checkers' is unknown", "'checkerboard'"]),
     ("unknown arch", {"model.arch": "transformer"}, ["model.arch = 'transformer' is unknown", "'mlp'"]),
-    ("unknown objective option", {"stages.shortcut.objective.lamda": 1.0}, ["no option(s) ['lamda']", "'lam'"]),
+    ("unknown objective option", {"stages.shortcut_f2d2.objective.lamda": 1.0}, ["no option(s) ['lamda']", "'lam'"]),
     ("unknown data option", {"data.scales": 2.0}, ["no option(s) ['scales']", "'scale'"]),
     ("unknown model option", {"model.width": 3}, ["no option(s) ['width']", "'hidden'"]),
     (
@@ -53,8 +53,8 @@ CASES = [
     ("K beyond the grid", {"eval.steps": [256]}, ["K = 256", "power of two <= 128"]),
     (
         "K beyond a small grid",
-        {"stages.shortcut.objective.max_log2": 2},
-        ["K = 8", "['shortcut']", "max_log2 = 2", "power of two <= 4"],
+        {"stages.shortcut.objective.semigroup_log2": 2},
+        ["K = 8", "['shortcut']", "semigroup_log2 = 2", "power of two <= 4"],
     ),
     ("K zero", {"eval.steps": [0, 1]}, ["eval.steps[0] = 0", "integer >= 1"]),
     ("density K off the grid", {"figures.density.steps": 3}, ["figures.density.steps: K = 3", "power of two"]),
@@ -71,9 +71,17 @@ CASES = [
         {"ablations.lam.values": [-1.0]},
         ["objective.lam = -1.0", "ablations.lam value -1.0"],
     ),
-    ("sc_fraction one", {"stages.shortcut.objective.sc_fraction": 1.0}, ["objective.sc_fraction = 1.0", "(0, 1)"]),
+    (
+        "semigroup_fraction one",
+        {"stages.shortcut.objective.semigroup_fraction": 1.0},
+        ["objective.semigroup_fraction = 1.0", "(0, 1)"],
+    ),
     ("map_fraction zero", {"stages.meanflow.objective.map_fraction": 0}, ["objective.map_fraction = 0", "(0, 1]"]),
-    ("max_log2 negative", {"stages.shortcut.objective.max_log2": -1}, ["objective.max_log2 = -1", "integer"]),
+    (
+        "semigroup_log2 negative",
+        {"stages.shortcut.objective.semigroup_log2": -1},
+        ["objective.semigroup_log2 = -1", "integer"],
+    ),
     (
         "div_source unknown",
         {"stages.shortcut_f2d2.objective.div_source": "both"},

@@ -241,7 +241,7 @@ def test_image_validation_bpd_is_what_f2d2_nll_reports(tmp_path):
             "div_head": True,
             "div_scale": 1.0,
         },
-        "objective": {"name": "shortcut_f2d2", "div_source": "self", "div_method": "hutchinson", "max_log2": 2},
+        "objective": {"name": "shortcut_f2d2", "div_source": "self", "div_method": "hutchinson", "semigroup_log2": 2},
         "train": {
             "steps": 4,
             "batch_size": 8,

@@ -58,7 +58,7 @@ def test_a_flow_matching_package_teacher_distills_to_a_one_step_f2d2_likelihood(
         "data_shape": [2],
     }
     objective = build_objective(
-        {"name": "shortcut_distill_f2d2", "teacher": spec, "max_log2": 3, "sc_fraction": 0.5},
+        {"name": "shortcut_distill_f2d2", "teacher": spec, "semigroup_log2": 3, "semigroup_fraction": 0.5},
         teacher=f2d2.load_teacher_spec(spec),
     )
     student = build_model({"arch": "mlp", "dim": 2, "hidden": 128, "depth": 3, "div_head": True, "flow_map": True})
@@ -217,8 +217,8 @@ def test_bits_per_dim_of_a_closed_form_flow_on_images():
 
 
 def test_a_config_names_an_outside_teacher_checked_before_training(tmp_path):
-    from f2d2.config.checks import check_run
     from f2d2.config.resolve import ConfigError, resolve_run
+    from f2d2.preflight.checks import check_run
 
     torch.save(time_mlp(hidden=16).state_dict(), tmp_path / "velocity.pt")
     spec = {"factory": "external_models:time_mlp", "state_dict": str(tmp_path / "velocity.pt"), "data_shape": [2]}

@@ -7,10 +7,11 @@ import torch
 
 from f2d2.cli import commands, main
 from f2d2.config.resolve import resolve_run
+from f2d2.objectives import OBJECTIVES, MeanFlow, Shortcut
 from f2d2.training import loop as train_mod
 from f2d2.training.failures import DIVERGENCE_LIMIT, DivergenceHeadError, NonFiniteLossError, check_terms
 from f2d2.training.loop import train
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, CallingObjective
 
 CONFIG = str(ROOT / "config" / "config.yaml")
 TINY = [
@@ -58,18 +59,36 @@ def test_a_bad_scaling_c_stops_with_advice_on_c(tmp_path):
 
 def test_check_terms_thresholds():
     ok = {"loss": torch.tensor(1.0), "div": torch.tensor(DIVERGENCE_LIMIT / 2)}
-    check_terms(ok, 1, 1.0)
+    check_terms(ok, 1, 1.0, Shortcut.DIVERGENCE_TERMS)
     with pytest.raises(DivergenceHeadError, match=r"step 7: loss=1, div=2e\+06"):
-        check_terms({**ok, "div": torch.tensor(2 * DIVERGENCE_LIMIT)}, 7, 1.0)
+        check_terms({**ok, "div": torch.tensor(2 * DIVERGENCE_LIMIT)}, 7, 1.0, Shortcut.DIVERGENCE_TERMS)
     with pytest.raises(DivergenceHeadError, match="mf_div"):
-        check_terms({"loss": torch.tensor(float("nan")), "mf_div": torch.tensor(float("inf"))}, 2, 3.0)
+        check_terms(
+            {"loss": torch.tensor(float("nan")), "mf_div": torch.tensor(float("inf"))},
+            2,
+            3.0,
+            MeanFlow.DIVERGENCE_TERMS,
+        )
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 2: loss=nan, fm=nan\. Lower train\.lr"):
-        check_terms({"loss": torch.tensor(float("nan")), "fm": torch.tensor(float("nan"))}, 2, 1.0)
+        check_terms({"loss": torch.tensor(float("nan")), "fm": torch.tensor(float("nan"))}, 2, 1.0, ())
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_divergence_term_an_objective_declares_is_watched(name):
+    """The failure check reads the objective's own declaration: MeanFlow's semigroup head term sg_div was
+    missing from a hand-kept list (1e7 passed while mf_div 1e7 raised)."""
+    cls = OBJECTIVES[name].build
+    for term in cls.DIVERGENCE_TERMS:
+        with pytest.raises(DivergenceHeadError, match=term):
+            check_terms({"loss": torch.tensor(1.0), term: torch.tensor(1e7)}, 3, 1.0, cls.DIVERGENCE_TERMS)
+    assert set(MeanFlow.DIVERGENCE_TERMS) >= {"mf_div", "sg_div"}
 
 
 def test_cli_turns_training_failures_into_one_line(tmp_path, monkeypatch, capsys):
     def nan_objective(cfg, **nets):
-        return lambda model, x1, gen: {"loss": model.velocity(x1, torch.zeros(len(x1))).sum() * float("nan")}
+        return CallingObjective(
+            lambda model, x1, gen: {"loss": model.velocity(x1, torch.zeros(len(x1))).sum() * float("nan")}
+        )
 
     monkeypatch.setattr(train_mod, "build_objective", nan_objective)
     assert main(["train", "--config", CONFIG, "--stage", "teacher", "--workdir", str(tmp_path / "w"), *TINY]) == 2
@@ -82,7 +101,7 @@ def test_out_of_memory_in_training_names_the_batch_size(tmp_path, monkeypatch, c
         def objective(model, x1, gen):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore details")
 
-        return objective
+        return CallingObjective(objective)
 
     monkeypatch.setattr(train_mod, "build_objective", hungry_objective)
     assert main(["train", "--config", CONFIG, "--stage", "teacher", "--workdir", str(tmp_path / "w"), *TINY]) == 2

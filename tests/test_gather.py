@@ -712,7 +712,7 @@ def metrics(tmp_path) -> dict:
     """metrics.jsonl of three runs: loss/tangent/sc; the same with the early stop's validation BPD on some
     rows; loss/fm/div with a negative term."""
     base = [
-        {"step": s, "lr": 1e-3, "time": 0.1 * s, "loss": 2.0 / s, "tangent": 1.0 / s, "sc": 1.0 / s}
+        {"step": s, "lr": 1e-3, "time": 0.1 * s, "loss": 2.0 / s, "tangent": 1.0 / s, "sg": 1.0 / s}
         for s in (10, 20, 30, 40)
     ]
     early = [
@@ -731,8 +731,8 @@ def test_training_curves_have_one_line_per_logged_term_of_each_run(metrics):
     mod = load("figure_curves")
     fig, drawn = mod.plot_curves(metrics)
     expected = {
-        "shortcut": (["loss", "tangent", "sc"], []),
-        "shortcut_f2d2": (["loss", "tangent", "sc"], ["val_bpd", "target_bpd"]),
+        "shortcut": (["loss", "tangent", "sg"], []),
+        "shortcut_f2d2": (["loss", "tangent", "sg"], ["val_bpd", "target_bpd"]),
         "meanflow_f2d2": (["loss", "fm", "div"], []),
     }
     assert drawn == {run: {"terms": t, "validation": v} for run, (t, v) in expected.items()}

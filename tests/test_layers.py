@@ -22,7 +22,7 @@ LAYERS = [
     ("f2d2.io",),
     ("f2d2.eval",),
     ("f2d2.training",),
-    ("f2d2.config.checks",),  # rules that need the registries, files and hardware
+    ("f2d2.preflight",),  # pre-flight checks: rules that need the registries, files and hardware
     ("f2d2.cli", "f2d2.api", "f2d2"),
 ]
 
@@ -65,4 +65,4 @@ def test_every_import_points_down_the_layers():
 
 def test_the_layer_map_knows_a_misplaced_import():
     assert layer("f2d2.core.flowmap") < layer("f2d2.training.loop")
-    assert layer("f2d2.config.resolve") < layer("f2d2.nets.base") < layer("f2d2.config.checks")
+    assert layer("f2d2.config.resolve") < layer("f2d2.nets.base") < layer("f2d2.preflight.checks")

@@ -12,9 +12,7 @@ from f2d2.io.checkpoint import load_model, warm_start
 from f2d2.nets import FlowMapNet, FlowMapOutput, MLPFlowMap
 from f2d2.objectives import OBJECTIVES, MeanFlow, Objective, Shortcut, build_objective, describe
 from f2d2.objectives.meanflow import eulerian_targets
-from f2d2.objectives.shortcut import heun_targets
-from f2d2.objectives.targets import semigroup_targets
-from f2d2.registry import options_of
+from f2d2.objectives.semigroup import heun_targets, semigroup_targets
 
 MU, SIGMA = [0.5, -1.0], 0.7
 
@@ -93,9 +91,9 @@ def test_from_data_moves_a_share_of_the_steps_to_start_at_the_data():
     """objective.from_data: the same step sizes, a share of them backward from s = 1; MeanFlow's tangent pairs
     (s = t) stay; a share outside [0, 1), or forward-only steps, are refused by name."""
     like = torch.zeros(1)
-    for name in ("shortcut_distill_f2d2", "meanflow_f2d2"):
-        plain = describe({"name": name, "from_data": 0.0}).times(4000, torch.Generator().manual_seed(3), like)
-        moved = describe({"name": name, "from_data": 0.5}).times(4000, torch.Generator().manual_seed(3), like)
+    for name, times in (("shortcut_distill_f2d2", "semigroup_times"), ("meanflow_f2d2", "times")):
+        plain = getattr(describe({"name": name, "from_data": 0.0}), times)(4000, torch.Generator().manual_seed(3), like)
+        moved = getattr(describe({"name": name, "from_data": 0.5}), times)(4000, torch.Generator().manual_seed(3), like)
         same_steps = torch.allclose((plain[1] - plain[0]).abs(), (moved[1] - moved[0]).abs(), atol=1e-6)
         assert same_steps, name
         on_map = plain[0] != plain[1]
@@ -103,7 +101,7 @@ def test_from_data_moves_a_share_of_the_steps_to_start_at_the_data():
         assert 0.4 < at_data.float().sum() / on_map.sum() < 0.65, name
         assert torch.allclose(moved[1][at_data], 1 - (plain[1] - plain[0]).abs()[at_data]), name  # backward
         assert torch.equal(moved[0][~on_map], plain[0][~on_map]), name  # tangent pairs untouched
-    with pytest.raises(ValueError, match=r"from_data = 1.0; expected a share in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"from_data = 1.0; expected a number in \[0, 1\)"):
         Shortcut(from_data=1.0)
     with pytest.raises(ValueError, match="from_data = 0.5 .* needs two_way: true"):
         MeanFlow(from_data=0.5, two_way=False)
@@ -134,7 +132,7 @@ def test_exact_map_zeroes_the_self_consistency_and_distill_terms():
     x1 = torch.tensor(MU) + SIGMA * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
     terms = Shortcut(distill=True, f2d2=True, teacher=teacher, div_source="teacher")(exact, x1, g)
-    for name in ("tangent", "sc", "div", "div_sc"):
+    for name in ("tangent", "sg", "div", "sg_div"):
         assert terms[name] < 1e-8, name
     # Against the conditional velocity x1 - x0 the tangent term is the irreducible flow-matching variance.
     assert Shortcut(f2d2=False)(exact, x1, g)["tangent"] > 1e-2
@@ -186,11 +184,11 @@ def test_shortcut_f2d2_can_take_its_own_velocity_from_its_frozen_start():
     exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0)
     start = GaussianFlow(MU, SIGMA, flow_map=False)
     x1 = torch.tensor(MU) + SIGMA * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))
-    kw = dict(f2d2=True, div_source="self", max_log2=3)
+    kw = dict(f2d2=True, div_source="self", semigroup_log2=3)
     frozen = Shortcut(**kw, self_source="start", start=start)
     assert frozen.needs_start and not frozen.needs_teacher
     terms = frozen(exact, x1, torch.Generator().manual_seed(2))
-    for name in ("tangent", "sc", "div", "div_sc"):
+    for name in ("tangent", "sg", "div", "sg_div"):
         assert terms[name] < 1e-8, name
     assert Shortcut(**kw)(exact, x1, torch.Generator().manual_seed(2))["tangent"] > 1e-2  # live: x1 - x0
     # A live network that is off: its error, not its own outputs, is what the frozen start's targets measure.
@@ -200,7 +198,7 @@ def test_shortcut_f2d2_can_take_its_own_velocity_from_its_frozen_start():
         build_objective({"name": "shortcut_f2d2", "div_source": "self", "self_source": "start"})
     with pytest.raises(ValueError, match="self_source = 'ema'"):
         Shortcut(self_source="ema")
-    with pytest.raises(ValueError, match="no teacher velocity"):
+    with pytest.raises(ValueError, match=r"self_source applies only with distill = False"):
         Shortcut(distill=True, self_source="start")
     with pytest.raises(ValueError, match=r"no option\(s\) \['start'\]"):
         describe({"name": "shortcut_f2d2", "start": "x.pt"})
@@ -254,9 +252,12 @@ def test_every_objective_takes_a_training_step(name, tmp_path):
     torch.optim.SGD(model.parameters(), lr=1e-2).step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     expected = {"flow_matching": {"fm"}, "meanflow": {"mf"}, "meanflow_f2d2": {"mf", "mf_div"}}.get(
-        name, {"tangent", "sc"} | ({"div", "div_sc"} if described.trains_div_head else set())
+        name, {"tangent", "sg"} | ({"div", "sg_div"} if described.trains_div_head else set())
     )
     assert set(terms) - {"loss"} == expected
+    cls = OBJECTIVES[name].build
+    assert expected <= set(cls.TERMS)
+    assert expected & set(cls.DIVERGENCE_TERMS) == ({t for t in expected if "div" in t})
 
 
 def test_objective_options_are_checked():
@@ -282,7 +283,7 @@ DESCRIPTIONS = {
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_objectives_describe_themselves_without_a_teacher(name):
-    path = {"teacher": "no/such/checkpoint.pt"} if "teacher" in options_of(OBJECTIVES[name]) else {}
+    path = {"teacher": "no/such/checkpoint.pt"} if OBJECTIVES[name].takes_teacher else {}
     objective = describe({"name": name, **path})  # the path is not read
     assert isinstance(objective, Objective) and getattr(objective, "teacher", None) is None
     assert (objective.needs_teacher, objective.trains_div_head, objective.flow_map) == DESCRIPTIONS[name]
@@ -294,11 +295,16 @@ def test_options_change_the_description():
     assert not describe({"name": "shortcut_f2d2", "div_source": "self"}).needs_teacher
     assert describe({"name": "meanflow", "tangent": "teacher"}).needs_teacher
     assert not describe({"name": "meanflow_f2d2", "div_source": "self"}).needs_teacher
-    grid = describe({"name": "shortcut", "max_log2": 2})
+    grid = describe({"name": "shortcut", "semigroup_log2": 2})
     assert [k for k in range(1, 10) if grid.fits_steps(k)] == [1, 2, 4]
     assert "power of two <= 4" in grid.steps_rule()
-    assert options_of(OBJECTIVES["shortcut"])["max_log2"] == 7
-    assert "distill" not in options_of(OBJECTIVES["shortcut"]) and "device" not in options_of(OBJECTIVES["meanflow"])
+    defaults = {o.name: o.default for o in OBJECTIVES["shortcut"].options}
+    assert defaults["semigroup_log2"] == 7
+    assert (
+        "distill" not in defaults
+        and "lam" not in defaults
+        and "lam" in {o.name for o in OBJECTIVES["meanflow_f2d2"].options}
+    )
 
 
 def test_forward_only_training_draws_only_forward_steps():
@@ -312,8 +318,8 @@ def test_forward_only_training_draws_only_forward_steps():
 @pytest.mark.parametrize("two_way", [False, True])
 def test_dyadic_time_grid_starts_each_step_at_a_multiple_of_its_size(two_way):
     def draw(grid):
-        sc = Shortcut(time_grid=grid, two_way=two_way, max_log2=4)
-        return sc.times(4000, torch.Generator().manual_seed(0), torch.zeros(1, dtype=torch.float64))
+        sc = Shortcut(time_grid=grid, two_way=two_way, semigroup_log2=4)
+        return sc.semigroup_times(4000, torch.Generator().manual_seed(0), torch.zeros(1, dtype=torch.float64))
 
     s, t = draw("dyadic")
     d = (t - s).abs()

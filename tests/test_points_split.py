@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from f2d2.cli import main
-from f2d2.config.checks import run_problems
 from f2d2.config.resolve import ConfigError, resolve_run
 from f2d2.data import DataError, PointCloud, make_dataset
+from f2d2.preflight.checks import run_problems
 from f2d2.training.early_stop import validation_split
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from f2d2.config.checks import check_run, run_problems
 from f2d2.config.resolve import ConfigError, resolve_run
 from f2d2.data import make_dataset
 from f2d2.io.checkpoint import load_checkpoint
 from f2d2.nets import build_model
 from f2d2.objectives import OBJECTIVES, build_objective
+from f2d2.preflight.checks import check_run, run_problems
 from f2d2.training import loop as train_mod
 from f2d2.training import speed
 from f2d2.training.loop import train
@@ -107,7 +107,7 @@ def test_every_objective_runs_under_bfloat16_autocast(name):
     teacher = build_model(UNET) if "distill" in name or (f2d2 and not name.startswith("shortcut_f2d2")) else None
     opts = {"div_method": "hutchinson", "div_source": "self" if teacher is None else "teacher"} if f2d2 else {}
     if name.startswith("shortcut"):
-        opts["max_log2"] = 2
+        opts["semigroup_log2"] = 2
     obj = build_objective({"name": name, **opts}, teacher=teacher)
     x1 = torch.rand(8, 3, 8, 8) * 2 - 1
     speed.setup({"precision": "bfloat16", "compile": False, "data_on_device": False}, None, model, obj, "cpu")

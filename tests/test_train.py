@@ -12,6 +12,7 @@ from f2d2.io.checkpoint import load_checkpoint, load_model
 from f2d2.training import loop as train_mod
 from f2d2.training.failures import NonFiniteLossError
 from f2d2.training.loop import train
+from pipeline_helpers import CallingObjective
 
 
 def tiny_run(steps: int = 30, lr_schedule: str = "constant", **train_keys) -> dict:
@@ -74,7 +75,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch, lr_
                 raise KeyboardInterrupt("simulated kill")
             return objective(*args)
 
-        return wrapped
+        return CallingObjective(wrapped)
 
     monkeypatch.setattr(train_mod, "build_objective", crashing)
     with pytest.raises(KeyboardInterrupt):
@@ -172,7 +173,7 @@ def test_non_finite_loss_names_step_and_terms(tmp_path, monkeypatch):
             fm = model.velocity(x1, torch.zeros(len(x1))).pow(2).mean() * float("nan")
             return {"loss": fm, "fm": fm.detach()}
 
-        return objective
+        return CallingObjective(objective)
 
     monkeypatch.setattr(train_mod, "build_objective", nan_objective)
     with pytest.raises(NonFiniteLossError, match=r"step 1: loss=nan, fm=nan"):

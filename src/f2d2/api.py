@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
+from f2d2.core.options import divergence_for
 from f2d2.eval import bpd
 from f2d2.io.checkpoint import load_model
 from f2d2.nets import FlowMapNet
@@ -62,9 +63,7 @@ def log_prob(
         )
     if not (steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1)):
         raise ValueError(f"steps = {steps!r}; expected an integer K >= 1, or None for the adaptive reference")
-    div = div or ("head" if model.has_div_head and steps is not None else "exact")
-    if div == "head" and steps is None:
-        raise ValueError("div = 'head' needs steps = K; the adaptive reference integrates the velocity's divergence")
+    div = divergence_for(div, has_head=model.has_div_head, adaptive=steps is None)
     out = []
     for chunk in x.split(batch_size or max(1, x.shape[0])):
         if steps is None:

@@ -10,7 +10,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from f2d2.config import experiment
-from f2d2.config.checks import check_experiment
+from f2d2.preflight.checks import check_experiment
+from f2d2.preflight.runs import run_fingerprint, run_labels
 from f2d2.config.resolve import ConfigError, deep_merge, resolve_run
 from f2d2.config.schema import defaults, section
 from f2d2.data import IMAGE_NAMES, DataError, make_dataset
@@ -23,7 +24,7 @@ STEPS = list(EVAL["steps"])
 
 # Fail before any job on any bad value: the schema's checks again (the Snakefile's), unknown names
 # and options, missing files, step counts the flow maps cannot take, resources this cluster cannot
-# give (f2d2.config.checks), one line per bad key.
+# give (f2d2.preflight.checks), one line per bad key.
 # Data files are checked on start (check_data), so that a dry run lists the DAG without the data.
 try:
     check_experiment(config, data_files=False)
@@ -34,7 +35,7 @@ IMAGES = resolve_run(config)["data"]["name"] in IMAGE_NAMES
 RUNS = experiment.runs(config)  # run -> (stage, [override, ...]): the stages, then the ablation runs
 # Params of the rules, so that Snakemake redoes what a config edit changes: a run whose settings changed (and
 # what reads it), the test points (and every cell) when the data changed.
-RUN_FINGERPRINTS = {run: experiment.run_fingerprint(config, run) for run in RUNS}
+RUN_FINGERPRINTS = {run: run_fingerprint(config, run) for run in RUNS}
 DATA_FINGERPRINT = experiment.fingerprint(resolve_run(config)["data"])
 REFERENCE = experiment.reference_stage(config)  # the teacher of the NLL reference solve
 F2D2_RUNS = experiment.f2d2_runs(config)  # evaluated with their divergence head

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from f2d2.cli.parser import cell_namespaces
-from f2d2.config.checks import check_run
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
 from f2d2.core.guidance import self_guided_noise
 from f2d2.core.likelihood import check_tolerances, log_likelihood, reference_log_likelihood
+from f2d2.core.options import divergence_for
 from f2d2.core.sampling import reference_sample, sample
 from f2d2.data import SEED_STRIDE, DataError, ImageDataset, load_points, make_dataset
 from f2d2.eval.bpd import bits_per_dim
@@ -29,6 +29,7 @@ from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
 from f2d2.io.atomic import atomic_write_text
 from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from f2d2.io.meanflow import MeanFlowCheckpointError
+from f2d2.preflight.checks import check_run
 from f2d2.training.failures import OutOfMemory, TrainingError, explain_out_of_memory
 from f2d2.training.loop import train
 
@@ -163,9 +164,10 @@ def nll_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -
     dim = int(np.prod(model.data_shape))
     images = len(model.data_shape) == 3
     points = load_images(args.points, model.data_shape) if images else load_points(args.points, dim=dim)
-    div = args.div or ("exact" if args.reference or not model.has_div_head else "head")
-    if div == "head" and not model.has_div_head:
-        raise ValueError(f"--div head needs a checkpoint with a divergence head; {args.checkpoint} has none")
+    try:
+        div = divergence_for(args.div, has_head=model.has_div_head, adaptive=args.reference)
+    except ValueError as e:
+        raise ValueError(f"--div {args.div}: {e} (checkpoint {args.checkpoint})") from None
     compare = None
     if args.compare is not None:
         compare = read_nll(args.compare)

@@ -20,12 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-from f2d2.config.resolve import ConfigError, apply_overrides, resolve_run, stage_dependencies
+from f2d2.config.resolve import TRAIN_DEFAULTS, ConfigError, apply_overrides, resolve_run, stage_dependencies
 
 ABLATION_SEP = "__"
 ABLATION_TABLES = {"div_scale": 5, "lam": 6}  # ablation name -> the paper's table number
-# train keys that change where or how visibly a run trains, not what it learns: left out of its fingerprint
-NEUTRAL_TRAIN_KEYS = ("device", "log_every", "ckpt_every", "tensorboard")
+# What does not change what a run learns. Logging keys change only how visibly it trains: they may change
+# when it resumes. Its device changes where it trains (not its fingerprint), but a checkpoint's random state
+# belongs to its device, so a resume keeps it. A run's label only names it in tables.
+LOGGING_KEYS = ("log_every", "ckpt_every", "tensorboard")
+NEUTRAL_TRAIN_KEYS = ("device", *LOGGING_KEYS)
 
 
 def _value_tag(value) -> str:
@@ -74,13 +77,21 @@ def fingerprint(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_fingerprint(cfg: dict, run: str) -> str:
-    """The fingerprint of what ``run`` learns: its resolved config less ``NEUTRAL_TRAIN_KEYS``. The train
-    rule carries it as a param, so that Snakemake retrains a run whose settings changed (and what reads
-    it), and no other run."""
-    resolved = run_config(cfg, run)
-    resolved["train"] = {k: v for k, v in resolved["train"].items() if k not in NEUTRAL_TRAIN_KEYS}
-    return fingerprint(resolved)
+def learned(run: dict) -> dict:
+    """What a resolved run config says about what the run learns: less its label and NEUTRAL_TRAIN_KEYS. Its
+    fingerprint (f2d2.preflight.runs) hashes this, with every objective option resolved."""
+    out = {k: v for k, v in run.items() if k != "label"}
+    out["train"] = {k: v for k, v in run["train"].items() if k not in NEUTRAL_TRAIN_KEYS}
+    return out
+
+
+def resume_key(run: dict) -> dict:
+    """The part of a run config that must match for a resume: less its label and LOGGING_KEYS, and its length
+    unless the lr follows a cosine (which reaches 0 at train.steps: a longer cosine run is another run); train
+    keys a checkpoint's config predates count as their defaults."""
+    tr = {**TRAIN_DEFAULTS, **run["train"]}
+    free = LOGGING_KEYS + (("steps",) if tr["lr_schedule"] == "constant" else ())
+    return {**{k: v for k, v in run.items() if k != "label"}, "train": {k: v for k, v in tr.items() if k not in free}}
 
 
 def _run(cfg: dict, run: str) -> tuple[str, list[str]]:

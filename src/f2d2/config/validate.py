@@ -45,6 +45,13 @@ def problems(instance: Any, name: str | None = None, prefix: str = "") -> list[s
     )
 
 
+def node_problems(instance: Any, node: dict, prefix: str) -> list[str]:
+    """One line per bad key of ``instance`` under the schema node ``node`` (an option's, not the file's);
+    key paths start with ``prefix``."""
+    validator = _validator_class()(node)
+    return list(dict.fromkeys(line for error in validator.iter_errors(instance) for line in _lines(error, prefix)))
+
+
 def unknown_keys(mapping: dict, allowed: Iterable[str], where: str = "") -> list[str]:
     """One line per key of ``mapping`` (at key path ``where``; "": the top level) not in ``allowed``."""
     allowed = sorted(allowed)
@@ -61,19 +68,25 @@ def _is_number(checker, v: Any) -> bool:
 
 
 @functools.cache
-def _validator(name: str | None):
-    """A validator of the schema or one of its definitions; integers are ints (not 2.0), numbers finite."""
+def _validator_class():
+    """The schema's validator class, with integers that are ints (not 2.0) and numbers that are finite."""
     import jsonschema
 
+    base = jsonschema.validators.validator_for(schema())
+    types = base.TYPE_CHECKER.redefine_many({"integer": _is_int, "number": _is_number})
+    return jsonschema.validators.extend(base, type_checker=types)
+
+
+@functools.cache
+def _validator(name: str | None):
+    """A validator of the schema or one of its definitions."""
     root = schema()
     node = (
         root
         if name is None
         else {"$schema": root["$schema"], "$ref": f"#/definitions/{name}", "definitions": root["definitions"]}
     )
-    base = jsonschema.validators.validator_for(root)
-    types = base.TYPE_CHECKER.redefine_many({"integer": _is_int, "number": _is_number})
-    return jsonschema.validators.extend(base, type_checker=types)(node)
+    return _validator_class()(node)
 
 
 def _key(parts: Iterable, prefix: str = "") -> str:

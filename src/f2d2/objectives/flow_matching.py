@@ -12,6 +12,7 @@ from f2d2.objectives.interpolant import interpolate, noise_like, uniform_time
 class FlowMatching(Objective):
     """Regresses the instantaneous velocity u(x, t, t) onto the interpolant's velocity."""
 
+    TERMS = ("fm",)
     flow_map = False
 
     def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import torch
 
+from f2d2.config.options import Option
 from f2d2.core.flowmap import expand_time
 
 TIME_GRIDS = ("continuous", "dyadic")  # where a step of size d starts: anywhere, or at a multiple of d
+# How a flow-map objective draws its steps (s, t): both directions, and a share moved to start at the data.
+STEP_OPTIONS = (
+    Option("two_way", True, {"type": "boolean"}, "also draw steps backward (t < s), as the likelihood takes them"),
+    Option(
+        "from_data",
+        0.0,
+        {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        "share of the map steps moved to start at the data (s = 1, backward)",
+    ),
+)
 
 
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -46,9 +57,7 @@ def dyadic_steps(
 
 
 def check_from_data(share: float, two_way: bool) -> None:
-    """objective.from_data: a share in [0, 1), and backward steps (two_way) to move when it is > 0."""
-    if not 0 <= share < 1:
-        raise ValueError(f"objective.from_data = {share!r}; expected a share in [0, 1)")
+    """objective.from_data > 0 moves backward steps: it needs two_way."""
     if share and not two_way:
         raise ValueError(f"objective.from_data = {share!r} moves steps backward from the data; it needs two_way: true")
 

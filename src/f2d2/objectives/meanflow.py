@@ -16,18 +16,16 @@ With ``adaptive_p`` = p > 0 each point's squared error e of each term is weighte
 sg(1 / (e + 1e-3)^p), MeanFlow's adaptive loss weight (its code uses p = 0.75): the few large-gap
 pairs with large errors no longer dominate the gradient. p = 0 is the plain mean squared error.
 
-With ``semigroup_fraction`` > 0 that share of the batch trains Shortcut's semigroup term instead, on
-dyadic steps of sizes 2^-j, j = 0..``semigroup_log2`` (m = (s + t) / 2, the model's own half steps as the
-target, no JVP):
+With ``semigroup_fraction`` > 0 that share of the batch trains the semigroup term that Shortcut trains
+instead (``f2d2.objectives.semigroup``: the model's own half steps as the target, no JVP; its steps start on
+the dyadic grid by default):
 
-    L_SG     = || u(x, s, t) - sg((u(x, s, m) + u(X_{s,m}(x), m, t)) / 2) ||^2
-    L_SG-div = || D(x, s, t) - sg((D(x, s, m) + D(X_{s,m}(x), m, t)) / 2) ||^2     (F2D2)
     L = L_MF + L_SG + lambda (L_MF-div + L_SG-div)
 
 The Eulerian target multiplies the model's s-derivative by the whole gap t - s; uniform pairs almost never
 draw the full step (1, 0) that the one-step likelihood takes, and there the derivative is taken at the edge
 of the time domain, next to the data. The semigroup term trains exactly the K = 2^j steps of evaluation
-from the smaller steps that the Eulerian term learns well (measured in config/config.yaml's comments).
+from the smaller steps that the Eulerian term learns well (docs/findings/).
 
 Of the rest, a share ``1 - map_fraction`` has s = t (the tangent condition:
 flow matching for u, divergence matching for D). ``two_way`` draws pairs in both
@@ -40,62 +38,64 @@ from __future__ import annotations
 
 import torch
 
+from f2d2.config.options import Option
 from f2d2.nets import FlowMapNet, FlowMapOutput
-from f2d2.objectives.base import Objective
+from f2d2.objectives import semigroup
+from f2d2.objectives.base import F2D2_OPTIONS, Objective
 from f2d2.objectives.interpolant import (
+    STEP_OPTIONS,
     check_from_data,
-    dyadic_steps,
     expand_time,
     from_data,
     interpolate,
     noise_like,
     uniform_time,
 )
-from f2d2.objectives.targets import divergence_target, semigroup_targets, velocity_target
-
-TANGENTS = ("conditional", "teacher")
+from f2d2.objectives.targets import divergence_target, velocity_target
 
 
-class MeanFlow(Objective):
+class MeanFlow(semigroup.SemigroupTerm, Objective):
     """MeanFlow and MeanFlow-F2D2 (``f2d2=True``); ``teacher`` a frozen network."""
 
-    def __init__(
-        self,
-        *,
-        f2d2: bool = False,
-        teacher: FlowMapNet | None = None,
-        div_source: str = "teacher",
-        div_method: str = "exact",
-        lam: float = 1.0,
-        tangent: str = "conditional",
-        map_fraction: float = 0.25,
-        two_way: bool = True,
-        adaptive_p: float = 0.0,
-        from_data: float = 0.0,
-        semigroup_fraction: float = 0.0,
-        semigroup_log2: int = 1,
-    ):
-        check_from_data(from_data, two_way)
-        if not 0 <= semigroup_fraction < 1:
-            raise ValueError(f"objective.semigroup_fraction = {semigroup_fraction!r}; expected a share in [0, 1)")
-        if not (isinstance(semigroup_log2, int) and semigroup_log2 >= 0):
-            raise ValueError(f"objective.semigroup_log2 = {semigroup_log2!r}; expected an integer >= 0")
-        self.semigroup_fraction, self.semigroup_log2 = float(semigroup_fraction), semigroup_log2
-        self.from_data = float(from_data)
-        if not adaptive_p >= 0:
-            raise ValueError(f"objective.adaptive_p = {adaptive_p!r}; expected a number >= 0 (0: plain MSE)")
-        self.adaptive_p = float(adaptive_p)
-        self.f2d2, self.lam, self.teacher = f2d2, float(lam), teacher
-        self.div_source, self.div_method = div_source, div_method
-        self.map_fraction, self.two_way, self.tangent = map_fraction, two_way, tangent
+    OPTIONS = (
+        *F2D2_OPTIONS,
+        Option(
+            "tangent",
+            "conditional",
+            {"enum": ["conditional", "teacher"]},
+            "the JVP's tangent velocity: x1 - x0 or the teacher's v(x, s)",
+        ),
+        Option(
+            "map_fraction",
+            0.25,
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "share of the Eulerian pairs with s != t (the rest: the tangent condition s = t)",
+        ),
+        *STEP_OPTIONS,
+        Option(
+            "adaptive_p",
+            0.0,
+            {"type": "number", "minimum": 0},
+            "per-point loss weight 1 / (error + 1e-3)^p (0: plain MSE)",
+        ),
+        *semigroup.semigroup_options(
+            fraction=0.0,
+            log2=1,
+            grid="dyadic",
+            fraction_allowed={"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        ),
+    )
+    NETWORKS = ("teacher",)
+    TERMS = ("mf", "mf_div", *semigroup.TERMS)
+    DIVERGENCE_TERMS = ("mf_div", "sg_div")
+    uses_jvp = True
+
+    def check(self) -> None:
+        check_from_data(self.from_data, self.two_way)
 
     @property
     def needs_teacher(self) -> bool:
         return self.tangent == "teacher" or (self.f2d2 and self.div_source == "teacher")
-
-    @property
-    def trains_div_head(self) -> bool:
-        return self.f2d2
 
     def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, t), each (b,): a share map_fraction with s != t, ordered s <= t unless two_way; of those, a share
@@ -110,7 +110,7 @@ class MeanFlow(Objective):
     def __call__(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.f2d2 and not model.has_div_head:
             raise ValueError("an F2D2 objective needs model.div_head: true")
-        n_sg = min(int(round(self.semigroup_fraction * x1.shape[0])), x1.shape[0] - 1)
+        n_sg = semigroup.semigroup_rows(self.semigroup_fraction, x1.shape[0])
         terms = self._semigroup(model, x1[:n_sg], generator) if n_sg else {}  # the first rows, when any
         x1 = x1[n_sg:]
         x0 = noise_like(x1, generator)
@@ -134,26 +134,9 @@ class MeanFlow(Objective):
             loss = loss + terms["sg"] + self.lam * terms.get("sg_div", 0)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
-    def semigroup_times(
-        self, b: int, generator: torch.Generator, like: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, t), each (b,), of the semigroup term: dyadic steps 2^-j, j = 0..semigroup_log2, each starting at a
-        multiple of its size (where a K-step evaluation starts it), both orders unless not two_way; a share
-        ``from_data`` moved to start at the data."""
-        s, t = dyadic_steps(b, self.semigroup_log2, generator, like, grid="dyadic", two_way=self.two_way)
-        return from_data(s, t, self.from_data, generator)
-
     def _semigroup(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """L_SG (and L_SG-div) on the data batch x1 (b, *shape)."""
-        x0 = noise_like(x1, generator)
-        s, t = self.semigroup_times(x1.shape[0], generator, x1)
-        x = interpolate(x0, x1, s)
-        u_target, d_target = semigroup_targets(model, x, s, t)
-        out = model(x, s, t)
-        terms = {"sg": (out.u - u_target).pow(2).mean()}
-        if self.f2d2:
-            terms["sg_div"] = (out.d - d_target).pow(2).mean()
-        return terms
+        """L_SG (and L_SG-div) on the data batch x1 (b, *shape), with noise of its own."""
+        return self.semigroup_terms(model, noise_like(x1, generator), x1, generator)
 
     def _weighted(self, err: torch.Tensor) -> torch.Tensor:
         """Mean of per-point squared errors err (B,), adaptively weighted when adaptive_p > 0."""

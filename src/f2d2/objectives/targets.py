@@ -1,8 +1,8 @@
 """Regression targets shared by the flow-map objectives (all under stop-gradient).
 
 The instantaneous velocity and its divergence come from a *source*: the model's
-own u(x, t, t) ("self") or the frozen flow-matching teacher network the objective was given. The semigroup
-targets (Shortcut's self-consistency, also MeanFlow's large steps) come from the model's own two half steps.
+own u(x, t, t) ("self") or the frozen flow-matching teacher network the objective was given (the semigroup
+term's targets, the model's own half steps, are in ``f2d2.objectives.semigroup``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from f2d2.core.divergence import divergence
-from f2d2.core.flowmap import jump
 from f2d2.nets import FlowMapNet
 
 
@@ -25,16 +24,3 @@ def divergence_target(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sg(v(x, t)) and sg(div v(x, t)) of the source: shapes of x and (B,)."""
     return divergence(lambda y: source.velocity(y, t), x, method, generator=generator)
-
-
-@torch.no_grad()
-def semigroup_targets(model: FlowMapNet, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor):
-    """Two half steps through m = (s + t) / 2: sg targets for u(x, s, t) and D(x, s, t) (None without a head).
-
-    x (B, *shape) at times s; s, t (B,). For an exact flow map both equal the map's own outputs.
-    """
-    m = (s + t) / 2
-    first = model(x, s, m)
-    second = model(jump(x, s, m, first.u), m, t)
-    d = (first.d + second.d) / 2 if first.d is not None else None
-    return (first.u + second.u) / 2, d

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import torch
 
-# Loss terms that regress the divergence head D onto div v / c (see f2d2.objectives).
-DIVERGENCE_TERMS = ("div", "div_sc", "mf_div")
 # A divergence term beyond this means D or its target is far off the O(1) scale that c should give it.
 DIVERGENCE_LIMIT = 1e6
 
@@ -30,13 +28,16 @@ class OutOfMemory(RuntimeError):
     """The device ran out of memory; the message says which setting to lower."""
 
 
-def check_terms(terms: dict[str, torch.Tensor | float], step: int, div_scale: float) -> None:
-    """Stop on NaN/inf loss terms or an exploding divergence head; ``div_scale`` is the model's c."""
+def check_terms(
+    terms: dict[str, torch.Tensor | float], step: int, div_scale: float, divergence_terms: Collection[str]
+) -> None:
+    """Stop on NaN/inf loss terms or an exploding divergence head; ``div_scale`` is the model's c,
+    ``divergence_terms`` the terms that regress the head (the objective's ``DIVERGENCE_TERMS``)."""
     values = {k: float(v) for k, v in terms.items()}
     listing = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
     bad = sorted(k for k, v in values.items() if not math.isfinite(v))
-    exploded = sorted(k for k in DIVERGENCE_TERMS if k in values and abs(values[k]) > DIVERGENCE_LIMIT)
-    head = [k for k in bad + exploded if k in DIVERGENCE_TERMS]
+    exploded = sorted(k for k in divergence_terms if k in values and abs(values[k]) > DIVERGENCE_LIMIT)
+    head = [k for k in bad + exploded if k in divergence_terms]
     if head:
         raise DivergenceHeadError(
             f"divergence head output exploded at step {step}: {listing} ({', '.join(head)} beyond "

@@ -32,13 +32,15 @@ import yaml
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from f2d2.config.resolve import TRAIN_DEFAULTS, ConfigError
+from f2d2.config import experiment
+from f2d2.config.resolve import ConfigError
 from f2d2.data import SEED_STRIDE, Dataset2D, ImageDataset, make_dataset
 from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
 from f2d2.io.checkpoint import load_resumable, previous_path, save_checkpoint, warm_start
 from f2d2.io.teacher import load_teacher
 from f2d2.nets import FlowMapNet, build_model
-from f2d2.objectives import build_objective, describe
+from f2d2.objectives import build_objective, describe, option_problems_of
+from f2d2.objectives import resolve as resolve_objective
 from f2d2.training import speed
 from f2d2.training.distributed import Group, init_from_env, shutdown
 from f2d2.training.early_stop import EarlyStop
@@ -52,8 +54,9 @@ METRICS = "metrics.jsonl"
 
 def prepare_run(run_cfg: dict) -> tuple[dict, Dataset2D | ImageDataset]:
     """The run's dataset, and a plain copy of the config with what the data and objective determine
-    filled in (the model's input shape, whether it is a flow map)."""
+    filled in (the model's input shape, whether it is a flow map, every objective option's value)."""
     run = json.loads(json.dumps(run_cfg))  # a plain, YAML/JSON-safe copy
+    run["objective"] = resolve_objective(run["objective"])
     data = make_dataset(run["data"])
     for key, value in data.model_defaults().items():
         run["model"].setdefault(key, value)
@@ -289,7 +292,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
             state.opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             values, stopping = group.sync_step(state.model.parameters(), terms, bool(stop.pending))
-            check_terms(values, state.step + 1, state.model.div_scale)
+            check_terms(values, state.step + 1, state.model.div_scale, objective.DIVERGENCE_TERMS)
             if tr["grad_clip"] is not None:
                 torch.nn.utils.clip_grad_norm_(state.model.parameters(), tr["grad_clip"])
             state.opt.step()
@@ -374,13 +377,12 @@ def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
 
 
 def _resume_key(run: dict) -> dict:
-    """The part of a run config that must match for a resume (logging may change, and the length unless the lr
-    follows a cosine, which reaches 0 at train.steps: a longer cosine run is another run); train keys a
-    checkpoint's config predates count as their defaults."""
-    tr = {**TRAIN_DEFAULTS, **run["train"]}
-    free = ("log_every", "ckpt_every", "tensorboard") + (("steps",) if tr["lr_schedule"] == "constant" else ())
-    tr = {k: v for k, v in tr.items() if k not in free}
-    return {**run, "train": tr}
+    """``experiment.resume_key`` with the objective's options resolved (a checkpoint's config may predate a
+    default being written out); an objective section that no longer resolves is compared as it is."""
+    objective = run["objective"]
+    if not option_problems_of(objective):
+        objective = resolve_objective(objective)
+    return experiment.resume_key({**run, "objective": objective})
 
 
 def _truncate_log(path: Path, step: int) -> None:

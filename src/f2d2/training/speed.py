@@ -62,14 +62,12 @@ def _float32_outputs(module: FlowMapNet, args, out: FlowMapOutput) -> FlowMapOut
 
 
 def compile_for_training(model: FlowMapNet, objective) -> list[str]:
-    """Compile ``model``'s forward (unless the objective takes its JVP) and the objective's teacher, in place;
-    returns what was compiled and what was not, one phrase each, for the log."""
-    from f2d2.objectives import MeanFlow
-
+    """Compile ``model``'s forward (unless the objective takes its JVP: ``uses_jvp``) and the objective's
+    teacher, in place; returns what was compiled and what was not, one phrase each, for the log."""
     done = []
-    if isinstance(objective, MeanFlow):
+    if objective.uses_jvp:
         done.append(
-            "model not compiled (MeanFlow calls it only inside torch.func.jvp, which cannot trace a "
+            f"model not compiled ({type(objective).__name__} calls it inside torch.func.jvp, which cannot trace a "
             "compiled module; pytorch#128711)"
         )
     else:

@@ -1,6 +1,7 @@
-"""Config checks, run before any job or training step: first each key against the schema
-(``f2d2.config.validate``), then the rules that span several keys or need the registries of
-names, the filesystem or the hardware.
+"""Pre-flight checks, run before any job or training step: first each key against the schema
+(``f2d2.config.validate``) and each objective option against its declaration (``f2d2.objectives``), then
+the rules that span several keys or need the registries of names, the filesystem or the hardware. Every
+error an objective's constructor can raise is reported here, with the key and the value.
 
 ``check_experiment(cfg)`` checks a whole experiment (every stage and ablation run, the
 evaluation grid, the resources); the Snakefile calls it before building the DAG.
@@ -26,7 +27,7 @@ from f2d2.config.resources import DEFAULT_CLUSTER, Resources
 from f2d2.data import DATASETS
 from f2d2.data.points import split_problem
 from f2d2.nets import ARCHITECTURES
-from f2d2.objectives import OBJECTIVES, Objective, describe
+from f2d2.objectives import Objective, describe, option_problems_of
 from f2d2.registry import REQUIRED, options_of
 from f2d2.training.early_stop import early_stop_problems, first_check
 from f2d2.training.ema import start_share
@@ -73,8 +74,8 @@ def run_problems(run: dict, stages: Collection[str] = (), data_files: bool = Tru
         return problems
     obj, model, data = run["objective"], run["model"], run["data"]
 
-    problems += _check_registry("objective", "name", obj, OBJECTIVES)[0]
-    objective = _described(run)  # None: an unknown name or option, reported above
+    objective, found = _described(run)
+    problems += found
     if objective is not None:
         name = obj["name"]
         if objective.needs_teacher and obj.get("teacher") is None:
@@ -205,18 +206,22 @@ def check_run(run: dict) -> None:
     validate.raise_problems(problems)
 
 
-def _described(run: dict) -> Objective | None:
-    """The run's objective without its teacher; None when it cannot be built (reported on its own)."""
+def _described(run: dict) -> tuple[Objective | None, list[str]]:
+    """The run's objective without its networks, or None and the lines saying why it cannot be built: its
+    options against their declaration, then any rule of its constructor that spans several options."""
+    problems = option_problems_of(run["objective"])
+    if problems:
+        return None, problems
     try:
-        return describe(run["objective"])
-    except (ValueError, TypeError):
-        return None
+        return describe(run["objective"]), []
+    except ValueError as e:
+        return None, [str(e)]
 
 
 def _grid_problems(key: str, ks: list, runs: dict[str, dict]) -> list[str]:
     """One line per (K, step rule) that some stages cannot take (``Objective.fits_steps``); the schema has
     checked that K >= 1."""
-    objectives = {name: _described(run) for name, run in runs.items()}
+    objectives = {name: _described(run)[0] for name, run in runs.items()}
     bad: dict[tuple, list[str]] = {}
     for k in ks:
         for name, objective in objectives.items():
