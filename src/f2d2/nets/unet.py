@@ -6,7 +6,7 @@ embeddings of the start time and of the signed step, (s, t - s), concatenated an
 mapped by two SiLU layers to one embedding that every residual block adds to its
 features. ``time_flip`` feeds (1 - s, t - s) instead and negates the velocity: the
 convention of networks trained with t = 0 data, t = 1 noise (the MeanFlow checkpoint,
-see ``f2d2.nets.meanflow_ckpt``).
+see ``f2d2.io.meanflow``).
 
 Layout (per resolution, top to bottom): ``num_res_blocks`` residual blocks, then a
 downsampling block; at the bottom two middle blocks (the first with attention);
