@@ -392,7 +392,7 @@ def time_trained(args) -> dict:
     rows = []
     for run in runs:
         f2d2 = load_model(ckpt[run], device=args.device)
-        two_way = experiment.run_config(cfg, run)["objective"].get("two_way", True)
+        two_way = describe(experiment.run_config(cfg, run)["objective"]).two_way
         few = functools.partial(
             log_likelihood, f2d2, steps=1, div="head", backward="two-way" if two_way else "forward-only"
         )

@@ -204,6 +204,21 @@ CASES = [
     ),
     ("EMA half-life zero", {"train.ema_halflife_steps": 0}, ["train.ema_halflife_steps = 0", "> 0"]),
     (
+        "from_data without two_way (a constructor rule)",
+        {"stages.meanflow.objective.from_data": 0.5, "stages.meanflow.objective.two_way": False},
+        ["objective.from_data = 0.5 moves steps backward from the data; it needs two_way: true", "stages.meanflow"],
+    ),
+    (
+        "self_source on a distilled Shortcut",
+        {"stages.shortcut_distill.objective.self_source": "start"},
+        ["objective 'shortcut_distill' has no option(s) ['self_source']", "stages.shortcut_distill"],
+    ),
+    (
+        "an old option name",
+        {"stages.shortcut.objective.sc_fraction": 0.5},
+        ["objective.sc_fraction was renamed objective.semigroup_fraction", "stages.shortcut"],
+    ),
+    (
         "tasks per node vs GPUs",
         {"cluster": "slurm", "resources.train.gpus": 2, "resources.train.tasks_per_node": 3},
         ["resources.train.tasks_per_node = 3", "resources.train.gpus = 2", "expected 1", "or 2"],

@@ -12,8 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+from f2d2.preflight.checks import check_experiment
+from f2d2.preflight.runs import run_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "workflow" / "scripts"
 CONFIG = "config/config.yaml"
 STEPS = [1, 2, 4, 8]
 MAIN_RUNS = [
@@ -28,9 +33,53 @@ MAIN_RUNS = [
 F2D2_RUNS = ["shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2"]
 ABL_RUNS = ["shortcut_distill_f2d2__lam0.1", "shortcut_distill_f2d2", "shortcut_distill_f2d2__lam10"]
 RUNS = MAIN_RUNS + [r for r in ABL_RUNS if r not in MAIN_RUNS]
+DEFAULT_LABELS = {
+    "teacher": "Flow Matching",
+    "shortcut": "Shortcut Model",
+    "shortcut_distill": "Shortcut-Distill",
+    "meanflow": "MeanFlow",
+    "shortcut_f2d2": "Shortcut-F2D2",
+    "shortcut_distill_f2d2": "Shortcut-Distill-F2D2",
+    "meanflow_f2d2": "MeanFlow-F2D2",
+}  # the paper's names, which the default config's runs must keep
 N_POINTS = 25
 TEST_SPLIT = f"held-out 20% of my.npy (split seed 0): all {N_POINTS}"
 GRID_SIZE = 12
+
+
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / CONFIG).read_text())
+
+
+def cells_config() -> dict:
+    """The default config with the lam ablation of the synthetic cells (ABL_RUNS: lam 0.1, 1 and 10, the
+    stage's own 1)."""
+    cfg = default_config()
+    cfg["stages"]["shortcut_distill_f2d2"]["objective"]["lam"] = 1.0
+    cfg["ablations"]["lam"]["values"] = [0.1, 1.0, 10.0]
+    return cfg
+
+
+def renamed_stage(cfg: dict, old: str, new: str, label: str | None = None) -> dict:
+    """``cfg`` with stage ``old`` renamed ``new`` (in its place, and where other stages, the ablations and the
+    density figure name it), with ``label`` when given."""
+    cfg = json.loads(json.dumps(cfg))
+    cfg["stages"] = {(new if name == old else name): stage for name, stage in cfg["stages"].items()}
+    if label is not None:
+        cfg["stages"][new]["label"] = label
+    for stage in cfg["stages"].values():
+        for section, key in (("train", "init_from"), ("objective", "teacher")):
+            if stage.get(section, {}).get(key) == old:
+                stage[section][key] = new
+    for ab in cfg.get("ablations", {}).values():
+        ab["stage"] = new if ab["stage"] == old else ab["stage"]
+        ab["baselines"] = [new if r == old else r for r in ab.get("baselines", [])]
+    density = cfg.get("figures", {}).get("density", {})
+    density["runs"] = [new if r == old else r for r in density.get("runs", [])]
+    return cfg
+
+
+LABELS = run_labels(cells_config())  # {run: label} of every run of the synthetic cells
 
 
 def load(name: str):
@@ -263,19 +312,19 @@ def run_as_snakemake(name: str, input: NamedList, output: list, params: NamedLis
 
 
 def test_method_labels_and_cell_paths(out):
-    assert [common.method_label(r) for r in MAIN_RUNS] == [
-        "Flow Matching",
-        "Shortcut Model",
-        "Shortcut-Distill",
-        "MeanFlow",
-        "Shortcut-F2D2",
-        "Shortcut-Distill-F2D2",
-        "MeanFlow-F2D2",
-    ]
-    assert common.method_label("shortcut_distill_f2d2__div_scale10") == "Shortcut-Distill-F2D2"
-    assert common.method_label("shortcut_distill_f2d2__lam0.1") == "Shortcut-Distill-F2D2"
-    with pytest.raises(ValueError, match="unknown run"):
-        common.method_label("nope")
+    # the default config: the paper's names; an ablation run takes its stage's
+    assert run_labels(default_config()) == {
+        **DEFAULT_LABELS,
+        "shortcut_distill_f2d2__div_scale10": "Shortcut-Distill-F2D2",
+        "shortcut_distill_f2d2__lam1": "Shortcut-Distill-F2D2",
+    }
+    assert [common.method_label(r, LABELS) for r in MAIN_RUNS] == list(DEFAULT_LABELS.values())
+    assert common.method_label("shortcut_distill_f2d2__div_scale10", LABELS) == "Shortcut-Distill-F2D2"
+    assert common.method_label("shortcut_distill_f2d2__lam0.1", LABELS) == "Shortcut-Distill-F2D2"
+    with pytest.raises(ValueError, match=r"no label for run 'nope'.*'teacher', 'shortcut'"):
+        common.method_label("nope", LABELS)
+    with pytest.raises(ValueError, match="no label for run 'shortcut_distill_f2d2__lam0.1'"):
+        common.method_label("shortcut_distill_f2d2__lam0.1", run_labels(default_config()))  # not a run there
     assert common.parse_cell_path("results/eval/samples/meanflow_f2d2/K4_guided.json") == ("meanflow_f2d2", 4, True)
     flat = list(out["samples"].values()) + list(out["guided"].values()) + ["x/teacher/K1.csv"]
     unguided = common.cells_from_paths(flat, ["shortcut", "teacher"], [8, 1])
@@ -287,13 +336,59 @@ def test_method_labels_and_cell_paths(out):
         common.cells_from_paths(flat, ["teacher"], STEPS, guided=True)
 
 
+def test_a_stage_named_by_the_user_takes_its_objectives_label_or_its_own():
+    """A run's label is its stage's ``label``, else its objective's: the stage's name plays no part."""
+    mine = renamed_stage(default_config(), "shortcut", "my_method")
+    check_experiment(mine, data_files=False)  # a config the pipeline accepts
+    labels = run_labels(mine)
+    assert list(labels)[:3] == ["teacher", "my_method", "shortcut_distill"] and "shortcut" not in labels
+    assert labels["my_method"] == "Shortcut Model"
+    assert labels == {("my_method" if r == "shortcut" else r): lab for r, lab in run_labels(default_config()).items()}
+    labelled = renamed_stage(default_config(), "shortcut", "my_method", label="Mine")
+    check_experiment(labelled, data_files=False)
+    assert run_labels(labelled)["my_method"] == "Mine"
+    assert {r: lab for r, lab in run_labels(labelled).items() if r != "my_method"} == {
+        r: lab for r, lab in labels.items() if r != "my_method"
+    }  # no other run's label moves
+    # a labelled stage's ablation runs take its label
+    ablated = renamed_stage(default_config(), "shortcut_distill_f2d2", "sd_f2d2", label="SD-F2D2 (mine)")
+    check_experiment(ablated, data_files=False)
+    assert {r: lab for r, lab in run_labels(ablated).items() if r.startswith("sd_f2d2")} == {
+        "sd_f2d2": "SD-F2D2 (mine)",
+        "sd_f2d2__div_scale10": "SD-F2D2 (mine)",
+        "sd_f2d2__lam1": "SD-F2D2 (mine)",
+    }
+
+
+def user_run_cells(out, root: Path, run: str, like: str) -> dict:
+    """Copies of run ``like``'s NLL and sample cells (JSON and per-point CSV), its train.json and its
+    config.yaml under ``root`` as run ``run``'s: {"nll": {(run, k): path}, "samples": ..., "training": path,
+    "config": path}."""
+    made = {"nll": {}, "samples": {}}
+    for kind in ("nll", "samples"):
+        for k in STEPS:
+            src = Path(out[kind][(like, k)])
+            dest = root / "eval" / kind / run / src.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(src.read_text())
+            if src.with_suffix(".csv").exists():
+                dest.with_suffix(".csv").write_text(src.with_suffix(".csv").read_text())
+            made[kind][(run, k)] = str(dest)
+    for key, name in (("training", "train.json"), ("config", "config.yaml")):
+        dest = root / "train" / run / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text((Path(out["configs"][like]).parent / name).read_text())
+        made[key] = str(dest)
+    return made
+
+
 # ---------------------------------------------------------------- Table 1
 
 
 def test_table_main(out, tmp_path):
     mod = load("table_main")
     dest = tmp_path / "tables" / "table1.csv"
-    df = mod.main(out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(dest))
+    df = mod.main(out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(dest), labels=LABELS)
     back = read_back(dest)
     assert list(back.columns) == (
         ["method", "run"]
@@ -338,7 +433,9 @@ def test_table_main_without_analytic_values(out, tmp_path):
             cell = json.loads(Path(path).read_text())
             del cell["support_mass"]
             samples[key] = write_json(tmp_path / "s" / key[0] / f"K{key[1]}.json", cell)
-    df = mod.main(out["nll"], samples, ref_path, ["shortcut", "teacher"], [2, 8], CONFIG, str(tmp_path / "t.csv"))
+    df = mod.main(
+        out["nll"], samples, ref_path, ["shortcut", "teacher"], [2, 8], CONFIG, str(tmp_path / "t.csv"), labels=LABELS
+    )
     assert list(df.method) == ["Reference (teacher, dopri5)", "Shortcut Model", "Flow Matching"]
     assert list(df.columns) == ["method", "run", "K8_nll_bpd", "K8_sw2", "K2_nll_bpd", "K2_sw2", "config", "seed"]
 
@@ -356,7 +453,7 @@ def test_table_main_from_snakemake_lists(out, tmp_path):
             training=out["training"],
         ),
         [str(dest)],
-        NamedList(methods=["shortcut_f2d2", "teacher"], steps=STEPS, config=CONFIG),
+        NamedList(methods=["shortcut_f2d2", "teacher"], steps=STEPS, config=CONFIG, labels=LABELS),
     )
     back = read_back(dest)
     assert list(back.method) == ["Reference (teacher, dopri5)", "Analytic", "Shortcut-F2D2", "Flow Matching"]
@@ -367,13 +464,52 @@ def test_table_main_from_snakemake_lists(out, tmp_path):
     assert back.columns[-1] == "test_split" and (back.test_split == TEST_SPLIT).all()
 
 
+@pytest.mark.parametrize("label", [None, "Mine"])
+def test_table_main_names_a_users_stage_by_its_label(out, tmp_path, label):
+    """Table 1 from Snakemake's lists of a run named by the user (a Shortcut model's cells): its row's method is
+    its stage's label, else its objective's."""
+    mine = user_run_cells(out, tmp_path, "my_method", like="shortcut")
+    labels = run_labels(renamed_stage(default_config(), "shortcut", "my_method", label=label))
+    dest = tmp_path / "table1.csv"
+
+    def table1(labels):
+        run_as_snakemake(
+            "table_main",
+            NamedList(
+                nll=[out["nll"][("teacher", k)] for k in STEPS] + list(mine["nll"].values()),
+                samples=[out["samples"][("teacher", k)] for k in STEPS] + list(mine["samples"].values()),
+                reference=out["reference"],
+                test_split=out["test_split"],
+                training=[t for t in out["training"] if Path(t).parent.name == "teacher"] + [mine["training"]],
+            ),
+            [str(dest)],
+            NamedList(methods=["teacher", "my_method"], steps=STEPS, config=CONFIG, labels=labels),
+        )
+        return read_back(dest)
+
+    back = table1(labels)
+    expected = label or "Shortcut Model"
+    assert list(back.method) == ["Reference (teacher, dopri5)", "Analytic", "Flow Matching", expected]
+    assert back.run.tolist()[2:] == ["teacher", "my_method"]
+    row = back.iloc[3]
+    assert [row[f"K{k}_nll_bpd"] for k in STEPS] == [bpd_of("shortcut", k) for k in STEPS]  # its own cells
+    assert row.seed == seed_of("shortcut") and row.trained_steps == 2000
+    # without its label the table stops, naming the run and the runs it knows
+    dest.unlink()
+    with pytest.raises(ValueError, match=r"no label for run 'my_method'; the labelled runs: \['teacher', 'shortcut'"):
+        table1(run_labels(default_config()))
+    assert not dest.exists()
+
+
 def test_tables_1_and_7_end_with_where_the_test_points_come_from(out, tmp_path):
     t1, t7 = load("table_main"), load("table_error")
     tables = {
         "table1": lambda dest, **kw: t1.main(
-            out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, dest, **kw
+            out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, dest, labels=LABELS, **kw
         ),
-        "table7": lambda dest, **kw: t7.main(out["nll"], out["reference"], MAIN_RUNS, STEPS, CONFIG, dest, **kw),
+        "table7": lambda dest, **kw: t7.main(
+            out["nll"], out["reference"], MAIN_RUNS, STEPS, CONFIG, dest, labels=LABELS, **kw
+        ),
     }
     for name, make in tables.items():
         make(str(tmp_path / f"{name}_plain.csv"))
@@ -393,7 +529,7 @@ def test_table_hparams(out, tmp_path):
     runs = ["teacher", "shortcut_distill_f2d2", "shortcut_distill_f2d2__lam0.1"]
     configs = mod.configs_from_paths(list(out["configs"].values()), runs)
     assert list(configs) == runs
-    mod.main(configs, CONFIG, str(dest))
+    mod.main(configs, CONFIG, str(dest), labels=LABELS)
     back = read_back(dest)
     assert list(back.run) == runs
     assert list(back.method) == ["Flow Matching", "Shortcut-Distill-F2D2", "Shortcut-Distill-F2D2"]
@@ -422,6 +558,22 @@ def test_table_hparams(out, tmp_path):
     assert (back.config == CONFIG).all()
 
 
+def test_table_hparams_names_a_users_stage_by_its_label(out, tmp_path):
+    """Table 3 from Snakemake's list of config.yaml files, a run named by the user among them."""
+    mine = user_run_cells(out, tmp_path, "my_method", like="shortcut")
+    labels = run_labels(renamed_stage(default_config(), "shortcut", "my_method", label="Mine"))
+    dest = tmp_path / "table3.csv"
+    run_as_snakemake(
+        "table_hparams",
+        NamedList([mine["config"], out["configs"]["teacher"]]),
+        [str(dest)],
+        NamedList(runs=["teacher", "my_method"], config=CONFIG, labels=labels),
+    )
+    back = read_back(dest)
+    assert list(back.run) == ["teacher", "my_method"] and list(back.method) == ["Flow Matching", "Mine"]
+    assert list(back.seed) == [seed_of("teacher"), seed_of("shortcut")]
+
+
 # ---------------------------------------------------------------- Table 4
 
 
@@ -429,7 +581,7 @@ def test_table_timing(out, tmp_path):
     mod = load("table_timing")
     dest = tmp_path / "table4.csv"
     methods = ["teacher", "shortcut_f2d2", "meanflow"]
-    mod.main(out["nll"], out["samples"], out["reference"], methods, STEPS, CONFIG, str(dest))
+    mod.main(out["nll"], out["samples"], out["reference"], methods, STEPS, CONFIG, str(dest), labels=LABELS)
     back = read_back(dest)
     assert list(back.columns) == (
         ["method", "run"]
@@ -454,7 +606,16 @@ def test_table_ablation(out, tmp_path):
     mod = load("table_ablation")
     dest = tmp_path / "table6.csv"
     mod.main(
-        "lam", [0.1, 1.0, 10.0], ABL_RUNS, ["shortcut_distill"], out["nll"], out["samples"], STEPS, CONFIG, str(dest)
+        "lam",
+        [0.1, 1.0, 10.0],
+        ABL_RUNS,
+        ["shortcut_distill"],
+        out["nll"],
+        out["samples"],
+        STEPS,
+        CONFIG,
+        str(dest),
+        labels=LABELS,
     )
     back = read_back(dest)
     assert list(back.columns) == (
@@ -473,7 +634,7 @@ def test_table_ablation(out, tmp_path):
     assert back.iloc[0].K2_nll_bpd == bpd_of("shortcut_distill", 2)
     assert list(back.seed) == [seed_of(r) for r in ["shortcut_distill"] + ABL_RUNS]
     with pytest.raises(ValueError, match="values"):
-        mod.main("lam", [0.1], ABL_RUNS, [], out["nll"], out["samples"], STEPS, CONFIG, str(dest))
+        mod.main("lam", [0.1], ABL_RUNS, [], out["nll"], out["samples"], STEPS, CONFIG, str(dest), labels=LABELS)
 
 
 # ---------------------------------------------------------------- Table 7
@@ -483,7 +644,7 @@ def test_table_error(out, tmp_path):
     mod = load("table_error")
     dest = tmp_path / "table7.csv"
     methods = ["shortcut", "shortcut_distill_f2d2", "teacher"]
-    df = mod.main(out["nll"], out["reference"], methods, STEPS, CONFIG, str(dest))
+    df = mod.main(out["nll"], out["reference"], methods, STEPS, CONFIG, str(dest), labels=LABELS)
     back = read_back(dest)
     ks = [f"K{k}_abs_err_nats" for k in (8, 4, 2, 1)]
     assert list(back.columns) == ["method", "run", "reference"] + ks + ["config", "seed"]
@@ -513,6 +674,7 @@ def test_table_error_adds_a_row_against_the_runs_own_flow(out, tmp_path):
         CONFIG,
         str(tmp_path / "t7.csv"),
         own_references={"shortcut_f2d2": own},
+        labels=LABELS,
     )
     assert list(df.run) == ["shortcut", "shortcut_f2d2", "shortcut_f2d2"]
     assert list(df.reference) == ["teacher", "teacher", "own flow"]
@@ -531,6 +693,7 @@ def test_table_error_adds_a_row_against_the_runs_own_flow(out, tmp_path):
             CONFIG,
             str(tmp_path / "t7b.csv"),
             own_references={"meanflow_f2d2": own},
+            labels=LABELS,
         )
 
 
@@ -545,14 +708,14 @@ def test_table_error_catches_tampered_cell(out, tmp_path):
     cells = dict(out["nll"])
     cells[("meanflow", 4)] = bad
     with pytest.raises(mod.CellMismatch, match="mean_abs_err_nats"):
-        mod.main(cells, out["reference"], ["meanflow"], STEPS, CONFIG, str(tmp_path / "t7.csv"))
+        mod.main(cells, out["reference"], ["meanflow"], STEPS, CONFIG, str(tmp_path / "t7.csv"), labels=LABELS)
     assert not (tmp_path / "t7.csv").exists()
     # a CSV with a different number of points is caught too
     (bad_dir / "K4.csv").write_text("\n".join(src.with_suffix(".csv").read_text().splitlines()[:-1]) + "\n")
     cell["mean_abs_err_nats"] /= 1.001
     write_json(bad_dir / "K4.json", cell)
     with pytest.raises(mod.CellMismatch, match="points"):
-        mod.main(cells, out["reference"], ["meanflow"], STEPS, CONFIG, str(tmp_path / "t7.csv"))
+        mod.main(cells, out["reference"], ["meanflow"], STEPS, CONFIG, str(tmp_path / "t7.csv"), labels=LABELS)
 
 
 # ---------------------------------------------------------------- Figure 2
@@ -561,7 +724,7 @@ def test_table_error_catches_tampered_cell(out, tmp_path):
 def test_figure_guidance(out, tmp_path):
     mod = load("figure_guidance")
     dest = tmp_path / "figures" / "fig2.png"
-    mod.main(out["samples"], out["guided"], F2D2_RUNS, STEPS, CONFIG, str(dest))
+    mod.main(out["samples"], out["guided"], F2D2_RUNS, STEPS, CONFIG, str(dest), labels=LABELS)
     assert_png(dest)
     data = read_back(dest.with_suffix(".csv"))
     assert list(data.columns) == ["method", "run", "guided", "K", "nfe", "sliced_w2", "support_mass", "config", "seed"]
@@ -571,6 +734,7 @@ def test_figure_guidance(out, tmp_path):
         key = (r.run, r.K, True) if r.guided else (r.run, r.K)
         assert r.support_mass == json.loads(Path(cells[key]).read_text())["support_mass"]
     assert set(data.run) == {"teacher", *F2D2_RUNS}
+    assert {(r.run, r.method) for _, r in data.iterrows()} == {(r, LABELS[r]) for r in ["teacher", *F2D2_RUNS]}
     assert not data[data.run == "teacher"].guided.any()
     for _, r in data.iterrows():
         assert r.nfe == (r.K + 1 if r.guided else r.K)
@@ -586,7 +750,7 @@ def test_figure_guidance(out, tmp_path):
 def test_figure_density(out, tmp_path):
     mod = load("figure_density")
     dest = tmp_path / "fig3.png"
-    titles = mod.main(out["grid"], out["density"], str(dest))
+    titles = mod.main(out["grid"], out["density"], str(dest), labels=LABELS)
     assert titles == ["Analytic density", "Flow Matching, K=1", "Shortcut Model, K=1", "Shortcut-F2D2, K=1"]
     assert_png(dest)
     # grid layout: row index is y, column index is x (x varies fastest in the file)
@@ -594,7 +758,8 @@ def test_figure_density(out, tmp_path):
     m = mod.density_map(nll, GRID_SIZE, "x")
     xs = np.linspace(-2, 2, GRID_SIZE)
     assert m[3, 5] == pytest.approx(math.exp(-(0.5 * (xs[5] - 0.3) ** 2 + xs[3] ** 2 + 1.0)), rel=1e-6)
-    assert mod.main(out["grid"], out["density"], str(tmp_path / "f.png"), analytic=False)[0] == "Flow Matching, K=1"
+    titles = mod.main(out["grid"], out["density"], str(tmp_path / "f.png"), analytic=False, labels=LABELS)
+    assert titles[0] == "Flow Matching, K=1"
     with pytest.raises(ValueError, match="grid"):
         mod.density_map(nll[:-1], GRID_SIZE, "x")
     true = np.array([[1 / 32, 0.0], [np.inf, 1 / 32]])  # off-support cells are 0, never inf, in a map
@@ -606,7 +771,10 @@ def test_figure_density(out, tmp_path):
 def test_figure_density_from_snakemake_lists(out, tmp_path):
     dest = tmp_path / "fig3.png"
     run_as_snakemake(
-        "figure_density", NamedList(grid=out["grid"], density=list(out["density"].values())), [str(dest)], NamedList()
+        "figure_density",
+        NamedList(grid=out["grid"], density=list(out["density"].values())),
+        [str(dest)],
+        NamedList(labels=LABELS),
     )
     assert_png(dest)
 
@@ -630,7 +798,9 @@ def test_config_column_is_relative_to_the_project(out, tmp_path, monkeypatch):
             training=out["training"],
         ),
         [str(dest)],
-        NamedList(methods=["teacher", "shortcut_f2d2"], own_flow=[], steps=STEPS, config=str(root / "c.yaml")),
+        NamedList(
+            methods=["teacher", "shortcut_f2d2"], own_flow=[], steps=STEPS, config=str(root / "c.yaml"), labels=LABELS
+        ),
     )
     back = read_back(dest)
     assert list(back.config) == [str(Path("project") / "c.yaml")] * 2
@@ -643,9 +813,18 @@ def significant_digits(text: str) -> int:
 
 def display_tables(out, tmp_path) -> dict:
     t1 = load("table_main").main(
-        out["nll"], out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(tmp_path / "table1.csv")
+        out["nll"],
+        out["samples"],
+        out["reference"],
+        MAIN_RUNS,
+        STEPS,
+        CONFIG,
+        str(tmp_path / "table1.csv"),
+        labels=LABELS,
     )
-    t7 = load("table_error").main(out["nll"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(tmp_path / "table7.csv"))
+    t7 = load("table_error").main(
+        out["nll"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(tmp_path / "table7.csv"), labels=LABELS
+    )
     paths = {name: tmp_path / f"{name}.html" for name in ("table1", "table7", "headline")}
     tables = NamedList(table1=str(tmp_path / "table1.csv"), table7=str(tmp_path / "table7.csv"))
     run_as_snakemake(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from f2d2.config import experiment
-from pipeline_helpers import ROOT, SNAKEMAKE, snakemake
+from pipeline_helpers import ROOT, SNAKEMAKE, snakemake, tiny_config
 
 METHODS = [
     "Flow Matching",
@@ -177,6 +177,32 @@ def test_bad_config_stops_before_any_job(tmp_path):
     said = proc.stdout + proc.stderr
     assert "eval.steps[0] = 0; expected an integer >= 1" in said
     assert not (tmp_path / "results").exists()
+
+
+def test_a_stage_named_by_the_user_with_a_label_lists_its_jobs(tmp_path):
+    """A dry run takes a stage of the user's name with a ``label`` (its name in tables and figures): it is trained,
+    evaluated and in every table of the stages; an empty label is refused before any job."""
+    cfg = yaml.safe_load(tiny_config(tmp_path).read_text())
+    cfg["stages"]["my_method"] = {
+        "objective": {"name": "shortcut", "time_grid": "dyadic"},
+        "train": {"init_from": "teacher"},
+        "label": "Mine",
+    }
+    cfg["figures"]["density"]["runs"].append("my_method")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    said = snakemake(tmp_path, mine, "-n").stdout
+    out = tmp_path / "results"
+    assert "eval_my_method" in said and f"output: {out}/train/my_method/train.json" in said
+    for rule in ("table_main", "table_hparams", "table_timing", "table_error", "figure_density"):
+        assert re.search(rf"rule {rule}:\n    input: [^\n]*/my_method/", said), rule
+    assert not out.exists()
+
+    cfg["stages"]["my_method"]["label"] = ""
+    mine.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(tmp_path, mine, "-n", check=False)
+    assert proc.returncode != 0
+    assert "stages.my_method.label = ''; expected a string of at least one character" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("preset", ["checkerboard.yaml", "cifar10.yaml", "imagenet64.yaml"])

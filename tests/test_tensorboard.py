@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from f2d2.config import checks
 from f2d2.config.resolve import ConfigError, resolve_run
+from f2d2.preflight import checks
 from f2d2.training.loop import MetricsLog, train
 
 REFUSAL = "train.tensorboard = true needs the tensorboard package: pip install 'f2d2[tensorboard]'"

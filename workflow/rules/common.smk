@@ -36,6 +36,8 @@ RUNS = experiment.runs(config)  # run -> (stage, [override, ...]): the stages, t
 # Params of the rules, so that Snakemake redoes what a config edit changes: a run whose settings changed (and
 # what reads it), the test points (and every cell) when the data changed.
 RUN_FINGERPRINTS = {run: run_fingerprint(config, run) for run in RUNS}
+# run -> its name in tables and figures (its stage's label, else its objective's): the gather rules' params.labels
+LABELS = run_labels(config)
 DATA_FINGERPRINT = experiment.fingerprint(resolve_run(config)["data"])
 REFERENCE = experiment.reference_stage(config)  # the teacher of the NLL reference solve
 F2D2_RUNS = experiment.f2d2_runs(config)  # evaluated with their divergence head

@@ -24,6 +24,7 @@ rule table_main:
         reference=REFERENCE,
         steps=STEPS,
         config=CONFIG_FILE,
+        labels=LABELS,
     script:
         "../scripts/table_main.py"
 
@@ -38,6 +39,7 @@ rule table_hparams:
     params:
         runs=RUNS,
         config=CONFIG_FILE,
+        labels=LABELS,
     script:
         "../scripts/table_hparams.py"
 
@@ -55,6 +57,7 @@ rule table_timing:
         methods=STAGES,
         steps=STEPS,
         config=CONFIG_FILE,
+        labels=LABELS,
     script:
         "../scripts/table_timing.py"
 
@@ -86,6 +89,7 @@ for _name, _table in ABLATION_TABLES.items():
             baselines=list(config["ablations"][_name].get("baselines", [])),
             steps=STEPS,
             config=CONFIG_FILE,
+            labels=LABELS,
         script:
             "../scripts/table_ablation.py"
 
@@ -108,6 +112,7 @@ rule table_error:
         own_flow=OWN_FLOW_STAGES,
         steps=STEPS,
         config=CONFIG_FILE,
+        labels=LABELS,
     script:
         "../scripts/table_error.py"
 
@@ -125,6 +130,7 @@ rule figure_guidance:
         steps=STEPS,
         teacher=REFERENCE,
         config=CONFIG_FILE,
+        labels=LABELS,
     script:
         "../scripts/figure_guidance.py"
 
@@ -170,6 +176,8 @@ if "density" in (config.get("figures") or {}):
             _report(f"{OUT}/figures/figure3.png", 3, kind="Figures"),
         log:
             f"{OUT}/figures/logs/figure3.log",
+        params:
+            labels=LABELS,
         script:
             "../scripts/figure_density.py"
 

@@ -1,5 +1,8 @@
 """Shared helpers for the gather scripts: reading cells, a method's row, method labels, atomic writes.
 
+A run's label (its name in tables and figures) comes from the rule's ``params.labels``, {run: label} of every
+training run (``f2d2.preflight.runs.run_labels``: its stage's ``label``, else its objective's).
+
 Cell files live at ``OUT/eval/<kind>/{run}/K{k}.json`` (``K{k}_guided.json`` for
 self-guided samples) with the per-point ``K{k}.csv`` beside them; the teacher's
 adaptive-solver reference is ``OUT/eval/nll/teacher/reference.json``.
@@ -17,20 +20,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from f2d2.config.experiment import ABLATION_SEP  # noqa: E402  (ablation runs: "<stage>__<ablation><value>")
 from f2d2.io.atomic import atomic_path  # noqa: E402
-
-# Training-run name -> label used in the paper, in the paper's order.
-METHOD_LABELS: dict[str, str] = {
-    "teacher": "Flow Matching",
-    "shortcut": "Shortcut Model",
-    "shortcut_distill": "Shortcut-Distill",
-    "meanflow": "MeanFlow",
-    "shortcut_f2d2": "Shortcut-F2D2",
-    "shortcut_distill_f2d2": "Shortcut-Distill-F2D2",
-    "meanflow_f2d2": "MeanFlow-F2D2",
-}
-
 
 _CELL_RE = re.compile(r"^K(\d+)(_guided)?\.(json|csv)$")
 
@@ -65,11 +55,17 @@ def cells_by_k(run: str, steps: Iterable[int], cells: dict[str, dict]) -> Iterat
         yield k, {kind: cell(of_kind, run, k, kind) for kind, of_kind in cells.items()}
 
 
-def method_row(run: str, steps: Iterable[int], cells: dict[str, dict], fill: Callable[[dict, int, dict], None]) -> dict:
-    """A table row of training run ``run``: ``method``, ``run``, the K columns that ``fill(row, k, read)``
-    sets from each K's cells (``read`` as :func:`cells_by_k` yields it) and ``seed``, the training seed
-    all of the row's cells share."""
-    row = {"method": method_label(run), "run": run}
+def method_row(
+    run: str,
+    steps: Iterable[int],
+    cells: dict[str, dict],
+    fill: Callable[[dict, int, dict], None],
+    labels: dict[str, str],
+) -> dict:
+    """A table row of training run ``run``: ``method`` (its label in ``labels``, :func:`method_label`), ``run``,
+    the K columns that ``fill(row, k, read)`` sets from each K's cells (``read`` as :func:`cells_by_k` yields
+    it) and ``seed``, the training seed all of the row's cells share."""
+    row = {"method": method_label(run, labels), "run": run}
     used = []
     for k, read in cells_by_k(run, steps, cells):
         used += read.values()
@@ -127,17 +123,12 @@ def read_points_csv(path: str | os.PathLike) -> pd.DataFrame:
     return df.astype(float)
 
 
-def base_run(run: str) -> str:
-    """The training run an ablation run varies (``a__lam0.1`` -> ``a``); other runs map to themselves."""
-    return run.split(ABLATION_SEP, 1)[0]
-
-
-def method_label(run: str) -> str:
-    """The paper's label for a run name; ablation runs get their base run's label."""
-    base = base_run(run)
-    if base not in METHOD_LABELS:
-        raise ValueError(f"unknown run {run!r}; known runs: {list(METHOD_LABELS)} (ablations: <run>__<key><value>)")
-    return METHOD_LABELS[base]
+def method_label(run: str, labels: dict[str, str]) -> str:
+    """``run``'s label in tables and figures: ``labels[run]`` (``labels``: {run: label} of every training run,
+    the rule's ``params.labels``, ``f2d2.preflight.runs.run_labels``)."""
+    if run not in labels:
+        raise ValueError(f"no label for run {run!r}; the labelled runs: {list(labels)}")
+    return labels[run]
 
 
 def parse_cell_path(path: str | os.PathLike) -> tuple[str, int, bool]:

@@ -6,7 +6,8 @@ xs = ys = linspace(lo, hi, size). The analytic density (``analytic_nll_nats`` co
 twice the analytic density's maximum when it is plotted (the true density mid-scale, a
 baseline's spikes saturate), else to the 99.5th percentile of all plotted values (a few spikes
 must not wash out the rest). Snakemake: input.grid, input.density (flat list of ``{run}/K{k}.csv``, panel
-order = input order); params.analytic (optional, default True); output[0] the PNG.
+order = input order); params.analytic (optional, default True), params.labels ({run: label}, the panel
+titles); output[0] the PNG.
 """
 
 import json
@@ -58,8 +59,9 @@ def color_max(maps: list[np.ndarray], has_analytic: bool) -> float:
     return vmax if vmax > 0 else 1.0
 
 
-def main(grid: str, density_cells: dict, out: str, analytic: bool = True) -> list[str]:
-    """density_cells: {(run, k): per-grid-point CSV}, panels in dict order. Writes ``out`` (PNG); returns titles."""
+def main(grid: str, density_cells: dict, out: str, analytic: bool = True, *, labels: dict[str, str]) -> list[str]:
+    """density_cells: {(run, k): per-grid-point CSV}, panels in dict order; ``labels`` {run: label} titles them.
+    Writes ``out`` (PNG); returns titles."""
     lo, hi, size = read_grid(grid)
     if not density_cells:
         raise ValueError("no density cells to plot")
@@ -70,7 +72,7 @@ def main(grid: str, density_cells: dict, out: str, analytic: bool = True) -> lis
             maps.append(density_map(df["analytic_nll_nats"].to_numpy(), size, path))
             titles.append("Analytic density")
         maps.append(density_map(df["nll_nats"].to_numpy(), size, path))
-        titles.append(f"{common.method_label(run)}, K={k}")
+        titles.append(f"{common.method_label(run, labels)}, K={k}")
     vmax = color_max(maps, has_analytic=titles[0] == "Analytic density")
 
     fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps) + 0.6, 2.8), squeeze=False)
@@ -90,4 +92,5 @@ if "snakemake" in globals():
         panels_from_paths([p for p in snakemake.input.density if Path(p).suffix == ".csv"]),
         str(snakemake.output[0]),
         bool(getattr(snakemake.params, "analytic", True)),
+        labels=dict(snakemake.params.labels),
     )

@@ -6,7 +6,7 @@ line. Where the cells hold ``support_mass`` (data with a density: the share of s
 positive), a second panel plots it: guidance can raise it while the distance to the data grows. The
 plotted numbers go to a CSV beside the PNG (same stem). Snakemake: input.samples (flat list of
 unguided and ``_guided`` cells); params.methods, params.steps, params.config, params.teacher
-(optional, default "teacher"); output[0] the PNG.
+(optional, default "teacher"), params.labels ({run: label}, the legend and the method column); output[0] the PNG.
 """
 
 import os
@@ -23,14 +23,16 @@ import common  # noqa: E402  (selects the Agg backend)
 MASS = "support_mass"
 
 
-def _points(run: str, cells: dict, steps: list[int], guided: bool, config: str, keys: list[str]) -> list[dict]:
+def _points(
+    run: str, cells: dict, steps: list[int], guided: bool, config: str, keys: list[str], labels: dict[str, str]
+) -> list[dict]:
     rows = []
     kind = "guided sample" if guided else "unguided sample"
     for k, read in common.cells_by_k(run, steps, {kind: cells}):
         path, cell = read[kind]
         rows.append(
             {
-                "method": common.method_label(run),
+                "method": common.method_label(run, labels),
                 "run": run,
                 "guided": guided,
                 "K": k,
@@ -51,39 +53,42 @@ def main(
     config: str,
     out: str,
     teacher: str | None = "teacher",
+    *,
+    labels: dict[str, str],
 ) -> pd.DataFrame:
-    """Cells keyed by (run, k); ``methods`` are the F2D2 runs. Writes ``out`` (PNG) and its .csv."""
+    """Cells keyed by (run, k); ``methods`` are the F2D2 runs; ``labels`` {run: label} names them. Writes ``out``
+    (PNG) and its .csv."""
     steps = sorted(int(k) for k in steps)
     cells = [common.read_json(p) for p in sample_cells.values()]
     key, _ = common.sample_metric(cells)
     keys = [key] + ([MASS] if cells and all(MASS in c for c in cells) else [])
     rows = []
     if teacher:
-        rows += _points(teacher, sample_cells, steps, False, config, keys)
+        rows += _points(teacher, sample_cells, steps, False, config, keys, labels)
     for run in methods:
-        rows += _points(run, sample_cells, steps, False, config, keys)
-        rows += _points(run, guided_cells, steps, True, config, keys)
+        rows += _points(run, sample_cells, steps, False, config, keys, labels)
+        rows += _points(run, guided_cells, steps, True, config, keys, labels)
     df = pd.DataFrame(rows, columns=["method", "run", "guided", "K", "nfe", *keys, "config", "seed"])
 
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
-    labels = {
+    axis_labels = {
         key: f"{'FID' if key == 'fid' else 'sliced W2'} (lower is better)",
         MASS: "mass in the support (higher is better)",
     }
     for ax, metric in zip(axes[0], keys, strict=True):
         if teacher:
             t = df[df.run == teacher]
-            ax.plot(t.nfe, t[metric], "o-", color="black", label=f"{common.method_label(teacher)} (teacher)")
+            ax.plot(t.nfe, t[metric], "o-", color="black", label=f"{common.method_label(teacher, labels)} (teacher)")
         for i, run in enumerate(methods):
             for guided, style in ((False, "o-"), (True, "s--")):
                 d = df[(df.run == run) & (df.guided == guided)]
-                label = common.method_label(run) + (" + guidance" if guided else "")
+                label = common.method_label(run, labels) + (" + guidance" if guided else "")
                 ax.plot(d.nfe, d[metric], style, color=f"C{i}", label=label)
         ax.set_xscale("log", base=2)
         if metric != MASS:  # the teacher's few-step Euler samples sit an order of magnitude above the maps'
             ax.set_yscale("log")
         ax.set_xlabel("NFE")
-        ax.set_ylabel(labels[metric])
+        ax.set_ylabel(axis_labels[metric])
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7)
     common.save_figure(fig, out)
@@ -104,4 +109,5 @@ if "snakemake" in globals():
         common.project_path(_p.config),
         str(snakemake.output[0]),
         _teacher,
+        labels=dict(_p.labels),
     )

@@ -5,7 +5,7 @@ own Euler cells; ``value`` empty), then one row per ablation value in the given 
 Columns ``K{k}_nll_bpd``, ``K{k}_abs_err_nats``, ``K{k}_sw2`` (``K{k}_fid`` for images) for K = 8, 4, 2, 1, then
 ``key``, ``value``, ``config``, ``seed``. Snakemake: input.nll, input.samples (flat lists);
 params.key, params.values, params.runs (one per value), params.baselines (optional),
-params.steps, params.config; output[0] the CSV.
+params.steps, params.config, params.labels ({run: label}, the method column); output[0] the CSV.
 """
 
 import os
@@ -18,14 +18,16 @@ import pandas as pd  # noqa: E402
 import common  # noqa: E402
 
 
-def _row(run: str, nll_cells: dict, sample_cells: dict, steps: list[int], metric: tuple[str, str]) -> dict:
+def _row(
+    run: str, nll_cells: dict, sample_cells: dict, steps: list[int], metric: tuple[str, str], labels: dict[str, str]
+) -> dict:
     def fill(row: dict, k: int, read: dict) -> None:
         (n_path, n), (s_path, s) = read["NLL"], read["sample"]
         row[f"K{k}_nll_bpd"] = float(common.cell_value(n, "mean_bpd", n_path))
         row[f"K{k}_abs_err_nats"] = float(common.cell_value(n, "mean_abs_err_nats", n_path))
         row[f"K{k}_{metric[1]}"] = float(common.cell_value(s, metric[0], s_path))
 
-    return common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill)
+    return common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill, labels)
 
 
 def main(
@@ -38,8 +40,11 @@ def main(
     steps: list[int],
     config: str,
     out: str,
+    *,
+    labels: dict[str, str],
 ) -> pd.DataFrame:
-    """values[i] is the setting of ``key`` in training run runs[i]; cells keyed by (run, k). Writes ``out``."""
+    """values[i] is the setting of ``key`` in training run runs[i]; cells keyed by (run, k); ``labels``
+    {run: label} names the methods. Writes ``out``."""
     values, runs = list(values), list(runs)
     if len(values) != len(runs):
         raise ValueError(f"{len(values)} values {values} but {len(runs)} runs {runs}")
@@ -51,9 +56,11 @@ def main(
     cols += ["key", "value", "config", "seed"]
     rows = []
     for run in baselines or []:
-        rows.append({**_row(run, nll_cells, sample_cells, steps, metric), "key": key, "value": None, "config": config})
+        row = _row(run, nll_cells, sample_cells, steps, metric, labels)
+        rows.append({**row, "key": key, "value": None, "config": config})
     for value, run in zip(values, runs):
-        rows.append({**_row(run, nll_cells, sample_cells, steps, metric), "key": key, "value": value, "config": config})
+        row = _row(run, nll_cells, sample_cells, steps, metric, labels)
+        rows.append({**row, "key": key, "value": value, "config": config})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df
@@ -73,4 +80,5 @@ if "snakemake" in globals():
         _steps,
         common.project_path(_p.config),
         str(snakemake.output[0]),
+        labels=dict(_p.labels),
     )

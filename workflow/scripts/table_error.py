@@ -9,8 +9,8 @@ self_source start its frozen warm start's, ``experiment.own_flow_source``).
 Snakemake: input.nll (flat list of JSON cells), input.reference, input.own_references (the own-flow
 reference JSONs, in params.own_flow order), input.test_split (``f2d2 data --summary``'s JSON: the last
 column, ``test_split``, says where the test points come from); params.methods, params.own_flow,
-params.steps, params.config; input.training (every run's ``train.json``: columns ``trained_steps`` and
-``early_stop_step``); output[0] the CSV.
+params.steps, params.config, params.labels ({run: label}, the method column); input.training (every
+run's ``train.json``: columns ``trained_steps`` and ``early_stop_step``); output[0] the CSV.
 """
 
 import math
@@ -69,8 +69,11 @@ def main(
     test_split: str | None = None,
     own_references: dict[str, str] | None = None,
     training: dict[str, str] | None = None,
+    *,
+    labels: dict[str, str],
 ) -> pd.DataFrame:
-    """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV).
+    """Build Table 7 from NLL cells keyed by (run, k) and the reference JSON; write ``out`` (CSV). ``labels``
+    {run: label} names the methods.
     ``own_references`` {run: its own flow's reference JSON} adds a row per run, after the run's own,
     with its error against that reference. With ``test_split`` (the JSON's path) a last column says
     where the test points come from; with ``training`` ({run: train.json}) columns say how each run's
@@ -94,10 +97,10 @@ def main(
 
     for run in methods:
         ended = common.training_columns(run, training)
-        row = common.method_row(run, steps, {"NLL": nll_cells}, fill)
+        row = common.method_row(run, steps, {"NLL": nll_cells}, fill, labels)
         rows.append({**row, "reference": "teacher", **ended, "config": config, **extra})
         if run in own:
-            row = common.method_row(run, steps, {"NLL": nll_cells}, fill_own)
+            row = common.method_row(run, steps, {"NLL": nll_cells}, fill_own, labels)
             rows.append({**row, "reference": "own flow", **ended, "config": config, **extra})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
@@ -116,4 +119,5 @@ if "snakemake" in globals():
         test_split=str(snakemake.input.test_split),
         own_references=dict(zip(snakemake.params.own_flow, map(str, snakemake.input.own_references), strict=True)),
         training=common.training_inputs(snakemake.input.training),
+        labels=dict(snakemake.params.labels),
     )

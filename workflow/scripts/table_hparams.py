@@ -3,7 +3,7 @@
 One row per run, read from ``OUT/train/{run}/config.yaml``; nested keys are flattened
 (``model.hidden``, ``train.lr``, ...), lists are written as JSON. The run's ``seed`` goes
 to the ``seed`` column. Snakemake: input (flat list of config.yaml paths), params.config,
-optional params.runs (row order); output[0] the CSV.
+optional params.runs (row order), params.labels ({run: label}, the method column); output[0] the CSV.
 """
 
 import json
@@ -52,8 +52,9 @@ def configs_from_paths(paths, runs=None) -> dict[str, str]:
     return {r: found[r] for r in runs}
 
 
-def main(configs: dict[str, str], config: str, out: str) -> pd.DataFrame:
-    """configs: {run: path to its config.yaml}, rows in dict order. Writes the CSV to ``out``."""
+def main(configs: dict[str, str], config: str, out: str, *, labels: dict[str, str]) -> pd.DataFrame:
+    """configs: {run: path to its config.yaml}, rows in dict order; ``labels`` {run: label} names the methods.
+    Writes the CSV to ``out``."""
     rows, keys = [], []
     for run, path in configs.items():
         cfg = read_yaml(path)
@@ -61,7 +62,8 @@ def main(configs: dict[str, str], config: str, out: str) -> pd.DataFrame:
             raise KeyError(f"{path} has no seed")
         flat = flatten({k: v for k, v in cfg.items() if k != "seed"})
         keys += [k for k in flat if k not in keys]
-        rows.append({"method": common.method_label(run), "run": run, **flat, "config": config, "seed": cfg["seed"]})
+        label = common.method_label(run, labels)
+        rows.append({"method": label, "run": run, **flat, "config": config, "seed": cfg["seed"]})
     df = pd.DataFrame(rows, columns=["method", "run"] + keys + ["config", "seed"])
     common.write_csv(df, out)
     return df
@@ -73,4 +75,5 @@ if "snakemake" in globals():
         configs_from_paths([str(p) for p in snakemake.input], _runs),
         common.project_path(snakemake.params.config),
         str(snakemake.output[0]),
+        labels=dict(snakemake.params.labels),
     )

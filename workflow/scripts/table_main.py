@@ -3,7 +3,8 @@
 Snakemake: input.nll / input.samples (flat lists of ``{run}/K{k}.json`` cells; guided
 sample cells are ignored), input.reference, input.test_split (``f2d2 data --summary``'s JSON: the
 last column, ``test_split``, says where the test points come from); params.methods, params.steps,
-params.config, params.reference (optional, default "teacher": the run of the reference row); input.training
+params.config, params.reference (optional, default "teacher": the run of the reference row), params.labels
+({run: label}, the method column); input.training
 (every run's ``train.json``: columns ``trained_steps`` and ``early_stop_step``, the step at which a calibrated
 early stop ended the run, empty when it ran all its steps); output[0] the CSV.
 """
@@ -39,9 +40,12 @@ def build(
     reference_run: str = "teacher",
     test_split: str | None = None,
     training: dict[str, str] | None = None,
+    *,
+    labels: dict[str, str],
 ) -> pd.DataFrame:
-    """The table as a DataFrame (see module docstring); without ``test_split`` (a JSON path) no such column,
-    without ``training`` ({run: train.json}) no ``trained_steps`` / ``early_stop_step`` columns."""
+    """The table as a DataFrame (see module docstring); ``labels`` {run: label} names the methods. Without
+    ``test_split`` (a JSON path) no such column, without ``training`` ({run: train.json}) no ``trained_steps`` /
+    ``early_stop_step`` columns."""
     steps = common.descending(steps)
     ref = common.read_json(reference)
     smp = {key: common.read_json(p) for key, p in sample_cells.items() if key[0] in methods and key[1] in steps}
@@ -76,7 +80,7 @@ def build(
             row[f"K{k}_support_mass"] = float(s.get("support_mass", float("nan")))
 
     for run in methods:
-        row = common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill)
+        row = common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill, labels)
         rows.append({**row, **common.training_columns(run, training), "config": config, **extra})
     return pd.DataFrame(rows, columns=cols)
 
@@ -97,8 +101,10 @@ def main(
     reference_run: str = "teacher",
     test_split: str | None = None,
     training: dict[str, str] | None = None,
+    *,
+    labels: dict[str, str],
 ) -> pd.DataFrame:
-    """Build Table 1 and write it to ``out`` (CSV)."""
+    """Build Table 1 and write it to ``out`` (CSV); ``labels`` {run: label} names the methods."""
     df = build(
         nll_cells,
         sample_cells,
@@ -109,6 +115,7 @@ def main(
         reference_run,
         test_split,
         training,
+        labels=labels,
     )
     common.write_csv(df, out)
     return df
@@ -132,4 +139,5 @@ if "snakemake" in globals():
         str(getattr(snakemake.params, "reference", "teacher")),
         str(snakemake.input.test_split),
         common.training_inputs(snakemake.input.training),
+        labels=dict(snakemake.params.labels),
     )

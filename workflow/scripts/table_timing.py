@@ -3,7 +3,8 @@
 Columns ``K{k}_sample_seconds`` (sampling n points), ``K{k}_ms_per_sample``
 (seconds / n * 1000), ``K{k}_nll_seconds``, then ``reference_nll_seconds`` (the teacher's
 dopri5 reference, same on every row). Snakemake: input.nll, input.samples (flat lists),
-input.reference; params.methods, params.steps, params.config; output[0] the CSV.
+input.reference; params.methods, params.steps, params.config, params.labels ({run: label}, the method
+column); output[0] the CSV.
 """
 
 import os
@@ -17,9 +18,18 @@ import common  # noqa: E402
 
 
 def main(
-    nll_cells: dict, sample_cells: dict, reference: str, methods: list[str], steps: list[int], config: str, out: str
+    nll_cells: dict,
+    sample_cells: dict,
+    reference: str,
+    methods: list[str],
+    steps: list[int],
+    config: str,
+    out: str,
+    *,
+    labels: dict[str, str],
 ) -> pd.DataFrame:
-    """Build Table 4 from cells keyed by (run, k) and write it to ``out`` (CSV)."""
+    """Build Table 4 from cells keyed by (run, k) and write it to ``out`` (CSV); ``labels`` {run: label} names
+    the methods."""
     steps = common.descending(steps)
     ref = common.read_json(reference)
     ref_seconds = float(common.cell_value(ref, "seconds", reference))
@@ -37,7 +47,7 @@ def main(
         row[f"K{k}_nll_seconds"] = float(common.cell_value(n, "seconds", n_path))
 
     for run in methods:
-        row = common.method_row(run, steps, {"sample": sample_cells, "NLL": nll_cells}, fill)
+        row = common.method_row(run, steps, {"sample": sample_cells, "NLL": nll_cells}, fill, labels)
         rows.append({**row, "reference_nll_seconds": ref_seconds, "config": config})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
@@ -54,4 +64,5 @@ if "snakemake" in globals():
         _steps,
         common.project_path(snakemake.params.config),
         str(snakemake.output[0]),
+        labels=dict(snakemake.params.labels),
     )

@@ -97,7 +97,9 @@ def resolve_run(cfg: dict, stage: str | None = None, stage_root: str | Path | No
     key). With ``stage_root``, references to other stages by name become their checkpoint paths.
     """
     shared = {k: v for k, v in cfg.items() if k in RUN_KEYS}
-    found = unknown_keys(cfg, EXPERIMENT_KEYS) + problems(shared, "run")
+    # A stage's label names one run: a resolved run may carry it, an experiment file's top level may not.
+    allowed = EXPERIMENT_KEYS | ({"label"} if "stages" not in cfg else set())
+    found = unknown_keys(cfg, allowed) + problems(shared, "run")
     stages = cfg.get("stages") or {}
     if stage is not None:
         if stage not in stages:

@@ -31,7 +31,7 @@ Of the rest, a share ``1 - map_fraction`` has s = t (the tangent condition:
 flow matching for u, divergence matching for D). ``two_way`` draws pairs in both
 orders; otherwise s <= t; ``from_data`` moves a share of the pairs to start at the data (s = 1, backward).
 The official MeanFlow code runs time the other way
-(t = 1 noise); see ``f2d2.nets`` for converting its checkpoints.
+(t = 1 noise); see ``f2d2.io.meanflow`` for converting its checkpoints.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.nll import points_nll
 from f2d2.io.teacher import load_teacher
 from f2d2.nets import FlowMapNet
+from f2d2.objectives import describe
 from f2d2.training.distributed import Group
 
 VAL_STREAM = 2**32  # 2D validation points: seed + VAL_STREAM (training's streams: seed + rank * data.SEED_STRIDE)
@@ -87,8 +88,7 @@ class EarlyStop:
             raise ConfigError("; ".join(problems))
         self.cfg = run["train"]["early_stop"]
         self.every, self.tol, self.target = self.cfg["every"], self.cfg["tol"], self.cfg["target_bpd"]
-        two_way = run["objective"].get("two_way", True)
-        self.backward = "two-way" if two_way else "forward-only"
+        self.backward = "two-way" if describe(run["objective"]).two_way else "forward-only"
         self.batch_size = run["train"]["batch_size"] // group.world
         self.device, self.group = device, group
         self.x = validation_split(data, self.cfg["n_val"], self.cfg["seed"])

@@ -361,7 +361,7 @@ def _early_stop(run: dict, data, device: torch.device, group: Group, ckpt: dict 
     if ckpt is not None:
         early.target = ckpt["early_stop"]["target_bpd"]
     elif early.target is None:
-        early.target = early.reference(run["objective"]["teacher"], run["objective"].get("div_method", "exact"))
+        early.target = early.reference(run["objective"]["teacher"], describe(run["objective"]).div_method)
     return early
 
 
