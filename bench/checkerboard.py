@@ -34,6 +34,7 @@ from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
 from f2d2.io.atomic import atomic_write_text
 from f2d2.io.checkpoint import load_checkpoint, load_model
+from f2d2.preflight.runs import own_flow_source, own_flow_stages
 from f2d2.training.loop import train
 
 FAMILIES = {"two-way": True, "forward-only": False}
@@ -166,15 +167,15 @@ def main(argv=None) -> int:
     noise = torch.randn(args.n_points, dim, generator=torch.Generator().manual_seed(7)).to(dev)
     result["reference"], ref = reference_row(teacher, data, x_test, analytic, noise, fresh)
     print(f"[bench] reference: {result['reference']}", file=sys.stderr)
-    own_flow_stages = experiment.own_flow_stages(cfg)  # heads distilled from their own velocity
+    own_flow = own_flow_stages(cfg)  # heads distilled from their own velocity
     for family in args.families:
         for stage in stages:
             if family != args.families[0] and stage == reference:
                 continue
             model = load_model(ckpts[(family, stage)], device=dev)
             own_flow = None
-            if stage in own_flow_stages:  # its own velocity's network: a stage here, or a checkpoint path
-                source = experiment.own_flow_source(cfg, stage)
+            if stage in own_flow:  # its own velocity's network: a stage here, or a checkpoint path
+                source = own_flow_source(cfg, stage)
                 own_flow = load_model(ckpts.get((family, source), source), device=dev)
             for row in method_rows(model, family, stage, own_flow, data, x_test, ref, analytic, noise, fresh, args):
                 result["rows"].append(row)

@@ -12,6 +12,7 @@ import yaml
 
 from f2d2.config import experiment
 from f2d2.config.resolve import ConfigError
+from f2d2.preflight.runs import own_flow_source, own_flow_stages
 from pipeline_helpers import ROOT
 
 BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -51,24 +52,24 @@ def test_runs_are_the_stages_then_the_ablation_values_off_the_stage():
 
 
 def test_own_flow_stages_are_the_f2d2_stages_whose_head_learns_their_own_divergence():
-    assert experiment.own_flow_stages(BASE) == ["shortcut_f2d2"]  # the default: div_source self
+    assert own_flow_stages(BASE) == ["shortcut_f2d2"]  # the default: div_source self
     cfg = copy.deepcopy(BASE)
     cfg["stages"]["meanflow_f2d2"]["objective"].update(div_source="self", tangent="conditional")
     cfg["stages"]["shortcut_f2d2"]["objective"]["div_source"] = "teacher"
     cfg["stages"]["shortcut_f2d2"]["objective"]["teacher"] = "teacher"
-    assert experiment.own_flow_stages(cfg) == ["meanflow_f2d2"]
+    assert own_flow_stages(cfg) == ["meanflow_f2d2"]
     cfg["stages"]["shortcut"]["objective"]["div_source"] = "self"  # no divergence head: not F2D2
-    assert experiment.own_flow_stages(cfg) == ["meanflow_f2d2"]
+    assert own_flow_stages(cfg) == ["meanflow_f2d2"]
 
 
 def test_own_flow_source_is_the_network_whose_velocity_the_head_learned():
-    assert experiment.own_flow_source(BASE, "shortcut_f2d2") == "shortcut"  # self_source start: its warm start
+    assert own_flow_source(BASE, "shortcut_f2d2") == "shortcut"  # self_source start: its warm start
     cfg = copy.deepcopy(BASE)
     cfg["stages"]["shortcut_f2d2"]["objective"]["self_source"] = "live"  # the paper's form: the run itself
-    assert experiment.own_flow_source(cfg, "shortcut_f2d2") == "shortcut_f2d2"
+    assert own_flow_source(cfg, "shortcut_f2d2") == "shortcut_f2d2"
     cfg["stages"]["shortcut_f2d2"]["objective"]["self_source"] = "start"
     cfg["stages"]["shortcut_f2d2"]["train"]["init_from"] = "elsewhere/checkpoint.pt"  # a checkpoint of one's own
-    assert experiment.own_flow_source(cfg, "shortcut_f2d2") == "elsewhere/checkpoint.pt"
+    assert own_flow_source(cfg, "shortcut_f2d2") == "elsewhere/checkpoint.pt"
 
 
 def test_run_config_is_the_stage_with_the_overrides():

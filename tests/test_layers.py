@@ -14,6 +14,7 @@ LAYERS = [
         "f2d2.config.resolve",
         "f2d2.config.resources",
         "f2d2.config.experiment",
+        "f2d2.config.cells",
         "f2d2.config",
     ),  # torch-free: config values, rules
     ("f2d2.nets",),

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from f2d2.config import experiment
+from f2d2.preflight.runs import own_flow_stages
 from pipeline_helpers import ROOT, SNAKEMAKE, snakemake, tiny_config
 
 METHODS = [
@@ -102,7 +103,7 @@ def test_one_evaluation_job_per_run_writes_every_cell(pipeline):
     share of the jobs is recorded."""
     _, config, out = pipeline
     cfg = yaml.safe_load(config.read_text())
-    runs, solves = experiment.runs(cfg), 1 + len(experiment.own_flow_stages(cfg))  # reference solves
+    runs, solves = experiment.runs(cfg), 1 + len(own_flow_stages(cfg))  # reference solves
     for run in runs:
         job = json.loads((out / "eval" / "bundle" / run / "logs" / "job.json").read_text())
         assert job["argv"][0] == "eval" and job["state"] == "COMPLETED", run

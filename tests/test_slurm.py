@@ -22,6 +22,7 @@ import yaml
 from f2d2.config import experiment
 from f2d2.config.resolve import resolve_run
 from f2d2.io.checkpoint import load_checkpoint
+from f2d2.preflight.runs import own_flow_stages
 from f2d2.training.loop import train
 from pipeline_helpers import snakemake, tiny_config
 
@@ -326,7 +327,7 @@ def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, 
 
     records = [json.loads(p.read_text()) for p in out.rglob("job.json")]
     cfg = yaml.safe_load(config.read_text())
-    runs, solves = experiment.runs(cfg), 1 + len(experiment.own_flow_stages(cfg))
+    runs, solves = experiment.runs(cfg), 1 + len(own_flow_stages(cfg))
     assert len(records) == 2 * len(runs) + solves  # a training and an evaluation bundle per run, dopri5 solves
     assert all(r["cluster"] == "slurm" for r in records)
     ids = [r["job_id"] for r in records]

@@ -4,15 +4,13 @@
 # take minutes to hours) each cell is its own job and can be rebuilt alone. Either way a cell's files
 # and numbers are the same. NLL cells are compared point by point with the reference solve of the
 # teacher (REFERENCE, the experiment's reference stage). Each job logs to a snakemake.log beside its
-# outputs (a bundle's: OUT/eval/bundle/<run>/logs/).
-
-
-BATCH = f"--batch-size {EVAL['batch_size']}" if EVAL.get("batch_size") else ""
+# outputs (a bundle's: OUT/eval/bundle/<run>/logs/). Each cell's files and arguments: CELLS
+# (f2d2.config.cells).
 
 
 rule test_points:
     output:
-        f"{OUT}/eval/test_points.npy",
+        CELLS.test_points,
     log:
         f"{OUT}/eval/logs/test_points.log",
     params:
@@ -40,23 +38,7 @@ rule test_split:
         "f2d2 data --config {CONFIG_FILE} --n {params.n} --seed {params.seed} --summary {output} > {log} 2>&1"
 
 
-def reference_solve(run, ckpt=None):
-    """The dopri5 reference solve of the velocity of checkpoint ``ckpt`` (``run``'s if None) on the test
-    points, writing eval/nll/<run>/reference.*: its output files, log, `f2d2 submit` and the `f2d2 nll`
-    arguments (params, so evaluated when the rule is defined, not when a rule made in a loop runs)."""
-    ref, folder = EVAL["reference"], f"{OUT}/eval/nll/{run}"
-    job = "nll-reference" if run == REFERENCE else f"nll-reference-{run}"
-    args = (
-        f"--checkpoint {shlex.quote(ckpt or checkpoint(run))} "
-        f"--points {shlex.quote(rules.test_points.output[0])} --reference --atol {ref['atol']} --rtol {ref['rtol']} "
-        f"--div {ref['div']} --device {device('eval')} {BATCH} --out {shlex.quote(folder)}/reference.csv "
-        f"--summary {shlex.quote(folder)}/reference.json"
-    )
-    outputs = {"csv": f"{folder}/reference.csv", "json": f"{folder}/reference.json"}
-    return outputs, f"{folder}/logs/reference/snakemake.log", submit(f"{folder}/logs/reference", job), args
-
-
-_outputs, _log, _submit, _args = reference_solve(REFERENCE)
+_reference = CELLS.reference_solve(REFERENCE)
 
 
 rule reference_nll:
@@ -64,12 +46,12 @@ rule reference_nll:
         trained(REFERENCE),
         points=rules.test_points.output,
     output:
-        **_outputs,
+        **_reference.outputs,
     log:
-        _log,
+        _reference.log,
     params:
-        submit=_submit,
-        args=_args,
+        submit=_reference.submit,
+        args=_reference.args,
     resources:
         **submit_resources("eval"),
     shell:
@@ -79,9 +61,11 @@ rule reference_nll:
 # Table 7's second yardstick for a run whose head learned its own velocity's divergence (div_source self):
 # the solve of that velocity, the run's own or its frozen warm start's (experiment.own_flow_source).
 for _run in OWN_FLOW_STAGES:
-    _source = experiment.own_flow_source(config, _run)  # a run, or a checkpoint outside the pipeline
-    _own_input, _own_ckpt = (trained(_source), checkpoint(_source)) if _source in STAGES else (_source, _source)
-    _outputs, _log, _submit, _args = reference_solve(_run, _own_ckpt)
+    _source = own_flow_source(config, _run)  # a run, or a checkpoint outside the pipeline
+    _own_input, _own_ckpt = (
+        (trained(_source), CELLS.checkpoint(_source)) if _source in STAGES else (_source, _source)
+    )
+    _solve = CELLS.reference_solve(_run, _own_ckpt)
 
     rule:
         name:
@@ -90,12 +74,12 @@ for _run in OWN_FLOW_STAGES:
             _own_input,
             points=rules.test_points.output,
         output:
-            **_outputs,
+            **_solve.outputs,
         log:
-            _log,
+            _solve.log,
         params:
-            submit=_submit,
-            args=_args,
+            submit=_solve.submit,
+            args=_solve.args,
         resources:
             **submit_resources("eval"),
         shell:
@@ -104,7 +88,7 @@ for _run in OWN_FLOW_STAGES:
 
 rule fid_reference:
     output:
-        fid_reference(),
+        CELLS.fid_reference,
     log:
         f"{OUT}/eval/logs/fid_reference/snakemake.log",
     params:
@@ -113,7 +97,7 @@ rule fid_reference:
         extractor=FID["extractor"],
         weights=FID["weights_dir"],
         n=f"--n {FID['n_reference']}" if FID.get("n_reference") else "",
-        device=device("eval"),
+        device=CELLS.device,
     resources:
         **submit_resources("eval"),
     shell:
@@ -123,7 +107,7 @@ rule fid_reference:
 
 rule density_grid:
     output:
-        points=f"{OUT}/eval/density/grid.npy",
+        points=CELLS.density_grid,
         meta=f"{OUT}/eval/density/grid.json",
     log:
         f"{OUT}/eval/density/logs/grid.log",
@@ -133,57 +117,9 @@ rule density_grid:
         "../scripts/density_grid.py"
 
 
-# Each cell's `f2d2 nll` / `f2d2 sample` arguments less --checkpoint and --device, the same for a cell
-# job and a bundle.
-
-
-def nll_cell_args(run, k):
-    return shlex.join(["--points", rules.test_points.output[0], "--steps", str(k), "--div", cell_div(run),
-                       "--backward", EVAL["backward"], "--compare", rules.reference_nll.output.csv, *BATCH.split(),
-                       "--out", nll_cell(run, k).replace(".json", ".csv"), "--summary", nll_cell(run, k)])
-
-
-def sample_cell_args(run, k, guided):
-    args = ["--n", str(FID.get("n_samples", EVAL["n_points"]) if IMAGES else EVAL["n_points"]), "--steps", str(k),
-            "--seed", str(EVAL["sample_seed"])]
-    if guided:
-        g = EVAL["guidance"]
-        args += ["--guidance-steps", str(g["steps"]),
-                 "--guidance-lr", str(g["lr_one_step"] if int(k) == 1 else g["lr_multi_step"])]
-    if IMAGES:
-        args += ["--fid-stats", fid_reference(), "--fid-extractor", FID["extractor"],
-                 "--fid-weights-dir", FID["weights_dir"]]
-    json = sample_cell(run, k, guided)
-    return shlex.join([*args, *BATCH.split(), "--out", json.replace(".json", ".npy"), "--metrics", json])
-
-
-def density_cell_args(run, k):
-    return shlex.join(["--points", rules.density_grid.output.points, "--steps", str(k), "--div", cell_div(run),
-                       "--backward", EVAL["backward"], "--out", density_cell(run, k)])
-
-
-def cell_div(run):
-    return "head" if is_f2d2(run) else EVAL["baseline_div"]
-
-
-def bundle_cells(run):
-    """A run's cells as (kind, `f2d2 eval --cell` text, output files): NLL and samples at every K, guided samples
-    for the F2D2 stages, and its density cell if the density figure shows it."""
-    cells = [("nll", f"nll {nll_cell_args(run, k)}", [nll_cell(run, k).replace(".json", ".csv"), nll_cell(run, k)])
-             for k in STEPS]
-    for guided in (False, True) if run in F2D2_STAGES else (False,):
-        cells += [("sample", f"sample {sample_cell_args(run, k, guided)}",
-                   [sample_cell(run, k, guided).replace(".json", ".npy"), sample_cell(run, k, guided)])
-                  for k in STEPS]
-    if run in DENSITY_RUNS:
-        k = config["figures"]["density"]["steps"]
-        cells.append(("density", f"nll {density_cell_args(run, k)}", [density_cell(run, k)]))
-    return cells
-
-
 if BUNDLE:
     for _run in RUNS:
-        _cells = bundle_cells(_run)
+        _cells = CELLS.run_cells(_run)
 
         rule:
             name:
@@ -192,18 +128,18 @@ if BUNDLE:
                 trained(_run),
                 points=rules.test_points.output,
                 reference=rules.reference_nll.output.csv,
-                **({"fid": fid_reference()} if IMAGES else {}),
+                **({"fid": CELLS.fid_reference} if IMAGES else {}),
                 **({"grid": rules.density_grid.output.points} if _run in DENSITY_RUNS else {}),
             output:
-                [path for _, _, outputs in _cells for path in outputs],
+                [path for cell in _cells for path in cell.outputs.values()],
             log:
-                f"{bundle_log_dir(_run)}/snakemake.log",
+                f"{CELLS.bundle_log_dir(_run)}/snakemake.log",
             params:
-                submit=submit(bundle_log_dir(_run), f"eval-{_run}"),
-                ckpt=checkpoint(_run),
-                record=bundle_record(_run),
-                cells=" ".join(f"--cell {shlex.quote(text)}" for _, text, _ in _cells),
-                device=device("eval"),
+                submit=submit(CELLS.bundle_log_dir(_run), f"eval-{_run}"),
+                ckpt=CELLS.checkpoint(_run),
+                record=CELLS.bundle_record(_run),
+                cells=cell_flags(_cells),
+                device=CELLS.device,
             resources:
                 **submit_resources("eval"),
             shell:
@@ -223,10 +159,10 @@ else:
         log:
             f"{OUT}/eval/nll/{{run}}/logs/K{{k}}/snakemake.log",
         params:
-            submit=lambda w: submit(cell_log_dir("nll", w.run, f"K{w.k}"), f"nll-{w.run}-K{w.k}"),
-            ckpt=lambda w: checkpoint(w.run),
-            args=lambda w: nll_cell_args(w.run, w.k),
-            device=device("eval"),
+            submit=lambda w: CELLS.nll(w.run, w.k).submit,
+            ckpt=lambda w: CELLS.checkpoint(w.run),
+            args=lambda w: CELLS.nll(w.run, w.k).args,
+            device=CELLS.device,
         wildcard_constraints:
             run="|".join(RUNS),
             k=r"\d+",
@@ -238,18 +174,17 @@ else:
     rule sample_cell:
         input:
             lambda w: trained(w.run),
-            **({"fid": fid_reference()} if IMAGES else {}),
+            **({"fid": CELLS.fid_reference} if IMAGES else {}),
         output:
             samples=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.npy",
             json=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.json",
         log:
             f"{OUT}/eval/samples/{{run}}/logs/K{{k}}{{guided}}/snakemake.log",
         params:
-            submit=lambda w: submit(cell_log_dir("samples", w.run, f"K{w.k}{w.guided}"),
-                                    f"sample-{w.run}-K{w.k}{w.guided}"),
-            ckpt=lambda w: checkpoint(w.run),
-            args=lambda w: sample_cell_args(w.run, w.k, bool(w.guided)),
-            device=device("eval"),
+            submit=lambda w: CELLS.sample(w.run, w.k, bool(w.guided)).submit,
+            ckpt=lambda w: CELLS.checkpoint(w.run),
+            args=lambda w: CELLS.sample(w.run, w.k, bool(w.guided)).args,
+            device=CELLS.device,
         wildcard_constraints:
             run="|".join(RUNS),
             k=r"\d+",
@@ -268,10 +203,10 @@ else:
         log:
             f"{OUT}/eval/density/{{run}}/logs/K{{k}}/snakemake.log",
         params:
-            submit=lambda w: submit(cell_log_dir("density", w.run, f"K{w.k}"), f"density-{w.run}-K{w.k}"),
-            ckpt=lambda w: checkpoint(w.run),
-            args=lambda w: density_cell_args(w.run, w.k),
-            device=device("eval"),
+            submit=lambda w: CELLS.density(w.run, w.k).submit,
+            ckpt=lambda w: CELLS.checkpoint(w.run),
+            args=lambda w: CELLS.density(w.run, w.k).args,
+            device=CELLS.device,
         wildcard_constraints:
             run="|".join(RUNS),
             k=r"\d+",

@@ -16,7 +16,7 @@ rule train:
         fingerprint=lambda w: RUN_FINGERPRINTS[w.run],
         stage=lambda w: run_stage(w.run),
         overrides=lambda w: " ".join(f"--set {shlex.quote(o)}" for o in run_overrides(w.run)),
-        device=device("train"),
+        device=device(config, "train"),
     resources:
         **submit_resources("train"),
     wildcard_constraints:

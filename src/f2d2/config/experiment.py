@@ -155,26 +155,6 @@ def f2d2_runs(cfg: dict) -> list[str]:
     return [run for run in runs(cfg) if run_config(cfg, run)["model"].get("div_head") is True]
 
 
-def own_flow_stages(cfg: dict) -> list[str]:
-    """The F2D2 stages whose divergence head learned their own velocity's divergence (objective.div_source
-    self): Table 7 also compares them with their own flow's dopri5 solve, in config order."""
-    f2d2 = set(f2d2_runs(cfg))
-    return [
-        s for s in cfg.get("stages") or {} if s in f2d2 and run_config(cfg, s)["objective"].get("div_source") == "self"
-    ]
-
-
-def own_flow_source(cfg: dict, stage: str) -> str:
-    """Where ``stage``'s own flow comes from, the velocity whose divergence its head learned: ``stage`` itself
-    (objective.self_source live, the paper's form) or, with self_source start, its train.init_from (a stage
-    name or a checkpoint path), the frozen network the maps, the tangent condition and the head then all learn
-    from; the run's own velocity u(x, t, t) is then only a fit of that flow."""
-    run = run_config(cfg, stage)
-    if run["objective"].get("self_source", "live") != "start":
-        return stage
-    return run["train"]["init_from"]
-
-
 def ablation_tables(cfg: dict) -> dict[str, int]:
     """{ablation name: table number} of the config's ablations that have a table, in table order."""
     ablations = cfg.get("ablations") or {}

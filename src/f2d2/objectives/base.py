@@ -94,6 +94,11 @@ class Objective:
         """Regresses the divergence head D (the model needs model.div_head: true)."""
         return bool(getattr(self, "f2d2", False))
 
+    @property
+    def own_divergence(self) -> bool:
+        """Its head learns the divergence of its own velocity (``div_source: self``), not the teacher's."""
+        return self.trains_div_head and self.div_source == "self"
+
     def fits_steps(self, k: int) -> bool:
         """Whether K >= 1 uniform steps of size 1/K are among the step sizes the objective trains."""
         return True

@@ -1,0 +1,188 @@
+"""The pipeline's evaluation cells, torch-free: for each trained run and step count K its NLL and sample
+cells (guided samples for the F2D2 stages, a density cell for the runs the density figure shows), the
+files each writes, where its job logs, and the `f2d2 nll` / `f2d2 sample` / `f2d2 eval --cell` arguments
+that compute it; also the dopri5 reference solves. workflow/rules/eval.smk only wires these into rules,
+one job per cell or one per run (eval.bundle): either way a cell's command and files are the same.
+
+The argument strings are rule params, which Snakemake compares with those of the job that made a file:
+a changed string reruns that job and everything after it, so they keep their exact text."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+
+from f2d2.config import experiment
+from f2d2.config.resolve import deep_merge
+from f2d2.config.schema import defaults, section
+
+
+def submit(log_dir: str, job_name: str) -> str:
+    """`f2d2 submit --log-dir ... --job-name ...`, a rule's params.submit. Its shell command follows it with
+    {resources.f2d2_submit} (the rules' ``submit_resources``) and then `-- <command>`."""
+    return shlex.join(["f2d2", "submit", "--log-dir", log_dir, "--job-name", job_name])
+
+
+def device(cfg: dict, kind: str) -> str:
+    """The device of a ``kind`` (train or eval) job: cuda when its resources ask for GPUs, else cpu."""
+    return "cuda" if cfg["resources"][kind]["gpus"] > 0 else "cpu"
+
+
+def bundle_rule(run: str) -> str:
+    """The name of a run's evaluation rule: eval_<run>, with any character a rule name cannot take as _."""
+    return "eval_" + re.sub(r"\W", "_", run)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One evaluation: `f2d2 <command> <args>`, writing ``outputs`` ({name: path}). A cell's args lack
+    --checkpoint and --device (its job adds them); a reference solve's include them. As a job of its own it
+    logs to ``log_dir`` (submitit's files and snakemake.log) under the name ``job``."""
+
+    command: str  # nll or sample
+    args: str  # shell-quoted
+    outputs: dict[str, str]
+    log_dir: str
+    job: str
+
+    @property
+    def text(self) -> str:
+        """The cell as `f2d2 eval --cell` takes it: "<command> <args>"."""
+        return f"{self.command} {self.args}"
+
+    @property
+    def log(self) -> str:
+        return f"{self.log_dir}/snakemake.log"
+
+    @property
+    def submit(self) -> str:
+        return submit(self.log_dir, self.job)
+
+
+def cell_flags(cells: list[Cell]) -> str:
+    """`f2d2 eval`'s "--cell '<command> <args>'" for each of ``cells``, one string."""
+    return " ".join(f"--cell {shlex.quote(cell.text)}" for cell in cells)
+
+
+class Cells:
+    """The evaluation of experiment config ``cfg`` (validated) under its outdir; ``images``: its data are
+    images, whose sample cells also compute FID against ``fid_reference``."""
+
+    def __init__(self, cfg: dict, images: bool):
+        self.out = cfg.get("outdir", "results")
+        self.eval = deep_merge(defaults(section("eval")), cfg["eval"])  # with the schema's defaults
+        self.steps = list(self.eval["steps"])
+        self.fid = self.eval["fid"]
+        self.images = images
+        self.reference = experiment.reference_stage(cfg)  # the teacher of the NLL reference solve
+        self.f2d2_runs = experiment.f2d2_runs(cfg)  # evaluated with their divergence head
+        self.f2d2_stages = [s for s in cfg["stages"] if s in self.f2d2_runs]  # also sampled with guidance
+        density = (cfg.get("figures") or {}).get("density", {})
+        self.density_runs = list(density.get("runs", []))
+        self.density_steps = density.get("steps")
+        self.device = device(cfg, "eval")
+        self.test_points = f"{self.out}/eval/test_points.npy"
+        self.density_grid = f"{self.out}/eval/density/grid.npy"
+        self.fid_reference = f"{self.out}/eval/fid_reference.npz"
+        batch = self.eval.get("batch_size")
+        self.batch = ["--batch-size", str(batch)] if batch else []
+
+    # ------------------------------------------------------------ files
+
+    def checkpoint(self, run: str) -> str:
+        """A run's checkpoint. Rules depend on its train.json (written when training has finished) instead,
+        so that Snakemake never deletes a half-trained checkpoint that a rerun resumes from."""
+        return f"{self.out}/train/{run}/checkpoint.pt"
+
+    def nll_cell(self, run: str, k: int | str) -> str:
+        """The summary (.json) of a run's NLL cell at K = ``k``; the per-point values are the .csv beside it."""
+        return f"{self.out}/eval/nll/{run}/K{k}.json"
+
+    def sample_cell(self, run: str, k: int | str, guided: bool = False) -> str:
+        """The metrics (.json) of a run's sample cell at K = ``k``; the samples are the .npy beside it."""
+        return f"{self.out}/eval/samples/{run}/K{k}{'_guided' if guided else ''}.json"
+
+    def density_cell(self, run: str, k: int | str) -> str:
+        return f"{self.out}/eval/density/{run}/K{k}.csv"
+
+    def cell_log_dir(self, kind: str, run: str, cell: str) -> str:
+        """Where an unbundled cell's job logs (kind: nll, samples or density; cell: e.g. K2 or K2_guided)."""
+        return f"{self.out}/eval/{kind}/{run}/logs/{cell}"
+
+    def bundle_log_dir(self, run: str) -> str:
+        return f"{self.out}/eval/bundle/{run}/logs"
+
+    def bundle_record(self, run: str) -> str:
+        """`f2d2 eval --record`: each cell's seconds, beside the bundle's job.json."""
+        return f"{self.bundle_log_dir(run)}/cells.json"
+
+    # ------------------------------------------------------------ cells
+
+    def div(self, run: str) -> str:
+        """The divergence a run's NLL cells use: its head (F2D2 runs) or eval.baseline_div."""
+        return "head" if run in self.f2d2_runs else self.eval["baseline_div"]
+
+    def reference_solve(self, run: str, ckpt: str | None = None) -> Cell:
+        """The dopri5 solve of the velocity of checkpoint ``ckpt`` (``run``'s if None) on the test points,
+        writing eval/nll/<run>/reference.{csv,json} (outputs csv, json)."""
+        folder = f"{self.out}/eval/nll/{run}"
+        ref, batch = self.eval["reference"], shlex.join(self.batch)
+        # an f-string, not shlex.join: without a batch size its text has two spaces before --out, kept as is
+        args = (
+            f"--checkpoint {shlex.quote(ckpt or self.checkpoint(run))} "
+            f"--points {shlex.quote(self.test_points)} --reference --atol {ref['atol']} --rtol {ref['rtol']} "
+            f"--div {ref['div']} --device {self.device} {batch} --out {shlex.quote(folder)}/reference.csv "
+            f"--summary {shlex.quote(folder)}/reference.json"
+        )
+        outputs = {"csv": f"{folder}/reference.csv", "json": f"{folder}/reference.json"}
+        job = "nll-reference" if run == self.reference else f"nll-reference-{run}"
+        return Cell("nll", args, outputs, f"{folder}/logs/reference", job)
+
+    def nll(self, run: str, k: int | str) -> Cell:
+        """A run's NLL at K = ``k`` on the test points, compared point by point with the reference solve
+        (outputs csv, json)."""
+        json = self.nll_cell(run, k)
+        csv = json.replace(".json", ".csv")
+        args = ["--points", self.test_points, "--steps", str(k), "--div", self.div(run)]
+        args += ["--backward", self.eval["backward"], "--compare", self.reference_solve(self.reference).outputs["csv"]]
+        args += [*self.batch, "--out", csv, "--summary", json]
+        log_dir = self.cell_log_dir("nll", run, f"K{k}")
+        return Cell("nll", shlex.join(args), {"csv": csv, "json": json}, log_dir, f"nll-{run}-K{k}")
+
+    def sample(self, run: str, k: int | str, guided: bool = False) -> Cell:
+        """A run's samples at K = ``k``, with divergence-head guidance if ``guided`` (eval.guidance: lr_one_step
+        at K = 1, lr_multi_step above), with FID for images (outputs samples, json)."""
+        n = self.fid.get("n_samples", self.eval["n_points"]) if self.images else self.eval["n_points"]
+        args = ["--n", str(n), "--steps", str(k), "--seed", str(self.eval["sample_seed"])]
+        if guided:
+            g = self.eval["guidance"]
+            lr = g["lr_one_step"] if int(k) == 1 else g["lr_multi_step"]
+            args += ["--guidance-steps", str(g["steps"]), "--guidance-lr", str(lr)]
+        if self.images:
+            args += ["--fid-stats", self.fid_reference, "--fid-extractor", self.fid["extractor"]]
+            args += ["--fid-weights-dir", self.fid["weights_dir"]]
+        json = self.sample_cell(run, k, guided)
+        npy = json.replace(".json", ".npy")
+        args += [*self.batch, "--out", npy, "--metrics", json]
+        cell = f"K{k}{'_guided' if guided else ''}"
+        log_dir = self.cell_log_dir("samples", run, cell)
+        return Cell("sample", shlex.join(args), {"samples": npy, "json": json}, log_dir, f"sample-{run}-{cell}")
+
+    def density(self, run: str, k: int | str) -> Cell:
+        """A run's NLL at K = ``k`` on the density figure's grid (output csv)."""
+        csv = self.density_cell(run, k)
+        args = ["--points", self.density_grid, "--steps", str(k), "--div", self.div(run)]
+        args += ["--backward", self.eval["backward"], "--out", csv]
+        log_dir = self.cell_log_dir("density", run, f"K{k}")
+        return Cell("nll", shlex.join(args), {"csv": csv}, log_dir, f"density-{run}-K{k}")
+
+    def run_cells(self, run: str) -> list[Cell]:
+        """Every cell of a trained run, in its bundle's order: NLL and samples at every K, guided samples for
+        the F2D2 stages, and its density cell if the density figure shows it."""
+        cells = [self.nll(run, k) for k in self.steps]
+        for guided in (False, True) if run in self.f2d2_stages else (False,):
+            cells += [self.sample(run, k, guided) for k in self.steps]
+        if run in self.density_runs:
+            cells.append(self.density(run, self.density_steps))
+        return cells
