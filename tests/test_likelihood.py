@@ -128,3 +128,22 @@ def test_reference_agrees_with_flow_matching_package():
     ours = reference_log_likelihood(model, x1, atol=1e-7, rtol=1e-7)
     assert torch.allclose(ours.log_prob, peer, atol=1e-4)
     assert (ours.log_prob - standard_normal_log_prob(x1)).abs().mean() > 1e-2  # the flow is not the identity
+
+
+def test_one_place_decides_the_divergence_for_the_api_and_the_cli():
+    """api.py and cli/commands.py each decided it: f2d2.log_prob of a model without a head with div='head'
+    failed deep inside the integrator, and 'Head' fell through."""
+    from f2d2 import log_prob
+    from f2d2.core.options import divergence_for
+
+    assert divergence_for(None, has_head=True, adaptive=False) == "head"
+    assert divergence_for(None, has_head=True, adaptive=True) == "exact"
+    assert divergence_for(None, has_head=False, adaptive=False) == "exact"
+    plain = GaussianFlow([0.0, 0.0], 1.0, flow_map=False)
+    x = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="needs a model with a divergence head"):
+        log_prob(plain, x, steps=1, div="head")
+    with pytest.raises(ValueError, match=r"div = 'Head'; expected one of \['head', 'exact', 'hutchinson'\]"):
+        log_prob(plain, x, steps=1, div="Head")
+    with pytest.raises(ValueError, match="adaptive reference integrates the velocity's divergence"):
+        log_prob(GaussianFlow([0.0, 0.0], 1.0, div_scale=1.0), x, steps=None, div="head")

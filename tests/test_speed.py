@@ -10,7 +10,7 @@ from f2d2.config.resolve import ConfigError, resolve_run
 from f2d2.data import make_dataset
 from f2d2.io.checkpoint import load_checkpoint
 from f2d2.nets import build_model
-from f2d2.objectives import OBJECTIVES, build_objective
+from f2d2.objectives import OBJECTIVES, Objective, build_objective
 from f2d2.preflight.checks import check_run, run_problems
 from f2d2.training import loop as train_mod
 from f2d2.training import speed
@@ -116,3 +116,14 @@ def test_every_objective_runs_under_bfloat16_autocast(name):
     terms["loss"].backward()
     assert terms["loss"].dtype == torch.float32 and all(torch.isfinite(v).all() for v in terms.values())
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_compile_reads_the_objectives_declaration_not_its_class():
+    """speed.py branched on isinstance(objective, MeanFlow): a user's JVP objective was compiled anyway."""
+
+    class MyJVP(Objective):
+        uses_jvp = True
+
+    model = build_model({**UNET, "flow_map": True})
+    done = speed.compile_for_training(model, MyJVP())
+    assert model._compiled_call_impl is None and "MyJVP calls it inside torch.func.jvp" in done[0]

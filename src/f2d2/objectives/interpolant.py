@@ -37,15 +37,15 @@ def uniform_time(n: int, generator: torch.Generator, like: torch.Tensor) -> torc
 
 
 def dyadic_steps(
-    n: int, max_log2: int, generator: torch.Generator, like: torch.Tensor, *, grid: str, two_way: bool
+    n: int, log2: int, generator: torch.Generator, like: torch.Tensor, *, grid: str, two_way: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(s, t), each (n,): steps of size |t - s| = 2^-k, k ~ U{0..max_log2}, inside [0, 1].
+    """(s, t), each (n,): steps of size |t - s| = 2^-k, k ~ U{0..log2}, inside [0, 1].
 
     ``grid``: ``continuous`` (s ~ U[0, 1 - d]) or ``dyadic`` (s a multiple of d, where a K = 2^j-step
     evaluation starts its steps; the objective checks the name once, at construction); s < t unless
     ``two_way`` reverses half of them.
     """
-    k = torch.randint(0, max_log2 + 1, (n,), generator=generator, device=like.device)
+    k = torch.randint(0, log2 + 1, (n,), generator=generator, device=like.device)
     d = torch.pow(2.0, -k.to(like.dtype))
     u = uniform_time(n, generator, like)
     s = torch.floor(u / d).clamp(max=1 / d - 1) * d if grid == "dyadic" else u * (1 - d)
