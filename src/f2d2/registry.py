@@ -1,8 +1,8 @@
 """The config options of a registry entry (a class or function, or a ``functools.partial`` of one).
 
-Registries map a config name to a constructor (``OBJECTIVES``, ``DATASETS``, ``ARCHITECTURES``); a
-config section's other keys are the constructor's keyword arguments, and this is the one place that
-reads them off the signature.
+The data and network registries map a config name to a constructor (``DATASETS``, ``ARCHITECTURES``); a
+config section's other keys are the constructor's keyword arguments, and this is the one place that reads
+them off the signature. (Objectives declare their options instead: ``f2d2.config.options``.)
 """
 
 from __future__ import annotations

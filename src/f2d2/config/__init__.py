@@ -1,6 +1,7 @@
-"""Experiment configs: the schema of every key (``schema``, ``validate``), read, merge and resolve
-(``resolve``), job resources (``resources``) and the checks that span several keys (``checks``, which loads
-the registries and so torch). Torch-free here."""
+"""Experiment configs, torch-free: the schema of every key (``schema``, ``validate``), declared options
+(``options``), read, merge and resolve (``resolve``), job resources (``resources``), the experiment's runs
+(``experiment``) and its evaluation cells (``cells``). The checks that need the registries (and so torch)
+are ``f2d2.preflight``."""
 
 from f2d2.config.resolve import ConfigError, apply_overrides, deep_merge, load_yaml, resolve_run, stage_dependencies
 from f2d2.config.validate import validate_experiment, validate_run
