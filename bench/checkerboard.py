@@ -167,14 +167,14 @@ def main(argv=None) -> int:
     noise = torch.randn(args.n_points, dim, generator=torch.Generator().manual_seed(7)).to(dev)
     result["reference"], ref = reference_row(teacher, data, x_test, analytic, noise, fresh)
     print(f"[bench] reference: {result['reference']}", file=sys.stderr)
-    own_flow = own_flow_stages(cfg)  # heads distilled from their own velocity
+    own_flow_runs = own_flow_stages(cfg)  # heads distilled from their own velocity
     for family in args.families:
         for stage in stages:
             if family != args.families[0] and stage == reference:
                 continue
             model = load_model(ckpts[(family, stage)], device=dev)
             own_flow = None
-            if stage in own_flow:  # its own velocity's network: a stage here, or a checkpoint path
+            if stage in own_flow_runs:  # its own velocity's network: a stage here, or a checkpoint path
                 source = own_flow_source(cfg, stage)
                 own_flow = load_model(ckpts.get((family, source), source), device=dev)
             for row in method_rows(model, family, stage, own_flow, data, x_test, ref, analytic, noise, fresh, args):
