@@ -73,3 +73,10 @@ def test_configs_describe_keys_not_measurements():
         if measured.search(line)
     ]
     assert found == []
+
+
+def test_the_objective_options_page_is_generated_from_the_declarations():
+    """One definition: docs/objective-options.md is `f2d2 objectives`' output, not a second description."""
+    from f2d2.objectives import options_reference
+
+    assert (ROOT / "docs" / "objective-options.md").read_text() == options_reference()

@@ -29,6 +29,7 @@ from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
 from f2d2.io.atomic import atomic_write_text
 from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from f2d2.io.meanflow import MeanFlowCheckpointError
+from f2d2.objectives import options_reference
 from f2d2.preflight.checks import check_run
 from f2d2.training.failures import OutOfMemory, TrainingError, explain_out_of_memory
 from f2d2.training.loop import train
@@ -319,6 +320,15 @@ def _test_set(data, name: str, n: int, seed: int) -> tuple[torch.Tensor, int | N
     if data.has_test_split:  # a user's point file: held-out rows only
         return data.test_points(n, seed), len(data.test), data.test_source
     return data.sample(n, torch.Generator().manual_seed(seed)), None, f"fresh draws from the {name} density"
+
+
+def cmd_objectives(args: argparse.Namespace) -> None:
+    """``f2d2 objectives``: every objective's options as Markdown, printed or written atomically to --out."""
+    text = options_reference()
+    if args.out is None:
+        print(text, end="")
+    else:
+        atomic_write_text(args.out, text)
 
 
 def cmd_data(args: argparse.Namespace) -> None:

@@ -1,6 +1,6 @@
 """The ``f2d2`` argument parser, free of torch so that ``f2d2 submit`` and ``--help`` start fast.
 
-Subcommands: train, nll, sample, data, fid-reference, import-meanflow (each stands alone), eval (several
+Subcommands: train, nll, sample, data, fid-reference, import-meanflow, objectives (each stands alone), eval (several
 nll and sample cells of one checkpoint, loaded once), and ``f2d2 submit [options] -- <subcommand> ...``,
 which runs one of them as a job (SLURM, local or inline).
 
@@ -48,10 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data,
         _add_fid_reference,
         _add_import_meanflow,
+        _add_objectives,
         _add_submit,
     ):
         add(sub)
     return p
+
+
+def _add_objectives(sub: argparse._SubParsersAction) -> None:
+    o = sub.add_parser(
+        "objectives",
+        help="list every objective's options (default, allowed values, meaning) as Markdown",
+        description="Every objective name of the config and its options, read off their declarations.",
+    )
+    o.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print it)")
 
 
 def _add_tolerances(p: argparse.ArgumentParser) -> None:
