@@ -36,7 +36,17 @@ TINY = [
 def test_every_option_has_help():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(subparsers) == {"train", "nll", "sample", "eval", "data", "submit", "fid-reference", "import-meanflow"}
+    assert set(subparsers) == {
+        "train",
+        "nll",
+        "sample",
+        "eval",
+        "data",
+        "submit",
+        "fid-reference",
+        "import-meanflow",
+        "export",
+    }
     for name, sub in subparsers.items():
         for action in sub._actions:
             if action.dest != "help":
