@@ -46,6 +46,7 @@ def test_every_option_has_help():
         "fid-reference",
         "import-meanflow",
         "objectives",
+        "export",
     }
     for name, sub in subparsers.items():
         for action in sub._actions:

@@ -23,16 +23,25 @@ from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
 from f2d2.core.options import divergence_for
 from f2d2.eval import bpd
 from f2d2.io.checkpoint import load_model
+from f2d2.io.export import load_export
 from f2d2.nets import FlowMapNet
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> FlowMapNet:
+    """The network in ``path``, in eval mode on ``device``: a folder written by ``f2d2 export`` (model.safetensors
+    + config.json, no pickle) or an f2d2 checkpoint .pt (its EMA weights)."""
+    if Path(path).is_dir():
+        return load_export(path, device)
+    return load_model(path, ema=True, device=device)
 
 
 def _model(model: FlowMapNet | str | Path, device: torch.device) -> FlowMapNet:
     if isinstance(model, (str, Path)):
-        return load_model(model, ema=True, device=device)
+        return load(model, device)
     if not isinstance(model, FlowMapNet):
         raise ValueError(
-            f"model is a {type(model).__name__}; expected an f2d2 checkpoint path or a FlowMapNet "
-            "(wrap a velocity model of your own in f2d2.ExternalVelocity)"
+            f"model is a {type(model).__name__}; expected an f2d2 checkpoint path, an exported model's folder "
+            "or a FlowMapNet (wrap a velocity model of your own in f2d2.ExternalVelocity)"
         )
     return model
 
@@ -49,8 +58,8 @@ def log_prob(
 ) -> torch.Tensor:
     """log p(x) in nats, shape (B,), of data x (B, *model.data_shape) in model space, on x's device.
 
-    model: an f2d2 checkpoint path (its EMA weights, loaded onto x's device) or a network already
-    there. steps: K (see the module docstring) or None for the adaptive reference. div: "head"
+    model: a path :func:`load` reads (onto x's device) or a network already there. steps: K (see the
+    module docstring) or None for the adaptive reference. div: "head"
     (default for a model with a divergence head), "exact" (default otherwise) or "hutchinson" (probes
     from ``generator``; far cheaper for images). backward: "two-way" queries u(x, s, t) with s > t;
     "forward-only" serves maps trained only for s < t (``objective.two_way: false``). batch_size:
@@ -99,4 +108,4 @@ def bits_per_dim(
     return bpd.bits_per_dim(bpd.pixel_nll(log_pz.double(), dim), dim)
 
 
-__all__ = ["bits_per_dim", "log_prob"]
+__all__ = ["bits_per_dim", "load", "log_prob"]

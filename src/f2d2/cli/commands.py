@@ -1,5 +1,5 @@
-"""Implementations of the ``f2d2`` subcommands train, nll, sample, eval, data, fid-reference and import-meanflow
-(``f2d2.cli.parser`` parses them; ``f2d2.cli.dispatch`` calls ``cmd_<name>``).
+"""Implementations of the ``f2d2`` subcommands train, nll, sample, eval, data, fid-reference, import-meanflow and
+export (``f2d2.cli.parser`` parses them; ``f2d2.cli.dispatch`` calls ``cmd_<name>``).
 
 Kept apart from the parser so that ``f2d2 submit`` and ``--help`` start without importing torch.
 """
@@ -28,6 +28,7 @@ from f2d2.io import meanflow
 from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
 from f2d2.io.atomic import atomic_write_text
 from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from f2d2.io.export import export_model
 from f2d2.io.meanflow import MeanFlowCheckpointError
 from f2d2.objectives import options_reference
 from f2d2.preflight.checks import check_run
@@ -311,6 +312,13 @@ def cmd_import_meanflow(args: argparse.Namespace) -> None:
     ema = {**{f"module.{k}": v for k, v in state.items()}, "n_averaged": torch.tensor(1)}
     save_checkpoint(args.out, {"config": config, "step": 0, "model": state, "ema": ema})
     print(f"wrote {args.out}: MeanFlow '{args.weights}' weights as a time-flipped U-Net flow map")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """``f2d2 export``: --checkpoint's EMA (or --raw) weights as --out/model.safetensors plus --out/config.json."""
+    out = export_model(args.checkpoint, args.out, ema=not args.raw)
+    weights = "raw" if args.raw else "EMA"
+    print(f"wrote {out}: model.safetensors and config.json ({weights} weights of {args.checkpoint})")
 
 
 def _test_set(data, name: str, n: int, seed: int) -> tuple[torch.Tensor, int | None, str]:

@@ -1,8 +1,8 @@
 """The ``f2d2`` argument parser, free of torch so that ``f2d2 submit`` and ``--help`` start fast.
 
-Subcommands: train, nll, sample, data, fid-reference, import-meanflow, objectives (each stands alone), eval (several
-nll and sample cells of one checkpoint, loaded once), and ``f2d2 submit [options] -- <subcommand> ...``,
-which runs one of them as a job (SLURM, local or inline).
+Subcommands: train, nll, sample, data, fid-reference, import-meanflow, objectives, export (each stands
+alone), eval (several nll and sample cells of one checkpoint, loaded once), and
+``f2d2 submit [options] -- <subcommand> ...``, which runs one of them as a job (SLURM, local or inline).
 
 Points files are ``.npy`` or ``.csv`` arrays of shape (N, dim), or uint8 images (N, C, H, W). Times run from
 t = 0 (noise) to t = 1 (data).
@@ -24,7 +24,7 @@ from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
 FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
 EXTRACTORS = tuple(FID_OPTIONS["extractor"]["enum"])
 
-COMMANDS = ("train", "nll", "sample", "eval", "data", "fid-reference", "import-meanflow")
+COMMANDS = ("train", "nll", "sample", "eval", "data", "fid-reference", "import-meanflow", "export")
 CELL_COMMANDS = ("nll", "sample")  # what an ``f2d2 eval`` cell can be
 CELL_SHARED = ("--checkpoint", "--device", "--raw")  # given once to ``f2d2 eval``, not per cell
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_fid_reference,
         _add_import_meanflow,
         _add_objectives,
+        _add_export,
         _add_submit,
     ):
         add(sub)
@@ -346,6 +347,20 @@ def _add_import_meanflow(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, type=Path, help="f2d2 checkpoint.pt to write")
     m.add_argument("--weights", default="net_ema", help="which weights: net, net_ema (default), net_ema1, ...")
     m.add_argument("--data-root", type=Path, default=Path("data/cifar10"), help="CIFAR-10 root recorded in it")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser(
+        "export",
+        help="write a checkpoint's weights as a shareable folder (model.safetensors + config.json)",
+        description=(
+            "Write --checkpoint's EMA weights (--raw: the raw ones) as model.safetensors and the network's config "
+            "with its provenance as config.json into --out; f2d2.load and f2d2.log_prob read the folder, no pickle."
+        ),
+    )
+    x.add_argument("--checkpoint", required=True, type=Path, help="f2d2 checkpoint.pt to export")
+    x.add_argument("--out", required=True, type=Path, help="folder to write (created if absent)")
+    x.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:

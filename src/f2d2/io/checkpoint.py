@@ -136,11 +136,15 @@ def warm_start(model: FlowMapNet, path: str | Path) -> None:
 
 def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> FlowMapNet:
     """Rebuild the network recorded in a checkpoint, with its EMA (default) or raw weights, in eval mode."""
-    ckpt = load_checkpoint(path)
+    return model_of(load_checkpoint(path), path, ema=ema).to(device).eval()
+
+
+def model_of(ckpt: dict, path: str | Path, *, ema: bool = True) -> FlowMapNet:
+    """The network of a checkpoint read from ``path`` (named in errors), with its EMA or raw weights, on the CPU."""
     model = build_model(ckpt["config"]["model"])
     state = ema_weights(ckpt) if ema else ckpt["model"]
     problem = _mismatch(model.state_dict(), state)
     if problem:
         raise CheckpointError(f"checkpoint {path} does not fit the architecture it records: {problem}")
     model.load_state_dict(state)
-    return model.to(device).eval()
+    return model

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from f2d2.config.validate import ConfigError, problems
@@ -41,17 +42,20 @@ def import_factory(path: str) -> Callable[..., object]:
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A plain state dict (names -> tensors) read with ``torch.load(weights_only=True)`` onto the CPU."""
+    """A plain state dict (names -> tensors) onto the CPU: a ``.safetensors`` file, else read with
+    ``torch.load(weights_only=True)``."""
     key = "objective.teacher.state_dict"
     if not Path(path).is_file():
         raise ValueError(f"{key} = {str(path)!r} is not an existing file (relative paths start from {Path.cwd()})")
+    safetensors = Path(path).suffix == ".safetensors"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # refused by the safe unpickler, truncated or not a torch file
+        state = load_file(path) if safetensors else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # refused by the safe unpickler, truncated or not a torch / safetensors file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        how = "safetensors.torch.save_file" if safetensors else "torch.save"
         raise ValueError(
             f"{key} = {str(path)!r} could not be read as tensors only ({first}); save it with "
-            "torch.save(model.state_dict(), path); nothing of the file was run"
+            f"{how}(model.state_dict(), path); nothing of the file was run"
         ) from None
     if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise ValueError(
@@ -64,11 +68,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 def load_teacher_spec(spec: Mapping, device: torch.device | str = "cpu") -> ExternalVelocity:
     """A frozen ``ExternalVelocity`` (eval mode) from the config form of an outside teacher::
 
-        {factory: "pkg.mod:fn", state_dict: "weights.pt", data_shape: [2],
+        {factory: "pkg.mod:fn", state_dict: "weights.pt" | "weights.safetensors", data_shape: [2],
          time: "noise_to_data" | "data_to_noise", output: "velocity" | "denoiser", kwargs: {...}}
 
     ``fn(**kwargs)`` must return the ``nn.Module`` whose state dict the file holds (every key, same
-    shapes). The weights are read with ``weights_only=True``: the factory is the only code that runs.
+    shapes). The weights are read as tensors only (safetensors, or ``weights_only=True``): the factory is the
+    only code that runs.
     """
     found = problems(spec, "outside_teacher", prefix="objective.teacher")
     if found:  # one line, as the other errors of this module
