@@ -144,6 +144,38 @@ def test_reference_sample_matches_many_steps(trained, tmp_path):
     assert np.abs(outs["--reference"] - outs["200"]).mean() < 0.3 * np.abs(outs["--reference"] - outs["1"]).mean()
 
 
+@pytest.mark.parametrize("how", [["--steps", "3"], ["--reference"]])
+def test_sample_log_prob_is_written_beside_the_samples_as_the_api_returns_it(trained, tmp_path, capsys, how):
+    import torch
+
+    import f2d2
+
+    ckpt = trained / "teacher" / "checkpoint.pt"
+    plain, with_lq = tmp_path / "plain.csv", tmp_path / "s.csv"
+    base = ["sample", "--checkpoint", str(ckpt), "--n", "40", "--seed", "3", *how, "--batch-size", "16"]
+    assert main([*base, "--out", str(plain)]) == 0
+    assert not (tmp_path / "plain.log_prob.csv").exists()
+    capsys.readouterr()
+    assert main([*base, "--out", str(with_lq), "--log-prob"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["div"] == "exact" and summary["log_prob_out"] == str(tmp_path / "s.log_prob.csv")
+    lines = (tmp_path / "s.log_prob.csv").read_text().splitlines()
+    assert lines[0] == "log_prob_nats" and len(lines) == 41
+    log_q = np.loadtxt(tmp_path / "s.log_prob.csv", skiprows=1)
+    x1 = np.loadtxt(with_lq, delimiter=",", skiprows=1)
+    steps = None if how == ["--reference"] else 3
+    gen = torch.Generator().manual_seed(3)
+    x_api, lq_api = f2d2.sample(ckpt, 40, steps, log_prob=True, generator=gen, batch_size=16)
+    assert np.allclose(x1, x_api.numpy(), rtol=1e-6, atol=1e-6) and np.allclose(log_q, lq_api.numpy(), atol=1e-5)
+    assert summary["mean_log_prob_nats"] == pytest.approx(log_q.mean(), rel=1e-6)
+    if steps is not None:  # Euler steps of the joint ODE move the points as the plain Euler sampler does
+        assert plain.read_bytes() == with_lq.read_bytes()
+    code = main([*base, "--out", str(tmp_path / "d.npy"), "--div", "exact"])
+    assert code == 2 and "--div exact chooses the divergence of --log-prob" in capsys.readouterr().err
+    code = main([*base, "--out", str(tmp_path / "d.npy"), "--log-prob", "--div", "head"])
+    assert code == 2 and "this one has none" in capsys.readouterr().err
+
+
 def test_sample_rejects_bad_tolerance_before_loading(tmp_path, capsys):
     code = main(
         [

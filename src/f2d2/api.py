@@ -1,15 +1,19 @@
-"""The likelihood in one call: ``log_prob(model, x, steps=1)`` and ``bits_per_dim(model, pixels, steps=1)``.
+"""Likelihood and sampling in one call: ``log_prob(model, x, steps=1)``, ``bits_per_dim(model, pixels, steps=1)``
+and ``sample(model, n, steps=1, log_prob=True)``.
 
 Data sit at t = 1 and are integrated back to noise at t = 0 (x0 ~ N(0, I)); the result is
 log p_1(x) = log N(x0; 0, I) - integral_0^1 div v(x_t, t) dt per point, in nats. What ``steps`` = K
 means depends on the model (the K steps lie on the uniform grid 1, 1 - 1/K, ..., 0):
 
 - an F2D2 flow map (a divergence head): K jumps of the map, the log-density change from the head;
-  K network evaluations in all, no gradients (F2D2's few-step likelihood);
+  K network evaluations in all (F2D2's few-step likelihood);
 - a flow map without a head (Shortcut, MeanFlow) or a velocity model (flow matching, an
   ``ExternalVelocity``): K Euler steps of the joint ODE with the instantaneous velocity u(x, t, t) and
   its exact (or Hutchinson) divergence, the baseline of the paper's tables;
 - ``steps=None``: the adaptive dopri5 solve of that joint ODE (the reference), any model.
+
+``sample`` walks the same steps forward, on the grid 0, 1/K, ..., 1, from noise to data. No gradients are
+tracked unless ``grad=True``: then the results keep the autograd graph to the inputs and the parameters.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from pathlib import Path
 
 import torch
 
+from f2d2.core.guidance import Guidance, check_guidance
 from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
 from f2d2.core.options import divergence_for
+from f2d2.core.sampling import sample_in_batches
 from f2d2.eval import bpd
 from f2d2.io.checkpoint import load_model
 from f2d2.io.export import load_export
@@ -46,6 +52,16 @@ def _model(model: FlowMapNet | str | Path, device: torch.device) -> FlowMapNet:
     return model
 
 
+def _check_steps(steps) -> None:
+    if not (steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1)):
+        raise ValueError(f"steps = {steps!r}; expected an integer K >= 1, or None for the adaptive reference")
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} = {value!r}; expected True or False")
+
+
 def log_prob(
     model: FlowMapNet | str | Path,
     x: torch.Tensor,
@@ -55,6 +71,7 @@ def log_prob(
     backward: str = "two-way",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    grad: bool = False,
 ) -> torch.Tensor:
     """log p(x) in nats, shape (B,), of data x (B, *model.data_shape) in model space, on x's device.
 
@@ -63,24 +80,121 @@ def log_prob(
     (default for a model with a divergence head), "exact" (default otherwise) or "hutchinson" (probes
     from ``generator``; far cheaper for images). backward: "two-way" queries u(x, s, t) with s > t;
     "forward-only" serves maps trained only for s < t (``objective.two_way: false``). batch_size:
-    points per evaluation (default: all at once). Gradients are not tracked.
+    points per evaluation (default: all at once). grad: keep the autograd graph, so that gradients flow to
+    x and the model's parameters (the exact divergence is then differentiated twice; the reference
+    backpropagates through the solver's steps); by default gradients are not tracked.
     """
+    _check_steps(steps)
+    _check_flag("grad", grad)
     model = _model(model, x.device)
     if tuple(x.shape[1:]) != tuple(model.data_shape):
         raise ValueError(
             f"x has shape {tuple(x.shape)}; expected (B, *data_shape) = (B, {', '.join(map(str, model.data_shape))})"
         )
-    if not (steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1)):
-        raise ValueError(f"steps = {steps!r}; expected an integer K >= 1, or None for the adaptive reference")
     div = divergence_for(div, has_head=model.has_div_head, adaptive=steps is None)
     out = []
     for chunk in x.split(batch_size or max(1, x.shape[0])):
         if steps is None:
-            res = reference_log_likelihood(model, chunk, div=div, generator=generator)
+            res = reference_log_likelihood(model, chunk, div=div, generator=generator, grad=grad)
         else:
-            res = log_likelihood(model, chunk, steps, div=div, backward=backward, generator=generator)
+            res = log_likelihood(model, chunk, steps, div=div, backward=backward, generator=generator, grad=grad)
         out.append(res.log_prob)
     return torch.cat(out)
+
+
+def _guidance(guidance: Guidance | dict | None) -> Guidance | None:
+    if guidance is None or isinstance(guidance, Guidance):
+        return guidance
+    if isinstance(guidance, dict) and "lr" in guidance and set(guidance) <= {"lr", "steps"}:
+        return Guidance(**guidance)
+    raise ValueError(
+        f"guidance = {guidance!r}; expected None or {{'lr': learning rate > 0, 'steps': Adam steps >= 0 "
+        "(default 1)}} (or an f2d2.core.guidance.Guidance)"
+    )
+
+
+def _placement(model: FlowMapNet) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's weights (CPU and the default dtype when it has none)."""
+    for w in (*model.parameters(), *model.buffers()):
+        if w.is_floating_point():
+            return w.device, w.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def sample(
+    model: FlowMapNet | str | Path,
+    n_or_noise: int | torch.Tensor,
+    steps: int | None = 1,
+    *,
+    log_prob: bool = False,
+    guidance: Guidance | dict | None = None,
+    generator: torch.Generator | None = None,
+    div: str | None = None,
+    batch_size: int | None = None,
+    grad: bool = False,
+):
+    """Samples x1 (B, *model.data_shape) at t = 1 from noise at t = 0; with ``log_prob`` (x1, log q) in nats, (B,).
+
+    model: as in ``log_prob`` (a checkpoint is loaded onto the noise's device, or ``generator``'s for an int,
+    else the CPU). n_or_noise: a number n >= 1 of samples, their noise N(0, I) drawn at once from ``generator``
+    on the model's device in its dtype (as ``f2d2 sample --seed`` draws it), or the noise itself
+    (B, *data_shape). steps: K uniform forward steps (flow-map jumps; Euler steps of the velocity for a
+    flow-matching model) or None for the adaptive dopri5 reference.
+
+    log_prob: also return log q(x1) = log N(x0; 0, I) - integral_0^1 div v dt along the same forward steps:
+    the head's density change for an F2D2 model; for a model without one (or div="exact"/"hutchinson",
+    probes from ``generator``) the steps are then Euler steps of the joint ODE with the instantaneous velocity
+    u(x, t, t), whose density they track (so a Shortcut/MeanFlow map's samples differ from its jumps'); with
+    steps=None the joint ODE's dopri5 solve (x1 equal to the plain reference's to its tolerance). div is
+    decided as in ``log_prob`` and only allowed with log_prob.
+
+    guidance: maximum-likelihood self-guidance of the noise before sampling, {"lr": ..., "steps": ...}
+    (``f2d2 sample --guidance-lr/--guidance-steps``; F2D2 models). log q is then the density of the returned
+    sample under the model, not of the guided sampler's distribution. batch_size: samples per batch (the noise
+    is drawn at once, so results do not depend on it). grad: keep the autograd graph to the noise and the
+    parameters (guided noise enters as a constant); by default gradients are not tracked.
+    """
+    _check_steps(steps)
+    _check_flag("log_prob", log_prob)
+    _check_flag("grad", grad)
+    if isinstance(n_or_noise, bool) or not isinstance(n_or_noise, (int, torch.Tensor)):
+        raise ValueError(f"n_or_noise is a {type(n_or_noise).__name__}; expected a number n >= 1 or a noise tensor")
+    if isinstance(n_or_noise, int) and n_or_noise < 1:
+        raise ValueError(f"n = {n_or_noise}; expected a number of samples >= 1")
+    if div is not None and not log_prob:
+        raise ValueError(f"div = {div!r} chooses the divergence of log q; it needs log_prob=True")
+    guidance = _guidance(guidance)
+    if isinstance(n_or_noise, torch.Tensor):
+        device = n_or_noise.device
+    else:
+        device = generator.device if generator is not None else torch.device("cpu")
+    model = _model(model, device)
+    shape = tuple(model.data_shape)
+    if isinstance(n_or_noise, torch.Tensor) and (
+        n_or_noise.dim() != 1 + len(shape) or tuple(n_or_noise.shape[1:]) != shape or len(n_or_noise) == 0
+    ):
+        raise ValueError(
+            f"noise has shape {tuple(n_or_noise.shape)}; expected (B >= 1, *data_shape) = "
+            f"(B, {', '.join(map(str, shape))})"
+        )
+    if log_prob:
+        div = divergence_for(div, has_head=model.has_div_head, adaptive=steps is None)
+    if guidance is not None:
+        check_guidance(model, guidance)
+    if isinstance(n_or_noise, torch.Tensor):
+        x0 = n_or_noise
+    else:
+        device, dtype = _placement(model)
+        if generator is not None and generator.device.type != device.type:
+            raise ValueError(
+                f"generator is on {generator.device}, the model on {device}; expected a generator on the "
+                "model's device to draw its noise"
+            )
+        x0 = torch.randn((n_or_noise, *shape), generator=generator, device=device, dtype=dtype)
+    x1, log_q = sample_in_batches(
+        model, x0, steps, div=div, guidance=guidance, batch_size=batch_size, generator=generator, grad=grad
+    )
+    return (x1, log_q) if log_prob else x1
 
 
 def bits_per_dim(
@@ -108,4 +222,4 @@ def bits_per_dim(
     return bpd.bits_per_dim(bpd.pixel_nll(log_pz.double(), dim), dim)
 
 
-__all__ = ["bits_per_dim", "load", "log_prob"]
+__all__ = ["bits_per_dim", "load", "log_prob", "sample"]

@@ -9,16 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from f2d2.cli.parser import cell_namespaces
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
-from f2d2.core.guidance import self_guided_noise
+from f2d2.core.guidance import Guidance
 from f2d2.core.likelihood import check_tolerances, log_likelihood, reference_log_likelihood
 from f2d2.core.options import divergence_for
-from f2d2.core.sampling import reference_sample, sample
+from f2d2.core.sampling import sample_in_batches
 from f2d2.data import SEED_STRIDE, DataError, ImageDataset, load_points, make_dataset
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
@@ -91,7 +92,8 @@ def cmd_nll(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     """``f2d2 sample``: --n samples (n, *data_shape) from noise x0 (t = 0) to data (t = 1) in --steps steps or by
-    the adaptive reference solve, optionally self-guided; with --metrics their sample quality."""
+    the adaptive reference solve, optionally self-guided; with --metrics their sample quality, with --log-prob
+    their log-density."""
     check_sample_args(args)
     model, ckpt_cfg = _load(args)
     check_sample_model(args, model)
@@ -145,12 +147,16 @@ def check_sample_args(args: argparse.Namespace) -> None:
     check_out_suffix(args.out)
     if args.guidance_steps and args.guidance_lr is None:
         raise ValueError("--guidance-steps needs --guidance-lr")
+    if args.div is not None and not args.log_prob:
+        raise ValueError(f"--div {args.div} chooses the divergence of --log-prob; it needs --log-prob")
     if args.reference:
         check_tolerances(args.atol, args.rtol)
 
 
 def check_sample_model(args: argparse.Namespace, model: torch.nn.Module) -> None:
-    """Image samples with --metrics need FID reference statistics and the extractor: fail before sampling."""
+    """Image samples with --metrics need FID reference statistics and the extractor, --log-prob a divergence the
+    model serves: fail before sampling."""
+    _sample_div(args, model)
     if args.metrics is not None and len(model.data_shape) == 3:
         if args.fid_stats is None or not args.fid_stats.is_file():
             raise ValueError(
@@ -233,9 +239,27 @@ def nll_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -
     return summary
 
 
+def _sample_div(args: argparse.Namespace, model: torch.nn.Module) -> str | None:
+    """The divergence of a sample cell's --log-prob (None without it)."""
+    if not args.log_prob:
+        return None
+    try:
+        return divergence_for(args.div, has_head=model.has_div_head, adaptive=args.reference)
+    except ValueError as e:
+        raise ValueError(f"--div {args.div}: {e} (checkpoint {args.checkpoint})") from None
+
+
+def log_prob_path(out: Path) -> Path:
+    """Where ``f2d2 sample --log-prob`` writes the samples' log-densities: <stem>.log_prob<suffix> beside --out."""
+    return out.with_name(f"{out.stem}.log_prob{out.suffix}")
+
+
 def sample_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -> dict:
-    """One sample cell of a loaded model (``f2d2 sample``'s arguments): writes --out (and --metrics); returns the
-    summary, whose ``seconds`` time the guidance and sampling alone."""
+    """One sample cell of a loaded model (``f2d2 sample``'s arguments): writes --out (and --metrics, and with
+    --log-prob ``log_prob_path(--out)``); returns the summary, whose ``seconds`` time the guidance and sampling
+    alone."""
+    div = _sample_div(args, model)
+    guidance = Guidance(args.guidance_lr, args.guidance_steps) if args.guidance_steps else None
     if args.reference:
         import torchdiffeq  # noqa: F401  (the solver's import, before the clock starts)
     gen = torch.Generator(args.device).manual_seed(args.seed)
@@ -245,19 +269,22 @@ def sample_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace
     ):
         x0 = torch.randn((args.n, *model.data_shape), generator=gen, device=args.device)
         start = time.perf_counter()
-        parts = []
-        for chunk in x0.split(args.batch_size):
-            if args.guidance_steps:
-                chunk = self_guided_noise(model, chunk, lr=args.guidance_lr, steps=args.guidance_steps)
-            parts.append(
-                reference_sample(model, chunk, atol=args.atol, rtol=args.rtol)
-                if args.reference
-                else sample(model, chunk, args.steps)
-            )
-        x1 = torch.cat(parts)
+        x1, log_q = sample_in_batches(
+            model,
+            x0,
+            None if args.reference else args.steps,
+            div=div,
+            guidance=guidance,
+            batch_size=args.batch_size,
+            generator=gen,
+            atol=args.atol,
+            rtol=args.rtol,
+        )
     seconds = time.perf_counter() - start
     images = len(model.data_shape) == 3
     write_array(args.out, to_pixels(x1.cpu().numpy()) if images else x1.cpu().numpy())  # images: uint8 pixels
+    if log_q is not None:  # in model space, before the images' 8-bit rounding
+        write_array(log_prob_path(args.out), log_q.double().cpu().numpy(), ["log_prob_nats"])
     summary = {
         "checkpoint": str(args.checkpoint),
         "n": args.n,
@@ -269,6 +296,10 @@ def sample_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace
         "guidance_lr": args.guidance_lr,
         "seconds": round(seconds, 4),
     }
+    if log_q is not None:
+        summary.update(
+            div=div, log_prob_out=str(log_prob_path(args.out)), mean_log_prob_nats=float(log_q.double().mean())
+        )
     if args.metrics is not None:
         if images:
             summary["fid"] = fid_to_reference(

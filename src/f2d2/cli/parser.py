@@ -195,6 +195,20 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         help="maximum-likelihood self-guidance: Adam steps on the noise before sampling (F2D2 models; default 0 = off)",
     )
     s.add_argument("--guidance-lr", type=float, default=None, help="learning rate of the self-guidance Adam steps")
+    s.add_argument(
+        "--log-prob",
+        action="store_true",
+        help="also write each sample's log-density in nats, from the same forward steps, beside --out as "
+        "<stem>.log_prob<suffix> (column log_prob_nats; images: of the sample in model space, before 8-bit "
+        "rounding). F2D2 models: the head along the flow-map jumps; others: Euler steps of the joint ODE",
+    )
+    s.add_argument(
+        "--div",
+        choices=DIVERGENCE_SOURCES,
+        default=None,
+        help="with --log-prob, the divergence source: 'head' (default when the model has one) or 'exact' / "
+        "'hutchinson' of the instantaneous velocity, Euler steps (default otherwise; the reference uses exact)",
+    )
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument(
         "--metrics",

@@ -29,13 +29,15 @@ def divergence(
     probe eps drawn from ``generator`` (or ``probe`` itself when it is a tensor
     of x's shape: a probe held fixed through an adaptive ODE solve), an unbiased
     estimate of the trace.
-    Gradients are enabled inside even under ``torch.no_grad``; the outputs keep a
-    graph to the model's parameters only when ``create_graph`` is set.
+    Gradients are enabled inside even under ``torch.no_grad``. With ``create_graph`` the outputs keep a
+    graph to the model's parameters and to x (when x carries one): a differentiable log-density.
+    Without it they are detached.
     """
     if method not in METHODS:
         raise ValueError(f"divergence method {method!r} is unknown; expected one of {METHODS}")
     with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+        if not (create_graph and x.requires_grad):
+            x = x.detach().requires_grad_(True)
         y = fn(x)
         if y.shape != x.shape:
             raise ValueError(f"divergence needs fn(x) of x's shape {tuple(x.shape)}, got {tuple(y.shape)}")

@@ -55,8 +55,9 @@ def flow_map_step(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Move x (B, *data_shape) from time s to t; return (x_t, dlogp) with dlogp (B,) or None if div is None.
 
-    Differentiable in x and the parameters (self-guidance needs it); inference callers
-    wrap it in ``torch.no_grad()``. Exact/Hutchinson divergences are always detached.
+    Follows the grad mode: with gradients enabled, x_t and dlogp are differentiable in x and the
+    parameters (self-guidance, a differentiable log-density; the exact/Hutchinson divergence then keeps its
+    graph, ``create_graph``); inference callers wrap it in ``torch.no_grad()``.
     """
     if div is not None and div not in DIVERGENCE_SOURCES:
         raise ValueError(f"divergence source {div!r} is unknown; expected one of {DIVERGENCE_SOURCES}")
@@ -73,7 +74,9 @@ def flow_map_step(
             return jump(x, s, t, model.velocity(x, ss)), None
         if div == "head":
             raise ValueError("divergence source 'head' needs a flow map with a divergence head")
-        v, dv = divergence(lambda y: model.velocity(y, ss), x, div, generator=generator)
+        v, dv = divergence(
+            lambda y: model.velocity(y, ss), x, div, generator=generator, create_graph=torch.is_grad_enabled()
+        )
         return jump(x, s, t, v), -h * dv
     # Flow-map step; forward-only maps take a backward step through the reversed interval.
     a, e = (t, s) if (backward == "forward-only" and t < s) else (s, t)

@@ -1,14 +1,16 @@
 """Log-likelihood of data points under a flow (t = 1 data, integrated back to t = 0 noise).
 
-Two integrators, both per point:
+Two integrators, both per point, each built on one walk that tracks the log-density in either
+direction (``core.sampling`` runs the same walks forward, from noise to data):
 
-- ``log_likelihood``: K uniform steps of ``flow_map_step`` from t = 1 to t = 0;
+- ``log_likelihood``: K uniform steps of ``flow_map_step`` (``integrate``) from t = 1 to t = 0;
   with ``div="head"`` the F2D2 few-step likelihood, with ``"exact"``/``"hutchinson"``
   the Euler baseline of the paper's tables.
-- ``reference_log_likelihood``: the adaptive (dopri5) solve of the joint ODE with
+- ``reference_log_likelihood``: the adaptive (dopri5) solve of the joint ODE (``solve_joint_ode``) with
   the instantaneous velocity u(x, t, t), the yardstick ("teacher") likelihood.
 
-Both return log p_1(x1) = log N(x0; 0, I) - integral_0^1 div v(x_t, t) dt in nats, shape (B,).
+Both return log p_1(x1) = log N(x0; 0, I) - integral_0^1 div v(x_t, t) dt in nats, shape (B,); no
+gradients are tracked unless ``grad=True``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,28 @@ class LikelihoodResult:
     nfe: int
 
 
-@torch.no_grad()
+def integrate(
+    model: FlowMapNet,
+    x: torch.Tensor,
+    grid: list[float],
+    *,
+    div: str | None = None,
+    backward: str = "two-way",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``flow_map_step`` through the times ``grid`` (either direction) from x (B, *shape), in the caller's grad mode.
+
+    Returns (x at grid[-1], delta) with delta (B,) = log p_{grid[-1]}(x_end) - log p_{grid[0]}(x), the summed
+    log-density changes of the steps, or None when div is None (no density tracked).
+    """
+    delta = None if div is None else x.new_zeros(x.shape[0])
+    for s, t in zip(grid[:-1], grid[1:]):
+        x, dlogp = flow_map_step(model, x, s, t, div=div, backward=backward, generator=generator)
+        if delta is not None:
+            delta = delta + dlogp
+    return x, delta
+
+
 def log_likelihood(
     model: FlowMapNet,
     x1: torch.Tensor,
@@ -54,21 +77,61 @@ def log_likelihood(
     div: str = "head",
     backward: str = "two-way",
     generator: torch.Generator | None = None,
+    grad: bool = False,
 ) -> LikelihoodResult:
-    """K-step likelihood of data x1 (B, *shape): ``steps`` flow-map steps from t = 1 to t = 0."""
-    grid = time_grid(steps)
-    x, total = x1, torch.zeros(x1.shape[0], dtype=x1.dtype, device=x1.device)
-    for s, t in zip(grid[:-1], grid[1:]):
-        x, dlogp = flow_map_step(model, x, s, t, div=div, backward=backward, generator=generator)
-        total = total + dlogp
-    # total = log p_0(x0) - log p_1(x1)
-    return LikelihoodResult(standard_normal_log_prob(x) - total, x, steps)
+    """K-step likelihood of data x1 (B, *shape): ``steps`` flow-map steps from t = 1 to t = 0.
+
+    ``grad``: keep the autograd graph to x1 and the parameters; by default no gradients are tracked.
+    """
+    with torch.set_grad_enabled(grad):
+        x0, delta = integrate(model, x1, time_grid(steps), div=div, backward=backward, generator=generator)
+        # delta = log p_0(x0) - log p_1(x1)
+        return LikelihoodResult(standard_normal_log_prob(x0) - delta, x0, steps)
 
 
 def check_tolerances(atol: float, rtol: float) -> None:
     """Raise before any solve if an adaptive solver's tolerances are not positive."""
     if not (atol > 0 and rtol > 0):
         raise ValueError(f"reference solver tolerances must be > 0; got atol={atol!r}, rtol={rtol!r}")
+
+
+def solve_joint_ode(
+    model: FlowMapNet,
+    x: torch.Tensor,
+    start: float,
+    end: float,
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    method: str = "dopri5",
+    div: str = "exact",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Adaptive solve of dx/dt = v(x, t), da/dt = div v(x, t) with a(start) = 0, from x (B, *shape) at ``start``.
+
+    Returns (x at ``end``, a(end) = integral_start^end div v dt (B,), nfe), in the caller's grad mode (with
+    gradients on, the divergence keeps its graph). ``div="hutchinson"`` draws one probe per point and keeps it
+    fixed through the solve.
+    """
+    check_tolerances(atol, rtol)
+    probe: str | torch.Tensor = "rademacher"
+    if div == "hutchinson":
+        probe = hutchinson_probe(x, "rademacher", generator)
+    nfe = 0
+
+    def rhs(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        nonlocal nfe
+        nfe += 1
+        y = state[0]
+        tt = t.expand(y.shape[0]).to(y.dtype)
+        return divergence(lambda z: model.velocity(z, tt), y, div, probe=probe, create_graph=torch.is_grad_enabled())
+
+    a0 = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    times = torch.tensor([start, end], dtype=x.dtype, device=x.device)
+    from torchdiffeq import odeint  # here: it loads scipy.integrate (most of a second)
+
+    xs, accs = odeint(rhs, (x, a0), times, atol=atol, rtol=rtol, method=method)
+    return xs[-1], accs[-1], nfe
 
 
 def reference_log_likelihood(
@@ -80,30 +143,15 @@ def reference_log_likelihood(
     method: str = "dopri5",
     div: str = "exact",
     generator: torch.Generator | None = None,
+    grad: bool = False,
 ) -> LikelihoodResult:
-    """Adaptive solve of dx/dt = v(x, t), da/dt = div v(x, t) from t = 1 (a = 0) to t = 0.
+    """The joint ODE (``solve_joint_ode``) from data x1 (B, *shape) at t = 1 back to t = 0.
 
-    Then log p_1(x1) = log N(x0) + a(0). ``div="hutchinson"`` draws one probe per
-    point and keeps it fixed through the solve.
+    Then log p_1(x1) = log N(x0) + a(0), with a(0) = -integral_0^1 div v dt. ``grad``: keep the autograd graph
+    (backpropagation through the solver's steps); by default no gradients are tracked.
     """
-    check_tolerances(atol, rtol)
-    probe: str | torch.Tensor = "rademacher"
-    if div == "hutchinson":
-        probe = hutchinson_probe(x1, "rademacher", generator)
-    nfe = 0
-
-    def rhs(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
-        nonlocal nfe
-        nfe += 1
-        x = state[0]
-        tt = t.expand(x.shape[0]).to(x.dtype)
-        v, dv = divergence(lambda y: model.velocity(y, tt), x, div, probe=probe)
-        return v, dv
-
-    a0 = torch.zeros(x1.shape[0], dtype=x1.dtype, device=x1.device)
-    times = torch.tensor([1.0, 0.0], dtype=x1.dtype, device=x1.device)
-    from torchdiffeq import odeint  # here: it loads scipy.integrate (most of a second)
-
-    xs, accs = odeint(rhs, (x1, a0), times, atol=atol, rtol=rtol, method=method)
-    x0 = xs[-1].detach()
-    return LikelihoodResult(standard_normal_log_prob(x0) + accs[-1].detach(), x0, nfe)
+    with torch.set_grad_enabled(grad):
+        x0, a, nfe = solve_joint_ode(
+            model, x1, 1.0, 0.0, atol=atol, rtol=rtol, method=method, div=div, generator=generator
+        )
+        return LikelihoodResult(standard_normal_log_prob(x0) + a, x0, nfe)
