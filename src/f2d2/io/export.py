@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import inspect
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from f2d2 import __version__
 from f2d2.io.atomic import atomic_path, atomic_write_text
 from f2d2.io.checkpoint import CheckpointError, _mismatch, load_checkpoint, model_of
 from f2d2.nets import ARCHITECTURES, FlowMapNet, build_model
@@ -46,7 +46,7 @@ def export_model(checkpoint: str | Path, out: str | Path, *, ema: bool = True) -
         "model": full_model_config(run["model"]),
         "data_shape": list(model.data_shape),
         "provenance": {
-            "f2d2_version": __version__,
+            "f2d2_version": version("f2d2"),
             "seed": run.get("seed"),
             "step": ckpt.get("step"),
             "objective": run.get("objective", {}).get("name"),
