@@ -122,7 +122,7 @@ def test_out_of_memory_in_evaluation_names_the_option(tmp_path, monkeypatch, cap
         raise torch.OutOfMemoryError("CUDA out of memory.")
 
     monkeypatch.setattr(commands, "log_likelihood", hungry)
-    monkeypatch.setattr(commands, "sample", hungry)
+    monkeypatch.setattr(commands, "sample_in_batches", hungry)
     ckpt = str(tmp_path / "w" / "checkpoint.pt")
     assert (
         main(
