@@ -40,6 +40,7 @@ def test_every_option_has_help():
         "train",
         "nll",
         "sample",
+        "importance",
         "eval",
         "data",
         "submit",

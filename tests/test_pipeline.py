@@ -19,6 +19,7 @@ from f2d2.config import experiment
 from f2d2.preflight.runs import own_flow_stages
 from pipeline_helpers import ROOT, SNAKEMAKE, snakemake, tiny_config
 
+F2D2_RUNS = ["shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2"]
 METHODS = [
     "Flow Matching",
     "Shortcut Model",
@@ -112,9 +113,13 @@ def test_one_evaluation_job_per_run_writes_every_cell(pipeline):
         cells = {p for p in (out / "eval").glob(f"*/{run}/K*") if p.suffix in (".csv", ".npy")}
         assert {Path(job["cwd"]) / p for p in outs} == cells and len(cells) == len(set(outs)), run
     assert not list((out / "eval").glob("*/*/logs/K*"))  # no job of its own for any cell
+    # the importance-sampling cells: one `f2d2 eval` job per F2D2 stage and one for the teacher (and its reference)
+    importance = len(F2D2_RUNS) + 1
+    cells = list((out / "eval" / "importance").glob("*/*.json"))
+    assert len(cells) == importance * len(cfg["eval"]["steps"]) + 1
     share = json.loads((out / "tables" / "compute_share.json").read_text())
-    assert share["jobs"] == 2 * len(runs) + solves and 0 < share["compute_share"] <= 1
-    assert share["by_kind"]["eval"]["jobs"] == len(runs) + solves and not share["missing_job_records"]
+    assert share["jobs"] == 2 * len(runs) + solves + importance and 0 < share["compute_share"] <= 1
+    assert share["by_kind"]["eval"]["jobs"] == len(runs) + solves + importance and not share["missing_job_records"]
 
 
 def test_rerun_does_nothing_and_one_cell_rebuilds_its_run_alone(pipeline):
@@ -165,6 +170,25 @@ def test_a_config_edit_redoes_the_runs_it_changes_and_no_other(pipeline):
         assert _dry_run_outputs(tmp, config, yaml.safe_load(original)) == (set(), set())  # edits undone
     finally:
         config.write_text(original)
+
+
+def test_importance_sampling_cells_table_and_figure_are_in_the_dag(tmp_path):
+    """2D: a cell per F2D2 stage and the teacher at every K, the teacher's dopri5 reference, the table and figure
+    gathered from them (targets of `all`); the cells' options come from eval.importance."""
+    cfg = yaml.safe_load(tiny_config(tmp_path).read_text())
+    cfg["eval"]["importance"] = {"n": 123, "target_fn": "test_importance:standard_normal_log_p"}
+    config = tmp_path / "is.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    said = snakemake(tmp_path, config, "-n").stdout
+    out = tmp_path / "results"
+    outputs = " ".join(line for line in said.splitlines() if line.strip().startswith("output:"))
+    cells = re.findall(r"/eval/importance/(\w+)/(K\d+|reference)\.json", outputs)
+    runs = [*F2D2_RUNS, "teacher"]
+    assert sorted(cells) == sorted({(r, f"K{k}") for r in runs for k in (1, 2)} | {("teacher", "reference")})
+    assert all(f"rule importance_{run}:" in said for run in runs)
+    assert "--n 123 --seed 777 --reference --div exact --target-fn test_importance:standard_normal_log_p" in said
+    for path in (f"{out}/tables/table_is.csv", f"{out}/figures/figure_is.png"):
+        assert f"output: {path}" in said and path in said.split("rule all:", 1)[1].split("\n\n")[0]
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

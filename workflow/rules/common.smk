@@ -48,6 +48,8 @@ FID = CELLS.fid
 BUNDLE = EVAL["bundle"]  # one evaluation job per run (rule eval_<run>), else one per cell
 DENSITY_RUNS = CELLS.density_runs
 nll_cell, sample_cell, density_cell = CELLS.nll_cell, CELLS.sample_cell, CELLS.density_cell
+# run -> its importance-sampling cells, one job each run (2D: the F2D2 stages and the teacher; none for images)
+IMPORTANCE = CELLS.importance_cells(resolve_run(config)["data"]["name"])
 
 
 def check_data():
@@ -99,6 +101,7 @@ def job_log_dirs():
     dirs += [CELLS.reference_solve(run).log_dir for run in [REFERENCE, *OWN_FLOW_STAGES]]
     if IMAGES:
         dirs.append(f"{OUT}/eval/logs/fid_reference")
+    dirs += [CELLS.importance_log_dir(run) for run in IMPORTANCE]
     if BUNDLE:
         return dirs + [CELLS.bundle_log_dir(run) for run in RUNS]
     return dirs + [cell.log_dir for run in RUNS for cell in CELLS.run_cells(run)]
@@ -120,4 +123,7 @@ def all_targets():
     figures = [f"{OUT}/figures/figure2.png", f"{OUT}/figures/training_curves.png"]
     if "density" in (config.get("figures") or {}):
         figures.append(f"{OUT}/figures/figure3.png")
+    if IMPORTANCE:
+        tables.append(f"{OUT}/tables/table_is.csv")
+        figures.append(f"{OUT}/figures/figure_is.png")
     return tables + figures + compute_share_files()

@@ -214,3 +214,30 @@ else:
             **submit_resources("eval"),
         shell:
             "{params.submit} {resources.f2d2_submit} -- nll --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
+
+
+# Self-normalised importance sampling of the 2D target (the checkerboard, or eval.importance.target_fn) with a
+# run's K-step samples and their log q, or the teacher's dopri5 reference: one `f2d2 eval` job per run
+# (IMPORTANCE), apart from its evaluation bundle, so that adding these cells reruns no other.
+for _run, _cells in IMPORTANCE.items():
+
+    rule:
+        name:
+            bundle_rule(_run, "importance")
+        input:
+            trained(_run),
+        output:
+            [cell.outputs["json"] for cell in _cells],
+        log:
+            f"{CELLS.importance_log_dir(_run)}/snakemake.log",
+        params:
+            submit=submit(CELLS.importance_log_dir(_run), f"importance-{_run}"),
+            ckpt=CELLS.checkpoint(_run),
+            record=f"{CELLS.importance_log_dir(_run)}/cells.json",
+            cells=cell_flags(_cells),
+            device=CELLS.device,
+        resources:
+            **submit_resources("eval"),
+        shell:
+            "{params.submit} {resources.f2d2_submit} -- eval --checkpoint {params.ckpt} --device {params.device} "
+            "--record {params.record} {params.cells} > {log} 2>&1"

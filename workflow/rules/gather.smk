@@ -182,6 +182,38 @@ if "density" in (config.get("figures") or {}):
             "../scripts/figure_density.py"
 
 
+if IMPORTANCE:
+
+    rule table_importance:
+        input:
+            [cell.outputs["json"] for cells in IMPORTANCE.values() for cell in cells],
+        output:
+            report(f"{OUT}/tables/table_is.csv", caption="../report/table_is.rst", category="Tables"),
+        log:
+            f"{OUT}/tables/logs/table_is.log",
+        params:
+            cells=[
+                [run, os.path.basename(cell.outputs["json"]).removesuffix(".json")]
+                for run, cells in IMPORTANCE.items()
+                for cell in cells
+            ],
+            reference=REFERENCE,
+            config=CONFIG_FILE,
+            labels=LABELS,
+        script:
+            "../scripts/table_importance.py"
+
+    rule figure_importance:
+        input:
+            rules.table_importance.output[0],
+        output:
+            report(f"{OUT}/figures/figure_is.png", caption="../report/figure_is.rst", category="Figures"),
+        log:
+            f"{OUT}/figures/logs/figure_is.log",
+        script:
+            "../scripts/figure_importance.py"
+
+
 rule compute_share:
     input:
         [path for path in all_targets() if path not in compute_share_files()],

@@ -1,5 +1,5 @@
-"""Implementations of the ``f2d2`` subcommands train, nll, sample, eval, data, fid-reference, import-meanflow and
-export (``f2d2.cli.parser`` parses them; ``f2d2.cli.dispatch`` calls ``cmd_<name>``).
+"""Implementations of the ``f2d2`` subcommands train, nll, sample, importance, eval, data, fid-reference,
+import-meanflow and export (``f2d2.cli.parser`` parses them; ``f2d2.cli.dispatch`` calls ``cmd_<name>``).
 
 Kept apart from the parser so that ``f2d2 submit`` and ``--help`` start without importing torch.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from f2d2.api import sample as api_sample
 from f2d2.cli.parser import cell_namespaces
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
 from f2d2.core.guidance import Guidance
@@ -21,6 +22,7 @@ from f2d2.core.likelihood import check_tolerances, log_likelihood, reference_log
 from f2d2.core.options import divergence_for
 from f2d2.core.sampling import sample_in_batches
 from f2d2.data import SEED_STRIDE, DataError, ImageDataset, load_points, make_dataset
+from f2d2.eval import importance
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
 from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
@@ -100,13 +102,110 @@ def cmd_sample(args: argparse.Namespace) -> None:
     sample_cell(model, ckpt_cfg, args)
 
 
+def cmd_importance(args: argparse.Namespace) -> None:
+    """``f2d2 importance``: self-normalised importance sampling of a 2D target with --n samples and their log q
+    (``importance_cell``)."""
+    check_importance_args(args)
+    importance_cell(*_load(args), args)
+
+
+def check_importance_args(args: argparse.Namespace) -> None:
+    """What an importance cell's arguments alone can get wrong, before loading anything: --out and --target-fn."""
+    if args.out.suffix != ".json":
+        raise ValueError(f"--out {args.out}: the importance cell is a .json file")
+    if args.target_fn:
+        importance.function_target(args.target_fn)
+
+
+def importance_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -> dict:
+    """One importance cell of a loaded 2D model (``f2d2 importance``'s arguments): --n samples (n, d) and their log q
+    from --steps K forward steps or the dopri5 reference (``f2d2.sample(..., log_prob=True)``, ``timed_samples``),
+    self-normalised importance sampling of the target with them (``f2d2.eval.importance``); writes the JSON cell
+    --out and returns it, its ``seconds`` timing the sampling and log q."""
+    if args.target_fn:
+        target = importance.function_target(args.target_fn)
+    elif ckpt_cfg["data"]["name"] == "checkerboard":
+        target = importance.checkerboard_target(ckpt_cfg["data"].get("scale", 2.0))
+    else:
+        raise ValueError(
+            f"--target checkerboard: {args.checkpoint} was trained on {ckpt_cfg['data']['name']!r} data; give your "
+            "own density as --target-fn package.module:function"
+        )
+    if len(model.data_shape) != 1 or model.data_shape[0] < 2:
+        raise ValueError(
+            f"{args.checkpoint} models data of shape {tuple(model.data_shape)}; importance sampling takes "
+            "points (d >= 2)"
+        )
+    try:
+        div = divergence_for(args.div, has_head=model.has_div_head, adaptive=args.reference)
+    except ValueError as e:
+        raise ValueError(f"--div {args.div}: {e} (checkpoint {args.checkpoint})") from None
+    with explain_out_of_memory(
+        f"on {args.device} drawing --batch-size {args.batch_size} samples at once",
+        f"lower --batch-size (e.g. {max(1, args.batch_size // 2)})",
+    ):
+        x, log_q, seconds = timed_samples(
+            model,
+            args.n,
+            None if args.reference else args.steps,
+            generator=torch.Generator(args.device).manual_seed(args.seed),
+            div=div,
+            batch_size=args.batch_size,
+        )
+    cell = {
+        "checkpoint": str(args.checkpoint),
+        "train_seed": ckpt_cfg["seed"],
+        "target": target.name,
+        "n": args.n,
+        "seed": args.seed,
+        "steps": args.steps,
+        "solver": "dopri5" if args.reference else f"{args.steps}-step",
+        "div": div,
+        "seconds": round(seconds, 6),
+        **importance.snis(x, log_q, target),
+    }
+    text = json.dumps(cell, indent=1)
+    print(text)
+    atomic_write_text(args.out, text + "\n")
+    return cell
+
+
+def timed_samples(
+    model: torch.nn.Module,
+    n: int,
+    steps: int | None,
+    *,
+    generator: torch.Generator,
+    div: str | None = None,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(x (n, *data_shape), log q (n,), wall seconds) of ``f2d2.sample(model, n, steps, log_prob=True)`` with noise
+    from ``generator`` (steps=None: the dopri5 reference). One sample is drawn first from a generator of its own,
+    so that one-time set-up (the solver's import, the first call's allocations) is off the clock."""
+
+    def draw(count: int, gen: torch.Generator):
+        return api_sample(model, count, steps, log_prob=True, div=div, generator=gen, batch_size=batch_size)
+
+    def synchronize() -> None:  # CUDA runs asynchronously: wait for it before reading the clock
+        if generator.device.type == "cuda":
+            torch.cuda.synchronize(generator.device)
+
+    draw(1, torch.Generator(generator.device).manual_seed(0))
+    synchronize()
+    start = time.perf_counter()
+    x, log_q = draw(n, generator)
+    synchronize()
+    return x, log_q, time.perf_counter() - start
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
-    """``f2d2 eval``: the checkpoint loaded once, then each --cell computed and written as its own ``f2d2 nll`` or
-    ``f2d2 sample`` would (same files, same seeds); --record lists every cell's ``seconds`` (its summary's: the
-    computation alone) and ``cell_seconds`` (the whole cell: reading its inputs, computing, its metrics, writing)."""
+    """``f2d2 eval``: the checkpoint loaded once, then each --cell computed and written as its own ``f2d2 nll``,
+    ``f2d2 sample`` or ``f2d2 importance`` would (same files, same seeds); --record lists every cell's ``seconds``
+    (its summary's: the computation alone) and ``cell_seconds`` (the whole cell: reading its inputs, computing, its
+    metrics, writing)."""
     cells = cell_namespaces(args)
     for cell in cells:  # every cell's arguments before any work
-        (check_nll_args if cell.command == "nll" else check_sample_args)(cell)
+        CELL_CHECKS[cell.command](cell)
     model, ckpt_cfg = _load(args)
     for cell in cells:
         if cell.command == "sample":
@@ -114,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     record = {"checkpoint": str(args.checkpoint), "cells": []}
     for cell in cells:
         start = time.perf_counter()
-        summary = (nll_cell if cell.command == "nll" else sample_cell)(model, ckpt_cfg, cell)
+        summary = CELLS[cell.command](model, ckpt_cfg, cell)
         record["cells"].append(
             {
                 "command": cell.command,
@@ -315,6 +414,11 @@ def sample_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace
         atomic_write_text(args.metrics, json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
     return summary
+
+
+# what an ``f2d2 eval`` cell of each command checks before any work, and computes
+CELL_CHECKS = {"nll": check_nll_args, "sample": check_sample_args, "importance": check_importance_args}
+CELLS = {"nll": nll_cell, "sample": sample_cell, "importance": importance_cell}
 
 
 def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:

@@ -1,7 +1,7 @@
 """The ``f2d2`` argument parser, free of torch so that ``f2d2 submit`` and ``--help`` start fast.
 
-Subcommands: train, nll, sample, data, fid-reference, import-meanflow, objectives, export (each stands
-alone), eval (several nll and sample cells of one checkpoint, loaded once), and
+Subcommands: train, nll, sample, importance, data, fid-reference, import-meanflow, objectives, export (each
+stands alone), eval (several nll, sample and importance cells of one checkpoint, loaded once), and
 ``f2d2 submit [options] -- <subcommand> ...``, which runs one of them as a job (SLURM, local or inline).
 
 Points files are ``.npy`` or ``.csv`` arrays of shape (N, dim), or uint8 images (N, C, H, W). Times run from
@@ -24,8 +24,8 @@ from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
 FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
 EXTRACTORS = tuple(FID_OPTIONS["extractor"]["enum"])
 
-COMMANDS = ("train", "nll", "sample", "eval", "data", "fid-reference", "import-meanflow", "export")
-CELL_COMMANDS = ("nll", "sample")  # what an ``f2d2 eval`` cell can be
+COMMANDS = ("train", "nll", "sample", "importance", "eval", "data", "fid-reference", "import-meanflow", "export")
+CELL_COMMANDS = ("nll", "sample", "importance")  # what an ``f2d2 eval`` cell can be
 CELL_SHARED = ("--checkpoint", "--device", "--raw")  # given once to ``f2d2 eval``, not per cell
 
 
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train,
         _add_nll,
         _add_sample,
+        _add_importance,
         _add_eval,
         _add_data,
         _add_fid_reference,
@@ -238,15 +239,65 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_importance(sub: argparse._SubParsersAction) -> None:
+    i = sub.add_parser(
+        "importance",
+        help="self-normalised importance sampling of a 2D target with a checkpoint's samples and their log q",
+        description=(
+            "Draw --n samples with their log q (f2d2.sample(..., log_prob=True)): --steps K forward steps, or "
+            "--reference for the adaptive dopri5 solve of the joint ODE (atol = rtol = 1e-5); weight them by an "
+            "unnormalised target log p~ and write a JSON cell: ESS per sample, the estimate of log Z and of test "
+            "expectations (with the truth where known), and the wall seconds of the sampling and log q."
+        ),
+    )
+    i.add_argument("--checkpoint", required=True, type=Path, help="f2d2 checkpoint.pt of a 2D model")
+    i.add_argument("--n", required=True, type=_positive_int, help="number of samples")
+    how = i.add_mutually_exclusive_group(required=True)
+    how.add_argument("--steps", type=_positive_int, help="K, the number of forward steps")
+    how.add_argument("--reference", action="store_true", help="adaptive dopri5 solve of the joint ODE (yardstick)")
+    i.add_argument("--seed", type=int, default=0, help="seed of the noise (as f2d2 sample --seed draws it)")
+    i.add_argument("--out", required=True, type=Path, help="the cell: a .json file")
+    i.add_argument(
+        "--div",
+        choices=DIVERGENCE_SOURCES,
+        default=None,
+        help="divergence of log q: 'head' (default when the model has one) or 'exact' / 'hutchinson' of the "
+        "instantaneous velocity, Euler steps of the joint ODE (default otherwise; the reference uses exact)",
+    )
+    target = i.add_mutually_exclusive_group()
+    target.add_argument(
+        "--target",
+        choices=("checkerboard",),
+        default="checkerboard",
+        help="the indicator of the checkerboard's support at the checkpoint's data scale (log Z and E|x|^2, "
+        "E[x1 x2] known in closed form); the default",
+    )
+    target.add_argument(
+        "--target-fn",
+        default=None,
+        metavar="PACKAGE.MODULE:FUNCTION",
+        help="your own unnormalised log-density: a function from points x (N, d) to log p~(x) (N,), -inf where "
+        "the density is 0 (importable, e.g. on PYTHONPATH); its log Z and expectations are then unknown",
+    )
+    i.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=10000,
+        help="samples per batch (the noise is drawn at once, so results do not depend on it)",
+    )
+    i.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    i.add_argument("--device", default="cpu", help="torch device to sample on, e.g. cpu or cuda")
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "eval",
-        help="several nll and sample cells of one checkpoint, loaded once",
+        help="several nll, sample and importance cells of one checkpoint, loaded once",
         description=(
-            "Load --checkpoint once, then compute each --cell, an 'nll ...' or 'sample ...' command line without "
-            "--checkpoint, --device and --raw, in the order given. Each cell writes exactly the files, with the "
-            "same numbers and seeds, that the same f2d2 nll or f2d2 sample would write; its 'seconds' time that "
-            "cell's own computation."
+            "Load --checkpoint once, then compute each --cell, an 'nll ...', 'sample ...' or 'importance ...' command "
+            "line without --checkpoint, --device and --raw, in the order given. Each cell writes exactly the files, "
+            "with the same numbers and seeds, that the same f2d2 nll, sample or importance would write; its "
+            "'seconds' time that cell's own computation."
         ),
     )
     e.add_argument("--checkpoint", required=True, type=Path, help="f2d2 checkpoint.pt")

@@ -29,9 +29,10 @@ def device(cfg: dict, kind: str) -> str:
     return "cuda" if cfg["resources"][kind]["gpus"] > 0 else "cpu"
 
 
-def bundle_rule(run: str) -> str:
-    """The name of a run's evaluation rule: eval_<run>, with any character a rule name cannot take as _."""
-    return "eval_" + re.sub(r"\W", "_", run)
+def bundle_rule(run: str, kind: str = "eval") -> str:
+    """The name of a run's ``kind`` rule (eval: its evaluation bundle, importance: its importance-sampling cells):
+    <kind>_<run>, with any character a rule name cannot take as _."""
+    return f"{kind}_" + re.sub(r"\W", "_", run)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Cell:
     --checkpoint and --device (its job adds them); a reference solve's include them. As a job of its own it
     logs to ``log_dir`` (submitit's files and snakemake.log) under the name ``job``."""
 
-    command: str  # nll or sample
+    command: str  # nll, sample or importance
     args: str  # shell-quoted
     outputs: dict[str, str]
     log_dir: str
@@ -176,6 +177,40 @@ class Cells:
         args += ["--backward", self.eval["backward"], "--out", csv]
         log_dir = self.cell_log_dir("density", run, f"K{k}")
         return Cell("nll", shlex.join(args), {"csv": csv}, log_dir, f"density-{run}-K{k}")
+
+    def importance(self, run: str, k: int | str | None) -> Cell:
+        """A run's self-normalised importance sampling (`f2d2 importance`, a cell of its run's importance job) with
+        eval.importance.n samples (default eval.n_points) from the sample cells' noise seed: K = ``k`` steps with
+        its NLL cells' divergence, or for None the dopri5 reference of the joint ODE (output json:
+        eval/importance/<run>/K<k>.json or reference.json)."""
+        opts = self.eval["importance"]
+        name = "reference" if k is None else f"K{k}"
+        json = f"{self.out}/eval/importance/{run}/{name}.json"
+        args = ["--n", str(opts["n"] or self.eval["n_points"]), "--seed", str(self.eval["sample_seed"])]
+        if k is None:
+            args += ["--reference", "--div", self.eval["reference"]["div"]]
+        else:
+            args += ["--steps", str(k), "--div", self.div(run)]
+        if opts["target_fn"]:
+            args += ["--target-fn", opts["target_fn"]]
+        args += [*self.batch, "--out", json]
+        log_dir = self.cell_log_dir("importance", run, name)
+        return Cell("importance", shlex.join(args), {"json": json}, log_dir, f"importance-{run}-{name}")
+
+    def importance_cells(self, data_name: str) -> dict[str, list[Cell]]:
+        """{run: its importance-sampling cells}, computed by one job per run (``importance_log_dir``): each F2D2 stage
+        at every K, the reference stage (the teacher) at every K and its dopri5 reference; none for images, nor for
+        data other than the checkerboard without eval.importance.target_fn (no target to weigh by)."""
+        if self.images or (data_name != "checkerboard" and not self.eval["importance"]["target_fn"]):
+            return {}
+        cells = {run: [self.importance(run, k) for k in self.steps] for run in self.f2d2_stages}
+        cells.setdefault(self.reference, [])
+        cells[self.reference] += [self.importance(self.reference, k) for k in [*self.steps, None]]
+        return cells
+
+    def importance_log_dir(self, run: str) -> str:
+        """Where a run's importance-sampling job logs, beside its ``f2d2 eval --record`` (cells.json)."""
+        return f"{self.out}/eval/importance/{run}/logs"
 
     def run_cells(self, run: str) -> list[Cell]:
         """Every cell of a trained run, in its bundle's order: NLL and samples at every K, guided samples for

@@ -17,27 +17,25 @@ from f2d2.nets import FlowMapNet
 from f2d2.nets.external import ExternalVelocity
 
 
-def import_factory(path: str) -> Callable[..., object]:
-    """The callable named by ``"package.module:function"`` (``function`` may be dotted, e.g. ``Class.build``)."""
+def import_factory(path: str, key: str = "objective.teacher.factory") -> Callable[..., object]:
+    """The callable named by ``"package.module:function"`` (``function`` may be dotted, e.g. ``Class.build``);
+    ``key``: the setting that gave it, as the errors name it."""
     expected = "expected 'package.module:function', an importable module and a callable in it"
     if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
-        raise ValueError(f"objective.teacher.factory = {path!r}; {expected}")
+        raise ValueError(f"{key} = {path!r}; {expected}")
     module_name, attr = path.split(":")
     try:
         obj = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         raise ValueError(
-            f"objective.teacher.factory = {path!r}: no module named {e.name!r} "
-            f"(is it installed or on PYTHONPATH?); {expected}"
+            f"{key} = {path!r}: no module named {e.name!r} (is it installed or on PYTHONPATH?); {expected}"
         ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(
-                f"objective.teacher.factory = {path!r}: {module_name!r} has no attribute {attr!r}; {expected}"
-            )
+            raise ValueError(f"{key} = {path!r}: {module_name!r} has no attribute {attr!r}; {expected}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"objective.teacher.factory = {path!r} is a {type(obj).__name__}, not callable; {expected}")
+        raise ValueError(f"{key} = {path!r} is a {type(obj).__name__}, not callable; {expected}")
     return obj
 
 
