@@ -12,7 +12,7 @@ import yaml
 
 from f2d2.cli import main
 from f2d2.data import IMAGE_NAMES, DataError, make_dataset
-from f2d2.data.patches import PHOTOS, Patches
+from f2d2.data.patches import DEFAULT_PHOTOS, OOD_PHOTOS, PHOTOS, Patches, read_photo
 
 
 @pytest.fixture(scope="module", params=[8, 32])
@@ -21,10 +21,7 @@ def patches(request):
 
 
 def _photo(name: str, f: int) -> np.ndarray:
-    import skimage.data
-
-    img = getattr(skimage.data, PHOTOS[name][0])()
-    img = img[0] if isinstance(img, tuple) else img
+    img = read_photo(name)
     h, w = img.shape[0] // f, img.shape[1] // f
     return img[: h * f, : w * f].reshape(h, f, w, f, 3).mean((1, 3))
 
@@ -33,7 +30,7 @@ def _masks(d: Patches, split: str) -> dict[str, np.ndarray]:
     """Per photo, which pixels of the (downsampled) photo the split's patches cover."""
     masks = {}
     for name, r, c in d.patch_boxes(split):
-        h, w = PHOTOS[name][1][0] // d.downsample, PHOTOS[name][1][1] // d.downsample
+        h, w = PHOTOS[name][2][0] // d.downsample, PHOTOS[name][2][1] // d.downsample
         assert 0 <= r <= h - d.size and 0 <= c <= w - d.size
         masks.setdefault(name, np.zeros((h, w), bool))[r : r + d.size, c : c + d.size] = True
     return masks
@@ -71,7 +68,9 @@ def test_no_test_patch_overlaps_a_training_patch(options):
 
 @pytest.mark.parametrize("downsample", [1, 3])
 def test_pixels_are_the_photo_at_the_boxes(downsample):
-    d = Patches(size=8, downsample=downsample, images=["astronaut", "motorcycle"], n_train=20, n_test=20)
+    d = Patches(
+        size=8, downsample=downsample, images=["astronaut", "motorcycle", "grace_hopper"], n_train=20, n_test=20
+    )
     photos = {n: _photo(n, downsample) for n in d.images}
     for split, pixels in (("train", d.train_pixels()), ("test", d.test_pixels())):
         for (name, r, c), patch in zip(d.patch_boxes(split), pixels):
@@ -90,6 +89,13 @@ def test_the_split_is_deterministic():
     assert a.patch_boxes("train") == sorted(a.patch_boxes("train"), key=order.get)  # kept in grid order
     assert other.patch_boxes("train") != a.patch_boxes("train")
     assert len(Patches(size=8, n_test=10**6).patch_boxes("test")) == len(full.patch_boxes("test"))
+
+
+def test_every_photo_reads_at_its_size_and_the_ood_photos_are_never_defaults():
+    for name, (_, _, size) in PHOTOS.items():
+        img = read_photo(name)
+        assert img.dtype == np.uint8 and img.shape == (*size, 3) and img.std() > 10, name
+    assert set(OOD_PHOTOS) <= set(PHOTOS) and not set(OOD_PHOTOS) & set(DEFAULT_PHOTOS)
 
 
 def test_pixel_statistics_are_not_degenerate(patches):
@@ -123,7 +129,7 @@ def test_bad_options_raise_a_clear_error(options, words):
 
 
 def test_a_photo_of_another_size_than_expected_is_refused(monkeypatch):
-    monkeypatch.setitem(PHOTOS, "chelsea", ("chelsea", (300, 450)))
+    monkeypatch.setitem(PHOTOS, "chelsea", ("scikit-image", "chelsea", (300, 450)))
     d = Patches(images=["chelsea"])
     with pytest.raises(
         DataError,

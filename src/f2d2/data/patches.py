@@ -1,4 +1,5 @@
-"""Natural-image patches from the photographs bundled in the scikit-image wheel: real pixels, no download.
+"""Natural-image patches from photographs bundled in installed wheels (scikit-image's, one of matplotlib's): real
+pixels, no download.
 
 Each photo (uint8 RGB, optionally shrunk by an integer ``downsample`` factor, block means)
 is cut into a bottom band of ``test_fraction`` of its rows, the test region, and the rows
@@ -16,23 +17,26 @@ import torch
 from f2d2.data.images import ImageDataset
 from f2d2.data.toy2d import DataError
 
-# name -> (function of skimage.data, (height, width) of the photo it returns). Only files shipped in the
-# wheel (loaded from skimage/data/, never fetched). RGB photos only: a grey photo copied into three channels
-# would make two of them redundant and the bits per dimension meaningless. "motorcycle" is the left view of
-# stereo_motorcycle (the right view shows the same scene).
+# name -> (wheel, photo, (height, width) of the photo it gives): a function of skimage.data (files shipped in
+# the wheel, loaded from skimage/data/, never fetched) or a file of matplotlib's mpl-data/sample_data. RGB photos
+# only: a grey photo copied into three channels would make two of them redundant and the bits per dimension
+# meaningless. "motorcycle" is the left view of stereo_motorcycle (the right view shows the same scene).
 PHOTOS = {
-    "astronaut": ("astronaut", (512, 512)),
-    "chelsea": ("chelsea", (300, 451)),
-    "coffee": ("coffee", (400, 600)),
-    "hubble_deep_field": ("hubble_deep_field", (872, 1000)),
-    "immunohistochemistry": ("immunohistochemistry", (512, 512)),
-    "motorcycle": ("stereo_motorcycle", (500, 741)),
-    "retina": ("retina", (1411, 1411)),
-    "rocket": ("rocket", (427, 640)),
+    "astronaut": ("scikit-image", "astronaut", (512, 512)),
+    "chelsea": ("scikit-image", "chelsea", (300, 451)),
+    "coffee": ("scikit-image", "coffee", (400, 600)),
+    "grace_hopper": ("matplotlib", "grace_hopper.jpg", (600, 512)),
+    "hubble_deep_field": ("scikit-image", "hubble_deep_field", (872, 1000)),
+    "immunohistochemistry": ("scikit-image", "immunohistochemistry", (512, 512)),
+    "motorcycle": ("scikit-image", "stereo_motorcycle", (500, 741)),
+    "retina": ("scikit-image", "retina", (1411, 1411)),
+    "rocket": ("scikit-image", "rocket", (427, 640)),
 }
 # The default leaves out hubble_deep_field (a dark star field) and retina (a fifth of its patches are the flat
-# black surround): together they would be two thirds of all patches.
+# black surround): together they would be two thirds of all patches. They and grace_hopper (a portrait) are the
+# out-of-distribution photos of bench/ood.py (docs/ood.md).
 DEFAULT_PHOTOS = ("astronaut", "chelsea", "coffee", "immunohistochemistry", "motorcycle", "rocket")
+OOD_PHOTOS = ("hubble_deep_field", "retina", "grace_hopper")
 
 Box = tuple[str, int, int]
 
@@ -55,8 +59,36 @@ def _downsample(img: np.ndarray, f: int) -> np.ndarray:
     return ((blocks + f * f // 2) // (f * f)).astype(np.uint8)
 
 
+def read_photo(name: str) -> np.ndarray:
+    """The photo ``name`` of ``PHOTOS``, uint8 (height, width, 3), read from its package's files."""
+    package, item, size = PHOTOS[name]
+    try:
+        if package == "scikit-image":
+            import skimage.data
+
+            img = getattr(skimage.data, item)()
+            img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
+            where = f"skimage.data.{item}()"
+        else:
+            import matplotlib.cbook
+            from PIL import Image
+
+            with Image.open(matplotlib.cbook.get_sample_data(item, asfileobj=False)) as f:
+                img = np.asarray(f.convert("RGB"))
+            where = f"matplotlib's sample_data/{item}"
+    except ModuleNotFoundError as e:
+        raise DataError(f"patches: photo {name!r} needs {package} (pip install {package}), which ships it") from e
+    expected = size + (3,)
+    if img.shape != expected or img.dtype != np.uint8:
+        raise DataError(
+            f"patches: {where} is {img.dtype} {img.shape}; expected uint8 {expected} (this {package} release ships "
+            "a different photo)"
+        )
+    return img
+
+
 class Patches(ImageDataset):
-    """Patches (uint8, 3 x size x size) of scikit-image's bundled RGB photos; train/test split by photo region.
+    """Patches (uint8, 3 x size x size) of bundled RGB photos (``PHOTOS``); train/test split by photo region.
 
     ``images``: photo names (default ``DEFAULT_PHOTOS``; allowed: ``PHOTOS``). ``stride``: the step of the
     training grid (default ``size``, non-overlapping; smaller makes training patches overlap each other, never a
@@ -123,7 +155,7 @@ class Patches(ImageDataset):
         s, f = self.size, self.downsample
         boxes: dict[str, list[Box]] = {"train": [], "test": []}
         for name in self.images:
-            h, w = PHOTOS[name][1][0] // f, PHOTOS[name][1][1] // f
+            h, w = PHOTOS[name][2][0] // f, PHOTOS[name][2][1] // f
             n_test_rows = round(self.test_fraction * h)
             where = f"photo {name!r} ({h} x {w} after downsample {f})"
             if s > w or s > h:
@@ -152,21 +184,7 @@ class Patches(ImageDataset):
         return list(self._boxes[split])
 
     def _load(self) -> None:
-        try:
-            import skimage.data
-        except ModuleNotFoundError as e:
-            raise DataError("patches: needs scikit-image (pip install scikit-image), which ships the photos") from e
-        photos = {}
-        for name in self.images:
-            img = getattr(skimage.data, PHOTOS[name][0])()
-            img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
-            expected = PHOTOS[name][1] + (3,)
-            if img.shape != expected or img.dtype != np.uint8:
-                raise DataError(
-                    f"patches: skimage.data.{PHOTOS[name][0]}() is {img.dtype} {img.shape}; expected "
-                    f"uint8 {expected} (this scikit-image release ships a different photo)"
-                )
-            photos[name] = _downsample(img, self.downsample)
+        photos = {name: _downsample(read_photo(name), self.downsample) for name in self.images}
         s = self.size
 
         def cut(split: str) -> torch.Tensor:

@@ -1,0 +1,324 @@
+"""Out-of-distribution detection with one-step likelihoods on real pixels: AUROC and wall seconds per model.
+
+    python bench/ood.py --results /work/patchrun/results/patches --out results/ood/patches
+
+In-distribution: ``--n`` held-out patches (a seeded subset of the test split of the runs' data config). Out:
+``--n`` patches of ``f2d2.data.patches.OOD_PHOTOS`` (photos no patches run trains on; refused if the runs' data
+names one), the same number from each, cut by the same ``Patches`` grid (size, downsample, test region). Every
+patch is dequantized once (``--seed``) and scored by every model of ``--config``'s stages (checkpoints under
+``--results``), one after the other in one process on one CPU thread, each after a warm-up on one patch:
+
+- an F2D2 run (a divergence head): K = 1, the head's density change (``f2d2.log_prob(model, z, 1)``);
+- a run without a head: K = 1 Euler step of the joint ODE with ``eval.baseline_div`` (probes from ``--seed``);
+- the reference: the teacher's dopri5 solve with ``eval.reference`` (tolerances, divergence); and the same solve
+  with the exact divergence on ``--exact-n`` patches of each set (seeded), to show the Hutchinson probe's noise.
+
+Higher BPD = out of distribution. Per scorer: AUROC of the BPD, of the complexity-corrected S = BPD - L(x)
+(``--compressor``, :mod:`f2d2.eval.ood`), per OOD photo, on the exact subset, and its per-patch distance to the
+exact reference there. Target: F2D2 K = 1 AUROC within 0.01 of the reference's and >= 100x faster. Writes
+``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and scores.csv (per patch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import f2d2
+from f2d2.config import experiment
+from f2d2.config.resolve import load_yaml
+from f2d2.core.likelihood import reference_log_likelihood
+from f2d2.data import make_dataset
+from f2d2.data.patches import DEFAULT_PHOTOS, OOD_PHOTOS, PHOTOS, Patches
+from f2d2.eval import bpd
+from f2d2.eval.ood import COMPRESSORS, auroc, compressed_bits_per_dim
+from f2d2.io.checkpoint import load_checkpoint, model_of
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_GAP, TARGET_SPEEDUP = 0.01, 100.0
+
+
+def load_runs(cfg: dict, results: Path) -> tuple[str, dict[str, tuple[Path, dict]]]:
+    """The reference teacher and {stage: (checkpoint path, checkpoint)} of every stage of ``cfg`` in ``results``."""
+    paths = {run: results / "train" / run / "checkpoint.pt" for run in cfg["stages"]}
+    if missing := [str(p) for p in paths.values() if not p.is_file()]:
+        raise SystemExit(f"--results {results}: {missing} not found; train the config's stages first")
+    return experiment.reference_stage(cfg), {run: (p, load_checkpoint(p)) for run, p in paths.items()}
+
+
+def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """uint8 (2n, 3, s, s): n held-out test patches of ``data_cfg``, then n OOD patches (``OOD_PHOTOS`` in turn,
+    equal shares); and the source of each ("test" or the photo)."""
+    if data_cfg.get("name") != "patches":
+        raise SystemExit(f"the runs' data is {data_cfg.get('name')!r}; bench/ood.py scores patches runs")
+    if trained := sorted(set(OOD_PHOTOS) & set(data_cfg.get("images") or DEFAULT_PHOTOS)):
+        raise SystemExit(f"the runs' data.images include {trained}, the OOD photos; expected none of {OOD_PHOTOS}")
+    held_out = make_dataset(data_cfg)
+    test = held_out.test_pixels()
+    if not 1 <= n <= len(test):
+        raise SystemExit(f"--n {n}: expected 1 .. {len(test)} (the test patches of the runs' data)")
+    pixels = [test[np.sort(np.random.default_rng([seed, 0]).choice(len(test), n, replace=False))]]
+    sources = ["test"] * n
+    for i, photo in enumerate(OOD_PHOTOS):
+        count = n // len(OOD_PHOTOS) + (i < n % len(OOD_PHOTOS))
+        out = Patches(
+            size=held_out.size,
+            images=[photo],
+            test_fraction=held_out.test_fraction,
+            downsample=held_out.downsample,
+            n_test=count,
+            seed=seed,
+        ).test_pixels()
+        if len(out) < count:
+            raise SystemExit(f"--n {n}: {photo} has {len(out)} test patches, fewer than its share {count}")
+        pixels.append(out)
+        sources += [photo] * count
+    return torch.cat(pixels), sources
+
+
+def timed_bpd(likelihood, z: torch.Tensor, batch: int) -> tuple[np.ndarray, float, int]:
+    """(BPD (N,), wall seconds, model evaluations) of dequantized patches z (N, 3, s, s) under ``likelihood``
+    (z batch -> (log p (B,), nfe)), after a warm-up on one patch."""
+    dim = math.prod(z.shape[1:])
+    likelihood(z[:1])
+    start, logps, nfe = time.perf_counter(), [], 0
+    for chunk in z.split(batch):
+        logp, evals = likelihood(chunk)
+        logps.append(logp)
+        nfe += evals
+    seconds = time.perf_counter() - start
+    return bpd.bits_per_dim(bpd.pixel_nll(torch.cat(logps).double(), dim), dim).numpy(), seconds, nfe
+
+
+def scorers(cfg: dict, teacher: str, runs: dict, seed: int):
+    """(run, method, likelihood) of every run's K = 1 and of the teacher's reference (``eval`` settings)."""
+    ev = cfg["eval"]
+    out = []
+    for run, (path, ckpt) in runs.items():
+        model = model_of(ckpt, path).eval()
+        div = "head" if model.has_div_head else ev["baseline_div"]
+        gen = torch.Generator().manual_seed(seed)
+
+        def k1(z, model=model, div=div, gen=gen):
+            return f2d2.log_prob(model, z, 1, div=div, backward=ev["backward"], generator=gen), 1
+
+        out.append((run, "F2D2 K=1 (head)" if div == "head" else f"K=1 Euler ({div})", k1))
+    ref, model = ev["reference"], model_of(runs[teacher][1], runs[teacher][0]).eval()
+    for div in (ref["div"], "exact"):
+        gen = torch.Generator().manual_seed(seed)
+
+        def solve(z, div=div, gen=gen):
+            res = reference_log_likelihood(model, z, atol=ref["atol"], rtol=ref["rtol"], div=div, generator=gen)
+            return res.log_prob, res.nfe
+
+        out.append((teacher, f"reference dopri5 ({div})" + (" subset" if div == "exact" else ""), solve))
+    return out
+
+
+def evaluate(args) -> dict:
+    torch.set_num_threads(1)
+    cfg = load_yaml(args.config)
+    results = Path(args.results or (ROOT / cfg["outdir"]))
+    teacher, runs = load_runs(cfg, results)
+    data_cfg = runs[teacher][1]["config"]["data"]
+    if others := [run for run, (_, c) in runs.items() if c["config"]["data"] != data_cfg]:
+        raise SystemExit(f"runs {others} trained on other data than the teacher {teacher!r}; expected one data set")
+    pixels, sources = patch_sets(data_cfg, args.n, args.seed)
+    z = bpd.dequantize(pixels, torch.Generator().manual_seed(args.seed))
+    is_out = np.array([s != "test" for s in sources])
+    complexity = compressed_bits_per_dim(pixels, args.compressor).numpy()
+    rng = np.random.default_rng([args.seed, 1])
+    subset = np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(is_out == o), args.exact_n, replace=False) for o in (0, 1)])
+    )
+    batch = cfg["eval"].get("batch_size") or len(z)
+    rows, scores = [], {}
+    for run, method, likelihood in scorers(cfg, teacher, runs, args.seed):
+        on = subset if method.endswith("subset") else np.arange(len(z))
+        if len(on) == 0:
+            continue
+        values, seconds, nfe = timed_bpd(likelihood, z[on], batch)
+        scores[f"{run} {method}"] = np.full(len(z), np.nan)
+        scores[f"{run} {method}"][on] = values
+        rows.append({"run": run, "method": method, "n": len(on), "seconds": seconds, "nfe": nfe})
+        print(f"  {run:24s} {method:32s} {len(on):5d} patches {seconds:9.3f} s", flush=True)
+    exact = next((v for k, v in scores.items() if k.endswith("subset")), None)
+    reference = scores[f"{teacher} reference dopri5 ({cfg['eval']['reference']['div']})"]
+    for row, values in zip(rows, scores.values()):
+        row.update(summarize(values, complexity, is_out, sources, subset, exact, reference))
+    rows.append(
+        {
+            "run": "-",
+            "method": f"{args.compressor} bits/dim alone",
+            "n": len(z),
+            **summarize(complexity, None, is_out, sources, subset, None, None),
+        }
+    )
+    return {
+        "command": " ".join(["python bench/ood.py", *args.argv]),
+        "config": str(args.config),
+        "results": str(results),
+        "checkpoints": {run: str(p) for run, (p, _) in runs.items()},
+        "data": data_cfg,
+        "sources": {photo: PHOTOS[photo][:2] for photo in OOD_PHOTOS},
+        "n_in": int((~is_out).sum()),
+        "n_out": int(is_out.sum()),
+        "exact_n": args.exact_n,
+        "seed": args.seed,
+        "compressor": args.compressor,
+        "eval": {k: cfg["eval"][k] for k in ("baseline_div", "backward", "reference")},
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rows": rows,
+        "target": target(rows, list(scores.values()), reference, is_out, args.seed),
+        "per_patch": {
+            "source": sources,
+            f"{args.compressor} bits/dim": complexity.tolist(),
+            **{k: v.tolist() for k, v in scores.items()},
+        },
+    }
+
+
+def _auroc(values, is_out, on) -> float | None:
+    v, o = values[on], is_out[on]
+    return auroc(v[~o], v[o]) if o.any() and (~o).any() and np.isfinite(v).all() else None
+
+
+def summarize(values, complexity, is_out, sources, subset, exact, reference) -> dict:
+    """AUROC of BPD ``values`` (N,) (NaN where not scored), per OOD photo and on the exact subset; unless None:
+    corrected by ``complexity`` (N,), the mean |values - exact| on the subset, the mean shift from ``reference``
+    (N,) of each set (a shift that differs between the sets moves the AUROC)."""
+    scored = np.isfinite(values)
+    on = np.flatnonzero(scored)
+    sources = np.array(sources)
+    out = {
+        "bpd_in": float(values[scored & ~is_out].mean()),
+        "bpd_out": float(values[scored & is_out].mean()),
+        "auroc": _auroc(values, is_out, on),
+        "auroc_subset": _auroc(values, is_out, subset),
+        "auroc_by_source": {p: _auroc(values, is_out, on[np.isin(sources[on], ["test", p])]) for p in OOD_PHOTOS},
+    }
+    if complexity is not None:
+        s = values - complexity
+        out["auroc_corrected"] = _auroc(s, is_out, on)
+        out["auroc_corrected_subset"] = _auroc(s, is_out, subset)
+        out["auroc_corrected_by_source"] = {
+            p: _auroc(s, is_out, on[np.isin(sources[on], ["test", p])]) for p in OOD_PHOTOS
+        }
+        if exact is not None and len(subset):
+            out["err_vs_exact_subset"] = float(np.abs(values[subset] - exact[subset]).mean())
+    if reference is not None:
+        out["shift_in"] = float((values - reference)[scored & ~is_out].mean())
+        out["shift_out"] = float((values - reference)[scored & is_out].mean())
+    return out
+
+
+def target(rows: list[dict], values: list[np.ndarray], reference: np.ndarray, is_out, seed: int) -> list[dict]:
+    """Per F2D2 run: |AUROC - the reference's| <= 0.01 and the reference's seconds / its seconds >= 100; with the
+    95% interval of the AUROC difference over 1000 paired bootstrap draws of each set (seeded)."""
+    ref = next(r for r in rows if r["method"].startswith("reference") and not r["method"].endswith("subset"))
+    rng = np.random.default_rng([seed, 2])
+    inside, outside = np.flatnonzero(~is_out), np.flatnonzero(is_out)
+    draws = [(rng.choice(inside, len(inside)), rng.choice(outside, len(outside))) for _ in range(1000)]
+    out = []
+    for r, v in zip(rows, values):
+        if r["method"].startswith("F2D2"):
+            diff = [auroc(v[i], v[o]) - auroc(reference[i], reference[o]) for i, o in draws]
+            gap, speedup = abs(r["auroc"] - ref["auroc"]), ref["seconds"] / r["seconds"]
+            out.append(
+                {
+                    "run": r["run"],
+                    "auroc_difference": r["auroc"] - ref["auroc"],
+                    "difference_95": [float(q) for q in np.percentile(diff, [2.5, 97.5])],
+                    "auroc_gap": gap,
+                    "corrected_difference": r["auroc_corrected"] - ref["auroc_corrected"],
+                    "speedup": speedup,
+                    "met": gap <= TARGET_GAP and speedup >= TARGET_SPEEDUP,
+                }
+            )
+    return out
+
+
+def _f(v, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(res: dict) -> None:
+    print(
+        f"\n== OOD: {res['n_in']} held-out test patches vs {res['n_out']} patches of {', '.join(res['sources'])} "
+        f"(seed {res['seed']}; corrected = BPD - {res['compressor']} bits/dim; {res['threads']} thread)"
+    )
+    head = f"{'run':24s} {'method':32s} {'BPD in':>7s} {'out':>7s} {'AUROC':>6s} {'corr':>6s} {'seconds':>9s}"
+    head += (
+        "".join(f" {p.split('_')[0]:>10s}" for p in OOD_PHOTOS)
+        + f" {'subset':>6s} {'corr':>6s} {'|-exact|':>8s} {'-ref in/out':>11s}"
+    )
+    print(head)
+    for r in res["rows"]:
+        line = f"{r['run']:24s} {r['method']:32s} {r['bpd_in']:7.3f} {r['bpd_out']:7.3f} {_f(r['auroc']):>6s} "
+        line += f"{_f(r.get('auroc_corrected')):>6s} {_f(r.get('seconds')):>9s}"
+        for p in OOD_PHOTOS:
+            raw, corr = r["auroc_by_source"][p], r.get("auroc_corrected_by_source", {}).get(p)
+            line += f" {_f(raw, '.2f') + '/' + _f(corr, '.2f'):>10s}"
+        line += f" {_f(r['auroc_subset']):>6s} {_f(r.get('auroc_corrected_subset')):>6s}"
+        shift = f"{_f(r.get('shift_in'), '+.2f')}/{_f(r.get('shift_out'), '+.2f')}"
+        print(line + f" {_f(r.get('err_vs_exact_subset')):>8s} {shift:>11s}")
+    print(
+        f"per photo: AUROC raw/corrected; subset: {res['exact_n']} + {res['exact_n']} patches; |-exact|: mean "
+        "per-patch distance to the exact reference there; -ref in/out: mean shift from the reference per set "
+        "(bits/dim)"
+    )
+    for t in res["target"]:
+        low, high = t["difference_95"]
+        print(
+            f"target {t['run']}: AUROC gap {t['auroc_gap']:.3f} (<= {TARGET_GAP}; difference "
+            f"{t['auroc_difference']:+.3f}, 95% [{low:+.3f}, {high:+.3f}]; "
+            f"corrected {t['corrected_difference']:+.3f}), "
+            f"{t['speedup']:.0f}x faster (>= {TARGET_SPEEDUP:.0f}x): {'met' if t['met'] else 'NOT met'}"
+        )
+
+
+def write(out: Path, res: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ood.json").write_text(json.dumps(res, indent=1))
+    keys = ["run", "method", "n", "bpd_in", "bpd_out", "auroc", "auroc_corrected", "auroc_subset", "seconds", "nfe"]
+    with open(out / "ood.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(res["rows"])
+    per = res["per_patch"]
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(per))
+        w.writerows(zip(*per.values()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(ROOT / "config" / "patches.yaml"), help="stages and eval settings")
+    p.add_argument("--results", help="the experiment folder holding train/<stage>/checkpoint.pt (default: outdir)")
+    p.add_argument("--n", type=int, default=500, help="patches per set (in, out)")
+    p.add_argument("--exact-n", type=int, default=40, help="patches per set scored by the exact-divergence reference")
+    p.add_argument("--seed", type=int, default=0, help="patch draws, dequantization, Hutchinson probes")
+    p.add_argument("--compressor", choices=COMPRESSORS, default="png")
+    p.add_argument("--out", default=str(ROOT / "results" / "ood"), help="folder for ood.json, ood.csv, scores.csv")
+    args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    if not 0 <= args.exact_n <= args.n:
+        p.error(f"--exact-n {args.exact_n}: expected 0 .. --n ({args.n})")
+    res = evaluate(args)
+    print_table(res)
+    write(Path(args.out), res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""OOD detection (f2d2.eval.ood): AUROC on hand-made scores, the compressor's bits per dimension, and bench/ood.py
+end to end on tiny trained patches runs."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from f2d2.cli import main
+from f2d2.data.patches import OOD_PHOTOS
+from f2d2.eval.ood import auroc, complexity_corrected, compressed_bits_per_dim
+from pipeline_helpers import ROOT, load_bench
+
+
+@pytest.mark.parametrize(
+    "inside, outside, expected",
+    [
+        ([0.1, 0.2, 0.3], [0.5, 0.9], 1.0),  # perfect separation
+        ([0.5, 0.9], [0.1, 0.2, 0.3], 0.0),  # reversed
+        ([1.0, 1.0, 1.0], [1.0, 1.0], 0.5),  # all tied
+        ([1.0, 2.0, 3.0], [1.5, 2.0, 4.0], 5.5 / 9),  # out wins 1 + 1.5 (a tie) + 3 of 9 pairs
+        ([0, 1, 2, 3], [2], 2.5 / 4),  # one tie among four
+    ],
+)
+def test_auroc_of_hand_made_scores(inside, outside, expected):
+    assert auroc(np.array(inside), torch.tensor(outside)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_auroc_matches_the_pair_count_on_random_tied_scores():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 5, 40).astype(float), rng.integers(1, 6, 30).astype(float)
+    pairs = (b[None, :] > a[:, None]).mean() + 0.5 * (b[None, :] == a[:, None]).mean()
+    assert auroc(a, b) == pytest.approx(pairs, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "inside, outside, words",
+    [
+        ([], [1.0], ["in_scores", "non-empty 1-D"]),
+        ([[1.0, 2.0]], [1.0], ["in_scores", "(1, 2)"]),
+        ([1.0], [float("nan")], ["out_scores", "non-finite"]),
+        ([1.0], ["a"], ["out_scores", "numbers"]),
+    ],
+)
+def test_auroc_refuses_bad_scores_by_name(inside, outside, words):
+    with pytest.raises(ValueError) as e:
+        auroc(inside, outside)
+    assert all(w in str(e.value) for w in words)
+
+
+def test_compressed_bits_per_dim_ranks_flat_below_noise_and_counts_zlib_bytes():
+    flat = torch.full((1, 3, 8, 8), 128, dtype=torch.uint8)
+    noise = torch.randint(0, 256, (1, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    pixels = torch.cat([flat, noise])
+    for compressor in ("png", "zlib"):
+        bits = compressed_bits_per_dim(pixels, compressor)
+        assert bits.dtype == torch.float64 and bits.shape == (2,) and bits[0] < bits[1]
+    raw = noise[0].permute(1, 2, 0).contiguous().numpy().tobytes()
+    assert compressed_bits_per_dim(noise, "zlib")[0] == 8 * len(zlib.compress(raw, 9)) / 192
+    s = complexity_corrected(torch.tensor([3.0, 5.0]), pixels, "zlib")
+    assert torch.equal(s, torch.tensor([3.0, 5.0], dtype=torch.float64) - compressed_bits_per_dim(pixels, "zlib"))
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda p: compressed_bits_per_dim(p, "gzip"), ["compressor = 'gzip'", "png"]),
+        (lambda p: compressed_bits_per_dim(p.float()), ["pixels is torch.float32", "uint8"]),
+        (lambda p: compressed_bits_per_dim(p[:, :1]), ["(2, 1, 8, 8)", "(B >= 1, 3, H, W)"]),
+        (lambda p: compressed_bits_per_dim(p[:0]), ["(0, 3, 8, 8)"]),
+        (lambda p: complexity_corrected([1.0], p), ["bpd has 1 scores", "pixels 2 images"]),
+    ],
+)
+def test_compressor_refuses_bad_input_by_name(call, words):
+    pixels = torch.zeros((2, 3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError) as e:
+        call(pixels)
+    assert all(w in str(e.value) for w in words)
+
+
+STAGES = ("teacher", "shortcut", "shortcut_f2d2")
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """config/patches.yaml's teacher, Shortcut and Shortcut-F2D2 at a few steps of a tiny U-Net (a loose reference
+    tolerance: the exact divergence's solve costs 192 backward passes per step)."""
+    d = tmp_path_factory.mktemp("ood")
+    cfg = yaml.safe_load((ROOT / "config" / "patches.yaml").read_text())
+    cfg["outdir"] = str(d / "results")
+    cfg["data"].update(n_train=64, n_test=40)
+    cfg["model"].update(channels=8)
+    cfg["train"].update(steps=3, batch_size=8, warmup=1, log_every=1, ckpt_every=3)
+    cfg["stages"] = {s: cfg["stages"][s] for s in STAGES}
+    for stage in cfg["stages"].values():
+        stage.get("train", {}).pop("steps", None)
+        stage.get("train", {}).pop("early_stop", None)
+    cfg.pop("ablations")
+    cfg["eval"]["reference"].update(atol=1e-2, rtol=1e-2)
+    path = d / "tiny-patches.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for stage in STAGES:
+        work = d / "results" / "train" / stage
+        assert main(["train", "--config", str(path), "--stage", stage, "--workdir", str(work), "--no-progress"]) == 0
+    return d, path
+
+
+def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
+    d, config = tiny_runs
+    bench = load_bench("ood")
+    out = d / "ood"
+    assert bench.main(["--config", str(config), "--n", "12", "--exact-n", "2", "--out", str(out)]) == 0
+    res = json.loads((out / "ood.json").read_text())
+    methods = {(r["run"], r["method"]) for r in res["rows"]}
+    assert methods == {
+        ("teacher", "K=1 Euler (hutchinson)"),
+        ("shortcut", "K=1 Euler (hutchinson)"),
+        ("shortcut_f2d2", "F2D2 K=1 (head)"),
+        ("teacher", "reference dopri5 (hutchinson)"),
+        ("teacher", "reference dopri5 (exact) subset"),
+        ("-", "png bits/dim alone"),
+    }
+    assert res["n_in"] == res["n_out"] == 12 and res["per_patch"]["source"].count("test") == 12
+    assert {s for s in res["per_patch"]["source"] if s != "test"} == set(OOD_PHOTOS)
+    for r in res["rows"]:
+        assert np.isfinite([r["bpd_in"], r["bpd_out"]]).all(), r
+        assert 0 <= r["auroc"] <= 1 and 0 <= r["auroc_subset"] <= 1, r
+        assert set(r["auroc_by_source"]) == set(OOD_PHOTOS)
+        if r["run"] != "-":
+            assert r["seconds"] > 0 and r["nfe"] > 0 and 0 <= r["auroc_corrected"] <= 1, r
+            assert r["n"] == (4 if r["method"].endswith("subset") else 24)
+            assert np.isfinite([r["shift_in"], r["shift_out"], r["err_vs_exact_subset"]]).all(), r
+    (t,) = res["target"]
+    assert t["run"] == "shortcut_f2d2" and isinstance(t["met"], bool) and t["speedup"] > 0
+    low, high = t["difference_95"]
+    assert -1 <= low <= high <= 1 and t["auroc_gap"] == abs(t["auroc_difference"])
+    assert set(res["checkpoints"]) == set(STAGES) and res["seed"] == 0 and res["threads"] == 1
+    assert (out / "ood.csv").read_text().count("\n") == 1 + len(res["rows"])
+    assert (out / "scores.csv").read_text().count("\n") == 1 + 24
+    assert len(res["per_patch"]) == 2 + 5 and len(res["per_patch"]["png bits/dim"]) == 24
+    table = capsys.readouterr().out
+    assert "target shortcut_f2d2: AUROC gap" in table and "reference dopri5 (exact) subset" in table
+
+
+def test_bench_refuses_runs_that_trained_on_an_ood_photo(tiny_runs):
+    bench = load_bench("ood")
+    data = {"name": "patches", "size": 8, "images": ["astronaut", "retina"]}
+    with pytest.raises(SystemExit, match=r"data.images include \['retina'\]"):
+        bench.patch_sets(data, 4, 0)
+    with pytest.raises(SystemExit, match="--n 100000: expected 1 .."):
+        bench.patch_sets({"name": "patches", "size": 8}, 100000, 0)
