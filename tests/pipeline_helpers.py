@@ -39,6 +39,7 @@ def tiny_config(tmp: Path, bundle: bool = True) -> Path:
         stage.get("train", {}).pop("steps", None)
     cfg["stages"]["teacher"]["train"]["steps"] = 60
     cfg["eval"].update(n_points=200, steps=[1, 2], bundle=bundle)
+    cfg["eval"]["frontier"] = {"n": 50, "euler": [1, 2], "midpoint": [1], "rk4": [1], "tols": [1.0e-2]}
     cfg["eval"]["density_grid"]["size"] = 8
     cfg["ablations"]["div_scale"]["values"] = [1.0, 10.0]
     cfg["ablations"]["lam"]["values"] = [0.1, 1.0]

@@ -53,7 +53,14 @@ def test_error_table_matches_cells_and_f2d2_rows_exist(pipeline):
     _, _, out = pipeline
     t7 = pd.read_csv(out / "tables" / "table7.csv")
     teacher_rows = t7[t7["reference"] == "teacher"]
-    assert list(teacher_rows.iloc[:, 0]) == METHODS
+    # beyond the paper: the teacher's midpoint solve at K = 2 evaluations (RK4 needs K = 4, not evaluated here)
+    assert list(teacher_rows.iloc[:, 0]) == [*METHODS, "Flow Matching (midpoint, K evaluations)"]
+    midpoint = teacher_rows.iloc[-1]
+    cell = json.loads((out / "eval" / "nll" / "teacher" / "midpoint_K2.json").read_text())
+    assert cell["solver"] == "1-step midpoint" and cell["nfe"] == 2 and cell["div"] == "exact"
+    assert midpoint["K2_abs_err_nats"] == pytest.approx(cell["mean_abs_err_nats"], rel=1e-6)
+    assert np.isnan(midpoint["K1_abs_err_nats"]) and midpoint["run"] == "teacher"
+    t7 = t7.drop(index=midpoint.name)
     # Shortcut-F2D2 (div_source self) also against its own flow's dopri5 solve, beside its own row
     (own,) = t7.index[t7["reference"] == "own flow"]
     assert t7.loc[own, "run"] == t7.loc[own - 1, "run"] == "shortcut_f2d2"
@@ -110,7 +117,7 @@ def test_one_evaluation_job_per_run_writes_every_cell(pipeline):
         assert job["argv"][0] == "eval" and job["state"] == "COMPLETED", run
         cells_argv = [shlex.split(job["argv"][i + 1]) for i, a in enumerate(job["argv"]) if a == "--cell"]
         outs = [c[c.index("--out") + 1] for c in cells_argv]
-        cells = {p for p in (out / "eval").glob(f"*/{run}/K*") if p.suffix in (".csv", ".npy")}
+        cells = {p for p in (out / "eval").glob(f"*/{run}/*K*") if p.suffix in (".csv", ".npy")}
         assert {Path(job["cwd"]) / p for p in outs} == cells and len(cells) == len(set(outs)), run
     assert not list((out / "eval").glob("*/*/logs/K*"))  # no job of its own for any cell
     # the importance-sampling cells: one `f2d2 eval` job per F2D2 stage and one for the teacher (and its reference)
@@ -118,8 +125,10 @@ def test_one_evaluation_job_per_run_writes_every_cell(pipeline):
     cells = list((out / "eval" / "importance").glob("*/*.json"))
     assert len(cells) == importance * len(cfg["eval"]["steps"]) + 1
     share = json.loads((out / "tables" / "compute_share.json").read_text())
-    assert share["jobs"] == 2 * len(runs) + solves + importance and 0 < share["compute_share"] <= 1
-    assert share["by_kind"]["eval"]["jobs"] == len(runs) + solves + importance and not share["missing_job_records"]
+    frontier = 1  # the speed-accuracy frontier's job
+    assert share["jobs"] == 2 * len(runs) + solves + importance + frontier and 0 < share["compute_share"] <= 1
+    assert share["by_kind"]["eval"]["jobs"] == len(runs) + solves + importance + frontier
+    assert not share["missing_job_records"]
 
 
 def test_rerun_does_nothing_and_one_cell_rebuilds_its_run_alone(pipeline):

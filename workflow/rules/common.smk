@@ -50,6 +50,7 @@ DENSITY_RUNS = CELLS.density_runs
 nll_cell, sample_cell, density_cell = CELLS.nll_cell, CELLS.sample_cell, CELLS.density_cell
 # run -> its importance-sampling cells, one job each run (2D: the F2D2 stages and the teacher; none for images)
 IMPORTANCE = CELLS.importance_cells(resolve_run(config)["data"]["name"])
+FRONTIER = CELLS.frontier()  # the speed-accuracy frontier's job, or None
 
 
 def check_data():
@@ -102,6 +103,7 @@ def job_log_dirs():
     if IMAGES:
         dirs.append(f"{OUT}/eval/logs/fid_reference")
     dirs += [CELLS.importance_log_dir(run) for run in IMPORTANCE]
+    dirs += [FRONTIER.log_dir] if FRONTIER is not None else []
     if BUNDLE:
         return dirs + [CELLS.bundle_log_dir(run) for run in RUNS]
     return dirs + [cell.log_dir for run in RUNS for cell in CELLS.run_cells(run)]
@@ -126,4 +128,6 @@ def all_targets():
     if IMPORTANCE:
         tables.append(f"{OUT}/tables/table_is.csv")
         figures.append(f"{OUT}/figures/figure_is.png")
+    if FRONTIER is not None:
+        figures.append(FRONTIER.outputs["png"])
     return tables + figures + compute_share_files()

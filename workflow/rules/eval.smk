@@ -86,6 +86,29 @@ for _run in OWN_FLOW_STAGES:
             "{params.submit} {resources.f2d2_submit} -- nll {params.args} > {log} 2>&1"
 
 
+# The speed-accuracy frontier (eval.frontier): every F2D2 stage at each K against the reference teacher's Euler,
+# midpoint, RK4 and dopri5 solves (f2d2's and flow_matching's), one job, one thread, side by side.
+if FRONTIER is not None:
+
+    rule frontier:
+        input:
+            [trained(r) for r in [REFERENCE, *F2D2_STAGES]],
+            points=rules.test_points.output,
+        output:
+            json=FRONTIER.outputs["json"],
+            csv=FRONTIER.outputs["csv"],
+            png=report(FRONTIER.outputs["png"], caption="../report/figure_frontier.rst", category="Figures"),
+        log:
+            FRONTIER.log,
+        params:
+            submit=FRONTIER.submit,
+            args=FRONTIER.args,
+        resources:
+            **submit_resources("eval"),
+        shell:
+            "{params.submit} {resources.f2d2_submit} -- frontier {params.args} > {log} 2>&1"
+
+
 rule fid_reference:
     output:
         CELLS.fid_reference,
@@ -165,6 +188,29 @@ else:
             device=CELLS.device,
         wildcard_constraints:
             run="|".join(RUNS),
+            k=r"\d+",
+        resources:
+            **submit_resources("eval"),
+        shell:
+            "{params.submit} {resources.f2d2_submit} -- nll --checkpoint {params.ckpt} --device {params.device} {params.args} > {log} 2>&1"
+
+    rule solver_nll_cell:
+        input:
+            trained(REFERENCE),
+            points=rules.test_points.output,
+            reference=rules.reference_nll.output.csv,
+        output:
+            csv=f"{OUT}/eval/nll/{REFERENCE}/{{solver}}_K{{k}}.csv",
+            json=f"{OUT}/eval/nll/{REFERENCE}/{{solver}}_K{{k}}.json",
+        log:
+            f"{OUT}/eval/nll/{REFERENCE}/logs/{{solver}}_K{{k}}/snakemake.log",
+        params:
+            submit=lambda w: CELLS.solver_nll(w.solver, w.k).submit,
+            ckpt=CELLS.checkpoint(REFERENCE),
+            args=lambda w: CELLS.solver_nll(w.solver, w.k).args,
+            device=CELLS.device,
+        wildcard_constraints:
+            solver="midpoint|rk4",
             k=r"\d+",
         resources:
             **submit_resources("eval"),

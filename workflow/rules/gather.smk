@@ -103,6 +103,7 @@ rule table_error:
         own_references=[f"{OUT}/eval/nll/{r}/reference.json" for r in OWN_FLOW_STAGES],
         test_split=rules.test_split.output[0],
         training=[trained(r) for r in STAGES],
+        solver_nll=[c.outputs["json"] for c in CELLS.solver_cells()] + [c.outputs["csv"] for c in CELLS.solver_cells()],
     output:
         _report(f"{OUT}/tables/table7.csv", 7),
     log:
@@ -113,6 +114,7 @@ rule table_error:
         steps=STEPS,
         config=CONFIG_FILE,
         labels=LABELS,
+        teacher=REFERENCE,
     script:
         "../scripts/table_error.py"
 

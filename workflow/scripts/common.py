@@ -140,6 +140,19 @@ def parse_cell_path(path: str | os.PathLike) -> tuple[str, int, bool]:
     return p.parent.name, int(m.group(1)), m.group(2) is not None
 
 
+_SOLVER_CELL_RE = re.compile(r"^(midpoint|rk4)_K(\d+)\.json$")
+
+
+def solver_cells(paths: Iterable[str | os.PathLike]) -> dict[str, dict[int, str]]:
+    """{solver: {K: path}} from the teacher's solver cells ``.../<solver>_K<k>.json`` (other files skipped)."""
+    found: dict[str, dict[int, str]] = {}
+    for path in paths:
+        m = _SOLVER_CELL_RE.match(Path(path).name)
+        if m is not None:
+            found.setdefault(m.group(1), {})[int(m.group(2))] = str(path)
+    return found
+
+
 def cells_from_paths(
     paths: Iterable[str | os.PathLike],
     runs: Iterable[str] | None = None,

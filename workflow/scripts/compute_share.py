@@ -27,6 +27,7 @@ RECORDS = {
     "nll": ("--summary", "seconds"),
     "sample": ("--metrics", "seconds"),
     "eval": ("--record", "cell_seconds"),
+    "frontier": ("--out", "seconds"),  # a folder: its frontier.json
 }
 
 
@@ -42,6 +43,8 @@ def job_share(record: dict) -> tuple[float, float | None]:
     if flag not in argv:
         return float(wall), None
     path = Path(record["cwd"]) / argv[argv.index(flag) + 1]
+    if path.is_dir():  # a command writing a folder: its record is <folder>/<command>.json
+        path = path / f"{argv[0]}.json"
     return float(wall), float(common.cell_value(common.read_json(path), key, path))
 
 

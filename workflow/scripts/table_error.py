@@ -5,12 +5,16 @@ The value is recomputed from the per-point CSVs (``K{k}.csv`` beside each cell J
 ``mean_abs_err_nats``. Column ``reference`` says what the row is compared with: ``teacher`` (the
 teacher's dopri5 solve, every run) or ``own flow`` (the dopri5 solve of the velocity whose divergence the
 run's head learned, an extra row for each run with div_source self: the run's own velocity, or with
-self_source start its frozen warm start's, ``experiment.own_flow_source``).
+self_source start its frozen warm start's, ``experiment.own_flow_source``). Beyond the paper, which integrates
+the teacher with Euler steps only, a row per fixed-step solver of eval.teacher_solvers: the reference teacher's
+midpoint or RK4 solve with K model evaluations per point in column K (K / 2 midpoint or K / 4 RK4 steps; empty
+where K is not a multiple), labelled "<teacher> (midpoint, K evaluations)".
 Snakemake: input.nll (flat list of JSON cells), input.reference, input.own_references (the own-flow
 reference JSONs, in params.own_flow order), input.test_split (``f2d2 data --summary``'s JSON: the last
 column, ``test_split``, says where the test points come from); params.methods, params.own_flow,
 params.steps, params.config, params.labels ({run: label}, the method column); input.training (every
-run's ``train.json``: columns ``trained_steps`` and ``early_stop_step``); output[0] the CSV.
+run's ``train.json``: columns ``trained_steps`` and ``early_stop_step``); input.solver_nll (the solver cells'
+JSONs, ``.../<teacher>/<solver>_K<k>.json``), params.teacher; output[0] the CSV.
 """
 
 import math
@@ -69,6 +73,8 @@ def main(
     test_split: str | None = None,
     own_references: dict[str, str] | None = None,
     training: dict[str, str] | None = None,
+    solver_cells: dict[str, dict[int, str]] | None = None,
+    teacher: str | None = None,
     *,
     labels: dict[str, str],
 ) -> pd.DataFrame:
@@ -77,7 +83,8 @@ def main(
     ``own_references`` {run: its own flow's reference JSON} adds a row per run, after the run's own,
     with its error against that reference. With ``test_split`` (the JSON's path) a last column says
     where the test points come from; with ``training`` ({run: train.json}) columns say how each run's
-    training ended (``trained_steps``, ``early_stop_step``)."""
+    training ended (``trained_steps``, ``early_stop_step``). ``solver_cells`` {solver: {K: cell JSON}} adds a
+    row per solver of the reference ``teacher`` (a run among the methods), K being its model evaluations."""
     steps = common.descending(steps)
     ref_csv = common.sibling_csv(reference)
     own = {run: common.sibling_csv(path) for run, path in (own_references or {}).items()}
@@ -102,6 +109,17 @@ def main(
         if run in own:
             row = common.method_row(run, steps, {"NLL": nll_cells}, fill_own, labels)
             rows.append({**row, "reference": "own flow", **ended, "config": config, **extra})
+    for solver, by_k in (solver_cells or {}).items():
+        if teacher not in methods:
+            raise ValueError(f"solver rows of teacher {teacher!r}, which is not among the methods {methods}")
+        if unknown := sorted(set(by_k) - set(steps)):
+            raise ValueError(f"{solver} cells at K = {unknown}, which are not among the steps {steps}")
+        label = f"{common.method_label(teacher, labels)} ({solver}, K evaluations)"
+        row = {"method": label, "run": teacher, "reference": "teacher"}
+        for k, path in by_k.items():
+            row[f"K{k}_abs_err_nats"] = checked_abs_err(path, ref_csv, rtol)
+        row["seed"] = common.train_seed((path, common.read_json(path)) for path in by_k.values())
+        rows.append({**row, **common.training_columns(teacher, training), "config": config, **extra})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df
@@ -119,5 +137,7 @@ if "snakemake" in globals():
         test_split=str(snakemake.input.test_split),
         own_references=dict(zip(snakemake.params.own_flow, map(str, snakemake.input.own_references), strict=True)),
         training=common.training_inputs(snakemake.input.training),
+        solver_cells=common.solver_cells(snakemake.input.solver_nll),
+        teacher=str(snakemake.params.teacher),
         labels=dict(snakemake.params.labels),
     )

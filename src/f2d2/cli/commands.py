@@ -239,6 +239,21 @@ def check_nll_args(args: argparse.Namespace) -> None:
     check_out_suffix(args.out)
     if args.reference:
         check_tolerances(args.atol, args.rtol)
+    if args.solver is not None:
+        if args.reference:
+            raise ValueError(f"--solver {args.solver} takes --steps K fixed steps; --reference is the dopri5 solve")
+        if args.div == "head":
+            raise ValueError(
+                f"--solver {args.solver} integrates the velocity's divergence; --div head (the F2D2 head) "
+                "goes with flow-map steps: leave out --solver, or use --div exact or hutchinson"
+            )
+
+
+def nll_solver(args: argparse.Namespace) -> str:
+    """The "solver" an nll cell's summary records: dopri5, "<K>-step" (flow-map or Euler) or "<K>-step <method>"."""
+    if args.reference:
+        return "dopri5"
+    return f"{args.steps}-step" + (f" {args.solver}" if args.solver else "")
 
 
 def check_sample_args(args: argparse.Namespace) -> None:
@@ -272,7 +287,7 @@ def nll_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -
     images = len(model.data_shape) == 3
     points = load_images(args.points, model.data_shape) if images else load_points(args.points, dim=dim)
     try:
-        div = divergence_for(args.div, has_head=model.has_div_head, adaptive=args.reference)
+        div = divergence_for(args.div, has_head=model.has_div_head, adaptive=args.reference or bool(args.solver))
     except ValueError as e:
         raise ValueError(f"--div {args.div}: {e} (checkpoint {args.checkpoint})") from None
     compare = None
@@ -283,11 +298,16 @@ def nll_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -
     gen = torch.Generator(args.device).manual_seed(args.seed)
     # one dequantization noise per image, the same in every cell (per-sample errors compare like with like)
     dequant = torch.Generator().manual_seed(args.dequant_seed)
-    if args.reference:
+    if args.reference or args.solver:
         import torchdiffeq  # noqa: F401  (the solver's import, before the clock starts)
 
+        method = args.solver or "dopri5"
+        steps = args.steps if args.solver else None
+
         def likelihood(x):
-            return reference_log_likelihood(model, x, atol=args.atol, rtol=args.rtol, div=div, generator=gen)
+            return reference_log_likelihood(
+                model, x, method=method, steps=steps, atol=args.atol, rtol=args.rtol, div=div, generator=gen
+            )
     else:
 
         def likelihood(x):
@@ -317,9 +337,9 @@ def nll_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace) -
         "train_seed": ckpt_cfg["seed"],
         "points": str(args.points),
         "n": len(points),
-        "solver": "dopri5" if args.reference else f"{args.steps}-step",
+        "solver": nll_solver(args),
         "div": div,
-        "backward": None if args.reference else args.backward,
+        "backward": None if args.reference or args.solver else args.backward,
         "mean_nll_nats": float(nll.mean()),
         "mean_bpd": float(bpd.mean()),
         "dequantized": images,
@@ -447,6 +467,58 @@ def cmd_import_meanflow(args: argparse.Namespace) -> None:
     ema = {**{f"module.{k}": v for k, v in state.items()}, "n_averaged": torch.tensor(1)}
     save_checkpoint(args.out, {"config": config, "step": 0, "model": state, "ema": ema})
     print(f"wrote {args.out}: MeanFlow '{args.weights}' weights as a time-flipped U-Net flow map")
+
+
+def cmd_frontier(args: argparse.Namespace) -> None:
+    """``f2d2 frontier``: the speed-accuracy frontier of --run (F2D2) against --teacher on --points, one thread."""
+    from f2d2 import api
+    from f2d2.eval import frontier
+
+    runs = {}
+    for spec in args.run:
+        name, sep, path = spec.partition("=")
+        if not (sep and name and path):
+            raise ValueError(f"--run {spec!r}; expected NAME=PATH (an F2D2 run's checkpoint)")
+        runs[name] = Path(path)
+    if "teacher" in runs:
+        raise ValueError("--run teacher=...: the name 'teacher' is --teacher's")
+    for path in [args.teacher, *runs.values()]:
+        if not path.exists():
+            raise ValueError(f"{path} not found; expected an f2d2 checkpoint .pt or an exported model's folder")
+    torch.set_num_threads(1)
+    models = {"teacher": api.load(args.teacher), **{name: api.load(path) for name, path in runs.items()}}
+    x = frontier_points(args.points, models["teacher"].data_shape, args.n, args.seed)
+    grid = {"euler": args.euler, "midpoint": args.midpoint, "rk4": args.rk4, "tols": args.tols, "divs": args.divs}
+    grid["impls"] = ("f2d2",) if args.no_peer else frontier.IMPLEMENTATIONS
+    record = frontier.run(
+        models,
+        "teacher",
+        list(runs),
+        x,
+        steps=args.steps,
+        grid=grid,
+        ref_tol=args.ref_tol,
+        ref_probes=args.ref_probes,
+        speedup=args.speedup,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=lambda line: print(f"[frontier] {line}", flush=True),
+    )
+    checkpoints = {"teacher": str(args.teacher), **{name: str(path) for name, path in runs.items()}}
+    frontier.write({"checkpoints": checkpoints, "threads": 1, **record}, args.out, title=args.title)
+    for line in record["verdicts"]["lines"]:
+        print(line)
+    print(f"wrote {args.out}/frontier.json, frontier.csv, frontier.png")
+
+
+def frontier_points(path: Path, shape: tuple[int, ...], n: int, seed: int) -> torch.Tensor:
+    """The first n test points of ``path``, (n, *shape): points as they are, uint8 images dequantized (``seed``)
+    into model space, where an NLL error in nats equals the 8-bit pixels' NLL error."""
+    if len(shape) == 3:
+        from f2d2.eval.bpd import dequantize
+
+        return dequantize(load_images(path, shape)[:n], torch.Generator().manual_seed(seed))
+    return load_points(path, dim=shape[0])[:n].float()
 
 
 def cmd_export(args: argparse.Namespace) -> None:

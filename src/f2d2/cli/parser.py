@@ -24,7 +24,18 @@ from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
 FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
 EXTRACTORS = tuple(FID_OPTIONS["extractor"]["enum"])
 
-COMMANDS = ("train", "nll", "sample", "importance", "eval", "data", "fid-reference", "import-meanflow", "export")
+COMMANDS = (
+    "train",
+    "nll",
+    "sample",
+    "importance",
+    "eval",
+    "frontier",
+    "data",
+    "fid-reference",
+    "import-meanflow",
+    "export",
+)
 CELL_COMMANDS = ("nll", "sample", "importance")  # what an ``f2d2 eval`` cell can be
 CELL_SHARED = ("--checkpoint", "--device", "--raw")  # given once to ``f2d2 eval``, not per cell
 
@@ -46,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_sample,
         _add_importance,
         _add_eval,
+        _add_frontier,
         _add_data,
         _add_fid_reference,
         _add_import_meanflow,
@@ -55,6 +67,49 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         add(sub)
     return p
+
+
+def add_frontier_grid(p: argparse.ArgumentParser) -> None:
+    """The solves of a speed-accuracy frontier (``f2d2 frontier``, bench/frontier.py): F2D2 K and the teacher's
+    step counts, tolerances and divergences, the reference, the seed and the K = 1 target."""
+    p.add_argument("--steps", type=_positive_int, nargs="+", default=[1, 2, 4, 8], help="K of the F2D2 runs")
+    p.add_argument("--euler", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16, 32, 64], help="Euler steps")
+    p.add_argument("--midpoint", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16, 32], help="midpoint steps")
+    p.add_argument("--rk4", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16], help="RK4 steps")
+    p.add_argument("--tols", type=float, nargs="*", default=[1e-2, 1e-3, 1e-4, 1e-5], help="dopri5 atol = rtol")
+    p.add_argument(
+        "--divs", nargs="+", choices=("exact", "hutchinson"), default=["exact", "hutchinson"], help="the teacher's"
+    )
+    p.add_argument("--no-peer", action="store_true", help="skip flow_matching's ODESolver (the peer)")
+    p.add_argument("--ref-tol", type=float, default=1e-5, help="the reference dopri5's atol = rtol")
+    p.add_argument(
+        "--ref-probes", type=int, default=0, help="0: exact divergence in the reference; > 0: mean of that many probes"
+    )
+    p.add_argument("--speedup", type=float, default=10.0, help="K = 1 target: x faster than a teacher as accurate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probes (and of image dequantization)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="points per batch (default: all at once)")
+
+
+def _add_frontier(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "frontier",
+        help="the speed-accuracy frontier: F2D2 K-step likelihoods against the teacher's ODE solvers",
+        description=(
+            "Score the first --n of --points (data at t = 1) by every F2D2 --run at each K and by the --teacher's "
+            "joint ODE with Euler, midpoint, RK4 and dopri5 (f2d2's and flow_matching's), one thread, side by "
+            "side: mean |NLL - reference NLL| (nats), NFE, seconds, the Pareto front. Writes --out/frontier.json, "
+            "frontier.csv and frontier.png."
+        ),
+    )
+    f.add_argument("--teacher", required=True, type=Path, help="the teacher's checkpoint (or exported folder)")
+    f.add_argument(
+        "--run", action="append", default=[], metavar="NAME=PATH", help="an F2D2 run's checkpoint (repeatable)"
+    )
+    f.add_argument("--points", required=True, type=Path, help=".npy of test points (N, dim) or uint8 images")
+    f.add_argument("--n", type=_positive_int, default=1000, help="how many of the points (the first n)")
+    f.add_argument("--out", required=True, type=Path, help="folder for frontier.json, .csv, .png")
+    f.add_argument("--title", default="", help="the figure's title")
+    add_frontier_grid(f)
 
 
 def _add_objectives(sub: argparse._SubParsersAction) -> None:
@@ -130,6 +185,13 @@ def _add_nll(sub: argparse._SubParsersAction) -> None:
     how = n.add_mutually_exclusive_group(required=True)
     how.add_argument("--steps", type=_positive_int, help="K, the number of steps")
     how.add_argument("--reference", action="store_true", help="adaptive dopri5 solve (the yardstick)")
+    n.add_argument(
+        "--solver",
+        choices=("midpoint", "rk4"),
+        default=None,
+        help="with --steps K: K fixed steps of this method on the joint ODE of the instantaneous velocity "
+        "(2 or 4 model evaluations per step; a stronger baseline than K Euler/flow-map steps)",
+    )
     n.add_argument(
         "--div",
         choices=DIVERGENCE_SOURCES,

@@ -17,6 +17,9 @@ from f2d2.config import experiment
 from f2d2.config.resolve import deep_merge
 from f2d2.config.schema import defaults, section
 
+# model evaluations per step of the fixed-step solvers of eval.teacher_solvers (f2d2.core.likelihood's, torch-free)
+FIXED_GRID_NFE = {"midpoint": 2, "rk4": 4}
+
 
 def submit(log_dir: str, job_name: str) -> str:
     """`f2d2 submit --log-dir ... --job-name ...`, a rule's params.submit. Its shell command follows it with
@@ -100,6 +103,10 @@ class Cells:
         """The summary (.json) of a run's NLL cell at K = ``k``; the per-point values are the .csv beside it."""
         return f"{self.out}/eval/nll/{run}/K{k}.json"
 
+    def solver_cell(self, solver: str, nfe: int | str) -> str:
+        """The summary (.json) of the reference teacher's ``solver`` NLL cell with ``nfe`` model evaluations."""
+        return f"{self.out}/eval/nll/{self.reference}/{solver}_K{nfe}.json"
+
     def sample_cell(self, run: str, k: int | str, guided: bool = False) -> str:
         """The metrics (.json) of a run's sample cell at K = ``k``; the samples are the .npy beside it."""
         return f"{self.out}/eval/samples/{run}/K{k}{'_guided' if guided else ''}.json"
@@ -150,6 +157,29 @@ class Cells:
         args += [*self.batch, "--out", csv, "--summary", json]
         log_dir = self.cell_log_dir("nll", run, f"K{k}")
         return Cell("nll", shlex.join(args), {"csv": csv, "json": json}, log_dir, f"nll-{run}-K{k}")
+
+    def solver_nfes(self, solver: str) -> list[int]:
+        """The K of eval.steps at which the teacher's ``solver`` cell exists: those a whole number of its steps
+        reaches (``FIXED_GRID_NFE``: model evaluations per step)."""
+        return [k for k in self.steps if k % FIXED_GRID_NFE[solver] == 0]
+
+    def solver_cells(self) -> list[Cell]:
+        """Table 7's stronger baselines (eval.teacher_solvers): each solver at each of its ``solver_nfes``."""
+        return [self.solver_nll(s, k) for s in self.eval["teacher_solvers"] for k in self.solver_nfes(s)]
+
+    def solver_nll(self, solver: str, nfe: int | str) -> Cell:
+        """The reference teacher's NLL by ``nfe`` / (evaluations per step) fixed ``solver`` steps of its joint ODE
+        with eval.baseline_div, compared point by point with the reference solve (outputs csv, json)."""
+        json = self.solver_cell(solver, nfe)
+        csv = json.replace(".json", ".csv")
+        steps = int(nfe) // FIXED_GRID_NFE[solver]
+        args = ["--points", self.test_points, "--steps", str(steps), "--solver", solver]
+        args += ["--div", self.eval["baseline_div"], "--compare", self.reference_solve(self.reference).outputs["csv"]]
+        args += [*self.batch, "--out", csv, "--summary", json]
+        log_dir = self.cell_log_dir("nll", self.reference, f"{solver}_K{nfe}")
+        return Cell(
+            "nll", shlex.join(args), {"csv": csv, "json": json}, log_dir, f"nll-{self.reference}-{solver}-K{nfe}"
+        )
 
     def sample(self, run: str, k: int | str, guided: bool = False) -> Cell:
         """A run's samples at K = ``k``, with divergence-head guidance if ``guided`` (eval.guidance: lr_one_step
@@ -208,16 +238,39 @@ class Cells:
         cells[self.reference] += [self.importance(self.reference, k) for k in [*self.steps, None]]
         return cells
 
+    def frontier(self) -> Cell | None:
+        """The speed-accuracy frontier job (`f2d2 frontier`, eval.frontier; None when that is null): the F2D2 stages
+        at every K against the reference teacher's solves (outputs json, csv, png under eval/frontier)."""
+        opts = self.eval.get("frontier")
+        if opts is None:
+            return None
+        opts = deep_merge(defaults(section("eval")["properties"]["frontier"]), opts)
+        folder = f"{self.out}/eval/frontier"
+        args = ["--teacher", self.checkpoint(self.reference)]
+        for run in self.f2d2_stages:
+            args += ["--run", f"{run}={self.checkpoint(run)}"]
+        args += ["--points", self.test_points, "--n", str(opts["n"]), "--steps", *map(str, self.steps)]
+        for key in ("euler", "midpoint", "rk4", "tols", "divs"):
+            args += [f"--{key}", *map(str, opts[key])]
+        args += [] if opts["peer"] else ["--no-peer"]
+        args += ["--ref-tol", str(self.eval["reference"]["atol"]), "--ref-probes", str(opts["ref_probes"])]
+        args += ["--speedup", str(opts["speedup"]), *self.batch, "--out", folder]
+        outputs = {name: f"{folder}/frontier.{name}" for name in ("json", "csv", "png")}
+        return Cell("frontier", shlex.join(args), outputs, f"{folder}/logs", "frontier")
+
     def importance_log_dir(self, run: str) -> str:
         """Where a run's importance-sampling job logs, beside its ``f2d2 eval --record`` (cells.json)."""
         return f"{self.out}/eval/importance/{run}/logs"
 
     def run_cells(self, run: str) -> list[Cell]:
         """Every cell of a trained run, in its bundle's order: NLL and samples at every K, guided samples for
-        the F2D2 stages, and its density cell if the density figure shows it."""
+        the F2D2 stages, its density cell if the density figure shows it, and for the reference teacher its
+        fixed-step solver cells (Table 7's stronger baselines)."""
         cells = [self.nll(run, k) for k in self.steps]
         for guided in (False, True) if run in self.f2d2_stages else (False,):
             cells += [self.sample(run, k, guided) for k in self.steps]
         if run in self.density_runs:
             cells.append(self.density(run, self.density_steps))
+        if run == self.reference:
+            cells += self.solver_cells()
         return cells

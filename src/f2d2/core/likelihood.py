@@ -6,8 +6,9 @@ direction (``core.sampling`` runs the same walks forward, from noise to data):
 - ``log_likelihood``: K uniform steps of ``flow_map_step`` (``integrate``) from t = 1 to t = 0;
   with ``div="head"`` the F2D2 few-step likelihood, with ``"exact"``/``"hutchinson"``
   the Euler baseline of the paper's tables.
-- ``reference_log_likelihood``: the adaptive (dopri5) solve of the joint ODE (``solve_joint_ode``) with
-  the instantaneous velocity u(x, t, t), the yardstick ("teacher") likelihood.
+- ``reference_log_likelihood``: a torchdiffeq solve of the joint ODE (``solve_joint_ode``) with the
+  instantaneous velocity u(x, t, t): adaptive (dopri5, the yardstick "teacher" likelihood) or, with
+  ``steps``, a fixed-grid Euler, midpoint or RK4 solve (the stronger baselines of the speed-accuracy frontier).
 
 Both return log p_1(x1) = log N(x0; 0, I) - integral_0^1 div v(x_t, t) dt in nats, shape (B,); no
 gradients are tracked unless ``grad=True``.
@@ -89,6 +90,25 @@ def log_likelihood(
         return LikelihoodResult(standard_normal_log_prob(x0) - delta, x0, steps)
 
 
+# torchdiffeq's fixed-grid methods and their model evaluations per step ("rk4" is torchdiffeq's 3/8-rule RK4)
+FIXED_GRID_SOLVERS = {"euler": 1, "midpoint": 2, "rk4": 4}
+ADAPTIVE_SOLVERS = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
+
+
+def check_solver(method: str, steps: int | None) -> None:
+    """Raise before any solve unless ``method`` is fixed-grid with ``steps`` >= 1 or adaptive without steps."""
+    if method in FIXED_GRID_SOLVERS:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"solver {method!r} is fixed-grid: it needs steps = an integer >= 1, got {steps!r}")
+    elif method in ADAPTIVE_SOLVERS:
+        if steps is not None:
+            raise ValueError(f"solver {method!r} is adaptive (atol, rtol): steps must be None, got {steps!r}")
+    else:
+        raise ValueError(
+            f"ODE solver {method!r} is unknown; expected one of {[*FIXED_GRID_SOLVERS, *ADAPTIVE_SOLVERS]}"
+        )
+
+
 def check_tolerances(atol: float, rtol: float) -> None:
     """Raise before any solve if an adaptive solver's tolerances are not positive."""
     if not (atol > 0 and rtol > 0):
@@ -104,15 +124,18 @@ def solve_joint_ode(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     method: str = "dopri5",
+    steps: int | None = None,
     div: str = "exact",
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Adaptive solve of dx/dt = v(x, t), da/dt = div v(x, t) with a(start) = 0, from x (B, *shape) at ``start``.
+    """Solve dx/dt = v(x, t), da/dt = div v(x, t) with a(start) = 0, from x (B, *shape) at ``start``: adaptive
+    (``method`` dopri5, ..., with atol, rtol) or fixed-grid (euler, midpoint, rk4: ``steps`` uniform steps).
 
     Returns (x at ``end``, a(end) = integral_start^end div v dt (B,), nfe), in the caller's grad mode (with
     gradients on, the divergence keeps its graph). ``div="hutchinson"`` draws one probe per point and keeps it
     fixed through the solve.
     """
+    check_solver(method, steps)
     check_tolerances(atol, rtol)
     probe: str | torch.Tensor = "rademacher"
     if div == "hutchinson":
@@ -130,7 +153,12 @@ def solve_joint_ode(
     times = torch.tensor([start, end], dtype=x.dtype, device=x.device)
     from torchdiffeq import odeint  # here: it loads scipy.integrate (most of a second)
 
-    xs, accs = odeint(rhs, (x, a0), times, atol=atol, rtol=rtol, method=method)
+    options = {}
+    if steps is not None:  # the grid itself, not a step size: no rounding can add or drop a step
+        options["grid_constructor"] = lambda func, y0, t: torch.linspace(
+            t[0], t[-1], steps + 1, dtype=t.dtype, device=t.device
+        )
+    xs, accs = odeint(rhs, (x, a0), times, atol=atol, rtol=rtol, method=method, options=options)
     return xs[-1], accs[-1], nfe
 
 
@@ -141,17 +169,19 @@ def reference_log_likelihood(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     method: str = "dopri5",
+    steps: int | None = None,
     div: str = "exact",
     generator: torch.Generator | None = None,
     grad: bool = False,
 ) -> LikelihoodResult:
-    """The joint ODE (``solve_joint_ode``) from data x1 (B, *shape) at t = 1 back to t = 0.
+    """The joint ODE (``solve_joint_ode``) from data x1 (B, *shape) at t = 1 back to t = 0: the adaptive dopri5
+    reference, or another ``method`` (a fixed-grid one with ``steps``).
 
     Then log p_1(x1) = log N(x0) + a(0), with a(0) = -integral_0^1 div v dt. ``grad``: keep the autograd graph
     (backpropagation through the solver's steps); by default no gradients are tracked.
     """
     with torch.set_grad_enabled(grad):
         x0, a, nfe = solve_joint_ode(
-            model, x1, 1.0, 0.0, atol=atol, rtol=rtol, method=method, div=div, generator=generator
+            model, x1, 1.0, 0.0, atol=atol, rtol=rtol, method=method, steps=steps, div=div, generator=generator
         )
         return LikelihoodResult(standard_normal_log_prob(x0) + a, x0, nfe)
