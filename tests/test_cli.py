@@ -42,6 +42,7 @@ def test_every_option_has_help():
         "sample",
         "importance",
         "eval",
+        "frontier",
         "data",
         "submit",
         "fid-reference",

@@ -796,10 +796,16 @@ def test_config_column_is_relative_to_the_project(out, tmp_path, monkeypatch):
             own_references=[],
             test_split=out["test_split"],
             training=out["training"],
+            solver_nll=[],
         ),
         [str(dest)],
         NamedList(
-            methods=["teacher", "shortcut_f2d2"], own_flow=[], steps=STEPS, config=str(root / "c.yaml"), labels=LABELS
+            methods=["teacher", "shortcut_f2d2"],
+            own_flow=[],
+            steps=STEPS,
+            config=str(root / "c.yaml"),
+            labels=LABELS,
+            teacher="teacher",
         ),
     )
     back = read_back(dest)

@@ -486,8 +486,8 @@ def cmd_frontier(args: argparse.Namespace) -> None:
         if not path.exists():
             raise ValueError(f"{path} not found; expected an f2d2 checkpoint .pt or an exported model's folder")
     torch.set_num_threads(1)
-    models = {"teacher": api.load(args.teacher), **{name: api.load(path) for name, path in runs.items()}}
-    x = frontier_points(args.points, models["teacher"].data_shape, args.n, args.seed)
+    models = {name: api.load(path, args.device) for name, path in {"teacher": args.teacher, **runs}.items()}
+    x = frontier_points(args.points, models["teacher"].data_shape, args.n, args.seed).to(args.device)
     grid = {"euler": args.euler, "midpoint": args.midpoint, "rk4": args.rk4, "tols": args.tols, "divs": args.divs}
     grid["impls"] = ("f2d2",) if args.no_peer else frontier.IMPLEMENTATIONS
     record = frontier.run(
@@ -505,7 +505,9 @@ def cmd_frontier(args: argparse.Namespace) -> None:
         progress=lambda line: print(f"[frontier] {line}", flush=True),
     )
     checkpoints = {"teacher": str(args.teacher), **{name: str(path) for name, path in runs.items()}}
-    frontier.write({"checkpoints": checkpoints, "threads": 1, **record}, args.out, title=args.title)
+    frontier.write(
+        {"checkpoints": checkpoints, "device": args.device, "threads": 1, **record}, args.out, title=args.title
+    )
     for line in record["verdicts"]["lines"]:
         print(line)
     print(f"wrote {args.out}/frontier.json, frontier.csv, frontier.png")

@@ -73,9 +73,11 @@ def add_frontier_grid(p: argparse.ArgumentParser) -> None:
     """The solves of a speed-accuracy frontier (``f2d2 frontier``, bench/frontier.py): F2D2 K and the teacher's
     step counts, tolerances and divergences, the reference, the seed and the K = 1 target."""
     p.add_argument("--steps", type=_positive_int, nargs="+", default=[1, 2, 4, 8], help="K of the F2D2 runs")
-    p.add_argument("--euler", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16, 32, 64], help="Euler steps")
-    p.add_argument("--midpoint", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16, 32], help="midpoint steps")
-    p.add_argument("--rk4", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16], help="RK4 steps")
+    p.add_argument("--euler", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16, 32, 64], help="Euler step counts")
+    p.add_argument(
+        "--midpoint", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16, 32], help="midpoint step counts"
+    )
+    p.add_argument("--rk4", type=_positive_int, nargs="*", default=[1, 2, 4, 8, 16], help="RK4 step counts")
     p.add_argument("--tols", type=float, nargs="*", default=[1e-2, 1e-3, 1e-4, 1e-5], help="dopri5 atol = rtol")
     p.add_argument(
         "--divs", nargs="+", choices=("exact", "hutchinson"), default=["exact", "hutchinson"], help="the teacher's"
@@ -109,6 +111,7 @@ def _add_frontier(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--n", type=_positive_int, default=1000, help="how many of the points (the first n)")
     f.add_argument("--out", required=True, type=Path, help="folder for frontier.json, .csv, .png")
     f.add_argument("--title", default="", help="the figure's title")
+    f.add_argument("--device", default="cpu", help="torch device to measure on, e.g. cpu or cuda")
     add_frontier_grid(f)
 
 

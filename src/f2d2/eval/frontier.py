@@ -178,7 +178,8 @@ def measure(
 
         def run_all(model=model, solve=solve) -> LikelihoodResult:
             parts = [likelihood(solve, model, chunk, seed) for chunk in x.split(batch_size or len(x))]
-            return LikelihoodResult(torch.cat([p.log_prob for p in parts]), x, max(p.nfe for p in parts))
+            # .cpu(): on a GPU the clock stops when the values are there, not when the kernels are queued
+            return LikelihoodResult(torch.cat([p.log_prob for p in parts]).cpu(), x, max(p.nfe for p in parts))
 
         result, seconds = timed(run_all)
         nll = -result.log_prob.double()
@@ -205,13 +206,13 @@ def reference_nll(model: FlowMapNet, x: torch.Tensor, *, tol: float = 1e-5, prob
     if probes < 0:
         raise ValueError(f"probes = {probes!r}; expected 0 (exact divergence) or a number of Hutchinson probes")
     if probes == 0:
-        return -reference_log_likelihood(model, x, atol=tol, rtol=tol).log_prob.double()
+        return -reference_log_likelihood(model, x, atol=tol, rtol=tol).log_prob.double().cpu()
     gen = torch.Generator(x.device).manual_seed(seed)
     logps = [
         reference_log_likelihood(model, x, atol=tol, rtol=tol, div="hutchinson", generator=gen).log_prob
         for _ in range(probes)
     ]
-    return -torch.stack(logps).double().mean(0)
+    return -torch.stack(logps).double().mean(0).cpu()
 
 
 def verdicts(rows: list[dict], teacher: str, *, speedup: float = 10.0) -> dict:
