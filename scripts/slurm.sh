@@ -8,12 +8,15 @@
 #   bash scripts/slurm.sh down    # stop the daemons this script started
 #
 # Everything lives in $F2D2_SLURM_DIR (default .slurm/ in the repository): slurm.conf, slurmdbd.conf,
-# the MariaDB data, state, spool, logs and PID files. Ports: $F2D2_SLURM_PORT_BASE (default 16817) +0 ctld,
-# +1 slurmd, +2 slurmdbd, +3 MariaDB. The partition is named $F2D2_PARTITION (default "f2d2").
+# the MariaDB data, state, spool, logs, PID files and the cluster's own munged socket. Ports:
+# $F2D2_SLURM_PORT_BASE +0 ctld, +1 slurmd, +2 slurmdbd, +3 MariaDB; without it `up` picks four free ones
+# (written to $DIR/port), so that two clusters from two clones (two test runs) share one machine. The
+# partition is named $F2D2_PARTITION (default "f2d2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR="$(realpath -m "${F2D2_SLURM_DIR:-.slurm}")"
-PORT="${F2D2_SLURM_PORT_BASE:-16817}"
+PORT="${F2D2_SLURM_PORT_BASE:-}"
+MUNGE_SOCKET="$DIR/run/munge.socket"
 PARTITION="${F2D2_PARTITION:-f2d2}"
 CLUSTER_NAME=f2d2
 UP_TIMEOUT="${F2D2_SLURM_UP_TIMEOUT:-60}"
@@ -58,6 +61,28 @@ wait_for() {  # description timeout-seconds command...
   done
 }
 
+in_use() {  # port: is something on this machine bound to it?
+  ss -Htan "( sport = :$1 )" 2>/dev/null | grep -q . || (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Four consecutive free ports from 16817 + 4 k, k starting at a value of this process's PID, so that two
+# clusters coming up at the same time start their search apart; none over $F2D2_SLURM_PORT_BASE when set.
+pick_ports() {
+  if [ -n "$PORT" ]; then
+    return 0
+  fi
+  local k base p free
+  for k in $(seq 0 499); do
+    base=$((16817 + 4 * (($$ + k) % 500)))
+    free=1
+    for p in $base $((base + 1)) $((base + 2)) $((base + 3)); do
+      if in_use "$p"; then free=0; break; fi
+    done
+    if [ "$free" = 1 ]; then PORT=$base; return 0; fi
+  done
+  die "no four consecutive free ports in 16817-18817; set F2D2_SLURM_PORT_BASE"
+}
+
 write_configs() {
   local host mem node
   host=$(hostname -s)
@@ -74,8 +99,8 @@ SlurmdPort=$((PORT + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-# cred_expire also delays the restart of a requeued job (default 120 s)
-AuthInfo=cred_expire=5
+# this cluster's own munged; cred_expire also delays the restart of a requeued job (default 120 s)
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=5
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/run/slurmctld.pid
@@ -102,6 +127,7 @@ PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
   cat >"$DIR/slurmdbd.conf" <<EOF
 AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
 DbdHost=localhost
 DbdPort=$((PORT + 2))
 SlurmUser=root
@@ -117,19 +143,17 @@ EOF
   chmod 600 "$DIR/slurmdbd.conf"
 }
 
+# The cluster's own munged on $MUNGE_SOCKET (the machine's key): another cluster's `down`, or the machine's own
+# munged, never takes it away.
 start_munge() {
-  if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    log "munged already running"
-    return 0
-  fi
-  [ -s /etc/munge/munge.key ] || { mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null \
+  [ -s /etc/munge/munge.key ] || { mkdir -p /etc/munge; mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null \
     || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none; }
-  mkdir -p /run/munge /var/log/munge /var/lib/munge /etc/munge
-  chown -R munge:munge /run/munge /var/log/munge /var/lib/munge /etc/munge
   chmod 400 /etc/munge/munge.key
-  runuser -u munge -- munged --pid-file=/run/munge/munged.pid
-  echo /run/munge/munged.pid >"$DIR/run/munge.pidfile"  # we started it: `down` stops it
-  wait_for munge 10 bash -c 'munge -n | unmunge' || die "munged does not answer (see /var/log/munge/munged.log)"
+  munged --force --socket="$MUNGE_SOCKET" --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" \
+    --seed-file="$DIR/run/munged.seed" --key-file=/etc/munge/munge.key
+  started munged "$DIR/run/munged.pid" "$DIR/log/munged.log"
+  wait_for munge 10 bash -c "munge -n -S '$MUNGE_SOCKET' | unmunge -S '$MUNGE_SOCKET'" \
+    || die "munged does not answer on $MUNGE_SOCKET (see $DIR/log/munged.log)"
 }
 
 start_mariadb() {
@@ -154,6 +178,9 @@ up() {
     die "a cluster from $DIR is already running (bash scripts/slurm.sh down first)"
   fi
   rm -f "$DIR"/run/*.pid "$DIR/run/munge.pidfile"
+  pick_ports
+  mkdir -p "$DIR"
+  echo "$PORT" >"$DIR/port"
   write_configs
   export SLURM_CONF="$DIR/slurm.conf"
   start_munge
@@ -170,12 +197,13 @@ up() {
   if ! wait_for "idle node" "$UP_TIMEOUT" bash -c '[ "$(sinfo -h -o %t)" = idle ]'; then
     die "the node is not idle after ${UP_TIMEOUT}s: sinfo says '$(sinfo -h -o '%t %E' 2>&1)'; see $DIR/log/"
   fi
-  log "cluster up in $((SECONDS - t0))s: $(sinfo --version), partition $PARTITION; SLURM_CONF=$SLURM_CONF"
+  log "cluster up in $((SECONDS - t0))s: $(sinfo --version), partition $PARTITION, ports $PORT-$((PORT + 3));" \
+    "SLURM_CONF=$SLURM_CONF"
 }
 
 down() {
   local name pidfile pid
-  for name in slurmd slurmctld slurmdbd mariadbd; do
+  for name in slurmd slurmctld slurmdbd mariadbd munged; do
     pidfile="$DIR/run/$name.pid"
     [ -s "$pidfile" ] || continue
     pid=$(cat "$pidfile")
@@ -185,11 +213,6 @@ down() {
     fi
     rm -f "$pidfile"
   done
-  if [ -s "$DIR/run/munge.pidfile" ]; then
-    pidfile=$(cat "$DIR/run/munge.pidfile")
-    [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
-    rm -f "$DIR/run/munge.pidfile"
-  fi
   log "stopped the daemons started from $DIR"
 }
 
