@@ -24,6 +24,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import f2d2
@@ -42,12 +43,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="*", default=None, help="F2D2 runs (default: the config's F2D2 stages)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8], help="K")
     p.add_argument("--n", type=int, default=100, help="test points")
+    p.add_argument(
+        "--pick",
+        choices=("first", "random", "smoothest"),
+        default="random",
+        help="which n test points: the first, a seeded random subset, or those of lowest reference NLL in the "
+        "pipeline's eval/nll/<teacher>/reference.csv (for images: the smoothest patches)",
+    )
     p.add_argument("--tol", type=float, default=1e-4, help="the teacher's dopri5 atol = rtol")
     p.add_argument("--probes", type=int, default=8, help="0: exact divergence; > 0: mean of that many probes")
     p.add_argument("--backward", default=None, help="two-way | forward-only (default: the config's eval.backward)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probes and the dequantization")
     p.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
     return p.parse_args(argv)
+
+
+def pick(args: argparse.Namespace, teacher: str, total: int) -> torch.Tensor:
+    """Indices of the --n test points --pick chooses among ``total``."""
+    if args.pick == "first":
+        return torch.arange(min(args.n, total))
+    if args.pick == "random":
+        return torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.n]
+    nll = np.loadtxt(args.results / "eval" / "nll" / teacher / "reference.csv", delimiter=",", skiprows=1, usecols=0)
+    return torch.from_numpy(np.argsort(nll, kind="stable")[: args.n])
 
 
 def teacher_interval(teacher, x: torch.Tensor, s: float, t: float, tol: float, probes: int, gen) -> tuple:
@@ -109,13 +127,15 @@ def main(argv=None) -> int:
     runs = args.runs if args.runs is not None else [s for s in cfg["stages"] if s in experiment.f2d2_runs(cfg)]
     backward = args.backward or cfg.get("eval", {}).get("backward", "two-way")
     teacher = f2d2.load(args.results / "train" / teacher_name / "checkpoint.pt")
-    x1 = frontier_points(args.results / "eval" / "test_points.npy", teacher.data_shape, args.n, args.seed)
+    x1 = frontier_points(args.results / "eval" / "test_points.npy", teacher.data_shape, None, args.seed)
+    x1 = x1[pick(args, teacher_name, len(x1))]
     gen = torch.Generator().manual_seed(args.seed)
     print(f"[jumps] reference from the data: dopri5 {args.tol:g}, probes {args.probes}", file=sys.stderr)
     ref_x0, ref_delta = teacher_interval(teacher, x1, 1.0, 0.0, args.tol, args.probes, gen)
     ref_logp = standard_normal_log_prob(ref_x0).double() - ref_delta
     dim = math.prod(x1.shape[1:])
-    result = {"command": " ".join(sys.argv), "n": len(x1), "dim": dim, "backward": backward, "runs": {}}
+    result = {"command": " ".join(sys.argv), "n": len(x1), "pick": args.pick, "dim": dim, "backward": backward}
+    result["runs"] = {}
     for run in runs:
         model = f2d2.load(args.results / "train" / run / "checkpoint.pt")
         result["runs"][run] = []
@@ -131,7 +151,10 @@ def main(argv=None) -> int:
 
 def print_table(result: dict) -> None:
     bpd = 1 / (result["dim"] * math.log(2))
-    print(f"{result['n']} points, backward {result['backward']}; nats (signed: model - teacher, + = log p too high)")
+    print(
+        f"{result['n']} points ({result['pick']}), backward {result['backward']}; "
+        "nats (signed: model - teacher, + = log p too high)"
+    )
     print(f"{'run':22s} {'K':>2s} {'error':>16s} {'endpoint part':>16s} {'divergence part':>16s} {'x0 rms':>7s}")
     for run, rows in result["runs"].items():
         for r in rows:

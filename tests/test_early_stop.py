@@ -106,6 +106,44 @@ def test_enabled_but_not_triggered_is_bitwise_the_run_without_it(full, tmp_path)
     assert rows(tmp_path / "cut") == rows(work)
 
 
+@pytest.fixture(scope="module")
+def full_many_k(tmp_path_factory):
+    """The run of ``full`` checking K = 1 and 2 (never triggered): (workdir, {step: {k: val_bpd_K<k>}})."""
+    work = tmp_path_factory.mktemp("full_many_k")
+    train(f2d2_run({**UNREACHABLE, "steps": [1, 2]}), work, progress=False)
+    return work, {r["step"]: {k: r[f"val_bpd_K{k}"] for k in (1, 2)} for r in rows(work) if "val_bpd" in r}
+
+
+def test_several_k_log_each_k_and_the_worst_and_k1_is_the_single_k_check(full, full_many_k):
+    _, checks = full
+    work, by_k = full_many_k
+    assert sorted(by_k) == sorted(checks)
+    for r in (r for r in rows(work) if "val_bpd" in r):
+        bpds = by_k[r["step"]]
+        assert bpds[1] == checks[r["step"]]  # the same validation split, dequantization and model as K = 1 alone
+        assert r["val_bpd"] == max(bpds.values(), key=lambda b: abs(b - 1000.0))  # the K farthest from the target
+    assert any(b[1] != b[2] for b in by_k.values())
+
+
+def test_several_k_stop_only_once_every_k_is_within_tol(full_many_k, tmp_path):
+    """The target is K = 1's BPD at the first check, the tol half its gap to K = 2's there: K = 1 alone would stop
+    at the first check; with K = 1 and 2 the run goes on to the first check where both are within tol."""
+    _, by_k = full_many_k
+    steps = sorted(by_k)
+    target = by_k[steps[0]][1]
+    tol = abs(by_k[steps[0]][2] - target) / 2
+    assert tol > 0
+    both = [s for s in steps if all(abs(b - target) <= tol for b in by_k[s].values())]
+    work = tmp_path / "many"
+    ckpt = load_checkpoint(train(f2d2_run({"target_bpd": target, "tol": tol, "steps": [1, 2]}), work, progress=False))
+    if both:
+        assert ckpt["step"] == both[0] > steps[0] and ckpt["early_stopped"]["val_bpd_K2"] == by_k[both[0]][2]
+    else:
+        assert ckpt["step"] == STEPS and "early_stopped" not in ckpt
+    single = load_checkpoint(train(f2d2_run({"target_bpd": target, "tol": tol}), tmp_path / "one", progress=False))
+    assert single["step"] == steps[0]
+
+
 def test_no_check_before_start_so_an_early_pass_of_the_target_does_not_stop_the_run(full, tmp_path):
     _, checks = full
     target = checks[EVERY]  # the first check hits the target exactly

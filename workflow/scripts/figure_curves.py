@@ -36,9 +36,10 @@ def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def drawn_keys(df: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(loss terms, validation keys) of a run's log, in the log's column order."""
+    """(loss terms, validation keys) of a run's log, in the log's column order; an early stop over several K also
+    logs each K's BPD (``val_bpd_K<k>``), which is validation too but not drawn (val_bpd is the worst of them)."""
     validation = [k for k in VALIDATION if k in df.columns and df[k].notna().any()]
-    terms = [k for k in df.columns if k not in NOT_TERMS and k not in VALIDATION]
+    terms = [k for k in df.columns if k not in NOT_TERMS and k not in VALIDATION and not k.startswith("val_bpd_K")]
     return terms, validation
 
 

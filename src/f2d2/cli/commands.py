@@ -513,7 +513,7 @@ def cmd_frontier(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/frontier.json, frontier.csv, frontier.png")
 
 
-def frontier_points(path: Path, shape: tuple[int, ...], n: int, seed: int) -> torch.Tensor:
+def frontier_points(path: Path, shape: tuple[int, ...], n: int | None, seed: int) -> torch.Tensor:
     """The first n test points of ``path``, (n, *shape): points as they are, uint8 images dequantized (``seed``)
     into model space, where an NLL error in nats equals the 8-bit pixels' NLL error."""
     if len(shape) == 3:

@@ -2,7 +2,8 @@
 
 With ``train.early_stop`` set, training measures every ``every`` steps (from step ``start`` on) the BPD of
 the EMA model's ``steps``-step F2D2 likelihood (divergence head) on a held-out validation split, and stops as soon as
-it lies within ``tol`` bits/dim of the target: ``target_bpd``, or (null) the teacher's reference
+it lies within ``tol`` bits/dim of the target (``steps`` a list of K: once every K's BPD does; the one farthest
+from the target is the logged ``val_bpd``, each K's ``val_bpd_K<k>``): ``target_bpd``, or (null) the teacher's reference
 (dopri5) BPD on the same split, computed once at the start and kept in the checkpoint. ``start`` skips the
 first steps, where a new head's BPD falls from far above the target to far below it and passes the target
 once on its way (on 8x8 patches ~0.13 bits/dim per step near step 95): a stop there is no calibration.
@@ -88,6 +89,8 @@ class EarlyStop:
             raise ConfigError("; ".join(problems))
         self.cfg = run["train"]["early_stop"]
         self.every, self.tol, self.target = self.cfg["every"], self.cfg["tol"], self.cfg["target_bpd"]
+        steps = self.cfg["steps"]
+        self.ks = [steps] if isinstance(steps, int) else list(steps)
         self.backward = "two-way" if describe(run["objective"]).two_way else "forward-only"
         self.batch_size = run["train"]["batch_size"] // group.world
         self.device, self.group = device, group
@@ -101,17 +104,27 @@ class EarlyStop:
             gen = torch.Generator(self.device).manual_seed(self.cfg["seed"])  # Hutchinson probes
             return self._mean_bpd(model, lambda x: reference_log_likelihood(model, x, div=div, generator=gen))
 
-    def evaluate(self, model: FlowMapNet) -> float:
-        """The BPD of ``model``'s (the EMA network's) ``steps``-step F2D2 likelihood on the split."""
+    def evaluate(self, model: FlowMapNet) -> dict[int, float]:
+        """{K: the BPD of ``model``'s (the EMA network's) K-step F2D2 likelihood on the split} for each K of steps."""
         was_training = model.training
         model.eval()  # no dropout
         try:
             with self._own_rng():
-                return self._mean_bpd(
-                    model, lambda x: log_likelihood(model, x, self.cfg["steps"], div="head", backward=self.backward)
-                )
+                return {
+                    k: self._mean_bpd(
+                        model, lambda x, k=k: log_likelihood(model, x, k, div="head", backward=self.backward)
+                    )
+                    for k in self.ks
+                }
         finally:
             model.train(was_training)
+
+    def row(self, bpds: dict[int, float]) -> dict[str, float]:
+        """The metrics row of one check: ``val_bpd`` (the K farthest from the target), ``target_bpd`` and, for
+        several K, ``val_bpd_K<k>``."""
+        worst = max(bpds.values(), key=lambda bpd: abs(bpd - self.target))
+        per_k = {f"val_bpd_K{k}": bpd for k, bpd in bpds.items()} if len(bpds) > 1 else {}
+        return {"val_bpd": worst, "target_bpd": self.target, **per_k}
 
     def checks_at(self, step: int) -> bool:
         """Whether training measures the validation BPD after ``step`` steps: a multiple of every, >= start."""

@@ -305,7 +305,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
             # Validation of the EMA model (early stop).
             val = None
             if early is not None and early.checks_at(step):
-                val = {"val_bpd": early.evaluate(state.ema.module), "target_bpd": early.target}
+                val = early.row(early.evaluate(state.ema.module))
                 if early.reached(val["val_bpd"]):
                     stopped.update(step=step, **val)
 
