@@ -52,6 +52,26 @@ def test_exact_flow_map_head_is_exact_in_one_step(gaussian_points):
     assert (fwd.log_prob - exact).abs().mean() > 1e-2
 
 
+@pytest.mark.parametrize("backward", ["two-way", "forward-only"])
+def test_more_steps_are_never_worse_on_the_closed_form_flow(gaussian_points, backward):
+    """K-step F2D2 likelihoods of the exact joint flow map: with two-way steps every K is exact, with the paper's
+    forward-only trick (an approximation per step) the error falls as K grows; a K-step walk that went wrong at K > 1 (a jump's
+    times, its sign, the head's scale) would make a longer K worse than a shorter one. The allowance is float32's
+    (the closed-form flow has no Hutchinson probe)."""
+    model = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=7.0)
+    exact = model.log_prob_data(gaussian_points)
+    errs = {
+        k: float(
+            (log_likelihood(model, gaussian_points, k, div="head", backward=backward).log_prob - exact).abs().mean()
+        )
+        for k in (1, 2, 4, 8)
+    }
+    for short, long in ((1, 2), (2, 4), (4, 8), (1, 8)):
+        assert errs[long] <= errs[short] + 1e-4, (backward, errs)
+    if backward == "forward-only":
+        assert errs[8] < 0.75 * errs[1]  # an approximation per step: smaller steps, a smaller error
+
+
 def test_sampling_moves_noise_to_data():
     model = GaussianFlow(MU, SIGMA, flow_map=False)
     x0 = torch.randn(20000, 2, generator=torch.Generator().manual_seed(1))
