@@ -4,8 +4,8 @@ tolerances, exact and Hutchinson divergence, through f2d2's integrators and flow
 Not a test: it prints numbers.
 
     python bench/frontier.py --config config/config.yaml --results results --out results/frontier
-    python bench/frontier.py --config config/patches.yaml --results results/patches --n 100 --exact-n 100 \\
-        --divs hutchinson --out results/frontier/patches
+    python bench/frontier.py --config config/patches.yaml --results results/patches --n 100 --divs hutchinson \\
+        --ref-tol 1e-4 --ref-probes 32 --speedup 30 --out results/frontier/patches
 
 Points: the first --n of the pipeline's test points (<results>/eval/test_points.npy; images dequantized once with
 --seed and scored in model space, where an NLL error equals the pixels' NLL error). Error: mean per-point
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import f2d2
-from f2d2.cli.commands import frontier_points
+from f2d2.cli.commands import frontier_points, measure_frontier
 from f2d2.cli.parser import add_frontier_grid
 from f2d2.config import experiment
 from f2d2.config.resolve import load_yaml
@@ -59,22 +59,7 @@ def main(argv=None) -> int:
     models = {run: f2d2.load(path) for run, path in ckpts.items()}
     x = frontier_points(args.results / "eval" / "test_points.npy", models[teacher].data_shape, args.n, args.seed)
     print(f"[frontier] {len(x)} points of shape {tuple(x.shape[1:])}; reference solve ...", file=sys.stderr)
-    grid = {"euler": args.euler, "midpoint": args.midpoint, "rk4": args.rk4, "tols": args.tols, "divs": args.divs}
-    grid["impls"] = ("f2d2",) if args.no_peer else frontier.IMPLEMENTATIONS
-    record = frontier.run(
-        models,
-        teacher,
-        runs,
-        x,
-        steps=args.steps,
-        grid=grid,
-        ref_tol=args.ref_tol,
-        ref_probes=args.ref_probes,
-        speedup=args.speedup,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        progress=lambda line: print(f"[frontier] {line}", file=sys.stderr),
-    )
+    record = measure_frontier(models, teacher, runs, x, args, lambda line: print(f"[frontier] {line}", file=sys.stderr))
     print_table(record)
     if args.out is not None:
         record = {

@@ -488,21 +488,8 @@ def cmd_frontier(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     models = {name: api.load(path, args.device) for name, path in {"teacher": args.teacher, **runs}.items()}
     x = frontier_points(args.points, models["teacher"].data_shape, args.n, args.seed).to(args.device)
-    grid = {"euler": args.euler, "midpoint": args.midpoint, "rk4": args.rk4, "tols": args.tols, "divs": args.divs}
-    grid["impls"] = ("f2d2",) if args.no_peer else frontier.IMPLEMENTATIONS
-    record = frontier.run(
-        models,
-        "teacher",
-        list(runs),
-        x,
-        steps=args.steps,
-        grid=grid,
-        ref_tol=args.ref_tol,
-        ref_probes=args.ref_probes,
-        speedup=args.speedup,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        progress=lambda line: print(f"[frontier] {line}", flush=True),
+    record = measure_frontier(
+        models, "teacher", list(runs), x, args, lambda line: print(f"[frontier] {line}", flush=True)
     )
     checkpoints = {"teacher": str(args.teacher), **{name: str(path) for name, path in runs.items()}}
     frontier.write(
@@ -511,6 +498,29 @@ def cmd_frontier(args: argparse.Namespace) -> None:
     for line in record["verdicts"]["lines"]:
         print(line)
     print(f"wrote {args.out}/frontier.json, frontier.csv, frontier.png")
+
+
+def measure_frontier(models: dict, teacher: str, runs: list[str], x: torch.Tensor, args: argparse.Namespace, progress):
+    """``f2d2.eval.frontier.run`` with the solves, reference, seed and target of ``args`` (``add_frontier_grid``'s
+    options, shared by `f2d2 frontier` and bench/frontier.py)."""
+    from f2d2.eval import frontier
+
+    grid = {"euler": args.euler, "midpoint": args.midpoint, "rk4": args.rk4, "tols": args.tols, "divs": args.divs}
+    grid["impls"] = ("f2d2",) if args.no_peer else frontier.IMPLEMENTATIONS
+    return frontier.run(
+        models,
+        teacher,
+        runs,
+        x,
+        steps=args.steps,
+        grid=grid,
+        ref_tol=args.ref_tol,
+        ref_probes=args.ref_probes,
+        speedup=args.speedup,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
 
 
 def frontier_points(path: Path, shape: tuple[int, ...], n: int | None, seed: int) -> torch.Tensor:
