@@ -29,7 +29,7 @@ from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
 from f2d2.eval.nll import points_nll
 from f2d2.io import meanflow
 from f2d2.io.arrays import check_out_suffix, load_images, read_nll, write_array
-from f2d2.io.atomic import atomic_write_text
+from f2d2.io.atomic import DiskFull, atomic_write_text
 from f2d2.io.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from f2d2.io.export import export_model
 from f2d2.io.meanflow import MeanFlowCheckpointError
@@ -39,6 +39,7 @@ from f2d2.training.failures import OutOfMemory, TrainingError, explain_out_of_me
 from f2d2.training.loop import train
 
 USER_ERRORS = (
+    DiskFull,
     ConfigError,
     DataError,
     CheckpointError,

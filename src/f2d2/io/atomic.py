@@ -1,7 +1,9 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""Atomic file writes: a reader never sees a half-written file, and a write that finds the disk full leaves the
+file it was replacing as it was and says so (``DiskFull``)."""
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import tempfile
@@ -10,6 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _TMP = ".tmp"
+FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device, or over a disk quota
+
+
+class DiskFull(OSError):
+    """An atomic write that found no space left (ENOSPC, or a quota's EDQUOT); the target file is unchanged.
+    Made as DiskFull(errno, message); prints as its message alone."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @contextmanager
@@ -30,6 +41,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno not in FULL:
+            raise
+        raise DiskFull(
+            e.errno,
+            f"cannot write {path}: the disk is full ({os.strerror(e.errno)}); nothing half-written is left and what "
+            f"was there before is kept: free space on the filesystem of {path.parent} and run the command again",
+        ) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

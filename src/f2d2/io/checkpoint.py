@@ -43,7 +43,10 @@ def save_checkpoint(path: str | Path, payload: dict, *, keep_previous: bool = Fa
     """
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+        with open(tmp, "wb") as f:  # a file object: a full disk raises OSError (ENOSPC), reported as DiskFull
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())  # on the disk before the previous checkpoint moves aside
         if keep_previous and path.exists():
             os.replace(path, previous_path(path))
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from f2d2.config import experiment
 from f2d2.config.resolve import ConfigError
 from f2d2.data import SEED_STRIDE, Dataset2D, ImageDataset, make_dataset
-from f2d2.io.atomic import atomic_write_text, remove_stale_temporaries
+from f2d2.io.atomic import FULL, DiskFull, atomic_write_text, remove_stale_temporaries
 from f2d2.io.checkpoint import load_resumable, previous_path, save_checkpoint, warm_start
 from f2d2.io.teacher import load_teacher
 from f2d2.nets import FlowMapNet, build_model
@@ -226,12 +226,25 @@ class MetricsLog:
     def __exit__(self, *exc: object) -> None:
         for handle in (self._file, self._writer):
             if handle is not None:
-                handle.close()
+                try:
+                    handle.close()
+                except OSError as e:  # a full disk again, flushing what write() could not: report the first error
+                    if exc[0] is None:
+                        raise DiskFull(e.errno, f"cannot write {self.path}: {e.strerror}") from None
         self._file = self._writer = None
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(row) + "\n")
+            self._file.flush()
+        except OSError as e:
+            if e.errno not in FULL:
+                raise
+            raise DiskFull(
+                e.errno,
+                f"cannot append to {self.path}: the disk is full ({e.strerror}); the checkpoint is kept, and a "
+                "half-written last line is dropped when the run resumes: free space and run the command again",
+            ) from None
         if self._writer is not None:
             for key, value in row.items():
                 if key != "step":
