@@ -19,6 +19,7 @@ Data batches x1 are (B / world, *data_shape); the objectives draw noise x0 at t 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -46,6 +47,7 @@ from f2d2.training.distributed import Group, init_from_env, shutdown
 from f2d2.training.early_stop import EarlyStop
 from f2d2.training.ema import multi_avg_fn
 from f2d2.training.failures import check_terms
+from f2d2.training.lock import workdir_lock
 from f2d2.training.preemption import StopSignals
 
 CHECKPOINT = "checkpoint.pt"
@@ -82,7 +84,8 @@ def train(run_cfg: dict, workdir: str | Path, *, progress: bool = True, restart_
     tr = run["train"]
     group = init_from_env(torch.device(tr["device"]).type)
     try:
-        return _train(run, data, workdir, group, progress and group.is_main, restart_on_change)
+        with workdir_lock(workdir) if group.is_main else contextlib.nullcontext():  # one training per folder
+            return _train(run, data, workdir, group, progress and group.is_main, restart_on_change)
     finally:
         shutdown(group)
 
