@@ -88,7 +88,8 @@ def test_an_evaluation_cell_on_a_full_disk_keeps_the_finished_cell(small_disk, t
     config.write_text(yaml.safe_dump(RUN))
     assert train(config, tmp_path / "model", 5) == 0
     points = tmp_path / "points.npy"
-    assert main(["data", "--config", str(ROOT / "config" / "config.yaml"), "--n", "20000", "--seed", "0", "--out", str(points)]) == 0
+    data = ["data", "--config", str(ROOT / "config" / "config.yaml"), "--n", "20000", "--seed", "0"]
+    assert main([*data, "--out", str(points)]) == 0
     cell = small_disk / "K1.csv"
     args = ["nll", "--checkpoint", str(tmp_path / "model" / "checkpoint.pt"), "--points", str(points), "--steps", "1"]
     assert main([*args, "--out", str(cell)]) == 0

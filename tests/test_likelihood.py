@@ -55,9 +55,9 @@ def test_exact_flow_map_head_is_exact_in_one_step(gaussian_points):
 @pytest.mark.parametrize("backward", ["two-way", "forward-only"])
 def test_more_steps_are_never_worse_on_the_closed_form_flow(gaussian_points, backward):
     """K-step F2D2 likelihoods of the exact joint flow map: with two-way steps every K is exact, with the paper's
-    forward-only trick (an approximation per step) the error falls as K grows; a K-step walk that went wrong at K > 1 (a jump's
-    times, its sign, the head's scale) would make a longer K worse than a shorter one. The allowance is float32's
-    (the closed-form flow has no Hutchinson probe)."""
+    forward-only trick (an approximation per step) the error falls as K grows; a K-step walk that went wrong at
+    K > 1 (a jump's times, its sign, the head's scale) would make a longer K worse than a shorter one. The
+    allowance is float32's (the closed-form flow has no Hutchinson probe)."""
     model = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=7.0)
     exact = model.log_prob_data(gaussian_points)
     errs = {
