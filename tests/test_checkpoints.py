@@ -59,6 +59,7 @@ def test_previous_checkpoint_is_kept_beside_the_latest(trained):
         "checkpoint.prev.pt",
         "config.yaml",
         "metrics.jsonl",
+        "train.lock",  # who trains here (f2d2.training.lock); its lock went with the process
     }
 
 
