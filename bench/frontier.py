@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     cfg = load_yaml(args.config)
     teacher = experiment.reference_stage(cfg)
-    runs = args.runs if args.runs is not None else [s for s in cfg["stages"] if s in experiment.f2d2_runs(cfg)]
+    runs = args.runs if args.runs is not None else experiment.f2d2_stages(cfg)
     ckpts = {run: args.results / "train" / run / "checkpoint.pt" for run in [teacher, *runs]}
     if missing := [str(p) for p in ckpts.values() if not p.is_file()]:
         raise SystemExit(f"--results {args.results}: no checkpoint at {', '.join(missing)}; run the pipeline first")

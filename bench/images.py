@@ -375,7 +375,7 @@ def time_trained(args) -> dict:
     out = Path(cfg["outdir"]) if Path(cfg["outdir"]).is_absolute() else ROOT / cfg["outdir"]
     points = out / "eval" / "test_points.npy"
     teacher = experiment.reference_stage(cfg)
-    runs = [run for run in experiment.f2d2_runs(cfg) if run in cfg["stages"]]  # the stages, not the ablation runs
+    runs = experiment.f2d2_stages(cfg)  # the stages, not the ablation runs
     ckpt = {run: out / "train" / run / "checkpoint.pt" for run in [teacher, *runs]}
     if missing := [str(p) for p in [points, *ckpt.values()] if not p.exists()]:
         raise SystemExit(f"--trained {args.trained}: {missing} not found; run the pipeline on this config first")

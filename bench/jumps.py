@@ -32,7 +32,7 @@ from f2d2.cli.commands import frontier_points
 from f2d2.config import experiment
 from f2d2.config.resolve import load_yaml
 from f2d2.core.flowmap import flow_map_step
-from f2d2.core.likelihood import solve_joint_ode, standard_normal_log_prob, time_grid
+from f2d2.core.likelihood import probe_averaged_solve, standard_normal_log_prob, time_grid
 from f2d2.io.atomic import atomic_write_text
 
 
@@ -70,19 +70,8 @@ def pick(args: argparse.Namespace, teacher: str, total: int) -> torch.Tensor:
 
 def teacher_interval(teacher, x: torch.Tensor, s: float, t: float, tol: float, probes: int, gen) -> tuple:
     """(x_t^ref, dlogp^ref (N,) float64) of the teacher's joint ODE from x (N, *shape) at s to t."""
-    with torch.no_grad():
-        return _teacher_interval(teacher, x, s, t, tol, probes, gen)
-
-
-def _teacher_interval(teacher, x: torch.Tensor, s: float, t: float, tol: float, probes: int, gen) -> tuple:
-    if probes == 0:
-        xt, a, _ = solve_joint_ode(teacher, x, s, t, atol=tol, rtol=tol)
-        return xt, -a.double()
-    total = torch.zeros(len(x), dtype=torch.float64)
-    for _ in range(probes):
-        xt, a, _ = solve_joint_ode(teacher, x, s, t, atol=tol, rtol=tol, div="hutchinson", generator=gen)
-        total -= a.double()
-    return xt, total / probes
+    xt, a = probe_averaged_solve(teacher, x, s, t, tol=tol, probes=probes, generator=gen)
+    return xt, -a
 
 
 def split(model, teacher, x1, k, backward, ref_x0, ref_logp, tol, probes, gen) -> dict:
@@ -124,7 +113,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     cfg = load_yaml(args.config)
     teacher_name = experiment.reference_stage(cfg)
-    runs = args.runs if args.runs is not None else [s for s in cfg["stages"] if s in experiment.f2d2_runs(cfg)]
+    runs = args.runs if args.runs is not None else experiment.f2d2_stages(cfg)
     backward = args.backward or cfg.get("eval", {}).get("backward", "two-way")
     teacher = f2d2.load(args.results / "train" / teacher_name / "checkpoint.pt")
     x1 = frontier_points(args.results / "eval" / "test_points.npy", teacher.data_shape, None, args.seed)

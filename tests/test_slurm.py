@@ -328,7 +328,7 @@ def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, 
     records = [json.loads(p.read_text()) for p in out.rglob("job.json")]
     cfg = yaml.safe_load(config.read_text())
     runs, solves = experiment.runs(cfg), 1 + len(own_flow_stages(cfg))
-    importance = len([s for s in cfg["stages"] if s in experiment.f2d2_runs(cfg)]) + 1  # per F2D2 stage, the teacher
+    importance = len(experiment.f2d2_stages(cfg)) + 1  # a job per F2D2 stage and one for the teacher
     # a training and an evaluation bundle per run, the dopri5 solves, importance sampling and the frontier
     assert len(records) == 2 * len(runs) + solves + importance + 1, sorted(r["job_name"] for r in records)
     assert all(r["cluster"] == "slurm" for r in records)

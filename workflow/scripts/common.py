@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
+from f2d2.core.options import FIXED_GRID_SOLVERS  # noqa: E402
 from f2d2.io.atomic import atomic_path  # noqa: E402
 
 _CELL_RE = re.compile(r"^K(\d+)(_guided)?\.(json|csv)$")
@@ -140,7 +141,7 @@ def parse_cell_path(path: str | os.PathLike) -> tuple[str, int, bool]:
     return p.parent.name, int(m.group(1)), m.group(2) is not None
 
 
-_SOLVER_CELL_RE = re.compile(r"^(midpoint|rk4)_K(\d+)\.json$")
+_SOLVER_CELL_RE = re.compile(rf"^({'|'.join(FIXED_GRID_SOLVERS)})_K(\d+)\.json$")
 
 
 def solver_cells(paths: Iterable[str | os.PathLike]) -> dict[str, dict[int, str]]:

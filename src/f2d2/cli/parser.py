@@ -19,7 +19,7 @@ from pathlib import Path
 
 from f2d2.config.resources import CLUSTERS, DEFAULT_CLUSTER, RESOURCE_DEFAULTS
 from f2d2.config.schema import section
-from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
+from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES, FIXED_GRID_SOLVERS
 
 FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
 EXTRACTORS = tuple(FID_OPTIONS["extractor"]["enum"])
@@ -190,7 +190,7 @@ def _add_nll(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--reference", action="store_true", help="adaptive dopri5 solve (the yardstick)")
     n.add_argument(
         "--solver",
-        choices=("midpoint", "rk4"),
+        choices=[s for s in FIXED_GRID_SOLVERS if s != "euler"],  # Euler: --steps K without --solver
         default=None,
         help="with --steps K: K fixed steps of this method on the joint ODE of the instantaneous velocity "
         "(2 or 4 model evaluations per step; a stronger baseline than K Euler/flow-map steps)",

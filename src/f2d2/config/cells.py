@@ -16,9 +16,7 @@ import shlex
 from f2d2.config import experiment
 from f2d2.config.resolve import deep_merge
 from f2d2.config.schema import defaults, section
-
-# model evaluations per step of the fixed-step solvers of eval.teacher_solvers (f2d2.core.likelihood's, torch-free)
-FIXED_GRID_NFE = {"midpoint": 2, "rk4": 4}
+from f2d2.core.options import FIXED_GRID_SOLVERS
 
 
 def submit(log_dir: str, job_name: str) -> str:
@@ -81,7 +79,7 @@ class Cells:
         self.images = images
         self.reference = experiment.reference_stage(cfg)  # the teacher of the NLL reference solve
         self.f2d2_runs = experiment.f2d2_runs(cfg)  # evaluated with their divergence head
-        self.f2d2_stages = [s for s in cfg["stages"] if s in self.f2d2_runs]  # also sampled with guidance
+        self.f2d2_stages = experiment.f2d2_stages(cfg)  # also sampled with guidance
         density = (cfg.get("figures") or {}).get("density", {})
         self.density_runs = list(density.get("runs", []))
         self.density_steps = density.get("steps")
@@ -160,8 +158,8 @@ class Cells:
 
     def solver_nfes(self, solver: str) -> list[int]:
         """The K of eval.steps at which the teacher's ``solver`` cell exists: those a whole number of its steps
-        reaches (``FIXED_GRID_NFE``: model evaluations per step)."""
-        return [k for k in self.steps if k % FIXED_GRID_NFE[solver] == 0]
+        reaches (``FIXED_GRID_SOLVERS``: model evaluations per step)."""
+        return [k for k in self.steps if k % FIXED_GRID_SOLVERS[solver] == 0]
 
     def solver_cells(self) -> list[Cell]:
         """Table 7's stronger baselines (eval.teacher_solvers): each solver at each of its ``solver_nfes``."""
@@ -172,7 +170,7 @@ class Cells:
         with eval.baseline_div, compared point by point with the reference solve (outputs csv, json)."""
         json = self.solver_cell(solver, nfe)
         csv = json.replace(".json", ".csv")
-        steps = int(nfe) // FIXED_GRID_NFE[solver]
+        steps = int(nfe) // FIXED_GRID_SOLVERS[solver]
         args = ["--points", self.test_points, "--steps", str(steps), "--solver", solver]
         args += ["--div", self.eval["baseline_div"], "--compare", self.reference_solve(self.reference).outputs["csv"]]
         args += [*self.batch, "--out", csv, "--summary", json]

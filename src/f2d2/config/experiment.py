@@ -155,6 +155,12 @@ def f2d2_runs(cfg: dict) -> list[str]:
     return [run for run in runs(cfg) if run_config(cfg, run)["model"].get("div_head") is True]
 
 
+def f2d2_stages(cfg: dict) -> list[str]:
+    """The F2D2 runs that are stages of the config (not ablation runs), in the stages' order."""
+    f2d2 = f2d2_runs(cfg)
+    return [stage for stage in cfg["stages"] if stage in f2d2]
+
+
 def ablation_tables(cfg: dict) -> dict[str, int]:
     """{ablation name: table number} of the config's ablations that have a table, in table order."""
     ablations = cfg.get("ablations") or {}

@@ -23,6 +23,7 @@ import torch
 
 from f2d2.core.divergence import divergence, hutchinson_probe
 from f2d2.core.flowmap import flow_map_step
+from f2d2.core.options import FIXED_GRID_SOLVERS
 from f2d2.nets import FlowMapNet
 
 
@@ -90,8 +91,6 @@ def log_likelihood(
         return LikelihoodResult(standard_normal_log_prob(x0) - delta, x0, steps)
 
 
-# torchdiffeq's fixed-grid methods and their model evaluations per step ("rk4" is torchdiffeq's 3/8-rule RK4)
-FIXED_GRID_SOLVERS = {"euler": 1, "midpoint": 2, "rk4": 4}
 ADAPTIVE_SOLVERS = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
 
 
@@ -160,6 +159,35 @@ def solve_joint_ode(
         )
     xs, accs = odeint(rhs, (x, a0), times, atol=atol, rtol=rtol, method=method, options=options)
     return xs[-1], accs[-1], nfe
+
+
+def probe_averaged_solve(
+    model: FlowMapNet,
+    x: torch.Tensor,
+    start: float,
+    end: float,
+    *,
+    tol: float = 1e-5,
+    probes: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``solve_joint_ode`` with dopri5 at atol = rtol = ``tol``, no gradients: (x at ``end``, a (B,) float64 =
+    integral_start^end div v dt) with the exact divergence, or with ``probes`` > 0 the mean of a over that many
+    solves with independent Hutchinson probes from ``generator`` (the path does not depend on the probe, so the mean
+    converges to the exact divergence's integral; for data of many dimensions)."""
+    if probes < 0:
+        raise ValueError(f"probes = {probes!r}; expected 0 (exact divergence) or a number of Hutchinson probes")
+    with torch.no_grad():
+        if probes == 0:
+            x_end, a, _ = solve_joint_ode(model, x, start, end, atol=tol, rtol=tol)
+            return x_end, a.double()
+        total = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+        for _ in range(probes):
+            x_end, a, _ = solve_joint_ode(
+                model, x, start, end, atol=tol, rtol=tol, div="hutchinson", generator=generator
+            )
+            total += a.double()
+        return x_end, total / probes
 
 
 def reference_log_likelihood(

@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 
 from f2d2.core.likelihood import (
-    FIXED_GRID_SOLVERS,
     LikelihoodResult,
     log_likelihood,
+    probe_averaged_solve,
     reference_log_likelihood,
     standard_normal_log_prob,
 )
+from f2d2.core.options import FIXED_GRID_SOLVERS
 from f2d2.eval.metrics import nll_error
 from f2d2.io.atomic import atomic_path, atomic_write_text
 from f2d2.nets import FlowMapNet
@@ -200,19 +201,11 @@ def pareto(points: list[tuple[float, float]]) -> list[bool]:
 
 
 def reference_nll(model: FlowMapNet, x: torch.Tensor, *, tol: float = 1e-5, probes: int = 0, seed: int = 0):
-    """The reference NLL (N,) float64 of x (N, *shape): dopri5 at ``tol`` with the exact divergence, or with
-    ``probes`` > 0 the mean of that many solves with independent Hutchinson probes (the path does not depend on
-    the probe, so the mean converges to the exact divergence's solve; for data of many dimensions)."""
-    if probes < 0:
-        raise ValueError(f"probes = {probes!r}; expected 0 (exact divergence) or a number of Hutchinson probes")
-    if probes == 0:
-        return -reference_log_likelihood(model, x, atol=tol, rtol=tol).log_prob.double().cpu()
+    """The reference NLL (N,) float64 of x (N, *shape) on the CPU: the dopri5 solve from t = 1 to 0 at ``tol``
+    with the exact divergence, or the mean of ``probes`` Hutchinson solves (``probe_averaged_solve``)."""
     gen = torch.Generator(x.device).manual_seed(seed)
-    logps = [
-        reference_log_likelihood(model, x, atol=tol, rtol=tol, div="hutchinson", generator=gen).log_prob
-        for _ in range(probes)
-    ]
-    return -torch.stack(logps).double().mean(0).cpu()
+    x0, a = probe_averaged_solve(model, x, 1.0, 0.0, tol=tol, probes=probes, generator=gen)
+    return -(standard_normal_log_prob(x0).double() + a).cpu()
 
 
 def verdicts(rows: list[dict], teacher: str, *, speedup: float = 10.0) -> dict:
