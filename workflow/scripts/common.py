@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from f2d2.core.options import FIXED_GRID_SOLVERS  # noqa: E402
+from f2d2.config.solvers import FIXED_GRID_SOLVERS  # noqa: E402
 from f2d2.io.atomic import atomic_path  # noqa: E402
 
 _CELL_RE = re.compile(r"^K(\d+)(_guided)?\.(json|csv)$")

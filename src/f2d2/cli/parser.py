@@ -19,7 +19,8 @@ from pathlib import Path
 
 from f2d2.config.resources import CLUSTERS, DEFAULT_CLUSTER, RESOURCE_DEFAULTS
 from f2d2.config.schema import section
-from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES, FIXED_GRID_SOLVERS
+from f2d2.config.solvers import FIXED_GRID_SOLVERS
+from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
 
 FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
 EXTRACTORS = tuple(FID_OPTIONS["extractor"]["enum"])

@@ -16,7 +16,7 @@ import shlex
 from f2d2.config import experiment
 from f2d2.config.resolve import deep_merge
 from f2d2.config.schema import defaults, section
-from f2d2.core.options import FIXED_GRID_SOLVERS
+from f2d2.config.solvers import FIXED_GRID_SOLVERS
 
 
 def submit(log_dir: str, job_name: str) -> str:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from f2d2.config.solvers import FIXED_GRID_SOLVERS
 from f2d2.core.divergence import divergence, hutchinson_probe
 from f2d2.core.flowmap import flow_map_step
-from f2d2.core.options import FIXED_GRID_SOLVERS
 from f2d2.nets import FlowMapNet
 
 

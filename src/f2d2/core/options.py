@@ -2,12 +2,9 @@
 
 DIVERGENCE_SOURCES: "head" (the F2D2 divergence head) or the exact / Hutchinson divergence of the
 instantaneous velocity. BACKWARD_MODES: how a flow map steps from data towards noise (see flowmap.py).
-FIXED_GRID_SOLVERS: the fixed-step solvers of the joint ODE (core.likelihood) and their evaluations per step.
 """
 
 DIVERGENCE_SOURCES = ("head", "exact", "hutchinson")
-# torchdiffeq's fixed-grid methods and their model evaluations per step ("rk4" is torchdiffeq's 3/8-rule RK4)
-FIXED_GRID_SOLVERS = {"euler": 1, "midpoint": 2, "rk4": 4}
 BACKWARD_MODES = ("two-way", "forward-only")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from f2d2.config.solvers import FIXED_GRID_SOLVERS
 from f2d2.core.likelihood import (
     LikelihoodResult,
     log_likelihood,
@@ -26,7 +27,6 @@ from f2d2.core.likelihood import (
     reference_log_likelihood,
     standard_normal_log_prob,
 )
-from f2d2.core.options import FIXED_GRID_SOLVERS
 from f2d2.eval.metrics import nll_error
 from f2d2.io.atomic import atomic_path, atomic_write_text
 from f2d2.nets import FlowMapNet

@@ -9,7 +9,6 @@ import fcntl
 import json
 import os
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,17 +23,12 @@ class FolderBusy(TrainingError):
 
 
 def holder() -> dict:
-    """Who this process is: SLURM job id (None outside SLURM), pid, host and the time it took the lock."""
-    return {
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    """Who this process is: SLURM job id (None outside SLURM), pid and host."""
+    return {"slurm_job_id": os.environ.get("SLURM_JOB_ID"), "pid": os.getpid(), "host": socket.gethostname()}
 
 
 def describe(who: dict) -> str:
-    where = f"pid {who.get('pid')} on {who.get('host')}, since {who.get('since')}"
+    where = f"pid {who.get('pid')} on {who.get('host')}"
     job = who.get("slurm_job_id")
     return f"SLURM job {job} ({where})" if job else f"a process outside SLURM ({where})"
 
@@ -58,8 +52,10 @@ def workdir_lock(workdir: Path) -> Iterator[None]:
                 f"{workdir} is being trained by {describe(who)}; a second training in the same folder is refused: "
                 + (f"wait for that job or cancel it (scancel {job})" if job else "wait for that process to end")
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder()).encode(), 0)
+        record = json.dumps(holder()).encode()
+        if os.pread(fd, len(record) + 1, 0) != record:  # a restart by the same holder leaves the folder untouched
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
         yield
     finally:
         os.close(fd)  # releases the lock
