@@ -117,6 +117,9 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$((PORT + 2))
+# with auth/munge this names the munged socket for talking to slurmdbd (sacctmgr, slurmctld); without it they
+# use the machine's default socket, which need not exist
+AccountingStoragePass=$MUNGE_SOCKET
 JobRequeue=1
 ReturnToService=2
 MinJobAge=300
@@ -187,7 +190,8 @@ up() {
   start_mariadb
   slurmdbd  # reads slurmdbd.conf beside $SLURM_CONF
   started slurmdbd "$DIR/run/slurmdbd.pid" "$DIR/log/slurmdbd.log"
-  wait_for slurmdbd 30 sacctmgr -n list cluster || die "slurmdbd does not answer; see $DIR/log/slurmdbd.log"
+  wait_for slurmdbd 30 sacctmgr -n list cluster || die "slurmdbd does not answer; last lines of $DIR/log/slurmdbd.log:
+$(tail -n 20 "$DIR/log/slurmdbd.log" 2>/dev/null)"
   sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER_NAME" \
     || sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null
   slurmctld
