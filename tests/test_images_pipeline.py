@@ -61,6 +61,8 @@ def test_table1_has_bpd_and_fid_for_every_method(image_pipeline):
     assert (methods[["K2_fid", "K1_fid"]] >= 0).all().all()
     assert set(methods["config"]) == {str(config.relative_to(tmp))}  # relative to the project (--directory)
     assert set(t1["test_split"]) == {"test split of shapes: all 24"}
+    tiny = "tiny-conv (seeded random conv, tests only); resize none (images at their own size)"
+    assert set(t1["fid_network"]) == {tiny}  # every cell's record (f2d2.eval.fid.TINY_CONV_INFO)
 
 
 def test_tables_say_at_which_step_the_early_stop_ended_a_run(image_pipeline):

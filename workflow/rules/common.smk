@@ -29,7 +29,7 @@ except ConfigError as e:
     raise WorkflowError(f"config {CONFIG_FILE}: {e}")
 
 IMAGES = resolve_run(config)["data"]["name"] in IMAGE_NAMES
-CELLS = Cells(config, IMAGES)  # the evaluation cells: their files and `f2d2` arguments (f2d2.config.cells)
+CELLS = Cells(config, IMAGES, CONFIG_FILE)  # the evaluation cells: their files and `f2d2` arguments (f2d2.config.cells)
 OUT = CELLS.out
 EVAL = CELLS.eval  # with the schema's defaults
 STEPS = CELLS.steps
@@ -51,6 +51,7 @@ nll_cell, sample_cell, density_cell = CELLS.nll_cell, CELLS.sample_cell, CELLS.d
 # run -> its importance-sampling cells, one job each run (2D: the F2D2 stages and the teacher; none for images)
 IMPORTANCE = CELLS.importance_cells(resolve_run(config)["data"]["name"])
 FRONTIER = CELLS.frontier()  # the speed-accuracy frontier's job, or None
+QUALITY = CELLS.quality()  # the sample-quality (FID, self-guidance) job of an image experiment, or None
 
 
 def check_data():
@@ -84,7 +85,7 @@ def submit_resources(kind):
     """The rule resources of a ``kind`` (train or eval) job: ``f2d2_submit``, the cluster and the config's
     resources as `f2d2 submit` flags. A resource, not a param: Snakemake reruns a job whose params changed,
     and asking for more time or another partition changes no result."""
-    res = config["resources"][kind]
+    res = config["resources"].get(kind) or config["resources"]["eval"]  # quality: eval's unless its own
     parts = ["--cluster", CLUSTER, "--gpus", str(res["gpus"]), "--cpus", str(res["cpus"]),
              "--mem-gb", str(res["mem_gb"]), "--time-min", str(res["time_min"])]
     for key in ("tasks_per_node", "signal_delay_s"):
@@ -104,6 +105,7 @@ def job_log_dirs():
         dirs.append(f"{OUT}/eval/logs/fid_reference")
     dirs += [CELLS.importance_log_dir(run) for run in IMPORTANCE]
     dirs += [FRONTIER.log_dir] if FRONTIER is not None else []
+    dirs += [QUALITY.log_dir] if QUALITY is not None else []
     if BUNDLE:
         return dirs + [CELLS.bundle_log_dir(run) for run in RUNS]
     return dirs + [cell.log_dir for run in RUNS for cell in CELLS.run_cells(run)]
@@ -130,4 +132,6 @@ def all_targets():
         figures.append(f"{OUT}/figures/figure_is.png")
     if FRONTIER is not None:
         figures.append(FRONTIER.outputs["png"])
+    if QUALITY is not None:
+        figures.append(QUALITY.outputs["png"])
     return tables + figures + compute_share_files()

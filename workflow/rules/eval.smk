@@ -109,6 +109,29 @@ if FRONTIER is not None:
             "{params.submit} {resources.f2d2_submit} -- frontier {params.args} > {log} 2>&1"
 
 
+# Sample quality of an image experiment (eval.quality): FID of the teacher's, the baselines' and the F2D2 stages'
+# samplers against held-out images, self-guidance paired with its unguided twin, the guidance sweep; one job.
+if QUALITY is not None:
+
+    rule quality:
+        input:
+            [trained(r) for r in STAGES],
+        output:
+            json=QUALITY.outputs["json"],
+            csv=QUALITY.outputs["csv"],
+            png=report(QUALITY.outputs["png"], caption="../report/figure_quality.rst", category="Figures"),
+        log:
+            QUALITY.log,
+        params:
+            submit=QUALITY.submit,
+            args=QUALITY.args,
+            data=DATA_FINGERPRINT,
+        resources:
+            **submit_resources("quality"),
+        shell:
+            "{params.submit} {resources.f2d2_submit} -- quality {params.args} > {log} 2>&1"
+
+
 rule fid_reference:
     output:
         CELLS.fid_reference,

@@ -191,6 +191,25 @@ def sample_metric(cells: Iterable[dict]) -> tuple[str, str]:
     return ("fid", "fid") if any("fid" in c for c in cells) else ("sliced_w2", "sw2")
 
 
+def fid_network(cells: Iterable[tuple[str | os.PathLike, dict]]) -> dict:
+    """{"fid_network": text} naming the network behind the FID of image sample cells ((path, cell) pairs): the
+    source, SHA-1 and resize convention of their ``fid_network`` record ("not recorded" for a cell without
+    one); {} when no cell has an FID. Raises if the cells disagree: their FIDs would not be comparable."""
+    seen: dict[str, str] = {}
+    for path, cell in cells:
+        if "fid" not in cell:
+            continue
+        net = cell.get("fid_network")
+        text = "not recorded"
+        if net is not None:
+            sha1 = f", sha1 {net['sha1']}" if net.get("sha1") else ""
+            text = f"{net['source']}{sha1}; resize {net['resize']}"
+        seen.setdefault(text, str(path))
+    if len(seen) > 1:
+        raise ValueError(f"the sample cells' FIDs come from different networks: {seen}")
+    return {"fid_network": next(iter(seen))} if seen else {}
+
+
 def descending(steps: Iterable[int]) -> list[int]:
     """Step counts in the paper's column order (8, 4, 2, 1)."""
     return sorted({int(k) for k in steps}, reverse=True)

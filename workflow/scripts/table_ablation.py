@@ -3,8 +3,8 @@
 Rows: the baseline runs first (e.g. the non-F2D2 "Shortcut-Distill", its NLL from its
 own Euler cells; ``value`` empty), then one row per ablation value in the given order.
 Columns ``K{k}_nll_bpd``, ``K{k}_abs_err_nats``, ``K{k}_sw2`` (``K{k}_fid`` for images) for K = 8, 4, 2, 1, then
-``key``, ``value``, ``config``, ``seed``. Snakemake: input.nll, input.samples (flat lists);
-params.key, params.values, params.runs (one per value), params.baselines (optional),
+(image tables) ``fid_network`` as in Table 1, then ``key``, ``value``, ``config``, ``seed``. Snakemake: input.nll,
+input.samples (flat lists); params.key, params.values, params.runs (one per value), params.baselines (optional),
 params.steps, params.config, params.labels ({run: label}, the method column); output[0] the CSV.
 """
 
@@ -49,18 +49,20 @@ def main(
     if len(values) != len(runs):
         raise ValueError(f"{len(values)} values {values} but {len(runs)} runs {runs}")
     steps = common.descending(steps)
-    metric = common.sample_metric(common.read_json(p) for p in sample_cells.values())
+    read = [(p, common.read_json(p)) for p in sample_cells.values()]
+    metric = common.sample_metric(c for _, c in read)
+    network = common.fid_network(read)
     cols = ["method", "run"]
     for k in steps:
         cols += [f"K{k}_nll_bpd", f"K{k}_abs_err_nats", f"K{k}_{metric[1]}"]
-    cols += ["key", "value", "config", "seed"]
+    cols += [*network, "key", "value", "config", "seed"]
     rows = []
     for run in baselines or []:
         row = _row(run, nll_cells, sample_cells, steps, metric, labels)
-        rows.append({**row, "key": key, "value": None, "config": config})
+        rows.append({**row, **network, "key": key, "value": None, "config": config})
     for value, run in zip(values, runs):
         row = _row(run, nll_cells, sample_cells, steps, metric, labels)
-        rows.append({**row, "key": key, "value": value, "config": config})
+        rows.append({**row, **network, "key": key, "value": value, "config": config})
     df = pd.DataFrame(rows, columns=cols)
     common.write_csv(df, out)
     return df

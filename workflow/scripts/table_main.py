@@ -6,7 +6,8 @@ last column, ``test_split``, says where the test points come from); params.metho
 params.config, params.reference (optional, default "teacher": the run of the reference row), params.labels
 ({run: label}, the method column); input.training
 (every run's ``train.json``: columns ``trained_steps`` and ``early_stop_step``, the step at which a calibrated
-early stop ended the run, empty when it ran all its steps); output[0] the CSV.
+early stop ended the run, empty when it ran all its steps); output[0] the CSV. Image tables (FID) have a
+column ``fid_network``: the network all sample cells' FIDs come from (source, SHA-1, resize; the cells' record).
 """
 
 import os
@@ -51,7 +52,8 @@ def build(
     smp = {key: common.read_json(p) for key, p in sample_cells.items() if key[0] in methods and key[1] in steps}
     has_mass = any("support_mass" in c for c in smp.values())
     key, quality = common.sample_metric(smp.values())
-    cols = ["method", "run"] + columns(steps, has_mass, quality)
+    network = common.fid_network((sample_cells[k], c) for k, c in smp.items())
+    cols = ["method", "run"] + columns(steps, has_mass, quality) + list(network)
     cols += list(common.TRAINING_COLUMNS if training is not None else ()) + ["config", "seed"]
     extra = {} if test_split is None else {"test_split": common.test_split(test_split)}
     cols += list(extra)
@@ -63,6 +65,7 @@ def build(
             "config": config,
             "seed": common.cell_value(ref, "train_seed", reference),
             **common.training_columns(run, training),
+            **network,
             **extra,
         }
         row.update({f"K{k}_nll_bpd": value for k in steps})
@@ -81,7 +84,7 @@ def build(
 
     for run in methods:
         row = common.method_row(run, steps, {"NLL": nll_cells, "sample": sample_cells}, fill, labels)
-        rows.append({**row, **common.training_columns(run, training), "config": config, **extra})
+        rows.append({**row, **network, **common.training_columns(run, training), "config": config, **extra})
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from f2d2.api import load as api_load
 from f2d2.api import sample as api_sample
 from f2d2.cli.parser import cell_namespaces
 from f2d2.config.resolve import ConfigError, apply_overrides, load_yaml, resolve_run
@@ -24,7 +25,7 @@ from f2d2.core.sampling import sample_in_batches
 from f2d2.data import SEED_STRIDE, DataError, ImageDataset, load_points, make_dataset
 from f2d2.eval import importance
 from f2d2.eval.bpd import bits_per_dim
-from f2d2.eval.fid import FIDError, build_extractor, fid_to_reference, reference_stats, to_pixels
+from f2d2.eval.fid import FIDError, build_extractor, extractor_info, fid_to_reference, reference_stats, to_pixels
 from f2d2.eval.metrics import nll_error, sliced_wasserstein, support_mass
 from f2d2.eval.nll import points_nll
 from f2d2.io import meanflow
@@ -430,6 +431,7 @@ def sample_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace
                 device=args.device,
             )
             summary["fid_extractor"] = args.fid_extractor
+            summary["fid_network"] = extractor_info(args.fid_extractor, args.fid_weights_dir)
         else:
             summary.update(_sample_quality(ckpt_cfg["data"], x1.cpu(), args.seed))
         atomic_write_text(args.metrics, json.dumps(summary, indent=1) + "\n")
@@ -522,6 +524,91 @@ def measure_frontier(models: dict, teacher: str, runs: list[str], x: torch.Tenso
         batch_size=args.batch_size,
         progress=progress,
     )
+
+
+def cmd_quality(args: argparse.Namespace) -> None:
+    """``f2d2 quality``: FID of the teacher's, the baselines' and the F2D2 runs' samplers (guided and not) against
+    held-out images of --config's data, with bootstrap intervals and the guidance sweep (``f2d2.eval.quality``)."""
+    from f2d2.eval import quality
+
+    teacher, _ = args.teacher
+    checkpoints = dict([args.teacher, *args.baseline, *args.run])
+    if len(checkpoints) != 1 + len(args.baseline) + len(args.run):
+        raise ValueError(f"--teacher, --baseline and --run name the same run twice: {[args.teacher, *args.baseline]}")
+    for path in checkpoints.values():
+        if not path.exists():
+            raise ValueError(f"{path} not found; expected an f2d2 checkpoint .pt or an exported model's folder")
+    runs = [name for name, _ in args.run]
+    if args.sweep_run is not None and args.sweep_run not in runs:
+        raise ValueError(f"--sweep-run {args.sweep_run!r} is not one of the F2D2 --run names {runs}")
+    build_extractor(args.extractor, args.weights_dir)  # a missing network fails here, before any sampling
+    data = make_dataset(resolve_run(load_yaml(args.config))["data"])
+    if not isinstance(data, ImageDataset):
+        raise ValueError(f"{args.config}: sample quality by FID needs an image dataset, not {type(data).__name__}")
+    held_out = quality.held_out_split(data.test_pixels(), args.n_reference, args.n, args.seed)
+    samplers = quality.plan(
+        teacher,
+        [name for name, _ in args.baseline],
+        runs,
+        n=args.n,
+        steps=args.steps,
+        euler=args.euler,
+        lr_one_step=args.lr_one_step,
+        lr_multi_step=args.lr_multi_step,
+        adam=args.guidance_steps,
+        sweep_run=args.sweep_run,
+        sweep_steps=args.sweep_steps,
+        sweep_lrs=tuple(args.sweep_lrs),
+        sweep_adam=tuple(args.sweep_adam),
+        sweep_n=args.sweep_n,
+    )
+    study = quality.Study(
+        args.out,
+        extractor=args.extractor,
+        weights_dir=args.weights_dir,
+        device=args.device,
+        reps=args.reps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    start = time.perf_counter()
+    models = {name: api_load(path, args.device) for name, path in checkpoints.items()}
+    rows = quality.measure(
+        samplers,
+        models,
+        checkpoints,
+        teacher,
+        held_out,
+        study,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        bpd_tol=None if args.no_teacher_bpd else args.bpd_tol,
+        log=lambda line: print(line, flush=True),
+    )
+    record = {
+        "command": "f2d2 quality",
+        "config": str(args.config),
+        "checkpoints": {name: str(path) for name, path in checkpoints.items()},
+        "extractor": args.extractor,
+        "network": extractor_info(args.extractor, args.weights_dir),
+        "n": args.n,
+        "n_reference": args.n_reference,
+        "seed": args.seed,
+        "reps": args.reps,
+        "bpd_tol": None if args.no_teacher_bpd else args.bpd_tol,
+        "sweep_run": args.sweep_run,
+        "sweep_steps": args.sweep_steps,
+        "sweep_n": args.sweep_n or args.n,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "rows": rows,
+        "verdicts": quality.verdicts(rows, teacher=teacher, euler=args.euler, targets=runs, sweep_run=args.sweep_run),
+    }
+    quality.write(record, args.out)
+    for v in record["verdicts"]:
+        print(f"{'met' if v['met'] else 'NOT met'}: {v['target']}: {v['value']}")
+    print(f"wrote {args.out}/quality.json, quality.csv, quality.png ({record['seconds']} s)")
 
 
 def frontier_points(path: Path, shape: tuple[int, ...], n: int | None, seed: int) -> torch.Tensor:

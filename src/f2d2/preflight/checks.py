@@ -327,5 +327,8 @@ def check_experiment(cfg: dict, data_files: bool = True) -> None:
         experiment.reference_stage(cfg)
     except ConfigError as e:
         problems.append(str(e))
+    sweep = ((cfg.get("eval") or {}).get("quality") or {}).get("sweep") or {}
+    if sweep and sweep["run"] not in (f2d2 := experiment.f2d2_stages(cfg)):
+        problems.append(f"eval.quality.sweep.run = {sweep['run']!r} is not an F2D2 stage; F2D2 stages: {f2d2}")
     problems += _resource_problems(cfg, runs)
     validate.raise_problems(problems)
