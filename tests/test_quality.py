@@ -61,7 +61,7 @@ def test_plan_pairs_every_guided_cell_with_its_twin_and_groups_a_smaller_sweep()
     )  # fmt: skip
     names = [c.name for c in cells]
     assert names == [
-        "t/dopri5", "t/K64", "b/K1", "f/K1", "f/K1_g1x0.1", "f/K2", "f/K2_g1x0.05",
+        "t/dopri5", "t/K64", "t/K1", "t/K2", "b/K1", "f/K1", "f/K1_g1x0.1", "f/K2", "f/K2_g1x0.05",
         "sweep/f/K2", "sweep/f/K2_g1x0.05", "sweep/f/K2_g1x0.2",
     ]  # fmt: skip
     for c in cells:
@@ -69,7 +69,7 @@ def test_plan_pairs_every_guided_cell_with_its_twin_and_groups_a_smaller_sweep()
             assert c.twin in cells and cells.index(c.twin) < cells.index(c)
     same_n = plan("t", [], ["f"], n=100, steps=[2], euler=8, lr_one_step=0.1, lr_multi_step=0.05, adam=1,
                   sweep_run="f", sweep_steps=2, sweep_lrs=(0.05,), sweep_adam=(1,))  # fmt: skip
-    assert [c.name for c in same_n] == ["t/dopri5", "t/K8", "f/K2", "f/K2_g1x0.05"]  # the sweep is the main cells
+    assert [c.name for c in same_n] == ["t/dopri5", "t/K8", "t/K2", "f/K2", "f/K2_g1x0.05"]  # the sweep: main cells
     assert Sampler("f", None, 10).solver == "dopri5" and Sampler("f", 4, 10).solver == "4-step"
 
 
@@ -114,7 +114,8 @@ def test_quality_scores_every_cell_pairs_guidance_and_reuses_its_cache(runs, cap
     record = json.loads((d / "q" / "quality.json").read_text())
     rows = {r["name"]: r for r in record["rows"]}
     assert list(rows) == [
-        "data/held_out", "teacher/dopri5", "teacher/K4", "map/K1", "f/K1", "f/K1_g1x0.1", "f/K2", "f/K2_g1x0.05",
+        "data/held_out", "teacher/dopri5", "teacher/K4", "teacher/K1", "teacher/K2", "map/K1", "f/K1", "f/K1_g1x0.1",
+        "f/K2", "f/K2_g1x0.05",
         "sweep/f/K2", "sweep/f/K2_g2x0.1",
     ]  # fmt: skip
     assert record["network"]["source"].startswith("tiny-conv") and record["extractor"] == "tiny-conv"

@@ -83,11 +83,12 @@ def plan(
     sweep_adam: tuple[int, ...] = (),
     sweep_n: int | None = None,
 ) -> list[Sampler]:
-    """The samplers of the study: the teacher's dopri5 and ``euler``-step Euler samples, each baseline at K = 1,
+    """The samplers of the study: the teacher's dopri5 and ``euler``-step Euler samples and its Euler samples at
+    every K of ``steps`` (the F2D2 runs' NFE without guidance), each baseline at K = 1,
     each F2D2 run at every K of ``steps`` unguided and guided (``adam`` steps, ``lr_one_step`` at K = 1,
     ``lr_multi_step`` above), and the guidance sweep: ``sweep_run`` at ``sweep_steps`` over ``sweep_lrs`` x
     ``sweep_adam`` with ``sweep_n`` samples (and its unguided twin; the main cells' own when sweep_n is n)."""
-    cells = [Sampler(teacher, None, n), Sampler(teacher, euler, n)]
+    cells = [Sampler(teacher, None, n), Sampler(teacher, euler, n), *(Sampler(teacher, k, n) for k in steps)]
     cells += [Sampler(run, 1, n) for run in baselines]
     for run in f2d2:
         for k in steps:
