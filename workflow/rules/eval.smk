@@ -126,6 +126,8 @@ if QUALITY is not None:
             submit=QUALITY.submit,
             args=QUALITY.args,
             data=DATA_FINGERPRINT,
+        # Snakemake sets OMP_NUM_THREADS to a job's threads (else 1): the Inception network uses the CPUs asked for
+        threads: (config["resources"].get("quality") or config["resources"]["eval"])["cpus"]
         resources:
             **submit_resources("quality"),
         shell:
