@@ -170,5 +170,9 @@ def test_the_command_refuses_bad_input_by_name(tmp_path, capsys):
     base = ["frontier", "--points", str(tmp_path / "p.npy"), "--out", str(tmp_path / "o")]
     assert main([*base, "--teacher", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt not found; expected an f2d2 checkpoint" in capsys.readouterr().err
-    assert main([*base, "--teacher", str(tmp_path), "--run", "nopath"]) == 2
-    assert "--run 'nopath'; expected NAME=PATH" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # the parser's own refusal
+        main([*base, "--teacher", str(tmp_path), "--run", "nopath"])
+    assert exit_.value.code == 2
+    assert "argument --run: 'nopath'; expected NAME=PATH" in capsys.readouterr().err
+    assert main([*base, "--teacher", str(tmp_path), "--run", f"a={tmp_path}", "--run", f"a={tmp_path}"]) == 2
+    assert "run names given twice: ['a']" in capsys.readouterr().err

@@ -472,22 +472,27 @@ def cmd_import_meanflow(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: MeanFlow '{args.weights}' weights as a time-flipped U-Net flow map")
 
 
+def named_checkpoints(named: list[tuple[str, Path]]) -> dict[str, Path]:
+    """{name: checkpoint} of (name, path) pairs given as NAME=PATH; refuses a name given twice or a missing path."""
+    names = [name for name, _ in named]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"run names given twice: {twice}; each NAME=PATH needs its own name")
+    for _, path in named:
+        if not path.exists():
+            raise ValueError(f"{path} not found; expected an f2d2 checkpoint .pt or an exported model's folder")
+    return dict(named)
+
+
 def cmd_frontier(args: argparse.Namespace) -> None:
     """``f2d2 frontier``: the speed-accuracy frontier of --run (F2D2) against --teacher on --points, one thread."""
     from f2d2 import api
     from f2d2.eval import frontier
 
-    runs = {}
-    for spec in args.run:
-        name, sep, path = spec.partition("=")
-        if not (sep and name and path):
-            raise ValueError(f"--run {spec!r}; expected NAME=PATH (an F2D2 run's checkpoint)")
-        runs[name] = Path(path)
+    runs = dict(args.run)
     if "teacher" in runs:
         raise ValueError("--run teacher=...: the name 'teacher' is --teacher's")
-    for path in [args.teacher, *runs.values()]:
-        if not path.exists():
-            raise ValueError(f"{path} not found; expected an f2d2 checkpoint .pt or an exported model's folder")
+    named_checkpoints([("teacher", args.teacher), *args.run])
     torch.set_num_threads(1)
     models = {name: api.load(path, args.device) for name, path in {"teacher": args.teacher, **runs}.items()}
     x = frontier_points(args.points, models["teacher"].data_shape, args.n, args.seed).to(args.device)
@@ -532,12 +537,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
     from f2d2.eval import quality
 
     teacher, _ = args.teacher
-    checkpoints = dict([args.teacher, *args.baseline, *args.run])
-    if len(checkpoints) != 1 + len(args.baseline) + len(args.run):
-        raise ValueError(f"--teacher, --baseline and --run name the same run twice: {[args.teacher, *args.baseline]}")
-    for path in checkpoints.values():
-        if not path.exists():
-            raise ValueError(f"{path} not found; expected an f2d2 checkpoint .pt or an exported model's folder")
+    checkpoints = named_checkpoints([args.teacher, *args.baseline, *args.run])
     runs = [name for name, _ in args.run]
     if args.sweep_run is not None and args.sweep_run not in runs:
         raise ValueError(f"--sweep-run {args.sweep_run!r} is not one of the F2D2 --run names {runs}")

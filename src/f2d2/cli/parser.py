@@ -95,6 +95,14 @@ def add_frontier_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=None, help="points per batch (default: all at once)")
 
 
+def _named_checkpoint(text: str) -> tuple[str, Path]:
+    """NAME=PATH (a run's name and its checkpoint) -> (name, path)."""
+    name, sep, path = text.partition("=")
+    if not (sep and name and path):
+        raise argparse.ArgumentTypeError(f"{text!r}; expected NAME=PATH (a run's name and its checkpoint)")
+    return name, Path(path)
+
+
 def _add_frontier(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser(
         "frontier",
@@ -108,7 +116,12 @@ def _add_frontier(sub: argparse._SubParsersAction) -> None:
     )
     f.add_argument("--teacher", required=True, type=Path, help="the teacher's checkpoint (or exported folder)")
     f.add_argument(
-        "--run", action="append", default=[], metavar="NAME=PATH", help="an F2D2 run's checkpoint (repeatable)"
+        "--run",
+        action="append",
+        default=[],
+        type=_named_checkpoint,
+        metavar="NAME=PATH",
+        help="an F2D2 run's checkpoint (repeatable)",
     )
     f.add_argument("--points", required=True, type=Path, help=".npy of test points (N, dim) or uint8 images")
     f.add_argument("--n", type=_positive_int, default=1000, help="how many of the points (the first n)")
@@ -116,14 +129,6 @@ def _add_frontier(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--title", default="", help="the figure's title")
     f.add_argument("--device", default="cpu", help="torch device to measure on, e.g. cpu or cuda")
     add_frontier_grid(f)
-
-
-def _named_checkpoint(text: str) -> tuple[str, Path]:
-    """NAME=PATH (a run's name and its checkpoint) -> (name, path)."""
-    name, sep, path = text.partition("=")
-    if not (sep and name and path):
-        raise argparse.ArgumentTypeError(f"{text!r}; expected NAME=PATH (a run's name and its checkpoint)")
-    return name, Path(path)
 
 
 def _add_quality(sub: argparse._SubParsersAction) -> None:
