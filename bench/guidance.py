@@ -29,6 +29,7 @@ from f2d2.config.resolve import load_yaml, resolve_run
 from f2d2.core.guidance import self_guided_noise
 from f2d2.data import make_dataset
 from f2d2.eval.fid import to_pixels
+from f2d2.eval.quality import held_out_split
 from f2d2.io.atomic import atomic_write_text
 
 
@@ -58,8 +59,7 @@ def main(argv=None) -> int:
     cfg = load_yaml(args.config)
     torch.manual_seed(0)
     data = make_dataset(resolve_run(cfg)["data"])
-    test = data.test_pixels()
-    held = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[: args.n]].numpy()
+    held, _ = held_out_split(data.test_pixels(), args.n, 0, args.seed)  # the quality study's reference images
     rows = [{"cell": "held-out images", **describe(held)}]
     teacher = f2d2.load(args.results / "train" / experiment.reference_stage(cfg) / "checkpoint.pt")
     x0 = torch.randn((args.n, *teacher.data_shape), generator=torch.Generator().manual_seed(args.seed))

@@ -9,7 +9,7 @@ import shlex
 from snakemake.exceptions import WorkflowError
 
 from f2d2.config import experiment
-from f2d2.config.cells import Cells, bundle_rule, cell_flags, device, submit
+from f2d2.config.cells import Cells, bundle_rule, cell_flags, device, job_resources, submit
 from f2d2.config.resolve import ConfigError, resolve_run
 from f2d2.config.schema import section
 from f2d2.preflight.checks import check_experiment
@@ -85,7 +85,7 @@ def submit_resources(kind):
     """The rule resources of a ``kind`` (train or eval) job: ``f2d2_submit``, the cluster and the config's
     resources as `f2d2 submit` flags. A resource, not a param: Snakemake reruns a job whose params changed,
     and asking for more time or another partition changes no result."""
-    res = config["resources"].get(kind) or config["resources"]["eval"]  # quality: eval's unless its own
+    res = job_resources(config, kind)
     parts = ["--cluster", CLUSTER, "--gpus", str(res["gpus"]), "--cpus", str(res["cpus"]),
              "--mem-gb", str(res["mem_gb"]), "--time-min", str(res["time_min"])]
     for key in ("tasks_per_node", "signal_delay_s"):

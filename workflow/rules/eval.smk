@@ -127,7 +127,7 @@ if QUALITY is not None:
             args=QUALITY.args,
             data=DATA_FINGERPRINT,
         # Snakemake sets OMP_NUM_THREADS to a job's threads (else 1): the Inception network uses the CPUs asked for
-        threads: (config["resources"].get("quality") or config["resources"]["eval"])["cpus"]
+        threads: job_resources(config, "quality")["cpus"]
         resources:
             **submit_resources("quality"),
         shell:

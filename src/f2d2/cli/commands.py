@@ -531,6 +531,14 @@ def measure_frontier(models: dict, teacher: str, runs: list[str], x: torch.Tenso
     )
 
 
+def image_dataset(config: Path, needs: str) -> ImageDataset:
+    """The image dataset of experiment config ``config``; ValueError "<config>: <needs> an image dataset" for points."""
+    data = make_dataset(resolve_run(load_yaml(config))["data"])
+    if not isinstance(data, ImageDataset):
+        raise ValueError(f"{config}: {needs} an image dataset, not {type(data).__name__}")
+    return data
+
+
 def cmd_quality(args: argparse.Namespace) -> None:
     """``f2d2 quality``: FID of the teacher's, the baselines' and the F2D2 runs' samplers (guided and not) against
     held-out images of --config's data, with bootstrap intervals and the guidance sweep (``f2d2.eval.quality``)."""
@@ -542,9 +550,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
     if args.sweep_run is not None and args.sweep_run not in runs:
         raise ValueError(f"--sweep-run {args.sweep_run!r} is not one of the F2D2 --run names {runs}")
     build_extractor(args.extractor, args.weights_dir)  # a missing network fails here, before any sampling
-    data = make_dataset(resolve_run(load_yaml(args.config))["data"])
-    if not isinstance(data, ImageDataset):
-        raise ValueError(f"{args.config}: sample quality by FID needs an image dataset, not {type(data).__name__}")
+    data = image_dataset(args.config, "sample quality by FID needs")
     held_out = quality.held_out_split(data.test_pixels(), args.n_reference, args.n, args.seed)
     samplers = quality.plan(
         teacher,
@@ -687,9 +693,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def cmd_fid_reference(args: argparse.Namespace) -> None:
     """``f2d2 fid-reference``: FID reference statistics (mu, sigma) of the config's training images."""
-    data = make_dataset(resolve_run(load_yaml(args.config))["data"])
-    if not isinstance(data, ImageDataset):
-        raise ValueError(f"{args.config}: FID reference statistics need an image dataset, not {type(data).__name__}")
+    data = image_dataset(args.config, "FID reference statistics need")
     build_extractor(args.extractor, args.weights_dir)  # fail on missing weights before loading the images
     pixels = data.train_pixels()
     if args.n is not None and args.n < len(pixels):

@@ -25,10 +25,14 @@ def submit(log_dir: str, job_name: str) -> str:
     return shlex.join(["f2d2", "submit", "--log-dir", log_dir, "--job-name", job_name])
 
 
+def job_resources(cfg: dict, kind: str) -> dict:
+    """The resources of a ``kind`` job (train, eval, or quality: eval's unless it has its own)."""
+    return cfg["resources"].get(kind) or cfg["resources"]["eval"]
+
+
 def device(cfg: dict, kind: str) -> str:
-    """The device of a ``kind`` (train, eval or quality: eval's unless it has its own resources) job: cuda when its
-    resources ask for GPUs, else cpu."""
-    return "cuda" if (cfg["resources"].get(kind) or cfg["resources"]["eval"])["gpus"] > 0 else "cpu"
+    """The device of a ``kind`` job (``job_resources``): cuda when its resources ask for GPUs, else cpu."""
+    return "cuda" if job_resources(cfg, kind)["gpus"] > 0 else "cpu"
 
 
 def bundle_rule(run: str, kind: str = "eval") -> str:

@@ -29,6 +29,7 @@ from f2d2.core.likelihood import reference_log_likelihood
 from f2d2.core.sampling import sample_in_batches
 from f2d2.eval import bpd, frechet
 from f2d2.eval import fid as fidlib
+from f2d2.eval.nll import points_nll
 from f2d2.io.atomic import atomic_path, atomic_write_text
 
 
@@ -184,16 +185,16 @@ def teacher_bpd(teacher, pixels: np.ndarray, *, seed: int, tol: float, batch_siz
     """Mean BPD of uint8 images (n, C, H, W) under the teacher's dopri5 solve (atol = rtol = ``tol``, one
     Hutchinson probe per image, dequantization and probes seeded by ``seed``)."""
     device = next(teacher.parameters()).device
-    z = bpd.dequantize(torch.from_numpy(pixels).to(device), torch.Generator(device).manual_seed(seed))
-    gen = torch.Generator(device).manual_seed(seed + 1)
-    log_pz = torch.cat(
-        [
-            reference_log_likelihood(teacher, c, atol=tol, rtol=tol, div="hutchinson", generator=gen).log_prob
-            for c in z.split(batch_size)
-        ]
+    probes = torch.Generator(device).manual_seed(seed + 1)
+    nll, _ = points_nll(
+        torch.from_numpy(pixels),
+        lambda z: reference_log_likelihood(teacher, z, atol=tol, rtol=tol, div="hutchinson", generator=probes),
+        tuple(teacher.data_shape),
+        batch_size=batch_size,
+        device=device,
+        dequant=torch.Generator().manual_seed(seed),
     )
-    dim = math.prod(teacher.data_shape)
-    return float(bpd.bits_per_dim(bpd.pixel_nll(log_pz.double(), dim), dim).mean())
+    return float(bpd.bits_per_dim(nll, math.prod(teacher.data_shape)).mean())
 
 
 def sample_pixels(model, sampler: Sampler, *, seed: int, batch_size: int, device: str) -> tuple[np.ndarray, dict]:
