@@ -7,13 +7,20 @@ test (tests/test_faults.py, test_disk_full.py and test_lock.py are); it prints n
 
 Faults: ``sigkill`` (a training process killed at a seeded random step, then rerun), ``disk-full`` (the disk fills
 before a seeded checkpoint; needs root, it mounts a 4 MiB tmpfs; the rerun after freeing space), ``busy-folder``
-(a second training started in the folder of a running one: refused naming the first, which goes on).
+(a second training started in the folder of a running one: refused naming the first, which goes on). On the SLURM
+cluster that $SLURM_CONF names (``bash scripts/slurm.sh up``; ``eval "$(bash scripts/slurm.sh env)"``):
+``node-failure`` (slurmd and the job's processes SIGKILLed at a seeded step of a SLURM training job,
+``scripts/slurm.sh fail-node``, slurmd back once the node is marked down; the job is requeued, or fails and is
+submitted again) and ``waiter-killed`` (the ``f2d2 submit`` waiting on a training job, what Snakemake runs for each
+job, SIGKILLed at a seeded step; a second submission in the same folder waits for the first job to end, then
+resumes: survived when SLURM's accounting shows the two jobs never overlapped).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import signal
@@ -36,6 +43,9 @@ RUN = {
     "train": {"steps": 200, "batch_size": 64, "lr": 1e-3, "warmup": 5, "log_every": 1, "ckpt_every": 10},
 }
 F2D2 = [sys.executable, "-m", "f2d2.cli.main"]
+ROOT = Path(__file__).resolve().parents[1]
+# The SLURM faults' run: long enough that a job is mid-training after SLURM has started it.
+SLURM_RUN = {**RUN, "train": {**RUN["train"], "steps": 2000, "log_every": 10, "ckpt_every": 100}}
 
 
 def train_cmd(config: Path, workdir: Path, *extra: str) -> list[str]:
@@ -129,7 +139,94 @@ def busy_folder(config: Path, ref: Path, work: Path, rng: random.Random) -> tupl
     return refused and going_on, lost, seconds
 
 
-FAULTS = {"sigkill": sigkill, "disk-full": disk_full, "busy-folder": busy_folder}
+def submit_cmd(config: Path, work: Path) -> list[str]:
+    return [*F2D2, "submit", "--cluster", "slurm", "--log-dir", str(work / "logs"), "--job-name", f"fault-{work.name}",
+            "--", "train", "--config", str(config), "--workdir", str(work), "--no-progress"]  # fmt: skip
+
+
+def slurm_sh(command: str) -> None:
+    env = {**os.environ, "F2D2_SLURM_DIR": str(Path(os.environ["SLURM_CONF"]).parent)}
+    subprocess.run(["bash", str(ROOT / "scripts" / "slurm.sh"), command], env=env, check=True, capture_output=True)
+
+
+def node_state() -> str:
+    return subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.strip()
+
+
+def wait_until(condition, limit: float = 300) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up after {limit:.0f} s (node state {node_state()!r})")
+        time.sleep(0.1)
+
+
+def slurm_states(work: Path) -> list[tuple[str, float, float]]:
+    """(state, start, end) of every attempt of every job submitted from ``work/logs``, once all have ended."""
+    ids = sorted({p.name.split("_")[0] for p in (work / "logs").glob("*_submission.sh")}, key=int)
+    fmt = ["State", "Start", "End"]
+    while True:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(ids), "-o", ",".join(fmt)],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        rows = [line.split("|") for line in out.splitlines() if line]
+        if rows and all(r[2] != "Unknown" for r in rows):
+            stamp = lambda t: time.mktime(time.strptime(t, "%Y-%m-%dT%H:%M:%S"))  # noqa: E731
+            return [(r[0].split()[0], stamp(r[1]), stamp(r[2])) for r in rows]
+        time.sleep(0.5)
+
+
+def checkpoint_lost(work: Path) -> int:
+    try:
+        load_checkpoint(work / "checkpoint.pt")
+    except Exception:
+        return 1
+    return 0
+
+
+def node_failure(config: Path, ref: Path, work: Path, rng: random.Random) -> tuple[bool, int, float]:
+    """Survived when the run ends as the uninterrupted one and resumed from a checkpoint (not from scratch);
+    seconds: from the failure to the end of the run."""
+    target = rng.randrange(200, SLURM_RUN["train"]["steps"] - 300)
+    waiter = subprocess.Popen(submit_cmd(config, work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: logged_step(work) >= target or waiter.poll() is not None)
+    start = time.perf_counter()
+    slurm_sh("fail-node")
+    try:
+        wait_until(lambda: node_state().startswith("down"))
+    finally:
+        slurm_sh("start-node")
+    ok = waiter.wait() == 0 or subprocess.run(submit_cmd(config, work), capture_output=True).returncode == 0
+    seconds = time.perf_counter() - start
+    logs = "".join(p.read_text(errors="replace") for p in (work / "logs").glob("*_log.out"))
+    states = [s for s, _, _ in slurm_states(work)]
+    resumed = "resuming from" in logs and states[0] == "NODE_FAIL"
+    return ok and resumed and same(work / "checkpoint.pt", ref), checkpoint_lost(work), seconds
+
+
+def waiter_killed(config: Path, ref: Path, work: Path, rng: random.Random) -> tuple[bool, int, float]:
+    """Survived when the second submission ends the run as the uninterrupted one and no two jobs of the folder
+    overlapped in SLURM's accounting; seconds: from the kill to the end of the second submission."""
+    target = rng.randrange(200, SLURM_RUN["train"]["steps"] - 300)
+    waiter = subprocess.Popen(submit_cmd(config, work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: logged_step(work) >= target or waiter.poll() is not None)
+    start = time.perf_counter()
+    waiter.send_signal(signal.SIGKILL)
+    waiter.wait()
+    ok = subprocess.run(submit_cmd(config, work), capture_output=True).returncode == 0
+    seconds = time.perf_counter() - start
+    attempts = slurm_states(work)
+    apart = all(a[2] <= b[1] for a, b in zip(attempts, attempts[1:]))
+    return ok and apart and same(work / "checkpoint.pt", ref), checkpoint_lost(work), seconds
+
+
+FAULTS = {
+    "sigkill": sigkill,
+    "disk-full": disk_full,
+    "busy-folder": busy_folder,
+    "node-failure": node_failure,
+    "waiter-killed": waiter_killed,
+}
+SLURM_FAULTS = {"node-failure", "waiter-killed"}
 
 
 def main(argv=None) -> int:
@@ -138,16 +235,27 @@ def main(argv=None) -> int:
     p.add_argument("--faults", nargs="+", choices=list(FAULTS), default=list(FAULTS))
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = p.parse_args(argv)
+    slurm = sorted(SLURM_FAULTS & set(args.faults))
+    if slurm and not os.environ.get("SLURM_CONF"):
+        p.error(
+            f"{', '.join(slurm)} need a SLURM cluster and $SLURM_CONF is unset: `bash scripts/slurm.sh up` and "
+            '`eval "$(bash scripts/slurm.sh env)"` first, or choose --faults sigkill disk-full busy-folder'
+        )
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:  # SLURM jobs read it: not a node-local /tmp
         tmp = Path(tmp)
-        config = tmp / "run.yaml"
-        config.write_text(yaml.safe_dump(RUN))
-        assert subprocess.run(train_cmd(config, tmp / "ref"), capture_output=True).returncode == 0
+        runs = {}
+        for name, run in (("run", RUN), ("slurm-run", SLURM_RUN)):
+            if name == "run" or slurm:
+                runs[name] = tmp / f"{name}.yaml"
+                runs[name].write_text(yaml.safe_dump(run))
+                done = subprocess.run(train_cmd(runs[name], tmp / f"{name}-ref"), capture_output=True)
+                assert done.returncode == 0, done.stderr
         for name in args.faults:
+            run = "slurm-run" if name in SLURM_FAULTS else "run"
+            ref = tmp / f"{run}-ref" / "checkpoint.pt"
             results = [
-                FAULTS[name](config, tmp / "ref" / "checkpoint.pt", tmp / f"{name}-{seed}", random.Random(seed))
-                for seed in range(args.tries)
+                FAULTS[name](runs[run], ref, tmp / f"{name}-{seed}", random.Random(seed)) for seed in range(args.tries)
             ]
             rows.append(
                 {
@@ -163,7 +271,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['fault']:12s} {r['tries']:5d} {r['survived']:8d} {r['data_lost']:9d} {r['recover_seconds']:10.2f}")
     if args.out is not None:
-        atomic_write_text(args.out, json.dumps({"command": " ".join(sys.argv), "run": RUN, "rows": rows}, indent=1))
+        record = {"command": " ".join(sys.argv), "run": RUN, "slurm_run": SLURM_RUN, "rows": rows}
+        atomic_write_text(args.out, json.dumps(record, indent=1))
     return 0
 
 

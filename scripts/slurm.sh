@@ -6,6 +6,8 @@
 #   bash scripts/slurm.sh up      # install (Debian packages, if missing), configure, start, wait for idle
 #   bash scripts/slurm.sh env     # print `export SLURM_CONF=...` (eval it in a shell to use the cluster)
 #   bash scripts/slurm.sh down    # stop the daemons this script started
+#   bash scripts/slurm.sh fail-node   # a node failure: SIGKILL slurmd and every job process on the node
+#   bash scripts/slurm.sh start-node  # bring slurmd back after fail-node (the node returns to service)
 #
 # Everything lives in $F2D2_SLURM_DIR (default .slurm/ in the repository): slurm.conf, slurmdbd.conf,
 # the MariaDB data, state, spool, logs, PID files and the cluster's own munged socket. Ports:
@@ -124,6 +126,8 @@ JobRequeue=1
 ReturnToService=2
 MinJobAge=300
 KillWait=5
+# a node whose slurmd stops answering is marked down (its jobs NODE_FAIL, batch jobs requeued) after 10 s
+SlurmdTimeout=10
 InactiveLimit=0
 $node State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
@@ -205,6 +209,29 @@ $(tail -n 20 "$DIR/log/slurmdbd.log" 2>/dev/null)"
     "SLURM_CONF=$SLURM_CONF"
 }
 
+# What a node failure looks like to SLURM: slurmd and every process of the node's jobs (the ones slurmd lists,
+# and their slurmstepd) die at once; the controller marks the node down once slurmd stops answering.
+fail_node() {
+  export SLURM_CONF="$DIR/slurm.conf"
+  [ -s "$DIR/run/slurmd.pid" ] || die "no slurmd from $DIR is running"
+  local pids=() pid parent
+  for pid in $(scontrol listpids 2>/dev/null | awk 'NR > 1 { print $1 }' | sort -u); do
+    pids+=("$pid")
+    parent=$(awk '{ print $4 }' "/proc/$pid/stat" 2>/dev/null) || continue
+    [ "$(cat "/proc/$parent/comm" 2>/dev/null)" = slurmstepd ] && pids+=("$parent")
+  done
+  kill -9 "$(cat "$DIR/run/slurmd.pid")" "${pids[@]}" 2>/dev/null || true
+  rm -f "$DIR/run/slurmd.pid"
+  log "node failed: killed slurmd and ${#pids[@]} job processes"
+}
+
+start_node() {
+  export SLURM_CONF="$DIR/slurm.conf"
+  slurmd
+  started slurmd "$DIR/run/slurmd.pid" "$DIR/log/slurmd.log"
+  log "slurmd started again"
+}
+
 down() {
   local name pidfile pid
   for name in slurmd slurmctld slurmdbd mariadbd munged; do
@@ -223,6 +250,8 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  fail-node) fail_node ;;
+  start-node) start_node ;;
   env) echo "export SLURM_CONF=$DIR/slurm.conf F2D2_PARTITION=$PARTITION" ;;
-  *) echo "usage: bash scripts/slurm.sh up|down|env" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/slurm.sh up|down|env|fail-node|start-node" >&2; exit 2 ;;
 esac

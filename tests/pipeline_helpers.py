@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from f2d2.cli import main
@@ -106,3 +108,18 @@ class CallingObjective(Objective):
 
     def __call__(self, model, x1, generator):
         return self.fn(model, x1, generator)
+
+
+def assert_same_tables(out: Path, reference_out: Path) -> None:
+    """The tables under ``out`` equal those under ``reference_out`` (paths compared relative to each folder);
+    Table 4 holds wall-clock times: its layout only."""
+    for n in (1, 3, 5, 6, 7):
+        mine, ref = (
+            pd.read_csv(d / "tables" / f"table{n}.csv")
+            .drop(columns=["config"], errors="ignore")
+            .replace(re.escape(str(d)), "OUT", regex=True)
+            for d in (out, reference_out)
+        )
+        pd.testing.assert_frame_equal(mine, ref, check_exact=True, obj=f"table{n}")
+    t4, ref4 = (pd.read_csv(d / "tables" / "table4.csv") for d in (out, reference_out))
+    assert list(t4.columns) == list(ref4.columns) and len(t4) == len(ref4)

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 import yaml
@@ -24,14 +23,14 @@ from f2d2.config.resolve import resolve_run
 from f2d2.io.checkpoint import load_checkpoint
 from f2d2.preflight.runs import own_flow_stages
 from f2d2.training.loop import train
-from pipeline_helpers import snakemake, tiny_config
+from pipeline_helpers import assert_same_tables, snakemake, tiny_config
+from slurm_helpers import sacct, seconds
 
 pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STEPS, CKPT_EVERY = 4000, 1000
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
 
 
 def env() -> dict:
@@ -98,26 +97,6 @@ def job_id(log_dir: Path, timeout: float = 30) -> str:
     raise AssertionError(f"no job id in {log_dir / 'job.json'} after {timeout}s")
 
 
-def sacct(*job_ids: str, timeout: float = 30) -> list[dict]:
-    """SLURM's accounting records (one per attempt: -D) of the jobs' allocations, once all have ended."""
-    fields = ["JobID", "JobName", "State", "ExitCode", "Submit", "Start", "End"]
-    deadline = time.time() + timeout
-    while True:
-        out = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(job_ids), "-o", ",".join(fields)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
-        last = {r["JobID"]: r["State"].split()[0] for r in rows}
-        if set(last) == set(job_ids) and all(s in FINAL for s in last.values()):
-            return rows
-        if time.time() > deadline:
-            raise AssertionError(f"sacct has no final record for all of {job_ids} after {timeout}s: {rows}")
-        time.sleep(0.5)
-
-
 def wait_for_progress(workdir: Path, lines: int, timeout: float = 90) -> None:
     log = workdir / "metrics.jsonl"
     deadline = time.time() + timeout
@@ -178,13 +157,9 @@ def test_job_is_a_slurm_job_and_the_wait_does_not_spin(tmp_path, slurm_cluster, 
     assert json.loads((tmp_path / "run" / "logs" / "job.json").read_text())["state"] == "COMPLETED"
     # The job ran under slurmd, not under the waiting process: the waiter's CPU time is its own.
     waiter_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    overhead = _seconds(record["Start"]) - _seconds(record["Submit"])
+    overhead = seconds(record["Start"]) - seconds(record["Submit"])
     print(f"\nwall {wall:.1f}s, waiter CPU {waiter_cpu:.2f}s, SLURM submit-to-start {overhead:.0f}s")
     assert waiter_cpu < 0.25 * wall, f"the waiting `f2d2 submit` used {waiter_cpu:.1f}s CPU in {wall:.1f}s"
-
-
-def _seconds(stamp: str) -> float:
-    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
 
 
 @pytest.mark.parametrize("how", ["preempt-signal", "scontrol-requeue"])
@@ -338,7 +313,7 @@ def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, 
     assert {r["JobID"] for r in accounting} == set(ids)
     assert all(r["State"] == "COMPLETED" for r in accounting), [r for r in accounting if r["State"] != "COMPLETED"]
 
-    events = sorted([(_seconds(r["Submit"]), 1) for r in accounting] + [(_seconds(r["End"]), -1) for r in accounting])
+    events = sorted([(seconds(r["Submit"]), 1) for r in accounting] + [(seconds(r["End"]), -1) for r in accounting])
     in_flight, most = 0, 0
     for _, change in events:
         in_flight += change
@@ -358,16 +333,7 @@ def test_pipeline_through_the_slurm_profile_matches_the_local_profile(tmp_path, 
     ]
     assert spin == [], f"waiters that used most of their wait in CPU (job, cpu s, wait s): {spin}"
 
-    for n in (1, 3, 5, 6, 7):  # paths name each run's own folder: compare them relative to it
-        mine, local = (
-            pd.read_csv(d / "tables" / f"table{n}.csv")
-            .drop(columns=["config"], errors="ignore")
-            .replace(re.escape(str(d)), "OUT", regex=True)
-            for d in (out, local_out)
-        )
-        pd.testing.assert_frame_equal(mine, local, check_exact=True, obj=f"table{n}")
-    t4, local4 = (pd.read_csv(d / "tables" / "table4.csv") for d in (out, local_out))
-    assert list(t4.columns) == list(local4.columns) and len(t4) == len(local4)
+    assert_same_tables(out, local_out)
 
 
 def test_failed_rule_names_the_slurm_job_and_the_rerun_redoes_only_it(tmp_path, slurm_cluster):

@@ -6,8 +6,13 @@ blocks until the job ends. Its logs land in ``log_dir`` (put it next to the rule
 ``<job_id>_<task>_log.out`` / ``.err`` and pickles, plus ``job.json``, a record of the job (id, cluster,
 command, resources, timestamps, ``wall_seconds`` from submission to completion as seen here, the wait's
 ``wait_seconds`` and ``wait_cpu_seconds`` (what waiting cost this process), state, log
-paths). If the job fails, :class:`LaunchError` says which job, where, what command, the tail of its
-error log and where the full logs are.
+paths, and the waiting process's ``waiter`` host and pid). If the job fails, :class:`LaunchError` says which
+job, where, what command, the tail of its error log and where the full logs are.
+
+On SLURM a job outlives its waiter (Snakemake killed, a login session dropped): a later ``f2d2 submit`` with the
+same ``log_dir`` first waits for the job that ``job.json`` names while SLURM still runs it (and for its waiter,
+when that still runs here), so two jobs never work in one folder at once; then it submits its own, which resumes
+from what the first one left. A job that SLURM requeues after its node failed is waited for again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import os
 import re
 import resource
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -40,6 +48,11 @@ MAX_TIME_LIMIT_REQUEUES = 50
 TAIL_LINES = 30
 # How often a local job's results are looked for (submitit's own wait sleeps 1 s, as long as a small job runs).
 LOCAL_POLL_S = 0.05
+# How often SLURM is asked whether a job left by an earlier waiter, or requeued after a node failure, still runs.
+SLURM_POLL_S = 2.0
+# How long a previous waiter on this host gets to record its job's end once the job has left SLURM's queue
+# (submitit looks for the result every second and asks sacct at least once a minute).
+PREVIOUS_WAITER_S = 90.0
 
 
 class LaunchError(RuntimeError):
@@ -194,6 +207,83 @@ def _cancel(job: Any) -> None:
             process.kill()
 
 
+def _slurm_live_state(job_id: str) -> str | None:
+    """The job's state while SLURM still has it queued or running (``squeue``: PENDING, RUNNING, COMPLETING, ...);
+    None once it has ended, or if SLURM cannot be asked (the submission that follows then says why)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    states = out.stdout.split() if out.returncode == 0 else []
+    return states[0] if states else None
+
+
+def _wait_while_live(job_id: str) -> None:
+    while _slurm_live_state(job_id) is not None:
+        time.sleep(SLURM_POLL_S)
+
+
+def _alive_here(waiter: Any) -> bool:
+    """Whether ``waiter`` ({"host", "pid"} from a job.json) is a running process on this host, not this one."""
+    if not isinstance(waiter, dict) or waiter.get("host") != socket.gethostname():
+        return False
+    pid = waiter.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for_previous_job(log_dir: Path) -> None:
+    """If ``log_dir/job.json`` names a SLURM job that SLURM still runs (its waiter was killed, or still waits),
+    wait for it to end, and for its waiter on this host to record that, before a new job is submitted."""
+    try:
+        previous = json.loads((log_dir / "job.json").read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(previous, dict) or previous.get("cluster") != "slurm" or not previous.get("job_id"):
+        return
+    job_id = str(previous["job_id"])
+    state = _slurm_live_state(job_id)
+    if state is not None:
+        print(
+            f"f2d2 submit: SLURM job {job_id} from an earlier submission in {log_dir} is still {state}; "
+            "waiting for it to end before submitting (the new job resumes from what it leaves)",
+            file=sys.stderr,
+            flush=True,
+        )
+        _wait_while_live(job_id)
+    deadline = time.monotonic() + PREVIOUS_WAITER_S
+    while _alive_here(previous.get("waiter")) and time.monotonic() < deadline:
+        time.sleep(SLURM_POLL_S / 4)
+
+
+def _slurm_results(job: Any) -> None:
+    """``job.results()``, waiting again while SLURM runs the job once more after submitit saw it end: a job
+    requeued after its node failed is NODE_FAIL in accounting for a moment, which submitit takes as its end."""
+    uncompleted = _submitit().core.utils.UncompletedJobError
+    while True:
+        try:
+            job.results()
+            return
+        except uncompleted:
+            state = _slurm_live_state(str(job.job_id))
+            if state is None:
+                raise
+            print(
+                f"f2d2 submit: SLURM job {job.job_id} is {state} again (requeued after its node failed?); waiting",
+                file=sys.stderr,
+                flush=True,
+            )
+            _wait_while_live(str(job.job_id))
+            job.watcher.clear()  # submitit caches the end it saw
+
+
 class _WaitCost:
     """Wall and CPU seconds spent inside the ``with`` block by this process and, with ``children``, the processes
     it ran (submitit's squeue/sacct calls on SLURM; a local job's own processes are children too, so they are
@@ -276,6 +366,7 @@ def submit(argv: list[str], *, cluster: str, log_dir: Path, resources: Resources
         "stdout": None,
         "stderr": None,
         "wall_seconds": None,
+        "waiter": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     clock = time.perf_counter()
 
@@ -340,7 +431,8 @@ def _submit_and_wait(
     write: Any,
 ) -> None:
     submitit = _submitit()
-
+    if cluster == "slurm":
+        _wait_for_previous_job(log_dir)
     try:  # no SLURM here ("Could not detect srun"), sbatch refused it (bad partition, ...)
         executor = submitit.AutoExecutor(folder=log_dir, cluster=cluster, slurm_max_num_timeout=MAX_TIME_LIMIT_REQUEUES)
         executor.update_parameters(**_executor_parameters(cluster, resources, job_name))
@@ -355,7 +447,9 @@ def _submit_and_wait(
     waited = _WaitCost(children=cluster != "local")
     try:
         with waited:
-            if not (cluster == "local" and _local_succeeded(job)):
+            if cluster == "slurm":
+                _slurm_results(job)
+            elif not _local_succeeded(job):
                 job.results()  # waits, polling with sleeps; one result per task
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM while waiting: do not leave the job running
         try:
