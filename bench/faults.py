@@ -242,7 +242,10 @@ def main(argv=None) -> int:
             '`eval "$(bash scripts/slurm.sh env)"` first, or choose --faults sigkill disk-full busy-folder'
         )
     rows = []
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:  # SLURM jobs read it: not a node-local /tmp
+    # SLURM jobs read the runs: on the shared file system, not in a node-local /tmp
+    scratch = Path("results", "bench").absolute()
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="faults-") as tmp:
         tmp = Path(tmp)
         runs = {}
         for name, run in (("run", RUN), ("slurm-run", SLURM_RUN)):

@@ -218,6 +218,34 @@ def test_nll_rejects_bad_points_file(trained, tmp_path, capsys):
     assert not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.parametrize(
+    "last_row, problem",
+    [("1.5,1.0", "ends mid-line"), ("1.5\n", "line 301 has 1 fields, the header 2")],
+    ids=["cut mid-value", "last row short"],
+)
+def test_nll_refuses_a_half_written_compare_file_naming_it(trained, tmp_path, capsys, last_row, problem):
+    """--compare of a per-point CSV that a killed f2d2 nll left half-written: one line naming the file, no NLL."""
+    ref = tmp_path / "ref.csv"
+    ref.write_text("nll_nats,bpd\n" + "1.5,1.08\n" * 299 + last_row)  # 300 rows, as many as the points
+    code = main(
+        [
+            "nll",
+            "--checkpoint",
+            str(trained / "teacher" / "checkpoint.pt"),
+            "--points",
+            str(trained / "pts.npy"),
+            "--steps",
+            "1",
+            "--compare",
+            str(ref),
+            "--out",
+            str(tmp_path / "o.csv"),
+        ]
+    )
+    assert code == 2 and capsys.readouterr().err == f"f2d2 nll: error: {ref} {problem}: a half-written file?\n"
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_nll_head_needs_a_divergence_head(trained, tmp_path, capsys):
     code = main(
         [

@@ -739,6 +739,81 @@ def test_table_error_catches_tampered_cell(out, tmp_path):
         mod.main(cells, out["reference"], ["meanflow"], STEPS, CONFIG, str(tmp_path / "t7.csv"), labels=LABELS)
 
 
+def damaged(text: str, damage: str) -> str:
+    """A per-point CSV's ``text`` as a killed writer or another tool might leave it."""
+    lines = text.splitlines()
+
+    def join(rows: list[str]) -> str:
+        return "\n".join(rows) + "\n"
+
+    return {
+        "cut mid-value": lambda: text[:-4],
+        "cut after a comma": lambda: text[: text.rindex(",") + 1],
+        "last row short": lambda: join(lines[:-1] + [lines[-1].rsplit(",", 1)[0]]),
+        "row too long": lambda: join(lines[:3] + [lines[3] + ",1"] + lines[4:]),
+        "empty field": lambda: join(lines[:5] + ["," + lines[5].split(",", 1)[1]] + lines[6:]),
+        "non-number": lambda: join(lines[:3] + ["abc," + lines[3].split(",", 1)[1]] + lines[4:]),
+        "header only": lambda: join(lines[:1]),
+        "empty": lambda: "",
+    }[damage]()
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("cut mid-value", "ends mid-line"),
+        ("cut after a comma", "ends mid-line"),
+        ("last row short", "has 2 fields, the header 3"),
+        ("row too long", "line 4 has 4 fields, the header 3"),
+        ("empty field", "line 6: could not convert string to float: ''"),
+        ("non-number", "line 4: could not convert string to float: 'abc'"),
+        ("header only", "a header line but no rows"),
+        ("empty", "is empty"),
+    ],
+)
+def test_a_half_written_per_point_csv_is_refused_naming_the_file(out, tmp_path, damage, words):
+    """Table 7 and Figure 3 refuse it in one line naming the file, never reading it as NaN or fewer points."""
+    src = Path(out["nll"][("meanflow", 4)])
+    bad_dir = tmp_path / "nll" / "meanflow"
+    bad = write_json(bad_dir / "K4.json", json.loads(src.read_text()))
+    (bad_dir / "K4.csv").write_text(damaged(src.with_suffix(".csv").read_text(), damage))
+    density = tmp_path / "density" / "shortcut" / "K1.csv"
+    density.parent.mkdir(parents=True)
+    density.write_text(damaged(Path(out["density"][("shortcut", 1)]).read_text(), damage))
+    with pytest.raises(ValueError) as table_err:
+        load("table_error").main(
+            {**out["nll"], ("meanflow", 4): bad},
+            out["reference"],
+            ["meanflow"],
+            STEPS,
+            CONFIG,
+            str(tmp_path / "t7.csv"),
+            labels=LABELS,
+        )
+    with pytest.raises(ValueError) as figure_err:
+        load("figure_density").main(
+            out["grid"], {("shortcut", 1): str(density)}, str(tmp_path / "f3.png"), labels=LABELS
+        )
+    for path, err in ((bad_dir / "K4.csv", table_err), (density, figure_err)):
+        msg = str(err.value)
+        assert str(path) in msg and words in msg and "\n" not in msg
+    assert not (tmp_path / "t7.csv").exists() and not (tmp_path / "f3.png").exists()
+
+
+def test_a_half_written_cell_json_is_refused_naming_the_file(out, tmp_path):
+    src = Path(out["nll"][("meanflow", 4)])
+    bad = tmp_path / "nll" / "meanflow" / "K4.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(src.read_text()[:40])
+    cells = {**out["nll"], ("meanflow", 4): str(bad)}
+    with pytest.raises(ValueError) as err:
+        load("table_main").main(
+            cells, out["samples"], out["reference"], MAIN_RUNS, STEPS, CONFIG, str(tmp_path / "t1.csv"), labels=LABELS
+        )
+    assert str(err.value).startswith(f"cell file {bad} is not valid JSON: ") and "\n" not in str(err.value)
+    assert not (tmp_path / "t1.csv").exists()
+
+
 # ---------------------------------------------------------------- Figure 2
 
 

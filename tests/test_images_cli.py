@@ -159,3 +159,19 @@ def test_nll_refuses_images_of_the_wrong_size(run, capsys):
     )
     err = capsys.readouterr().err
     assert "(4, 3, 16, 16)" in err and "(N >= 1, 3, 8, 8)" in err and not (d / "d.csv").exists()
+
+
+@pytest.mark.parametrize("damage", ["float64", "no_channels", "cut_short"])
+def test_nll_refuses_a_bad_image_file_in_one_line_naming_it(run, capsys, damage):
+    d, ckpt = run
+    test, bad = np.load(d / "test.npy"), d / f"{damage}.npy"
+    if damage == "cut_short":  # as a killed f2d2 data might leave it
+        bad.write_bytes((d / "test.npy").read_bytes()[:-100])
+    else:
+        np.save(bad, test.astype(np.float64) if damage == "float64" else test[:, 0])
+    capsys.readouterr()
+    args = ["nll", "--checkpoint", str(ckpt), "--points", str(bad), "--steps", "1", "--out", str(d / "e.csv")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("f2d2 nll: error: ") and str(bad) in err and "uint8 images" in err and err.count("\n") == 1
+    assert not (d / "e.csv").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 
 import numpy as np
@@ -75,3 +76,56 @@ def test_imagenet64_missing_files_error(tmp_path):
     with pytest.raises(DataError) as e:
         ImageNet64(root=str(tmp_path))
     assert str(tmp_path) in str(e.value) and "val_data.npz" in str(e.value) and "(N, 12288)" in str(e.value)
+
+
+def _imagenet64_npz(root, val_data) -> None:
+    """The npz release under ``root``: two good images per training batch, ``val_data`` (bytes) as val_data.npz."""
+    for name in ImageNet64.NAMES[:-1]:
+        np.savez(root / f"{name}.npz", data=np.zeros((2, 3 * 64 * 64), dtype=np.uint8))
+    (root / "val_data.npz").write_bytes(val_data)
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "val_data, words",
+    [
+        (_npz_bytes(data=np.zeros((2, 3 * 64 * 64))), "'data' is float64 (2, 12288); expected uint8 (N, 12288)"),
+        (_npz_bytes(data=np.zeros((2, 64, 64), dtype=np.uint8)), "'data' is uint8 (2, 64, 64); expected uint8"),
+        (_npz_bytes(data=np.zeros((2, 3 * 32 * 32), dtype=np.uint8)), "'data' is uint8 (2, 3072); expected uint8"),
+        (_npz_bytes(pixels=np.zeros((2, 3 * 64 * 64), dtype=np.uint8)), "no item named 'data.npy'"),
+        (_npz_bytes(data=np.zeros((2, 3 * 64 * 64), dtype=np.uint8))[:5000], "a truncated or damaged file?"),
+    ],
+    ids=["float64", "no channels", "32 x 32", "no data array", "cut short"],
+)
+def test_imagenet64_refuses_a_bad_npz_naming_it_when_built(tmp_path, val_data, words):
+    """Checked from the arrays' headers when the dataset is built (and so before any pipeline job), not on first use."""
+    _imagenet64_npz(tmp_path, val_data)
+    with pytest.raises(DataError) as e:
+        ImageNet64(root=str(tmp_path))
+    assert str(tmp_path / "val_data.npz") in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_imagenet64_refuses_pickled_floats_naming_the_file(tmp_path):
+    for name in ImageNet64.NAMES:
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump({"data": np.zeros((2, 3 * 64 * 64))}, f)
+    with pytest.raises(DataError) as e:
+        ImageNet64(root=str(tmp_path), allow_pickle=True).train_pixels()
+    assert str(e.value).startswith(f"{tmp_path / 'train_data_batch_1'}: 'data' is float64 (2, 12288); expected uint8")
+
+
+def test_cifar10_batches_that_fail_torchvisions_md5_check_are_named(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in CIFAR10.FILES:  # float pixels: not the released files, whose MD5 torchvision checks
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": np.zeros((4, 3072)), "labels": [0, 1, 2, 3]}, f)
+    with pytest.raises(DataError) as e:
+        CIFAR10(root=str(tmp_path)).train_pixels()
+    msg = str(e.value)
+    assert all(str(folder / name) in msg for name in CIFAR10.FILES) and "MD5" in msg and "\n" not in msg

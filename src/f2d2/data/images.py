@@ -8,13 +8,15 @@ see ``f2d2.eval.bpd``) and for FID reference statistics.
 
 Files are checked when the dataset is built (``check_files``, also called by the
 pipeline before any job starts); a missing file raises DataError naming the path,
-the expected layout and how to obtain it. Nothing is downloaded unless the config
-says ``download: true``.
+the expected layout and how to obtain it, and so does an ImageNet .npz whose array
+is not uint8 of the expected shape or cannot be read. Nothing is downloaded unless
+the config says ``download: true``.
 """
 
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,19 @@ from f2d2.data.toy2d import DataError
 def to_model_space(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 pixels (N, C, H, W) -> float32 in [-1, 1]."""
     return pixels.float() * (2 / 255) - 1
+
+
+def _npz_header(path: Path, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, shape) of the array ``key`` of an .npz file, from its header alone; DataError naming the file if
+    the archive cannot be read (e.g. cut short) or lacks ``key``."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise DataError(f"could not read the array {key!r} of {path} ({e}); a truncated or damaged file?") from None
+    return dtype, shape
 
 
 class ImageDataset:
@@ -112,13 +127,25 @@ class CIFAR10(ImageDataset):
             )
 
     def _load(self) -> None:
-        from torchvision.datasets import CIFAR10 as TV  # here: seconds to import, and only CIFAR-10 needs it
+        # here: seconds to import, and only CIFAR-10 needs it
+        from torchvision.datasets import CIFAR10 as TV
+        from torchvision.datasets.utils import check_integrity
 
         def split(train: bool) -> torch.Tensor:
             ds = TV(str(self.root), train=train, download=self.download)
             return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
 
-        self._train, self._test = split(True), split(False)
+        try:
+            self._train, self._test = split(True), split(False)
+        except RuntimeError:  # torchvision's "Dataset not found or corrupted": name the files failing its MD5 check
+            folder = self.root / TV.base_folder
+            bad = [str(folder / f) for f, md5 in TV.train_list + TV.test_list if not check_integrity(folder / f, md5)]
+            if not bad:
+                raise
+            raise DataError(
+                f"CIFAR-10: {bad} fail the MD5 check of the released files (truncated or altered?); unpack "
+                f"cifar-10-python.tar.gz into {self.root} again, or set data.download: true"
+            ) from None
 
 
 class ImageNet64(ImageDataset):
@@ -163,6 +190,16 @@ class ImageNet64(ImageDataset):
                 "array 'data' of shape (N, 12288) uint8 (the 'Imagenet64_train' and 'Imagenet64_val' downsampled "
                 "archives from https://image-net.org/download-images, which needs an ImageNet account)." + hint
             )
+        for name in self.NAMES:
+            path = self._path(name)
+            if path.suffix == ".npz":  # a pickle's array is checked when read (_read): loading one can run code
+                self._check_data(path, *_npz_header(path, "data"))
+
+    @staticmethod
+    def _check_data(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        """DataError naming ``path`` unless its array 'data' is uint8 (N, 12288)."""
+        if dtype != np.uint8 or len(shape) != 2 or shape[1] != 3 * 64 * 64:
+            raise DataError(f"{path}: 'data' is {dtype} {shape}; expected uint8 (N, {3 * 64 * 64})")
 
     def _read(self, name: str) -> np.ndarray:
         path = self._path(name)
@@ -172,8 +209,7 @@ class ImageNet64(ImageDataset):
         else:
             with open(path, "rb") as f:
                 data = pickle.load(f)["data"]
-        if data.ndim != 2 or data.shape[1] != 3 * 64 * 64:
-            raise DataError(f"{path}: 'data' has shape {data.shape}; expected (N, {3 * 64 * 64})")
+        self._check_data(path, data.dtype, data.shape)
         return data.reshape(-1, 3, 64, 64)
 
     def _load(self) -> None:

@@ -1,1 +1,1 @@
-"""Files: checkpoints, atomic writes, point and image arrays, and the MeanFlow checkpoint importer."""
+"""Files: checkpoints, atomic writes, point and image arrays, per-point tables, and the MeanFlow checkpoint importer."""

@@ -10,6 +10,7 @@ import torch
 
 from f2d2.data import DataError
 from f2d2.io.atomic import atomic_path, atomic_write_text
+from f2d2.io.table import read_table
 
 
 def write_array(path: Path, array: np.ndarray, header: list[str] | None = None) -> None:
@@ -33,23 +34,31 @@ def check_out_suffix(path: Path) -> None:
         raise ValueError(f"output file {path} must end in .npy or .csv, got {path.suffix!r}")
 
 
+def _load_npy(path: Path, expected: str) -> np.ndarray:
+    """The array of a .npy file; DataError naming the file and ``expected`` if it cannot be read as one."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataError(f"could not read {path} as a .npy array ({e}); expected {expected}") from None
+
+
 def read_nll(path: Path) -> torch.Tensor:
-    """The nll_nats column of a file written by ``f2d2 nll``."""
+    """The nll_nats column of a file written by ``f2d2 nll`` (a CSV as ``read_table`` reads it, or a .npy)."""
     if path.suffix == ".npy":
-        arr = np.load(path)
+        arr = _load_npy(path, "a .npy of per-point NLLs written by f2d2 nll")
         return torch.from_numpy(np.asarray(arr).reshape(len(arr), -1)[:, 0]).double()
-    header = path.read_text().splitlines()[0].split(",")
+    header, rows = read_table(path)
     if "nll_nats" not in header:
         raise ValueError(f"{path} has no nll_nats column (columns: {header}); expected a file written by f2d2 nll")
-    arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    return torch.from_numpy(arr[:, header.index("nll_nats")]).double()
+    return torch.from_numpy(rows[:, header.index("nll_nats")])
 
 
 def load_images(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     """uint8 images (N, *shape) from a .npy file (as written by f2d2 data); errors name the file."""
+    expected = f"a .npy of uint8 images (N, {', '.join(map(str, shape))})"
     if not Path(path).is_file():
-        raise DataError(f"{path} not found; expected a .npy of uint8 images (N, {', '.join(map(str, shape))})")
-    arr = np.load(path, allow_pickle=False)
+        raise DataError(f"{path} not found; expected {expected}")
+    arr = _load_npy(path, expected)
     if arr.dtype != np.uint8 or arr.shape[1:] != tuple(shape) or len(arr) == 0:
         raise DataError(
             f"{path} holds {arr.dtype} {arr.shape}; expected uint8 images (N >= 1, "
