@@ -270,9 +270,9 @@ def main(argv=None) -> int:
                 }
             )
             print(f"[faults] {rows[-1]}", file=sys.stderr)
-    print(f"{'fault':12s} {'tries':>5s} {'survived':>8s} {'data lost':>9s} {'recovery s':>10s}")
+    print(f"{'fault':14s} {'tries':>5s} {'survived':>8s} {'data lost':>9s} {'recovery s':>10s}")
     for r in rows:
-        print(f"{r['fault']:12s} {r['tries']:5d} {r['survived']:8d} {r['data_lost']:9d} {r['recover_seconds']:10.2f}")
+        print(f"{r['fault']:14s} {r['tries']:5d} {r['survived']:8d} {r['data_lost']:9d} {r['recover_seconds']:10.2f}")
     if args.out is not None:
         record = {"command": " ".join(sys.argv), "run": RUN, "slurm_run": SLURM_RUN, "rows": rows}
         atomic_write_text(args.out, json.dumps(record, indent=1))

@@ -220,9 +220,13 @@ fail_node() {
     parent=$(awk '{ print $4 }' "/proc/$pid/stat" 2>/dev/null) || continue
     [ "$(cat "/proc/$parent/comm" 2>/dev/null)" = slurmstepd ] && pids+=("$parent")
   done
-  kill -9 "$(cat "$DIR/run/slurmd.pid")" "${pids[@]}" 2>/dev/null || true
+  pids+=("$(cat "$DIR/run/slurmd.pid")")
+  # frozen first, then killed: no slurmstepd is left to report its job's end to the controller (which would record
+  # the job FAILED rather than NODE_FAIL)
+  kill -STOP "${pids[@]}" 2>/dev/null || true
+  kill -9 "${pids[@]}" 2>/dev/null || true
   rm -f "$DIR/run/slurmd.pid"
-  log "node failed: killed slurmd and ${#pids[@]} job processes"
+  log "node failed: killed slurmd and $((${#pids[@]} - 1)) job processes"
 }
 
 start_node() {

@@ -258,6 +258,8 @@ def _wait_for_previous_job(log_dir: Path) -> None:
             flush=True,
         )
         _wait_while_live(job_id)
+    if previous.get("finished") is not None:  # its waiter has recorded the end already
+        return
     deadline = time.monotonic() + PREVIOUS_WAITER_S
     while _alive_here(previous.get("waiter")) and time.monotonic() < deadline:
         time.sleep(SLURM_POLL_S / 4)
