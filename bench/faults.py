@@ -131,12 +131,7 @@ def busy_folder(config: Path, ref: Path, work: Path, rng: random.Random) -> tupl
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    lost = 0
-    try:
-        load_checkpoint(work / "checkpoint.pt")
-    except Exception:
-        lost = 1
-    return refused and going_on, lost, seconds
+    return refused and going_on, checkpoint_lost(work), seconds
 
 
 def submit_cmd(config: Path, work: Path) -> list[str]:
@@ -144,13 +139,21 @@ def submit_cmd(config: Path, work: Path) -> list[str]:
             "--", "train", "--config", str(config), "--workdir", str(work), "--no-progress"]  # fmt: skip
 
 
-def slurm_sh(command: str) -> None:
+def slurm_sh(command: str) -> str:
+    """`bash scripts/slurm.sh <command>` on the cluster that $SLURM_CONF names; what it said."""
     env = {**os.environ, "F2D2_SLURM_DIR": str(Path(os.environ["SLURM_CONF"]).parent)}
-    subprocess.run(["bash", str(ROOT / "scripts" / "slurm.sh"), command], env=env, check=True, capture_output=True)
+    script = ["bash", str(ROOT / "scripts" / "slurm.sh"), command]
+    return subprocess.run(script, env=env, check=True, capture_output=True, text=True).stderr
 
 
 def node_state() -> str:
+    """The test cluster's one node's state as sinfo abbreviates it (idle, mix, down*, ...)."""
     return subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.strip()
+
+
+def submitted_job_ids(log_dir: Path) -> list[str]:
+    """Every SLURM job submitted from ``log_dir`` (submitit leaves <id>_submission.sh for each), oldest first."""
+    return sorted({p.name.split("_")[0] for p in log_dir.glob("*_submission.sh")}, key=int)
 
 
 def wait_until(condition, limit: float = 300) -> None:
@@ -163,7 +166,7 @@ def wait_until(condition, limit: float = 300) -> None:
 
 def slurm_states(work: Path) -> list[tuple[str, float, float]]:
     """(state, start, end) of every attempt of every job submitted from ``work/logs``, once all have ended."""
-    ids = sorted({p.name.split("_")[0] for p in (work / "logs").glob("*_submission.sh")}, key=int)
+    ids = submitted_job_ids(work / "logs")
     fmt = ["State", "Start", "End"]
     while True:
         out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(ids), "-o", ",".join(fmt)],

@@ -17,22 +17,13 @@ import pytest
 import torch
 
 from f2d2.io.checkpoint import load_checkpoint
-from pipeline_helpers import ROOT, assert_same_tables, snakemake, snakemake_cmd, tiny_config
+from pipeline_helpers import ROOT, assert_same_tables, load_bench, snakemake, snakemake_cmd, tiny_config
 from slurm_helpers import hold_env, sacct, seconds, wait_for
 
 pytestmark = pytest.mark.slurm
 
-SLURM_SH = ROOT / "scripts" / "slurm.sh"
-
-
-def slurm_sh(command: str) -> str:
-    """`bash scripts/slurm.sh <command>` on the test cluster that $SLURM_CONF names."""
-    env = {**os.environ, "F2D2_SLURM_DIR": str(Path(os.environ["SLURM_CONF"]).parent)}
-    return subprocess.run(["bash", str(SLURM_SH), command], env=env, check=True, capture_output=True, text=True).stderr
-
-
-def node_state() -> str:
-    return subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.strip()
+FAULTS = load_bench("faults")  # the fault benchmark's cluster helpers: slurm_sh, node_state, job ids
+slurm_sh, node_state, job_ids = FAULTS.slurm_sh, FAULTS.node_state, FAULTS.submitted_job_ids
 
 
 def until(condition, what: str, timeout: float) -> None:
@@ -52,11 +43,6 @@ def restore_node() -> None:
 
 def live_state(job_id: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
-
-
-def job_ids(log_dir: Path) -> list[str]:
-    """Every SLURM job submitted from ``log_dir`` (submitit leaves <id>_submission.sh for each), oldest first."""
-    return sorted({p.name.split("_")[0] for p in log_dir.glob("*_submission.sh")}, key=int)
 
 
 def job_logs(log_dir: Path) -> str:

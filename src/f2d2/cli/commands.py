@@ -489,20 +489,16 @@ def cmd_frontier(args: argparse.Namespace) -> None:
     from f2d2 import api
     from f2d2.eval import frontier
 
-    runs = dict(args.run)
+    runs = [name for name, _ in args.run]
     if "teacher" in runs:
         raise ValueError("--run teacher=...: the name 'teacher' is --teacher's")
-    named_checkpoints([("teacher", args.teacher), *args.run])
+    checkpoints = named_checkpoints([("teacher", args.teacher), *args.run])
     torch.set_num_threads(1)
-    models = {name: api.load(path, args.device) for name, path in {"teacher": args.teacher, **runs}.items()}
+    models = {name: api.load(path, args.device) for name, path in checkpoints.items()}
     x = frontier_points(args.points, models["teacher"].data_shape, args.n, args.seed).to(args.device)
-    record = measure_frontier(
-        models, "teacher", list(runs), x, args, lambda line: print(f"[frontier] {line}", flush=True)
-    )
-    checkpoints = {"teacher": str(args.teacher), **{name: str(path) for name, path in runs.items()}}
-    frontier.write(
-        {"checkpoints": checkpoints, "device": args.device, "threads": 1, **record}, args.out, title=args.title
-    )
+    record = measure_frontier(models, "teacher", runs, x, args, lambda line: print(f"[frontier] {line}", flush=True))
+    saved = {name: str(path) for name, path in checkpoints.items()}
+    frontier.write({"checkpoints": saved, "device": args.device, "threads": 1, **record}, args.out, title=args.title)
     for line in record["verdicts"]["lines"]:
         print(line)
     print(f"wrote {args.out}/frontier.json, frontier.csv, frontier.png")

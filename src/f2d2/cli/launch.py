@@ -231,11 +231,11 @@ def _alive_here(waiter: Any) -> bool:
     if not isinstance(pid, int) or pid == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # PermissionError: it runs, as another user
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
