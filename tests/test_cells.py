@@ -74,6 +74,10 @@ def test_image_samples_add_fid_and_n_samples():
         "--out out/eval/samples/teacher/K2.npy --metrics out/eval/samples/teacher/K2.json"
     ).split(" ")
     assert "--n 2000 " in cells(fid={"n_samples": 500}).sample("teacher", 2).args  # no images: eval.n_points
+    # eval.fid.extractor null: image samples without FID (sliced W2 instead), and no FID reference job
+    none = cells(images=True, fid={"extractor": None, "n_samples": 500})
+    assert not none.sample_fid and c.sample_fid
+    assert "--fid" not in none.sample("teacher", 2).args and "--n 500 " in none.sample("teacher", 2).args
 
 
 def test_batch_size_only_when_set():

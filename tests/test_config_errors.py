@@ -219,6 +219,11 @@ CASES = [
         ["objective.sc_fraction was renamed objective.semigroup_fraction", "stages.shortcut"],
     ),
     (
+        "no FID network for the sample-quality job",
+        {"eval.fid": {"extractor": None}, "eval.quality": {"n": 100}},
+        ["eval.quality.extractor and eval.fid.extractor are both null"],
+    ),
+    (
         "tasks per node vs GPUs",
         {"cluster": "slurm", "resources.train.gpus": 2, "resources.train.tasks_per_node": 3},
         ["resources.train.tasks_per_node = 3", "resources.train.gpus = 2", "expected 1", "or 2"],

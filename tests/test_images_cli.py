@@ -77,9 +77,15 @@ def test_sample_batches_and_fid_cell(run, capsys, monkeypatch):
     assert main([*base, "--out", str(d / "s.npy")]) == 0
     assert np.load(d / "s3.npy").dtype == np.uint8
     np.testing.assert_array_equal(np.load(d / "s3.npy"), np.load(d / "s.npy"))
+    # no --fid-stats (eval.fid.extractor null): sliced W2 to training images, as for points, and no FID
+    assert main([*base, "--out", str(d / "s.npy"), "--metrics", str(d / "w2.json")]) == 0
+    cell = json.loads((d / "w2.json").read_text())
+    assert "fid" not in cell and "fid_network" not in cell and cell["sliced_w2"] > 0
+    # a stats file named but missing is refused, naming it, before sampling
     capsys.readouterr()
-    assert main([*base, "--out", str(d / "s.npy"), "--metrics", str(d / "m.json")]) == 2  # no reference stats
-    assert "--fid-stats" in capsys.readouterr().err
+    missing = ["--metrics", str(d / "m.json"), "--fid-stats", str(d / "none.npz")]
+    assert main([*base, "--out", str(d / "s.npy"), *missing]) == 2
+    assert "none.npz is not a file" in capsys.readouterr().err and not (d / "m.json").exists()
     assert (
         main(["fid-reference", "--config", str(d / "c.yaml"), "--out", str(d / "ref.npz"), "--extractor", "tiny-conv"])
         == 0

@@ -101,7 +101,7 @@ def job_log_dirs():
     """The log folder (job.json) of every submitit job of the experiment."""
     dirs = [f"{OUT}/train/{run}/logs" for run in RUNS]
     dirs += [CELLS.reference_solve(run).log_dir for run in [REFERENCE, *OWN_FLOW_STAGES]]
-    if IMAGES:
+    if CELLS.sample_fid:
         dirs.append(f"{OUT}/eval/logs/fid_reference")
     dirs += [CELLS.importance_log_dir(run) for run in IMPORTANCE]
     dirs += [FRONTIER.log_dir] if FRONTIER is not None else []

@@ -176,7 +176,7 @@ if BUNDLE:
                 trained(_run),
                 points=rules.test_points.output,
                 reference=rules.reference_nll.output.csv,
-                **({"fid": CELLS.fid_reference} if IMAGES else {}),
+                **({"fid": CELLS.fid_reference} if CELLS.sample_fid else {}),
                 **({"grid": rules.density_grid.output.points} if _run in DENSITY_RUNS else {}),
             output:
                 [path for cell in _cells for path in cell.outputs.values()],
@@ -245,7 +245,7 @@ else:
     rule sample_cell:
         input:
             lambda w: trained(w.run),
-            **({"fid": CELLS.fid_reference} if IMAGES else {}),
+            **({"fid": CELLS.fid_reference} if CELLS.sample_fid else {}),
         output:
             samples=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.npy",
             json=f"{OUT}/eval/samples/{{run}}/K{{k}}{{guided}}.json",

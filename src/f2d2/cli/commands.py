@@ -270,14 +270,13 @@ def check_sample_args(args: argparse.Namespace) -> None:
 
 
 def check_sample_model(args: argparse.Namespace, model: torch.nn.Module) -> None:
-    """Image samples with --metrics need FID reference statistics and the extractor, --log-prob a divergence the
-    model serves: fail before sampling."""
+    """Image samples' FID (--metrics with --fid-stats) needs the statistics file and the extractor, --log-prob a
+    divergence the model serves: fail before sampling."""
     _sample_div(args, model)
-    if args.metrics is not None and len(model.data_shape) == 3:
-        if args.fid_stats is None or not args.fid_stats.is_file():
+    if args.metrics is not None and len(model.data_shape) == 3 and args.fid_stats is not None:
+        if not args.fid_stats.is_file():
             raise ValueError(
-                f"--metrics for image samples needs --fid-stats: reference statistics from "
-                f"f2d2 fid-reference; got {args.fid_stats}"
+                f"--fid-stats {args.fid_stats} is not a file; expected reference statistics from f2d2 fid-reference"
             )
         build_extractor(args.fid_extractor, args.fid_weights_dir)
 
@@ -422,7 +421,7 @@ def sample_cell(model: torch.nn.Module, ckpt_cfg: dict, args: argparse.Namespace
             div=div, log_prob_out=str(log_prob_path(args.out)), mean_log_prob_nats=float(log_q.double().mean())
         )
     if args.metrics is not None:
-        if images:
+        if images and args.fid_stats is not None:
             summary["fid"] = fid_to_reference(
                 np.load(args.out),
                 args.fid_stats,
@@ -445,11 +444,12 @@ CELLS = {"nll": nll_cell, "sample": sample_cell, "importance": importance_cell}
 
 
 def _sample_quality(data_cfg: dict, samples: torch.Tensor, seed: int) -> dict:
-    """Sliced W2 to as many fresh data points (seed stream 1, apart from the noise) and, if analytic, the
-    support mass; ``samples`` (N, 2) are the sampler's outputs at t = 1 (data)."""
+    """Sliced W2 to as many fresh data points or training images (seed stream 1, apart from the noise; images
+    flattened, in model space) and, if analytic, the support mass; ``samples`` (N, *data shape) are the sampler's
+    outputs at t = 1 (data)."""
     data = make_dataset(data_cfg)
     fresh = data.sample(len(samples), torch.Generator().manual_seed(seed + SEED_STRIDE))
-    out = {"sliced_w2": sliced_wasserstein(samples, fresh, seed=seed)}
+    out = {"sliced_w2": sliced_wasserstein(samples.flatten(1), fresh.flatten(1), seed=seed)}
     if data.has_density:
         out["support_mass"] = support_mass(data.log_prob(samples))
     return out

@@ -23,7 +23,7 @@ from f2d2.config.solvers import FIXED_GRID_SOLVERS
 from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
 
 FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
-EXTRACTORS = tuple(FID_OPTIONS["extractor"]["enum"])
+EXTRACTORS = tuple(name for name in FID_OPTIONS["extractor"]["enum"] if name is not None)  # null: no FID
 
 COMMANDS = (
     "train",
@@ -340,14 +340,15 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help="also write sample-quality metrics as JSON here: sliced W2 to fresh data of the checkpoint's "
-        "dataset and, for analytic datasets, the share of samples on the support",
+        "dataset (images: training images, or FID with --fid-stats) and, for analytic datasets, the share of "
+        "samples on the support",
     )
     s.add_argument("--device", default="cpu", help="torch device to sample on, e.g. cpu or cuda")
     s.add_argument(
         "--fid-stats",
         type=Path,
         default=None,
-        help="image checkpoints: reference statistics (.npz from f2d2 fid-reference) for the FID in --metrics",
+        help="image checkpoints: reference statistics (.npz from f2d2 fid-reference); --metrics then holds FID",
     )
     s.add_argument(
         "--fid-extractor",

@@ -74,7 +74,8 @@ def cell_flags(cells: list[Cell]) -> str:
 
 class Cells:
     """The evaluation of experiment config ``cfg`` (validated) under its outdir; ``images``: its data are
-    images, whose sample cells also compute FID against ``fid_reference``."""
+    images, whose sample cells also compute FID against ``fid_reference`` unless eval.fid.extractor is null
+    (``sample_fid``)."""
 
     def __init__(self, cfg: dict, images: bool, config_file: str = "config/config.yaml"):
         self.out = cfg.get("outdir", "results")
@@ -84,6 +85,7 @@ class Cells:
         self.steps = list(self.eval["steps"])
         self.fid = self.eval["fid"]
         self.images = images
+        self.sample_fid = images and self.fid["extractor"] is not None  # else sliced W2, as for points
         self.reference = experiment.reference_stage(cfg)  # the teacher of the NLL reference solve
         self.f2d2_runs = experiment.f2d2_runs(cfg)  # evaluated with their divergence head
         self.f2d2_stages = experiment.f2d2_stages(cfg)  # also sampled with guidance
@@ -189,14 +191,15 @@ class Cells:
 
     def sample(self, run: str, k: int | str, guided: bool = False) -> Cell:
         """A run's samples at K = ``k``, with divergence-head guidance if ``guided`` (eval.guidance: lr_one_step
-        at K = 1, lr_multi_step above), with FID for images (outputs samples, json)."""
+        at K = 1, lr_multi_step above), with FID for images unless eval.fid.extractor is null (outputs samples,
+        json)."""
         n = self.fid.get("n_samples", self.eval["n_points"]) if self.images else self.eval["n_points"]
         args = ["--n", str(n), "--steps", str(k), "--seed", str(self.eval["sample_seed"])]
         if guided:
             g = self.eval["guidance"]
             lr = g["lr_one_step"] if int(k) == 1 else g["lr_multi_step"]
             args += ["--guidance-steps", str(g["steps"]), "--guidance-lr", str(lr)]
-        if self.images:
+        if self.sample_fid:
             args += ["--fid-stats", self.fid_reference, "--fid-extractor", self.fid["extractor"]]
             args += ["--fid-weights-dir", self.fid["weights_dir"]]
         json = self.sample_cell(run, k, guided)

@@ -36,7 +36,7 @@ from f2d2.eval.inception import FIDError
 from f2d2.io.atomic import atomic_path, atomic_write_text
 
 _OPTIONS = section("eval.fid")["properties"]  # the config's eval.fid: extractor names, default weights folder
-EXTRACTORS = tuple(_OPTIONS["extractor"]["enum"])
+EXTRACTORS = tuple(name for name in _OPTIONS["extractor"]["enum"] if name is not None)  # null: no FID
 WEIGHTS_DIR = _OPTIONS["weights_dir"]["default"]
 TINY_CONV_INFO = {
     "file": None,
