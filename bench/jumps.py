@@ -1,6 +1,6 @@
 """Where a K-step likelihood's error comes from, per jump: each F2D2 model's K flow-map jumps from the data (t = 1)
-back to the noise (t = 0), each jump compared with the teacher's ODE solved over the same interval from the same
-point. Not a test: it prints numbers.
+back to the noise (t = 0), each jump compared with the teacher's ODE (or, with --against own, the model's own
+velocity's) solved over the same interval from the same point. Not a test: it prints numbers.
 
     python bench/jumps.py --config config/patches.yaml --results results/patches --n 100 --probes 8
 
@@ -52,6 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--tol", type=float, default=1e-4, help="the teacher's dopri5 atol = rtol")
     p.add_argument("--probes", type=int, default=8, help="0: exact divergence; > 0: mean of that many probes")
+    p.add_argument(
+        "--against",
+        choices=["teacher", "own"],
+        default="teacher",
+        help="the ODE each model is compared with: the teacher's, or the model's own velocity u(x, t, t) (its own "
+        "flow, the density a div_source: self head learns)",
+    )
     p.add_argument("--backward", default=None, help="two-way | forward-only (default: the config's eval.backward)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probes and the dequantization")
     p.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
@@ -68,19 +75,20 @@ def pick(args: argparse.Namespace, teacher: str, total: int) -> torch.Tensor:
     return torch.from_numpy(np.argsort(nll, kind="stable")[: args.n])
 
 
-def teacher_interval(teacher, x: torch.Tensor, s: float, t: float, tol: float, probes: int, gen) -> tuple:
-    """(x_t^ref, dlogp^ref (N,) float64) of the teacher's joint ODE from x (N, *shape) at s to t."""
-    xt, a = probe_averaged_solve(teacher, x, s, t, tol=tol, probes=probes, generator=gen)
+def ode_interval(ode, x: torch.Tensor, s: float, t: float, tol: float, probes: int, gen) -> tuple:
+    """(x_t^ref, dlogp^ref (N,) float64) of model ``ode``'s joint ODE (its velocity u(x, t, t)) from x (N, *shape)
+    at s to t."""
+    xt, a = probe_averaged_solve(ode, x, s, t, tol=tol, probes=probes, generator=gen)
     return xt, -a
 
 
-def split(model, teacher, x1, k, backward, ref_x0, ref_logp, tol, probes, gen) -> dict:
+def split(model, ode, x1, k, backward, ref_x0, ref_logp, tol, probes, gen) -> dict:
     """One model at K: the per-jump comparison and the whole error's split (see the module docstring)."""
     x, jumps, delta = x1, [], torch.zeros(len(x1), dtype=torch.float64)
     with torch.no_grad():
         for s, t in zip(time_grid(k)[:-1], time_grid(k)[1:]):
             xt, dlogp = flow_map_step(model, x, s, t, div="head", backward=backward)
-            xt_ref, dlogp_ref = teacher_interval(teacher, x, s, t, tol, probes, gen)
+            xt_ref, dlogp_ref = ode_interval(ode, x, s, t, tol, probes, gen)
             err = dlogp_ref - dlogp.double()  # what this jump adds to the error of log p(x1) = log N(x0) - sum dlogp
             jumps.append(
                 {
@@ -119,17 +127,21 @@ def main(argv=None) -> int:
     x1 = frontier_points(args.results / "eval" / "test_points.npy", teacher.data_shape, None, args.seed)
     x1 = x1[pick(args, teacher_name, len(x1))]
     gen = torch.Generator().manual_seed(args.seed)
-    print(f"[jumps] reference from the data: dopri5 {args.tol:g}, probes {args.probes}", file=sys.stderr)
-    ref_x0, ref_delta = teacher_interval(teacher, x1, 1.0, 0.0, args.tol, args.probes, gen)
-    ref_logp = standard_normal_log_prob(ref_x0).double() - ref_delta
     dim = math.prod(x1.shape[1:])
     result = {"command": " ".join(sys.argv), "n": len(x1), "pick": args.pick, "dim": dim, "backward": backward}
-    result["runs"] = {}
+    result["against"], result["runs"] = args.against, {}
     for run in runs:
         model = f2d2.load(args.results / "train" / run / "checkpoint.pt")
+        ode = teacher if args.against == "teacher" else model
+        print(
+            f"[jumps] {run}: {args.against} ODE from the data, dopri5 {args.tol:g}, probes {args.probes}",
+            file=sys.stderr,
+        )
+        ref_x0, ref_delta = ode_interval(ode, x1, 1.0, 0.0, args.tol, args.probes, gen)
+        ref_logp = standard_normal_log_prob(ref_x0).double() - ref_delta
         result["runs"][run] = []
         for k in args.steps:
-            row = split(model, teacher, x1, k, backward, ref_x0, ref_logp, args.tol, args.probes, gen)
+            row = split(model, ode, x1, k, backward, ref_x0, ref_logp, args.tol, args.probes, gen)
             result["runs"][run].append(row)
             print(f"[jumps] {run} K={k}: {row['err_abs']:.2f} nats", file=sys.stderr)
     print_table(result)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from f2d2.cli import main
@@ -147,6 +148,18 @@ def test_quality_scores_every_cell_pairs_guidance_and_reuses_its_cache(runs, cap
     again = json.loads((d / "q" / "quality.json").read_text())
     assert all(r["reps"] == 5 for r in again["rows"]) and "teacher_bpd" not in again["rows"][1]
     assert (d / "q" / "cells" / "reference.npz").stat().st_mtime_ns == stamps[d / "q" / "cells" / "reference.npz"]
+    # a run retrained in place (same path, other weights) is scored again; the other runs' cells are not
+    stamps = {p: p.stat().st_mtime_ns for p in (d / "q" / "cells").rglob("*.npz")}
+    ckpt = torch.load(d / "f" / "checkpoint.pt", weights_only=False)
+    for state in (ckpt["model"], ckpt["ema"]):
+        for value in state.values():
+            if value.is_floating_point():
+                value.add_(0.01)
+    torch.save(ckpt, d / "f" / "checkpoint.pt")
+    assert _quality(d, "--reps", "5", "--no-teacher-bpd") == 0
+    redone = {p.name for p, t in stamps.items() if p.stat().st_mtime_ns != t}
+    assert redone == {"K1.npz", "K1_g1x0.1.npz", "K2.npz", "K2_g1x0.05.npz"}, redone
+    assert all(p.parent.name == "f" for p, t in stamps.items() if p.stat().st_mtime_ns != t)
 
 
 def test_quality_refuses_a_sweep_run_that_is_no_f2d2_run_before_any_work(runs, capsys):

@@ -29,6 +29,7 @@ from f2d2.core.likelihood import reference_log_likelihood
 from f2d2.core.sampling import sample_in_batches
 from f2d2.eval import bpd, frechet
 from f2d2.eval import fid as fidlib
+from f2d2.eval.inception import sha1
 from f2d2.eval.nll import points_nll
 from f2d2.io.atomic import atomic_path, atomic_write_text
 
@@ -258,7 +259,9 @@ def measure(
     ref_px, floor_px = held_out
     network = {"extractor": study.extractor, "sha1": fidlib.extractor_info(study.extractor, study.weights_dir)["sha1"]}
     study.reference(ref_px, {"n": len(ref_px), "seed": study.seed, **network})
+    # checkpoints by content: a run retrained in place (same path) is scored again, not served from the cache
     common = {"seed": seed, "bpd_tol": bpd_tol, "teacher": str(checkpoints[teacher]), **network}
+    common["teacher_sha1"] = sha1(Path(checkpoints[teacher]))
     floor, _ = study.score(
         "data/held_out", {"n": len(floor_px), **common}, lambda: with_bpd(floor_px, {"n": len(floor_px)})
     )
@@ -266,7 +269,7 @@ def measure(
     replicates: dict[Sampler, np.ndarray] = {}
     points: dict[Sampler, float] = {}
     for s in samplers:
-        spec = {**asdict(s), **common, "checkpoint": str(checkpoints[s.run])}
+        spec = {**asdict(s), **common, "checkpoint": str(checkpoints[s.run]), "sha1": sha1(Path(checkpoints[s.run]))}
         t0 = time.perf_counter()
         cell, reps = study.score(
             s.name,
