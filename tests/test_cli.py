@@ -10,6 +10,7 @@ import pytest
 
 from f2d2.cli import main
 from f2d2.cli.parser import build_parser
+from f2d2.io.arrays import read_nll
 from pipeline_helpers import train_default_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,6 +245,15 @@ def test_nll_refuses_a_half_written_compare_file_naming_it(trained, tmp_path, ca
     )
     assert code == 2 and capsys.readouterr().err == f"f2d2 nll: error: {ref} {problem}: a half-written file?\n"
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_per_point_file_without_an_nll_column_is_refused_naming_it(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("bpd,other\n1.0,2.0\n")
+    with pytest.raises(ValueError, match=f"{path} has no nll_nats column \\(columns: \\['bpd', 'other'\\]\\)"):
+        read_nll(path)
+    path.write_text("nll_nats,bpd\n3.5,2.5\n")
+    assert read_nll(path).tolist() == [3.5]
 
 
 def test_nll_head_needs_a_divergence_head(trained, tmp_path, capsys):

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 from f2d2.config.solvers import FIXED_GRID_SOLVERS  # noqa: E402
 from f2d2.io.atomic import atomic_path  # noqa: E402
-from f2d2.io.table import read_table  # noqa: E402
+from f2d2.io.table import read_nll_table  # noqa: E402
 
 _CELL_RE = re.compile(r"^K(\d+)(_guided)?\.(json|csv)$")
 
@@ -119,10 +119,8 @@ def training_inputs(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
 
 def read_points_csv(path: str | os.PathLike) -> pd.DataFrame:
     """A per-point CSV (``nll_nats,bpd[,analytic_nll_nats]``) as a float DataFrame; a half-written one is refused,
-    naming the file and the line (``f2d2.io.table.read_table``)."""
-    columns, rows = read_table(Path(path))
-    if "nll_nats" not in columns:
-        raise ValueError(f"{path} has no nll_nats column (columns: {columns})")
+    naming the file and the line (``f2d2.io.table.read_nll_table``)."""
+    columns, rows = read_nll_table(Path(path))
     return pd.DataFrame(rows, columns=columns)
 
 

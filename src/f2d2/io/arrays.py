@@ -10,7 +10,7 @@ import torch
 
 from f2d2.data import DataError
 from f2d2.io.atomic import atomic_path, atomic_write_text
-from f2d2.io.table import read_table
+from f2d2.io.table import read_nll_table
 
 
 def write_array(path: Path, array: np.ndarray, header: list[str] | None = None) -> None:
@@ -43,13 +43,11 @@ def _load_npy(path: Path, expected: str) -> np.ndarray:
 
 
 def read_nll(path: Path) -> torch.Tensor:
-    """The nll_nats column of a file written by ``f2d2 nll`` (a CSV as ``read_table`` reads it, or a .npy)."""
+    """The nll_nats column of a file written by ``f2d2 nll`` (a CSV as ``read_nll_table`` reads it, or a .npy)."""
     if path.suffix == ".npy":
         arr = _load_npy(path, "a .npy of per-point NLLs written by f2d2 nll")
         return torch.from_numpy(np.asarray(arr).reshape(len(arr), -1)[:, 0]).double()
-    header, rows = read_table(path)
-    if "nll_nats" not in header:
-        raise ValueError(f"{path} has no nll_nats column (columns: {header}); expected a file written by f2d2 nll")
+    header, rows = read_nll_table(path)
     return torch.from_numpy(rows[:, header.index("nll_nats")])
 
 

@@ -32,3 +32,12 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         except ValueError as e:
             raise ValueError(f"{path} line {n}: {e}") from None
     return header, np.array(rows)
+
+
+def read_nll_table(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """``read_table`` of a per-point CSV that ``f2d2 nll`` wrote (columns ``nll_nats``, ``bpd``[,
+    ``analytic_nll_nats``]); ValueError naming the file when it has no ``nll_nats`` column."""
+    header, rows = read_table(path)
+    if "nll_nats" not in header:
+        raise ValueError(f"{path} has no nll_nats column (columns: {header}); expected a file written by f2d2 nll")
+    return header, rows
