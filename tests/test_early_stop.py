@@ -202,6 +202,35 @@ def test_stops_at_the_first_check_within_tol_and_a_restart_trains_no_further(ful
     assert json.loads(summary.read_text())["early_stopped"] == ckpt["early_stopped"]
 
 
+def test_keep_best_ends_with_the_best_checks_ema_and_a_resume_remembers_it(full, tmp_path, capsys):
+    """No check within tol: the run ends with the EMA weights of the check closest to the target (here step 20),
+    the raw weights of its last step; cut at step 20 and resumed, it ends the same; a restart trains no further."""
+    work, checks = full
+    target, tol = checks[20] + 1e-6, 1e-9  # step 20 is the closest check, none is within tol
+    assert all(abs(v - target) > 1e-5 for s, v in checks.items() if s != 20)
+    best = experiment({"target_bpd": target, "tol": tol, "keep_best": True})
+    kept = load_checkpoint(train(resolve_run(best, "f2d2"), tmp_path / "best", progress=False))
+    assert kept["step"] == STEPS and "early_stopped" not in kept
+    assert kept["kept_best"] == {"step": 20, "val_bpd": checks[20], "target_bpd": target}
+    short = load_checkpoint(train(f2d2_run(UNREACHABLE, steps=20), tmp_path / "short", progress=False))
+    last = load_checkpoint(work / "checkpoint.pt")
+    assert same_state(kept["ema"], short["ema"]) and not same_state(kept["ema"], last["ema"])
+    assert same_state(kept["model"], last["model"])
+    assert "kept the EMA weights of the best check, step 20" in capsys.readouterr().out
+
+    # The step-20 checkpoint holds the best check so far; resumed from it, the run ends the same.
+    prev = load_checkpoint(tmp_path / "best" / "checkpoint.prev.pt")
+    assert prev["step"] == 20 and prev["early_stop"]["best"]["step"] == 20
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "checkpoint.pt").write_bytes((tmp_path / "best" / "checkpoint.prev.pt").read_bytes())
+    resumed = load_checkpoint(train(resolve_run(best, "f2d2"), tmp_path / "cut", progress=False))
+    assert resumed["kept_best"] == kept["kept_best"] and same_state(resumed["ema"], kept["ema"])
+    before = (tmp_path / "best" / "checkpoint.pt").read_bytes()
+    train(resolve_run(best, "f2d2"), tmp_path / "best", progress=False)
+    assert "with the weights of its best check" in capsys.readouterr().out
+    assert (tmp_path / "best" / "checkpoint.pt").read_bytes() == before
+
+
 def test_null_target_is_the_teachers_reference_bpd(tmp_path):
     teacher_run = resolve_run(
         {

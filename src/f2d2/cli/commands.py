@@ -81,9 +81,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             "seconds_this_call": round(time.perf_counter() - start, 3),
             "last_log": json.loads(lines[-1]) if lines else None,
         }
-        stopped = load_checkpoint(ckpt).get("early_stopped")
-        if stopped is not None:
-            summary["early_stopped"] = stopped
+        saved = load_checkpoint(ckpt)
+        summary.update({k: saved[k] for k in ("early_stopped", "kept_best") if k in saved})
         atomic_write_text(args.summary, json.dumps(summary, indent=1) + "\n")
 
 

@@ -4,7 +4,10 @@ With ``train.early_stop`` set, training measures every ``every`` steps (from ste
 the EMA model's ``steps``-step F2D2 likelihood (divergence head) on a held-out validation split, and stops as soon as
 it lies within ``tol`` bits/dim of the target (``steps`` a list of K: once every K's BPD does; the one farthest
 from the target is the logged ``val_bpd``, each K's ``val_bpd_K<k>``): ``target_bpd``, or (null) the teacher's reference
-(dopri5) BPD on the same split, computed once at the start and kept in the checkpoint. ``start`` skips the
+(dopri5) BPD on the same split, computed once at the start and kept in the checkpoint. With ``keep_best``
+a run whose checks never come within ``tol`` ends with the EMA weights of its best check (the smallest
+distance of its worst K to the target) instead of its last ones; the best so far is kept in the checkpoint, so
+a resumed run remembers it. ``start`` skips the
 first steps, where a new head's BPD falls from far above the target to far below it and passes the target
 once on its way (on 8x8 patches ~0.13 bits/dim per step near step 95): a stop there is no calibration.
 
@@ -89,6 +92,8 @@ class EarlyStop:
             raise ConfigError("; ".join(problems))
         self.cfg = run["train"]["early_stop"]
         self.every, self.tol, self.target = self.cfg["every"], self.cfg["tol"], self.cfg["target_bpd"]
+        self.keep_best = self.cfg["keep_best"]
+        self.best: dict | None = None  # with keep_best: {"step", "row" (its metrics row), "ema" (its weights)}
         steps = self.cfg["steps"]
         self.ks = [steps] if isinstance(steps, int) else list(steps)
         self.backward = "two-way" if describe(run["objective"]).two_way else "forward-only"
@@ -125,6 +130,19 @@ class EarlyStop:
         worst = max(bpds.values(), key=lambda bpd: abs(bpd - self.target))
         per_k = {f"val_bpd_K{k}": bpd for k, bpd in bpds.items()} if len(bpds) > 1 else {}
         return {"val_bpd": worst, "target_bpd": self.target, **per_k}
+
+    def consider(self, step: int, row: dict[str, float], ema: torch.nn.Module) -> None:
+        """With ``keep_best``: remember the weights of ``ema`` (the EMA network's container, as the checkpoint
+        saves it) when this check's worst K is closer to the target than every earlier check's."""
+        if not self.keep_best:
+            return
+        if self.best is None or abs(row["val_bpd"] - self.target) < abs(self.best["row"]["val_bpd"] - self.target):
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in ema.state_dict().items()}
+            self.best = {"step": step, "row": dict(row), "ema": weights}
+
+    def state(self) -> dict:
+        """The checkpoint's ``early_stop`` entry: the target and, with ``keep_best``, the best check so far."""
+        return {"target_bpd": self.target, **({"best": self.best} if self.keep_best else {})}
 
     def checks_at(self, step: int) -> bool:
         """Whether training measures the validation BPD after ``step`` steps: a multiple of every, >= start."""

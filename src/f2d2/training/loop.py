@@ -145,12 +145,20 @@ class TrainState:
 
 
 def save_state(
-    path: Path, state: TrainState, run: dict, group: Group, *, early: EarlyStop | None, stopped: dict
+    path: Path,
+    state: TrainState,
+    run: dict,
+    group: Group,
+    *,
+    early: EarlyStop | None,
+    stopped: dict,
+    kept: dict | None = None,
 ) -> None:
     """Write the checkpoint (rank 0; every rank must call it, for the gather of the random states).
 
     Entries: ``config``, :meth:`TrainState.state_dict`'s, ``rng`` (rank 0's), ``rng_by_rank`` under several
-    processes, ``early_stop`` (the target) with ``train.early_stop``, ``early_stopped`` once it stopped."""
+    processes, ``early_stop`` (:meth:`EarlyStop.state`) with ``train.early_stop``, ``early_stopped`` once it
+    stopped, ``kept_best`` (the check whose EMA weights the run ended with) when ``keep_best`` took them."""
     rngs = group.gather(state.rng_state())
     if not group.is_main:
         return
@@ -158,16 +166,19 @@ def save_state(
     if group.world > 1:
         payload["rng_by_rank"] = rngs
     if early is not None:
-        payload["early_stop"] = {"target_bpd": early.target}
+        payload["early_stop"] = early.state()
     if stopped:
         payload["early_stopped"] = stopped
+    if kept:
+        payload["kept_best"] = kept
     save_checkpoint(path, payload, keep_previous=True)
 
 
 def resume(path: Path, run: dict, state: TrainState, group: Group, *, restart_on_change: bool = False) -> dict | None:
     """Load the checkpoint at ``path`` into ``state`` and return it; None when there is none to resume.
 
-    A checkpoint of a run that stopped early is returned without loading it (training is over). Raises
+    A checkpoint of a run that stopped early, or ended with its best check's weights, is returned without
+    loading it (training is over). Raises
     when the checkpoint was written by another config (see :func:`_resume_key`) or number of processes;
     with ``restart_on_change`` such a checkpoint (and its metrics) is moved into ``stale/`` beside it
     instead, and training starts afresh (the pipeline retrains a run whose settings changed)."""
@@ -191,12 +202,14 @@ def resume(path: Path, run: dict, state: TrainState, group: Group, *, restart_on
             f"{path} was written by a different config (only train.log_every, ckpt_every and, with a constant "
             "lr_schedule, steps may change on resume); use a fresh workdir or delete the checkpoint"
         )
-    if "early_stopped" in ckpt:
+    if "early_stopped" in ckpt or "kept_best" in ckpt:
         if group.is_main:
-            print(
-                f"{path} stopped early at step {ckpt['step']} ({ckpt['early_stopped']}); not training further",
-                flush=True,
+            how = (
+                f"stopped early at step {ckpt['step']} ({ckpt['early_stopped']})"
+                if "early_stopped" in ckpt
+                else f"ended at step {ckpt['step']} with the weights of its best check ({ckpt['kept_best']})"
             )
+            print(f"{path} {how}; not training further", flush=True)
         return ckpt
     state.load(ckpt, _rank_rng(ckpt, group, path))
     if group.is_main:
@@ -279,12 +292,13 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
             remove_stale_temporaries(workdir / name)
     group.barrier()
     ckpt = resume(ckpt_path, run, state, group, restart_on_change=restart_on_change)
-    if ckpt is not None and "early_stopped" in ckpt:
+    if ckpt is not None and ("early_stopped" in ckpt or "kept_best" in ckpt):
         return ckpt_path
     early = _early_stop(run, data, device, group, ckpt)
     if group.is_main:
         atomic_write_text(workdir / "config.yaml", yaml.safe_dump(run, sort_keys=False))
     stopped: dict = {}  # the early stop, once it happened
+    kept: dict = {}  # with keep_best and no stop: the best check, whose EMA weights the run ends with
 
     state.model.train()
     t_start = time.time()
@@ -322,8 +336,12 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
             val = None
             if early is not None and early.checks_at(step):
                 val = early.row(early.evaluate(state.ema.module))
+                early.consider(step, val, state.ema)
                 if early.reached(val["val_bpd"]):
                     stopped.update(step=step, **val)
+            if step == tr["steps"] and not stopped and early is not None and early.best is not None:
+                state.ema.load_state_dict(early.best["ema"])
+                kept.update(step=early.best["step"], **early.best["row"])
 
             # Log row.
             if log.enabled and (step % tr["log_every"] == 0 or step == tr["steps"] or val is not None):
@@ -335,7 +353,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
 
             # Checkpoint: every ckpt_every steps, at the end, on a stop signal and on the early stop.
             if step % tr["ckpt_every"] == 0 or step == tr["steps"] or stopping or stopped:
-                save_state(ckpt_path, state, run, group, early=early, stopped=stopped)
+                save_state(ckpt_path, state, run, group, early=early, stopped=stopped, kept=kept)
 
             # Stop: hand a stop signal on (submitit requeues the job) or end at the early stop.
             if stopping:
@@ -350,6 +368,12 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
                         flush=True,
                     )
                 break
+            if kept and group.is_main:
+                print(
+                    f"no check within {early.tol} of the target {early.target:.4f}: kept the EMA weights of the best "
+                    f"check, step {kept['step']} (validation BPD {kept['val_bpd']:.4f}); saved {ckpt_path}",
+                    flush=True,
+                )
     group.barrier()
     return ckpt_path
 
@@ -369,13 +393,14 @@ def _device(tr: dict, group: Group) -> torch.device:
 
 
 def _early_stop(run: dict, data, device: torch.device, group: Group, ckpt: dict | None) -> EarlyStop | None:
-    """The early stop of ``train.early_stop`` (None without it); its target comes from the checkpoint on a
-    resume, else from the config or, when that is null, the teacher's reference BPD (computed now)."""
+    """The early stop of ``train.early_stop`` (None without it); its target (and best check) come from the
+    checkpoint on a resume, else from the config or, when that is null, the teacher's reference BPD (computed now)."""
     if run["train"]["early_stop"] is None:
         return None
     early = EarlyStop(run, data, device=device, group=group)
     if ckpt is not None:
         early.target = ckpt["early_stop"]["target_bpd"]
+        early.best = ckpt["early_stop"].get("best")
     elif early.target is None:
         early.target = early.reference(run["objective"]["teacher"], describe(run["objective"]).div_method)
     return early
