@@ -259,9 +259,11 @@ def measure(
     ref_px, floor_px = held_out
     network = {"extractor": study.extractor, "sha1": fidlib.extractor_info(study.extractor, study.weights_dir)["sha1"]}
     study.reference(ref_px, {"n": len(ref_px), "seed": study.seed, **network})
-    # checkpoints by content: a run retrained in place (same path) is scored again, not served from the cache
+    # checkpoints by content (each file hashed once): a run retrained in place is scored again, not served from
+    # the cache
+    digests = {run: sha1(Path(path)) for run, path in checkpoints.items()}
     common = {"seed": seed, "bpd_tol": bpd_tol, "teacher": str(checkpoints[teacher]), **network}
-    common["teacher_sha1"] = sha1(Path(checkpoints[teacher]))
+    common["teacher_sha1"] = digests[teacher]
     floor, _ = study.score(
         "data/held_out", {"n": len(floor_px), **common}, lambda: with_bpd(floor_px, {"n": len(floor_px)})
     )
@@ -269,7 +271,7 @@ def measure(
     replicates: dict[Sampler, np.ndarray] = {}
     points: dict[Sampler, float] = {}
     for s in samplers:
-        spec = {**asdict(s), **common, "checkpoint": str(checkpoints[s.run]), "sha1": sha1(Path(checkpoints[s.run]))}
+        spec = {**asdict(s), **common, "checkpoint": str(checkpoints[s.run]), "sha1": digests[s.run]}
         t0 = time.perf_counter()
         cell, reps = study.score(
             s.name,

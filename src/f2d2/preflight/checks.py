@@ -328,10 +328,9 @@ def check_experiment(cfg: dict, data_files: bool = True) -> None:
     except ConfigError as e:
         problems.append(str(e))
     ev = cfg.get("eval") or {}
-    quality = ev.get("quality") or {}
-    if quality and quality.get("extractor") is None and "extractor" in (fid := ev.get("fid") or {}):
-        if fid["extractor"] is None:
-            problems.append("eval.quality.extractor and eval.fid.extractor are both null: name the FID network")
+    quality, fid = ev.get("quality") or {}, ev.get("fid") or {}
+    if quality and quality.get("extractor") is None and "extractor" in fid and fid["extractor"] is None:
+        problems.append("eval.quality.extractor and eval.fid.extractor are both null: name the FID network")
     sweep = quality.get("sweep") or {}
     if sweep and sweep["run"] not in (f2d2 := experiment.f2d2_stages(cfg)):
         problems.append(f"eval.quality.sweep.run = {sweep['run']!r} is not an F2D2 stage; F2D2 stages: {f2d2}")
