@@ -41,6 +41,30 @@ def test_samples_and_log_q_are_the_gaussian_closed_form(steps):
     # Both directions: the likelihood of the returned samples, integrated back in K steps, is log q.
     assert (f2d2.log_prob(model, x1, steps=steps) - log_q).abs().max() < 1e-5
     assert torch.equal(f2d2.sample(model, x0, steps), x1)  # the head's density rides on the same jumps
+    x1_back, log_q_back = f2d2.sample(model, x0, steps, log_prob=True, log_prob_from="sample")
+    assert torch.equal(x1_back, x1) and (log_q_back - model.log_prob_data(x1)).abs().max() < 1e-5
+
+
+def test_log_prob_from_the_sample_is_the_likelihood_of_the_plain_samples():
+    """log_prob_from="sample": x1 as without log_prob (a map's own jumps, the plain reference), log q exactly
+    f2d2.log_prob of it; a random head's forward log q is something else (its two directions are unrelated)."""
+    head = _mlp(head=True)
+    x0 = _noise(60, dtype=torch.float64)
+    x1, log_q = f2d2.sample(head, x0, 2, log_prob=True, log_prob_from="sample", batch_size=25)
+    assert torch.equal(x1, f2d2.sample(head, x0, 2))
+    assert torch.allclose(log_q, f2d2.log_prob(head, x1, steps=2), rtol=0, atol=1e-12)
+    assert (log_q - f2d2.sample(head, x0, 2, log_prob=True)[1]).abs().mean() > 1e-2
+    shortcut = _mlp(flow_map=True)  # no head: the jumps' samples, their likelihood by backward Euler steps
+    x1, log_q = f2d2.sample(shortcut, x0, 3, log_prob=True, log_prob_from="sample")
+    assert torch.equal(x1, f2d2.sample(shortcut, x0, 3))
+    assert torch.allclose(log_q, f2d2.log_prob(shortcut, x1, steps=3, div="exact"), rtol=0, atol=1e-12)
+    euler = GaussianFlow(MU, SIGMA, flow_map=False)
+    x1, log_q = f2d2.sample(euler, x0[:20].float(), None, log_prob=True, log_prob_from="sample")
+    assert torch.equal(x1, reference_sample(euler, x0[:20].float()))
+    assert torch.equal(log_q, f2d2.log_prob(euler, x1, steps=None))
+    x1, log_q = f2d2.sample(head, x0, 1, log_prob=True, log_prob_from="sample", grad=True)
+    (grad,) = torch.autograd.grad(log_q.sum(), head.d_head.weight)
+    assert grad.abs().sum() > 0
 
 
 def test_an_integer_draws_the_noise_from_the_generator_on_the_models_device_and_dtype():
@@ -118,6 +142,8 @@ def test_bad_input_is_refused_by_name_before_any_work(tmp_path):
         (dict(log_prob=1), r"log_prob = 1; expected True or False"),
         (dict(grad="yes"), r"grad = 'yes'"),
         (dict(div="exact"), r"div = 'exact' chooses the divergence of log q; it needs log_prob=True"),
+        (dict(log_prob_from="sample"), r"log_prob_from = 'sample' chooses how log q is computed; it needs log_prob"),
+        (dict(log_prob=True, log_prob_from="data"), r"log_prob_from = 'data'; expected one of \['noise', 'sample'\]"),
         (dict(guidance={"steps": 2}), r"guidance = \{'steps': 2\}; expected None or \{'lr'"),
     ]:
         with pytest.raises(ValueError, match=match):

@@ -178,6 +178,14 @@ def test_sample_log_prob_is_written_beside_the_samples_as_the_api_returns_it(tra
     assert code == 2 and "--div exact chooses the divergence of --log-prob" in capsys.readouterr().err
     code = main([*base, "--out", str(tmp_path / "d.npy"), "--log-prob", "--div", "head"])
     assert code == 2 and "this one has none" in capsys.readouterr().err
+    code = main([*base, "--out", str(tmp_path / "d.npy"), "--log-prob-from", "sample"])
+    assert code == 2 and "--log-prob-from sample chooses how --log-prob is computed" in capsys.readouterr().err
+    back = tmp_path / "b.csv"
+    assert main([*base, "--out", str(back), "--log-prob", "--log-prob-from", "sample"]) == 0
+    assert json.loads(capsys.readouterr().out)["log_prob_from"] == "sample"
+    x_back = torch.from_numpy(np.loadtxt(back, delimiter=",", skiprows=1)).float()
+    expected = f2d2.log_prob(ckpt, x_back, steps=steps, batch_size=16)  # the adaptive solve's steps are per batch
+    assert np.allclose(np.loadtxt(tmp_path / "b.log_prob.csv", skiprows=1), expected.numpy(), atol=1e-4)
 
 
 def test_sample_rejects_bad_tolerance_before_loading(tmp_path, capsys):

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import f2d2
+from analytic import GaussianFlow
 from f2d2.cli import main
 from f2d2.data import Checkerboard
-from f2d2.eval.importance import Target, checkerboard_target, log_weights, snis
+from f2d2.eval.importance import Target, checkerboard_target, log_weights, sampler_log_density, snis
 from pipeline_helpers import ROOT, load_bench, train_default_teacher
 
 LOG_2PI = math.log(2 * math.pi)
@@ -117,6 +118,31 @@ def test_checkerboard_truths_match_its_own_draws(scale):
     assert checkerboard_target(scale).log_p(off).isneginf().all()
 
 
+def test_sampler_density_is_the_change_of_variables_of_the_k_step_map():
+    """The exact Gaussian flow map x1 = mu + sigma x0: the sampler's density is N(mu, sigma^2 I) at every K, and the
+    map folds nowhere; a random MLP's one-step density matches log N(x0) - log|det| of a finite-difference Jacobian."""
+    model = GaussianFlow([1.0, -0.5], 0.6)
+    x0 = torch.randn(300, 2, generator=torch.Generator().manual_seed(2))
+    for k in (1, 3):
+        log_q, folded = sampler_log_density(model, x0, k)
+        x1 = f2d2.sample(model, x0, k)
+        assert (log_q - model.log_prob_data(x1).double()).abs().max() < 1e-4 and not folded.any()
+    torch.manual_seed(0)
+    mlp = f2d2.nets.MLPFlowMap(dim=2, hidden=16, depth=2, time_freqs=2).double()
+    z = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    log_q, _ = sampler_log_density(mlp, z, 1)
+    eps, cols = 1e-6, []
+    for i in range(2):
+        e = torch.zeros(2, dtype=torch.float64)
+        e[i] = eps
+        cols.append((f2d2.sample(mlp, z + e, 1) - f2d2.sample(mlp, z - e, 1)) / (2 * eps))
+    jac = torch.stack(cols, dim=2)
+    expected = -0.5 * z.square().sum(1) - LOG_2PI - torch.linalg.slogdet(jac)[1]
+    assert torch.allclose(log_q, expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"noise x0 has shape \(4,\); expected points"):
+        sampler_log_density(model, torch.zeros(4), 1)
+
+
 # ---------------------------------------------------------------- the command line
 
 
@@ -151,6 +177,16 @@ def test_cli_cell_is_snis_of_f2d2_sample(teacher, tmp_path, capsys):
 
     ref = _cell(tmp_path, capsys, "--checkpoint", str(teacher), "--n", "50", "--reference")
     assert ref["solver"] == "dopri5" and ref["steps"] is None and 0 < ref["ess_per_sample"] <= 1
+    assert cell["log_prob_from"] == ref["log_prob_from"] == "noise"
+    args = ["--checkpoint", str(teacher), "--n", "300", "--steps", "2", "--seed", "5", "--log-prob-from", "sample"]
+    back = _cell(tmp_path, capsys, *args)
+    x, log_q = f2d2.sample(
+        str(teacher), 300, 2, log_prob=True, log_prob_from="sample", generator=torch.Generator().manual_seed(5)
+    )
+    assert back["log_prob_from"] == "sample"
+    assert (
+        back["ess_per_sample"] == snis(x, log_q, checkerboard_target(2.0))["ess_per_sample"] != cell["ess_per_sample"]
+    )
 
 
 def test_an_eval_bundle_writes_the_same_cells(teacher, tmp_path, capsys):
@@ -207,15 +243,17 @@ def test_table_rows_and_ratios_to_the_reference(teacher, tmp_path, capsys):
     spec.loader.exec_module(table)
     k1 = _cell(tmp_path, capsys, "--checkpoint", str(teacher), "--n", "100", "--steps", "1")
     ref = _cell(tmp_path, capsys, "--checkpoint", str(teacher), "--n", "100", "--reference")
+    _cell(tmp_path, capsys, "--checkpoint", str(teacher), "--n", "100", "--steps", "1", "--log-prob-from", "sample")
     paths = sorted(str(p) for p in tmp_path.glob("cell*.json"))
     df = table.main(
-        paths, [("teacher", "K1"), ("teacher", "reference")], "teacher", "config/config.yaml",
-        str(tmp_path / "t.csv"), labels={"teacher": "Flow Matching"},
+        paths, [("teacher", "K1"), ("teacher", "reference"), ("teacher", "K1_sample")], "teacher",
+        "config/config.yaml", str(tmp_path / "t.csv"), labels={"teacher": "Flow Matching"},
     )  # fmt: skip
-    assert list(df["proposal"]) == ["K=1", "reference"] and list(df["method"]) == ["Flow Matching"] * 2
+    assert list(df["proposal"]) == ["K=1", "reference", "K=1"] and list(df["method"]) == ["Flow Matching"] * 3
+    assert list(df["log_prob_from"]) == ["noise", "noise", "sample"]
     assert df["ess_vs_reference"][0] == pytest.approx(k1["ess_per_sample"] / ref["ess_per_sample"])
     assert df["seconds_vs_reference"][0] == pytest.approx(k1["seconds"] / ref["seconds"])
-    assert df["log_z_abs_err"][1] == ref["log_z_abs_err"] and list(df["seed"]) == [0, 0]
+    assert df["log_z_abs_err"][1] == ref["log_z_abs_err"] and list(df["seed"]) == [0, 0, 0]
 
 
 def test_bench_prints_every_proposal_and_the_verdict(teacher, tmp_path, capsys):
@@ -227,15 +265,16 @@ def test_bench_prints_every_proposal_and_the_verdict(teacher, tmp_path, capsys):
     assert load_bench("importance").main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
-    assert [(r["run"], r["proposal"]) for r in result["rows"]] == [
-        ("mine", "K=1"),
-        ("mine", "K=2"),
-        ("teacher", "K=1"),
-        ("teacher", "K=2"),
-        ("teacher", "reference"),
-    ]
+    assert [(r["run"], r["proposal"], r["log_prob_from"]) for r in result["rows"]] == [
+        (run, f"K={k}", how) for run in ("mine", "teacher") for k in (1, 2) for how in ("noise", "sample")
+    ] + [("teacher", "reference", "noise")]
+    assert "mine K=1 (log q from the sample), n=64: ESS/N" in printed
     for r in result["rows"]:
-        assert f"{r['run']:22s} {r['proposal']:9s} {r['n']:6d} {r['ess_per_sample']:6.4f}" in printed
+        assert (
+            f"{r['run']:22s} {r['proposal']:9s} {r['log_prob_from']:6s} {r['n']:6d} {r['ess_per_sample']:6.4f}"
+            in printed
+        )
         assert r["log_q_vs_reference_abs_err"] >= 0 and 0 <= r["ess_with_reference_log_p"] <= 1
+        assert (r["ess_with_sampler_density"] is None) == (r["proposal"] == "reference")
     assert result["rows"][-1]["log_q_vs_reference_abs_err"] < 1e-2  # the reference's own log q
-    assert "mine K=1, n=64: ESS/N" in printed and "target " in printed
+    assert "mine K=1 (log q from the noise), n=64: ESS/N" in printed and "target " in printed

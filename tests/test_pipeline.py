@@ -123,7 +123,8 @@ def test_one_evaluation_job_per_run_writes_every_cell(pipeline):
     # the importance-sampling cells: one `f2d2 eval` job per F2D2 stage and one for the teacher (and its reference)
     importance = len(F2D2_RUNS) + 1
     cells = list((out / "eval" / "importance").glob("*/*.json"))
-    assert len(cells) == importance * len(cfg["eval"]["steps"]) + 1
+    ways = len(cfg["eval"].get("importance", {}).get("log_prob_from", ["noise", "sample"]))  # the schema's default
+    assert len(cells) == importance * len(cfg["eval"]["steps"]) * ways + 1
     share = json.loads((out / "tables" / "compute_share.json").read_text())
     frontier = 1  # the speed-accuracy frontier's job
     assert share["jobs"] == 2 * len(runs) + solves + importance + frontier and 0 < share["compute_share"] <= 1
@@ -182,7 +183,8 @@ def test_a_config_edit_redoes_the_runs_it_changes_and_no_other(pipeline):
 
 
 def test_importance_sampling_cells_table_and_figure_are_in_the_dag(tmp_path):
-    """2D: a cell per F2D2 stage and the teacher at every K, the teacher's dopri5 reference, the table and figure
+    """2D: a cell per F2D2 stage and the teacher at every K with log q from the noise and from the sample, the
+    teacher's dopri5 reference, the table and figure
     gathered from them (targets of `all`); the cells' options come from eval.importance."""
     cfg = yaml.safe_load(tiny_config(tmp_path).read_text())
     cfg["eval"]["importance"] = {"n": 123, "target_fn": "test_importance:standard_normal_log_p"}
@@ -191,11 +193,13 @@ def test_importance_sampling_cells_table_and_figure_are_in_the_dag(tmp_path):
     said = snakemake(tmp_path, config, "-n").stdout
     out = tmp_path / "results"
     outputs = " ".join(line for line in said.splitlines() if line.strip().startswith("output:"))
-    cells = re.findall(r"/eval/importance/(\w+)/(K\d+|reference)\.json", outputs)
+    cells = re.findall(r"/eval/importance/(\w+?)/(K\d+(?:_sample)?|reference)\.json", outputs)
     runs = [*F2D2_RUNS, "teacher"]
-    assert sorted(cells) == sorted({(r, f"K{k}") for r in runs for k in (1, 2)} | {("teacher", "reference")})
+    ks = {(r, f"K{k}{how}") for r in runs for k in (1, 2) for how in ("", "_sample")}  # both by default
+    assert sorted(cells) == sorted(ks | {("teacher", "reference")})
     assert all(f"rule importance_{run}:" in said for run in runs)
     assert "--n 123 --seed 777 --reference --div exact --target-fn test_importance:standard_normal_log_p" in said
+    assert "--steps 2 --div head --log-prob-from sample --target-fn" in said
     for path in (f"{out}/tables/table_is.csv", f"{out}/figures/figure_is.png"):
         assert f"output: {path}" in said and path in said.split("rule all:", 1)[1].split("\n\n")[0]
 

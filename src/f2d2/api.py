@@ -25,7 +25,7 @@ import torch
 
 from f2d2.core.guidance import Guidance, check_guidance
 from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
-from f2d2.core.options import divergence_for
+from f2d2.core.options import LOG_PROB_FROM, divergence_for
 from f2d2.core.sampling import sample_in_batches
 from f2d2.eval import bpd
 from f2d2.io.checkpoint import load_model
@@ -130,6 +130,7 @@ def sample(
     guidance: Guidance | dict | None = None,
     generator: torch.Generator | None = None,
     div: str | None = None,
+    log_prob_from: str = "noise",
     batch_size: int | None = None,
     grad: bool = False,
 ):
@@ -146,7 +147,11 @@ def sample(
     probes from ``generator``) the steps are then Euler steps of the joint ODE with the instantaneous velocity
     u(x, t, t), whose density they track (so a Shortcut/MeanFlow map's samples differ from its jumps'); with
     steps=None the joint ODE's dopri5 solve (x1 equal to the plain reference's to its tolerance). div is
-    decided as in ``log_prob`` and only allowed with log_prob.
+    decided as in ``log_prob`` and only allowed with log_prob. log_prob_from="sample": log q is instead
+    ``log_prob(model, x1, steps, div=div)`` of each returned sample (K backward steps from it; x1 as without
+    log_prob), at twice the cost; for an F2D2 model the forward head gives about the teacher's density at the
+    teacher's endpoint of the same noise, not at x1, and is off by nats where that endpoint error meets a steep
+    density, so importance weights want "sample" (``core.sampling``).
 
     guidance: maximum-likelihood self-guidance of the noise before sampling, {"lr": ..., "steps": ...}
     (``f2d2 sample --guidance-lr/--guidance-steps``; F2D2 models). log q is then the density of the returned
@@ -163,6 +168,10 @@ def sample(
         raise ValueError(f"n = {n_or_noise}; expected a number of samples >= 1")
     if div is not None and not log_prob:
         raise ValueError(f"div = {div!r} chooses the divergence of log q; it needs log_prob=True")
+    if log_prob_from not in LOG_PROB_FROM:
+        raise ValueError(f"log_prob_from = {log_prob_from!r}; expected one of {list(LOG_PROB_FROM)}")
+    if log_prob_from != "noise" and not log_prob:
+        raise ValueError(f"log_prob_from = {log_prob_from!r} chooses how log q is computed; it needs log_prob=True")
     guidance = _guidance(guidance)
     if isinstance(n_or_noise, torch.Tensor):
         device = n_or_noise.device
@@ -192,7 +201,15 @@ def sample(
             )
         x0 = torch.randn((n_or_noise, *shape), generator=generator, device=device, dtype=dtype)
     x1, log_q = sample_in_batches(
-        model, x0, steps, div=div, guidance=guidance, batch_size=batch_size, generator=generator, grad=grad
+        model,
+        x0,
+        steps,
+        div=div,
+        log_prob_from=log_prob_from,
+        guidance=guidance,
+        batch_size=batch_size,
+        generator=generator,
+        grad=grad,
     )
     return (x1, log_q) if log_prob else x1
 

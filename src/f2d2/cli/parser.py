@@ -20,7 +20,7 @@ from pathlib import Path
 from f2d2.config.resources import CLUSTERS, DEFAULT_CLUSTER, RESOURCE_DEFAULTS
 from f2d2.config.schema import section
 from f2d2.config.solvers import FIXED_GRID_SOLVERS
-from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES
+from f2d2.core.options import BACKWARD_MODES, DIVERGENCE_SOURCES, LOG_PROB_FROM
 
 FID_OPTIONS = section("eval.fid")["properties"]  # the FID extractors and defaults, as the config states them
 EXTRACTORS = tuple(name for name in FID_OPTIONS["extractor"]["enum"] if name is not None)  # null: no FID
@@ -334,6 +334,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         help="with --log-prob, the divergence source: 'head' (default when the model has one) or 'exact' / "
         "'hutchinson' of the instantaneous velocity, Euler steps (default otherwise; the reference uses exact)",
     )
+    _add_log_prob_from(s, "with --log-prob, ")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument(
         "--metrics",
@@ -364,6 +365,18 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_log_prob_from(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument(
+        "--log-prob-from",
+        choices=LOG_PROB_FROM,
+        default="noise",
+        help=f"{prefix}where log q is computed: 'noise' (default), along the forward steps that draw each sample; "
+        "'sample', the likelihood of each returned sample, K backward steps from it (f2d2.log_prob; twice the "
+        "evaluations). An F2D2 head's forward log q is about the teacher's density at the teacher's endpoint of "
+        "the noise, not at the sample: importance weights want 'sample'",
+    )
+
+
 def _add_importance(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser(
         "importance",
@@ -389,6 +402,7 @@ def _add_importance(sub: argparse._SubParsersAction) -> None:
         help="divergence of log q: 'head' (default when the model has one) or 'exact' / 'hutchinson' of the "
         "instantaneous velocity, Euler steps of the joint ODE (default otherwise; the reference uses exact)",
     )
+    _add_log_prob_from(i, "")
     target = i.add_mutually_exclusive_group()
     target.add_argument(
         "--target",

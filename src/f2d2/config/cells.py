@@ -217,19 +217,20 @@ class Cells:
         log_dir = self.cell_log_dir("density", run, f"K{k}")
         return Cell("nll", shlex.join(args), {"csv": csv}, log_dir, f"density-{run}-K{k}")
 
-    def importance(self, run: str, k: int | str | None) -> Cell:
+    def importance(self, run: str, k: int | str | None, log_prob_from: str = "noise") -> Cell:
         """A run's self-normalised importance sampling (`f2d2 importance`, a cell of its run's importance job) with
         eval.importance.n samples (default eval.n_points) from the sample cells' noise seed: K = ``k`` steps with
-        its NLL cells' divergence, or for None the dopri5 reference of the joint ODE (output json:
-        eval/importance/<run>/K<k>.json or reference.json)."""
+        its NLL cells' divergence and log q from ``log_prob_from`` (the noise, or the sample), or for None the
+        dopri5 reference of the joint ODE (output json: eval/importance/<run>/K<k>.json, K<k>_sample.json or
+        reference.json)."""
         opts = self.eval["importance"]
-        name = "reference" if k is None else f"K{k}"
+        name = "reference" if k is None else f"K{k}" + ("" if log_prob_from == "noise" else f"_{log_prob_from}")
         json = f"{self.out}/eval/importance/{run}/{name}.json"
         args = ["--n", str(opts["n"] or self.eval["n_points"]), "--seed", str(self.eval["sample_seed"])]
         if k is None:
             args += ["--reference", "--div", self.eval["reference"]["div"]]
         else:
-            args += ["--steps", str(k), "--div", self.div(run)]
+            args += ["--steps", str(k), "--div", self.div(run), "--log-prob-from", log_prob_from]
         if opts["target_fn"]:
             args += ["--target-fn", opts["target_fn"]]
         args += [*self.batch, "--out", json]
@@ -238,13 +239,17 @@ class Cells:
 
     def importance_cells(self, data_name: str) -> dict[str, list[Cell]]:
         """{run: its importance-sampling cells}, computed by one job per run (``importance_log_dir``): each F2D2 stage
-        at every K, the reference stage (the teacher) at every K and its dopri5 reference; none for images, nor for
-        data other than the checkerboard without eval.importance.target_fn (no target to weigh by)."""
-        if self.images or (data_name != "checkerboard" and not self.eval["importance"]["target_fn"]):
+        and the reference stage (the teacher) at every K with every eval.importance.log_prob_from, and the
+        teacher's dopri5 reference; none for images, nor for data other than the checkerboard without
+        eval.importance.target_fn (no target to weigh by)."""
+        opts = self.eval["importance"]
+        if self.images or (data_name != "checkerboard" and not opts["target_fn"]):
             return {}
-        cells = {run: [self.importance(run, k) for k in self.steps] for run in self.f2d2_stages}
-        cells.setdefault(self.reference, [])
-        cells[self.reference] += [self.importance(self.reference, k) for k in [*self.steps, None]]
+        runs = list(dict.fromkeys([*self.f2d2_stages, self.reference]))
+        cells = {
+            run: [self.importance(run, k, how) for k in self.steps for how in opts["log_prob_from"]] for run in runs
+        }
+        cells[self.reference].append(self.importance(self.reference, None))
         return cells
 
     def frontier(self) -> Cell | None:

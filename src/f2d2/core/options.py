@@ -2,10 +2,13 @@
 
 DIVERGENCE_SOURCES: "head" (the F2D2 divergence head) or the exact / Hutchinson divergence of the
 instantaneous velocity. BACKWARD_MODES: how a flow map steps from data towards noise (see flowmap.py).
+LOG_PROB_FROM: where a sample's log-density is computed (see sampling.py): along the forward steps from its noise,
+or by the likelihood's K backward steps from the sample itself.
 """
 
 DIVERGENCE_SOURCES = ("head", "exact", "hutchinson")
 BACKWARD_MODES = ("two-way", "forward-only")
+LOG_PROB_FROM = ("noise", "sample")
 
 
 def divergence_for(requested: str | None, *, has_head: bool, adaptive: bool) -> str:

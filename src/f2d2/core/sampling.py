@@ -7,7 +7,15 @@
   log-density, log q(x1) = log N(x0; 0, I) - integral_0^1 div v(x_t, t) dt in nats, (B,), along the very
   steps that produce x1 (the likelihood module's walks, run from t = 0 to t = 1).
 - ``sample_in_batches``: any of these batch by batch, each batch optionally self-guided first (what
-  ``f2d2.sample`` and ``f2d2 sample`` run).
+  ``f2d2.sample`` and ``f2d2 sample`` run); with ``log_prob_from="sample"`` the log-density is instead the
+  likelihood of each returned sample (K backward steps from it, ``likelihood.log_likelihood``, or the reference).
+
+Which log q: along the forward steps an F2D2 head gives the density change of the path it was trained on (the
+teacher's, from that noise), so log q is about the teacher's density at the teacher's endpoint, not at the sample
+the jump produced; where the map's endpoint error meets a steep density (a square's edge) they differ by nats.
+From the sample, log q is the model's likelihood of the point returned (about the teacher's density there). Neither
+is the exact density of the few-step sampler, whose map stretches space unevenly (in 2D: the log-determinant of its
+Jacobian).
 
 No gradients are tracked unless ``grad=True``.
 """
@@ -20,10 +28,13 @@ from f2d2.core.guidance import Guidance, self_guided_noise
 from f2d2.core.likelihood import (
     check_tolerances,
     integrate,
+    log_likelihood,
+    reference_log_likelihood,
     solve_joint_ode,
     standard_normal_log_prob,
     time_grid,
 )
+from f2d2.core.options import LOG_PROB_FROM
 from f2d2.nets import FlowMapNet
 
 
@@ -104,6 +115,7 @@ def sample_in_batches(
     steps: int | None,
     *,
     div: str | None = None,
+    log_prob_from: str = "noise",
     guidance: Guidance | None = None,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
@@ -115,18 +127,31 @@ def sample_in_batches(
 
     Each batch is first self-guided (``guidance``; the guided noise is a constant to what follows), then pushed
     through ``steps`` uniform steps or, for None, the adaptive reference (tolerances ``atol``, ``rtol``). With
-    ``div`` the joint log-density log q(x1) (B,) in nats comes along (``sample_log_prob`` /
-    ``reference_sample_log_prob``, Hutchinson probes from ``generator``).
+    ``div`` the log-density log q(x1) (B,) in nats comes along, Hutchinson probes from ``generator``:
+    ``log_prob_from="noise"``: the joint density along the same forward steps (``sample_log_prob`` /
+    ``reference_sample_log_prob``); ``"sample"``: x1 from the plain steps (a flow map's own jumps), then its
+    likelihood by K backward steps from it (``log_likelihood``, two-way) or the reference solve back to t = 0,
+    which costs another K evaluations (or a second solve).
     """
+    if log_prob_from not in LOG_PROB_FROM:
+        raise ValueError(f"log_prob_from = {log_prob_from!r}; expected one of {list(LOG_PROB_FROM)}")
     xs, log_qs = [], []
     for chunk in x0.split(batch_size or max(1, x0.shape[0])):
         if guidance is not None and guidance.steps:
             chunk = self_guided_noise(model, chunk, lr=guidance.lr, steps=guidance.steps)
-        if div is None:
+        if div is None or log_prob_from == "sample":
             if steps is None:
-                xs.append(reference_sample(model, chunk, atol=atol, rtol=rtol, grad=grad))
+                x1 = reference_sample(model, chunk, atol=atol, rtol=rtol, grad=grad)
             else:
-                xs.append(sample(model, chunk, steps, grad=grad))
+                x1 = sample(model, chunk, steps, grad=grad)
+            xs.append(x1)
+            if div is None:
+                continue
+            if steps is None:
+                res = reference_log_likelihood(model, x1, atol=atol, rtol=rtol, div=div, generator=generator, grad=grad)
+            else:
+                res = log_likelihood(model, x1, steps, div=div, generator=generator, grad=grad)
+            log_qs.append(res.log_prob)
             continue
         if steps is None:
             x1, log_q = reference_sample_log_prob(

@@ -122,3 +122,18 @@ def snis(x: torch.Tensor, log_q: torch.Tensor, target: Target) -> dict:
         "support_share": float(torch.isfinite(lw).double().mean()),
         "expectations": expectations,
     }
+
+
+def sampler_log_density(model: torch.nn.Module, x0: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact density of the K-step sampler x1 = F(x0) at its own samples, for points of few dimensions:
+    log q_F(x1) = log N(x0; 0, I) - log |det dF/dx0| (change of variables), float64 (N,), with the Jacobian (N, d, d)
+    by autograd; and a bool (N,) marking where det dF/dx0 <= 0 (the map folds space there, and other noise maps to
+    the same x1, so the value is only the density of this branch). x0 (N, d) noise at t = 0."""
+    from f2d2.core.likelihood import standard_normal_log_prob
+    from f2d2.core.sampling import sample
+
+    if x0.dim() != 2 or x0.shape[1] > 16:
+        raise ValueError(f"noise x0 has shape {tuple(x0.shape)}; expected points (N, d) with d <= 16")
+    jac = torch.func.vmap(torch.func.jacrev(lambda z: sample(model, z[None], steps, grad=True)[0]))(x0)
+    sign, log_abs_det = torch.linalg.slogdet(jac.double())
+    return standard_normal_log_prob(x0).double() - log_abs_det, sign <= 0
