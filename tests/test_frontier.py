@@ -128,11 +128,11 @@ SMALL = ["--euler", "1", "2", "--midpoint", "1", "--rk4", "1", "--tols", "0.01",
 
 
 def _expected_names(runs, steps, impls=("f2d2", "flow_matching")):
+    """The rows in order: the F2D2 runs, then each teacher solve with its implementations side by side."""
     names = [f"{run} K={k} head" for run in runs for k in steps]
-    for impl in impls:
-        peer = " (flow_matching)" if impl == "flow_matching" else ""
-        for div in ("exact", "hutchinson"):
-            names += [f"teacher {h} {div}{peer}" for h in ("euler 1", "euler 2", "midpoint 1", "rk4 1", "dopri5 0.01")]
+    for div in ("exact", "hutchinson"):
+        for h in ("euler 1", "euler 2", "midpoint 1", "rk4 1", "dopri5 0.01"):
+            names += [f"teacher {h} {div}" + (" (flow_matching)" if i == "flow_matching" else "") for i in impls]
     return names
 
 

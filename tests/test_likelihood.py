@@ -167,3 +167,38 @@ def test_one_place_decides_the_divergence_for_the_api_and_the_cli():
         log_prob(plain, x, steps=1, div="Head")
     with pytest.raises(ValueError, match="adaptive reference integrates the velocity's divergence"):
         log_prob(GaussianFlow([0.0, 0.0], 1.0, div_scale=1.0), x, steps=None, div="head")
+
+
+def test_solves_without_gradients_freeze_the_parameters_and_give_them_back():
+    """A no-gradient solve records no graph to the parameters (each divergence evaluation sees them frozen), gives
+    the same numbers, and leaves every parameter's requires_grad as it was, also after an error inside."""
+    torch.manual_seed(0)
+    model = MLPFlowMap(dim=2, hidden=16, depth=2, time_freqs=2, flow_map=False)
+    model.u_head.bias.requires_grad_(False)  # a parameter the caller froze stays frozen
+    before = {name: p.requires_grad for name, p in model.named_parameters()}
+    x = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+    seen = []
+    velocity = model.velocity
+
+    def spy(z, t):
+        seen.append(any(p.requires_grad for p in model.parameters()))
+        return velocity(z, t)
+
+    model.velocity = spy
+    plain = reference_log_likelihood(model, x).log_prob
+    euler = log_likelihood(model, x, 3, div="exact").log_prob
+    assert seen and not any(seen)
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == before
+    seen.clear()
+    graph = reference_log_likelihood(model, x, grad=True).log_prob
+    assert all(seen) and graph.requires_grad
+    assert torch.allclose(graph.detach(), plain, atol=1e-5)
+    assert torch.allclose(log_likelihood(model, x, 3, div="exact", grad=True).log_prob.detach(), euler)
+
+    def broken(z, t):
+        raise RuntimeError("boom")
+
+    model.velocity = broken
+    with pytest.raises(RuntimeError, match="boom"):
+        reference_log_likelihood(model, x)
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == before

@@ -81,13 +81,13 @@ def teacher_solves(
     impls: Iterable[str] = IMPLEMENTATIONS,
 ) -> list[Solve]:
     """Every solve of the teacher ``run``'s joint ODE: each fixed-grid method at its step counts and dopri5 at each
-    tolerance, with each divergence, through each implementation."""
+    tolerance, with each divergence, through each implementation; the implementations of one solve side by side
+    (timed one right after the other, so that a drift of the machine's speed does not fall between them)."""
     solves = []
-    for impl in impls:
-        for div in divs:
-            for solver, counts in (("euler", euler), ("midpoint", midpoint), ("rk4", rk4)):
-                solves += [Solve(run, solver, div, steps=n, impl=impl) for n in counts]
-            solves += [Solve(run, "dopri5", div, tol=tol, impl=impl) for tol in tols]
+    for div in divs:
+        for solver, counts in (("euler", euler), ("midpoint", midpoint), ("rk4", rk4)):
+            solves += [Solve(run, solver, div, steps=n, impl=impl) for n in counts for impl in impls]
+        solves += [Solve(run, "dopri5", div, tol=tol, impl=impl) for tol in tols for impl in impls]
     return solves
 
 
