@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from f2d2.core.guidance import Guidance, check_guidance
-from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
+from f2d2.core.likelihood import log_likelihood_or_reference
 from f2d2.core.options import LOG_PROB_FROM, divergence_for
 from f2d2.core.sampling import sample_in_batches
 from f2d2.eval import bpd
@@ -92,14 +92,13 @@ def log_prob(
             f"x has shape {tuple(x.shape)}; expected (B, *data_shape) = (B, {', '.join(map(str, model.data_shape))})"
         )
     div = divergence_for(div, has_head=model.has_div_head, adaptive=steps is None)
-    out = []
-    for chunk in x.split(batch_size or max(1, x.shape[0])):
-        if steps is None:
-            res = reference_log_likelihood(model, chunk, div=div, generator=generator, grad=grad)
-        else:
-            res = log_likelihood(model, chunk, steps, div=div, backward=backward, generator=generator, grad=grad)
-        out.append(res.log_prob)
-    return torch.cat(out)
+    chunks = x.split(batch_size or max(1, x.shape[0]))
+    return torch.cat(
+        [
+            log_likelihood_or_reference(model, chunk, steps, div=div, backward=backward, generator=generator, grad=grad)
+            for chunk in chunks
+        ]
+    )
 
 
 def _guidance(guidance: Guidance | dict | None) -> Guidance | None:

@@ -44,8 +44,8 @@ COLUMNS = [
 def row(path: str, run: str, name: str, labels: dict[str, str], config: str) -> dict:
     """One table row from the importance cell ``path`` of (run, "K<k>" | "K<k>_sample" | "reference")."""
     cell = common.read_json(path)
-    keys = ("n", "seed", "train_seed", "seconds", "expectations", "ess_per_sample", "support_share", "log_z_abs_err")
-    keys += ("log_prob_from",)
+    keys = ("n", "seed", "train_seed", "seconds", "expectations", "ess_per_sample", "support_share", "log_z_abs_err",
+            "log_prob_from")  # fmt: skip
     value = {key: common.cell_value(cell, key, path) for key in keys}
     return {
         "method": common.method_label(run, labels),

@@ -230,3 +230,24 @@ def reference_log_likelihood(
             model, x1, 1.0, 0.0, atol=atol, rtol=rtol, method=method, steps=steps, div=div, generator=generator
         )
         return LikelihoodResult(standard_normal_log_prob(x0) + a, x0, nfe)
+
+
+def log_likelihood_or_reference(
+    model: FlowMapNet,
+    x1: torch.Tensor,
+    steps: int | None,
+    *,
+    div: str,
+    backward: str = "two-way",
+    generator: torch.Generator | None = None,
+    grad: bool = False,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> torch.Tensor:
+    """log p_1(x1) (B,) in nats of data x1 (B, *shape): ``log_likelihood`` in K = ``steps`` steps or, for None, the
+    dopri5 ``reference_log_likelihood`` (tolerances atol, rtol)."""
+    if steps is None:
+        return reference_log_likelihood(
+            model, x1, atol=atol, rtol=rtol, div=div, generator=generator, grad=grad
+        ).log_prob
+    return log_likelihood(model, x1, steps, div=div, backward=backward, generator=generator, grad=grad).log_prob

@@ -8,7 +8,8 @@
   steps that produce x1 (the likelihood module's walks, run from t = 0 to t = 1).
 - ``sample_in_batches``: any of these batch by batch, each batch optionally self-guided first (what
   ``f2d2.sample`` and ``f2d2 sample`` run); with ``log_prob_from="sample"`` the log-density is instead the
-  likelihood of each returned sample (K backward steps from it, ``likelihood.log_likelihood``, or the reference).
+  likelihood of each returned sample (K backward steps from it or the reference,
+  ``likelihood.log_likelihood_or_reference``).
 
 Which log q: along the forward steps an F2D2 head gives the density change of the path it was trained on (the
 teacher's, from that noise), so log q is about the teacher's density at the teacher's endpoint, not at the sample
@@ -28,8 +29,7 @@ from f2d2.core.guidance import Guidance, self_guided_noise
 from f2d2.core.likelihood import (
     check_tolerances,
     integrate,
-    log_likelihood,
-    reference_log_likelihood,
+    log_likelihood_or_reference,
     solve_joint_ode,
     standard_normal_log_prob,
     time_grid,
@@ -130,7 +130,8 @@ def sample_in_batches(
     ``div`` the log-density log q(x1) (B,) in nats comes along, Hutchinson probes from ``generator``:
     ``log_prob_from="noise"``: the joint density along the same forward steps (``sample_log_prob`` /
     ``reference_sample_log_prob``); ``"sample"``: x1 from the plain steps (a flow map's own jumps), then its
-    likelihood by K backward steps from it (``log_likelihood``, two-way) or the reference solve back to t = 0,
+    likelihood by K backward steps from it (two-way) or the reference solve back to t = 0
+    (``log_likelihood_or_reference``),
     which costs another K evaluations (or a second solve).
     """
     if log_prob_from not in LOG_PROB_FROM:
@@ -145,13 +146,12 @@ def sample_in_batches(
             else:
                 x1 = sample(model, chunk, steps, grad=grad)
             xs.append(x1)
-            if div is None:
-                continue
-            if steps is None:
-                res = reference_log_likelihood(model, x1, atol=atol, rtol=rtol, div=div, generator=generator, grad=grad)
-            else:
-                res = log_likelihood(model, x1, steps, div=div, generator=generator, grad=grad)
-            log_qs.append(res.log_prob)
+            if div is not None:
+                log_qs.append(
+                    log_likelihood_or_reference(
+                        model, x1, steps, div=div, generator=generator, grad=grad, atol=atol, rtol=rtol
+                    )
+                )
             continue
         if steps is None:
             x1, log_q = reference_sample_log_prob(

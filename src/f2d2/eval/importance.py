@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import torch
 
+from f2d2.core.likelihood import standard_normal_log_prob
+from f2d2.core.sampling import sample
 from f2d2.data.toy2d import Checkerboard
 from f2d2.io.teacher import import_factory
 
@@ -129,9 +131,6 @@ def sampler_log_density(model: torch.nn.Module, x0: torch.Tensor, steps: int) ->
     log q_F(x1) = log N(x0; 0, I) - log |det dF/dx0| (change of variables), float64 (N,), with the Jacobian (N, d, d)
     by autograd; and a bool (N,) marking where det dF/dx0 <= 0 (the map folds space there, and other noise maps to
     the same x1, so the value is only the density of this branch). x0 (N, d) noise at t = 0."""
-    from f2d2.core.likelihood import standard_normal_log_prob
-    from f2d2.core.sampling import sample
-
     if x0.dim() != 2 or x0.shape[1] > 16:
         raise ValueError(f"noise x0 has shape {tuple(x0.shape)}; expected points (N, d) with d <= 16")
     jac = torch.func.vmap(torch.func.jacrev(lambda z: sample(model, z[None], steps, grad=True)[0]))(x0)
