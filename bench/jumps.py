@@ -9,8 +9,10 @@ dlogp = -(t - s) c D(x_s, s, t); the teacher's joint ODE over [s, t] from the sa
 x_t^ref and dlogp^ref = -integral_s^t div v (exact divergence, or the mean of --probes Hutchinson solves, for which
 the path does not depend on the probe). Printed per model, K and jump: the mean signed and absolute divergence
 error dlogp^ref - dlogp, what the jump adds to the error of log p(x1) (nats; the signed mean is the jump's bias,
-positive = log p too high), and the RMS per
-dimension of x_t - x_t^ref (how far the jump lands off the teacher's path). Then per model and K the whole error
+positive = log p too high), the RMS per
+dimension of x_t - x_t^ref (how far the jump lands off the teacher's path), and the jump's semigroup residual: its
+dlogp less the sum of its own two half jumps' (through m = (s + t) / 2; nats, 0 for an exact flow map: where the
+head disagrees with the recursion it was trained on). Then per model and K the whole error
 against the teacher's solve from the data: log p(x1) = log N(x0) + sum of dlogp, split into its endpoint part
 log N(x0) - log N(x0^ref) and its divergence part (signed means and mean absolute values, nats and bits/dim).
 The sum of the jumps' local divergence errors is the divergence part less what the model's own path moved it by.
@@ -82,6 +84,17 @@ def ode_interval(ode, x: torch.Tensor, s: float, t: float, tol: float, probes: i
     return xt, -a
 
 
+@torch.no_grad()
+def semigroup_residual(model, x: torch.Tensor, s: float, t: float, backward: str) -> torch.Tensor:
+    """(B,) float64: the dlogp of the jump s -> t from x (B, *shape) less that of its two half jumps through
+    m = (s + t) / 2, the second from the first's landing point (nats; 0 for an exact flow map)."""
+    m = (s + t) / 2
+    _, whole = flow_map_step(model, x, s, t, div="head", backward=backward)
+    xm, first = flow_map_step(model, x, s, m, div="head", backward=backward)
+    _, second = flow_map_step(model, xm, m, t, div="head", backward=backward)
+    return whole.double() - first.double() - second.double()
+
+
 def split(model, ode, x1, k, backward, ref_x0, ref_logp, tol, probes, gen) -> dict:
     """One model at K: the per-jump comparison and the whole error's split (see the module docstring)."""
     x, jumps, delta = x1, [], torch.zeros(len(x1), dtype=torch.float64)
@@ -97,6 +110,7 @@ def split(model, ode, x1, k, backward, ref_x0, ref_logp, tol, probes, gen) -> di
                     "div_err_mean": float(err.mean()),
                     "div_err_abs": float(err.abs().mean()),
                     "x_rms": float((xt - xt_ref).pow(2).mean().sqrt()),
+                    "semigroup_resid_mean": float(semigroup_residual(model, x, s, t, backward).mean()),
                 }
             )
             delta += dlogp.double()
@@ -167,7 +181,8 @@ def print_table(result: dict) -> None:
             for j in r["jumps"]:
                 print(
                     f"{'':22s}    jump {j['s']:.3f} -> {j['t']:.3f}: divergence {j['div_err_mean']:+7.2f} "
-                    f"|{j['div_err_abs']:6.2f}|, lands {j['x_rms']:.4f} rms off the teacher's path"
+                    f"|{j['div_err_abs']:6.2f}|, lands {j['x_rms']:.4f} rms off the teacher's path, "
+                    f"semigroup residual {j['semigroup_resid_mean']:+7.2f}"
                 )
 
 
