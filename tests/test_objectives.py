@@ -366,3 +366,26 @@ def test_self_guidance_lowers_the_predicted_nll():
     assert not torch.equal(guided, eps)
     assert after.mean() < before.mean() - 1e-3
     assert (after < before).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("power", [0.0, 1.0, 2.0])
+def test_div_step_power_weighs_the_semigroup_divergence_rows_by_step_size(power):
+    """objective.div_step_power p: L_SG-div is the mean of the rows' squared errors times |t - s|^p / mean |t - s|^p
+    (p = 0: the plain mean); L_SG is not weighted; a negative power is refused by name."""
+    model = _mlp()
+    x1 = torch.tensor(MU) + SIGMA * torch.randn(256, 2, generator=torch.Generator().manual_seed(3))
+    x0 = torch.randn(256, 2, generator=torch.Generator().manual_seed(4))
+    obj = Shortcut(f2d2=True, semigroup_log2=3, div_step_power=power)
+    terms = obj.semigroup_terms(model, x0, x1, torch.Generator().manual_seed(5))
+    s, t = obj.semigroup_times(256, torch.Generator().manual_seed(5), x1)
+    x = (1 - s[:, None]) * x0 + s[:, None] * x1
+    u_target, d_target = semigroup_targets(model, x, s, t)
+    out = model(x, s, t)
+    err = (out.d - d_target).pow(2)
+    w = (t - s).abs() ** power
+    assert torch.allclose(terms["sg_div"], (err * w / w.mean()).mean(), rtol=1e-5)
+    assert torch.allclose(terms["sg"], (out.u - u_target).pow(2).mean(), rtol=1e-5)
+    if power:
+        assert not torch.allclose(terms["sg_div"], err.mean(), rtol=1e-3)  # the steps differ in size
+    with pytest.raises(ValueError, match="div_step_power = -1"):
+        Shortcut(div_step_power=-1)

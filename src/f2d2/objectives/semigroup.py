@@ -14,6 +14,10 @@ instantaneous fields at both ends, second order in d:
 
     u_target = (u(x, s, s) + u(x', t, t)) / 2,  D_target = (D(x, s, s) + D(x', t, t)) / 2,  x' = x + (t - s) u(x, s, s)
 
+``div_step_power`` p weighs each row of L_SG-div by |t - s|^p (normalised to a mean of 1 over the batch): with
+p = 0 a step's error in D (an average divergence) counts alike at every size, though it moves log p by
+c |t - s| times as much; p = 1 gives the coarse steps of few-step likelihoods their share (docs/findings/).
+
 ``two_way`` draws half of the steps backward (t < s); ``from_data`` moves a share of them to start at the
 data (s = 1, backward), where every K-step likelihood starts. Time runs from t = 0 (noise) to t = 1 (data).
 """
@@ -54,6 +58,12 @@ def semigroup_options(*, fraction: float, log2: int, grid: str, fraction_allowed
             grid,
             {"enum": list(TIME_GRIDS)},
             "where a step of size d starts: anywhere (continuous) or at a multiple of d (dyadic)",
+        ),
+        Option(
+            "div_step_power",
+            0.0,
+            {"type": "number", "minimum": 0},
+            "L_SG-div's rows weighed by |t - s|^p (mean 1 over the batch); 0: unweighted",
         ),
         Option(
             "base_step",
@@ -101,7 +111,8 @@ class SemigroupTerm:
         out = model(x, s, t)
         terms = {"sg": (out.u - u_target).pow(2).mean()}
         if self.f2d2:
-            terms["sg_div"] = (out.d - d_target).pow(2).mean()
+            weight = (t - s).abs().pow(self.div_step_power)
+            terms["sg_div"] = ((out.d - d_target).pow(2) * weight / weight.mean()).mean()
         return terms
 
 
