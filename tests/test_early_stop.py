@@ -201,6 +201,13 @@ def test_stops_at_the_first_check_within_tol_and_a_restart_trains_no_further(ful
     assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
     assert json.loads(summary.read_text())["early_stopped"] == ckpt["early_stopped"]
 
+    # Snakemake removes a failed job's outputs: a restart puts back the config.yaml of the run that stopped.
+    written = (work / "config.yaml").read_text()
+    (work / "config.yaml").unlink()
+    train(resolve_run(cfg, "f2d2"), work, progress=False)
+    assert (work / "config.yaml").read_text() == written
+    assert yaml.safe_load(written) == ckpt["config"]
+
 
 def test_keep_best_ends_with_the_best_checks_ema_and_a_resume_remembers_it(full, tmp_path, capsys):
     """No check within tol: the run ends with the EMA weights of the check closest to the target (here step 20),

@@ -293,6 +293,8 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     group.barrier()
     ckpt = resume(ckpt_path, run, state, group, restart_on_change=restart_on_change)
     if ckpt is not None and ("early_stopped" in ckpt or "kept_best" in ckpt):
+        if group.is_main and not (workdir / "config.yaml").exists():  # e.g. Snakemake removed a failed job's outputs
+            atomic_write_text(workdir / "config.yaml", yaml.safe_dump(ckpt["config"], sort_keys=False))
         return ckpt_path
     early = _early_stop(run, data, device, group, ckpt)
     if group.is_main:
