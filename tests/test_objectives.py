@@ -178,6 +178,39 @@ def test_meanflow_semigroup_term_vanishes_for_an_exact_map_and_adds_to_the_loss(
         MeanFlow(semigroup_log2=-1)
 
 
+class LongJumpsOff(FlowMapNet):
+    """An exact map whose D is off by (|t - s| - 0.3)^2 on jumps longer than 0.3 (exact, with its s-derivative,
+    on the shorter ones)."""
+
+    def __init__(self, exact: GaussianFlow):
+        super().__init__(div_scale=exact.div_scale, flow_map=True)
+        self.exact, self.data_shape, self.has_div_head = exact, exact.data_shape, True
+
+    def forward(self, x, s, t):
+        out = self.exact(x, s, t)
+        return FlowMapOutput(out.u, out.d + torch.relu((t - s).abs() - 0.3) ** 2)
+
+
+def test_meanflow_div_max_gap_leaves_the_longer_jumps_to_the_semigroup_term():
+    """div_max_gap g: L_MF-div is the mean over the pairs with |t - s| <= g alone, so a head off only on longer
+    jumps has L_MF-div 0 with g = 0.3 and not with g = 1, while the semigroup term still sees the longer jumps;
+    g < 1 with no semigroup term, and g out of (0, 1], are refused by name."""
+    teacher = GaussianFlow(MU, SIGMA, flow_map=False).double()
+    x1 = (torch.tensor(MU) + SIGMA * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))).double()
+    model = LongJumpsOff(GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0)).double()
+    kw = dict(f2d2=True, teacher=teacher, tangent="teacher", map_fraction=1.0, semigroup_fraction=0.25)
+    short = MeanFlow(**kw, div_max_gap=0.3)(model, x1, torch.Generator().manual_seed(2))
+    every = MeanFlow(**kw)(model, x1, torch.Generator().manual_seed(2))
+    assert short["mf_div"] < 1e-12 < 1e-4 < every["mf_div"]
+    assert short["sg_div"] > 1e-4 and torch.equal(short["sg_div"], every["sg_div"])
+    assert torch.allclose(short["loss"], short["mf"] + short["sg"] + short["mf_div"] + short["sg_div"])
+    with pytest.raises(ValueError, match="div_max_gap = 0.3 .* semigroup_fraction = 0"):
+        MeanFlow(f2d2=True, div_max_gap=0.3)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match=f"div_max_gap = {bad}"):
+            MeanFlow(f2d2=True, semigroup_fraction=0.25, div_max_gap=bad)
+
+
 def test_shortcut_f2d2_can_take_its_own_velocity_from_its_frozen_start():
     """self_source 'start': the tangent target and the divergence (div_source self) come from the frozen start
     network, not from x1 - x0 and the live network: an exact map with an exact start zeroes every term."""

@@ -27,6 +27,11 @@ draw the full step (1, 0) that the one-step likelihood takes, and there the deri
 of the time domain, next to the data. The semigroup term trains exactly the K = 2^j steps of evaluation
 from the smaller steps that the Eulerian term learns well (docs/findings/).
 
+With ``div_max_gap`` = g < 1, L_MF-div keeps only the pairs with |t - s| <= g (a mean over those), and D's
+longer jumps are learned from the semigroup term alone: on real pixels the Eulerian divergence target of a long
+jump from the data sits far from both its own halves and the teacher's integral (docs/findings/patches.md), and
+held the K-step likelihoods apart.
+
 Of the rest, a share ``1 - map_fraction`` has s = t (the tangent condition:
 flow matching for u, divergence matching for D). ``two_way`` draws pairs in both
 orders; otherwise s <= t; ``from_data`` moves a share of the pairs to start at the data (s = 1, backward).
@@ -73,6 +78,13 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
         ),
         *STEP_OPTIONS,
         Option(
+            "div_max_gap",
+            1.0,
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "L_MF-div trains only the pairs with |t - s| <= this (1: every pair); the semigroup term the rest",
+            only={"f2d2": True},
+        ),
+        Option(
             "adaptive_p",
             0.0,
             {"type": "number", "minimum": 0},
@@ -92,6 +104,11 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
 
     def check(self) -> None:
         check_from_data(self.from_data, self.two_way)
+        if self.f2d2 and self.div_max_gap < 1 and not self.semigroup_fraction:
+            raise ValueError(
+                f"div_max_gap = {self.div_max_gap} leaves D's jumps longer than it to the semigroup term, but "
+                "semigroup_fraction = 0; set semigroup_fraction > 0 or div_max_gap = 1"
+            )
 
     @property
     def needs_teacher(self) -> bool:
@@ -127,9 +144,9 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
         terms["mf"] = err_u.mean()
         loss = self._weighted(err_u)
         if self.f2d2:
-            err_d = (out.d - d_target).pow(2)
-            terms["mf_div"] = err_d.mean()
-            loss = loss + self.lam * self._weighted(err_d)
+            err_d = (out.d - d_target).pow(2)[(t - s).abs() <= self.div_max_gap]
+            terms["mf_div"] = err_d.mean() if err_d.numel() else err_d.sum()
+            loss = loss + self.lam * (self._weighted(err_d) if err_d.numel() else err_d.sum())
         if n_sg:
             loss = loss + terms["sg"] + self.lam * terms.get("sg_div", 0)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
