@@ -178,13 +178,9 @@ def test_meanflow_semigroup_term_vanishes_for_an_exact_map_and_adds_to_the_loss(
         MeanFlow(semigroup_log2=-1)
 
 
-class LongJumpsOff(FlowMapNet):
+class LongJumpsOff(Perturbed):
     """An exact map whose D is off by (|t - s| - 0.3)^2 on jumps longer than 0.3 (exact, with its s-derivative,
     on the shorter ones)."""
-
-    def __init__(self, exact: GaussianFlow):
-        super().__init__(div_scale=exact.div_scale, flow_map=True)
-        self.exact, self.data_shape, self.has_div_head = exact, exact.data_shape, True
 
     def forward(self, x, s, t):
         out = self.exact(x, s, t)
