@@ -11,11 +11,14 @@ patch is dequantized once (``--seed``) and scored by every model of ``--config``
 - an F2D2 run (a divergence head): K = 1, the head's density change (``f2d2.log_prob(model, z, 1)``);
 - a run without a head: K = 1 Euler step of the joint ODE with ``eval.baseline_div`` (probes from ``--seed``);
 - the reference: the teacher's dopri5 solve with ``eval.reference`` (tolerances, divergence); and the same solve
-  with the exact divergence on ``--exact-n`` patches of each set (seeded), to show the Hutchinson probe's noise.
+  with the exact divergence on ``--exact-n`` patches of each set (seeded), to show the Hutchinson probe's noise;
+- with ``--own-reference``, each F2D2 run's own flow: the same dopri5 solve of its velocity u(x, t, t), the density
+  a head trained on its own divergence (``div_source: self``) learns, which need not be the teacher's.
 
 Higher BPD = out of distribution. Per scorer: AUROC of the BPD, of the complexity-corrected S = BPD - L(x)
 (``--compressor``, :mod:`f2d2.eval.ood`), per OOD photo, on the exact subset, and its per-patch distance to the
-exact reference there. Target: F2D2 K = 1 AUROC within 0.01 of the reference's and >= 100x faster. Writes
+exact reference there. Target: F2D2 K = 1 AUROC within 0.01 of the reference's and >= 100x faster (and, with
+``--own-reference``, the gap to the run's own flow's AUROC). Writes
 ``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and scores.csv (per patch).
 """
 
@@ -44,6 +47,7 @@ from f2d2.io.checkpoint import load_checkpoint, model_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_GAP, TARGET_SPEEDUP = 0.01, 100.0
+OWN_FLOW = "own flow dopri5 ({})"
 
 
 def load_runs(cfg: dict, results: Path) -> tuple[str, dict[str, tuple[Path, dict]]]:
@@ -98,9 +102,21 @@ def timed_bpd(likelihood, z: torch.Tensor, batch: int) -> tuple[np.ndarray, floa
     return bpd.bits_per_dim(bpd.pixel_nll(torch.cat(logps).double(), dim), dim).numpy(), seconds, nfe
 
 
-def scorers(cfg: dict, teacher: str, runs: dict, seed: int):
-    """(run, method, likelihood) of every run's K = 1 and of the teacher's reference (``eval`` settings)."""
-    ev = cfg["eval"]
+def reference_scorer(model, ref: dict, div: str, seed: int):
+    """z batch -> (log p (B,), nfe): ``model``'s dopri5 solve of its velocity with ``ref``'s tolerances."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def solve(z):
+        res = reference_log_likelihood(model, z, atol=ref["atol"], rtol=ref["rtol"], div=div, generator=gen)
+        return res.log_prob, res.nfe
+
+    return solve
+
+
+def scorers(cfg: dict, teacher: str, runs: dict, seed: int, own: bool = False):
+    """(run, method, likelihood) of every run's K = 1 (and, ``own``, each F2D2 run's own-flow reference) and of
+    the teacher's reference (``eval`` settings)."""
+    ev, ref = cfg["eval"], cfg["eval"]["reference"]
     out = []
     for run, (path, ckpt) in runs.items():
         model = model_of(ckpt, path).eval()
@@ -111,15 +127,12 @@ def scorers(cfg: dict, teacher: str, runs: dict, seed: int):
             return f2d2.log_prob(model, z, 1, div=div, backward=ev["backward"], generator=gen), 1
 
         out.append((run, "F2D2 K=1 (head)" if div == "head" else f"K=1 Euler ({div})", k1))
-    ref, model = ev["reference"], model_of(runs[teacher][1], runs[teacher][0]).eval()
+        if own and div == "head":
+            out.append((run, OWN_FLOW.format(ref["div"]), reference_scorer(model, ref, ref["div"], seed)))
+    model = model_of(runs[teacher][1], runs[teacher][0]).eval()
     for div in (ref["div"], "exact"):
-        gen = torch.Generator().manual_seed(seed)
-
-        def solve(z, div=div, gen=gen):
-            res = reference_log_likelihood(model, z, atol=ref["atol"], rtol=ref["rtol"], div=div, generator=gen)
-            return res.log_prob, res.nfe
-
-        out.append((teacher, f"reference dopri5 ({div})" + (" subset" if div == "exact" else ""), solve))
+        method = f"reference dopri5 ({div})" + (" subset" if div == "exact" else "")
+        out.append((teacher, method, reference_scorer(model, ref, div, seed)))
     return out
 
 
@@ -141,7 +154,7 @@ def evaluate(args) -> dict:
     )
     batch = cfg["eval"].get("batch_size") or len(z)
     rows, scores = [], {}
-    for run, method, likelihood in scorers(cfg, teacher, runs, args.seed):
+    for run, method, likelihood in scorers(cfg, teacher, runs, args.seed, args.own_reference):
         on = subset if method.endswith("subset") else np.arange(len(z))
         if len(on) == 0:
             continue
@@ -151,7 +164,8 @@ def evaluate(args) -> dict:
         rows.append({"run": run, "method": method, "n": len(on), "seconds": seconds, "nfe": nfe})
         print(f"  {run:24s} {method:32s} {len(on):5d} patches {seconds:9.3f} s", flush=True)
     exact = next((v for k, v in scores.items() if k.endswith("subset")), None)
-    reference = scores[f"{teacher} reference dopri5 ({cfg['eval']['reference']['div']})"]
+    ref_div = cfg["eval"]["reference"]["div"]
+    reference = scores[f"{teacher} reference dopri5 ({ref_div})"]
     for row, values in zip(rows, scores.values()):
         row.update(summarize(values, complexity, is_out, sources, subset, exact, reference))
     rows.append(
@@ -178,7 +192,7 @@ def evaluate(args) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "rows": rows,
-        "target": target(rows, list(scores.values()), reference, is_out, args.seed),
+        "target": target(rows, list(scores.values()), reference, is_out, args.seed, OWN_FLOW.format(ref_div)),
         "per_patch": {
             "source": sources,
             f"{args.compressor} bits/dim": complexity.tolist(),
@@ -221,29 +235,42 @@ def summarize(values, complexity, is_out, sources, subset, exact, reference) -> 
     return out
 
 
-def target(rows: list[dict], values: list[np.ndarray], reference: np.ndarray, is_out, seed: int) -> list[dict]:
+def target(
+    rows: list[dict], values: list[np.ndarray], reference: np.ndarray, is_out, seed: int, own_method: str
+) -> list[dict]:
     """Per F2D2 run: |AUROC - the reference's| <= 0.01 and the reference's seconds / its seconds >= 100; with the
-    95% interval of the AUROC difference over 1000 paired bootstrap draws of each set (seeded)."""
+    95% interval of the AUROC difference over 1000 paired bootstrap draws of each set (seeded). Where the run's
+    own flow (row ``own_method``) was scored: the same difference against it (``own_*``)."""
     ref = next(r for r in rows if r["method"].startswith("reference") and not r["method"].endswith("subset"))
+    by_row = {(r["run"], r["method"]): (r, v) for r, v in zip(rows, values)}
     rng = np.random.default_rng([seed, 2])
     inside, outside = np.flatnonzero(~is_out), np.flatnonzero(is_out)
     draws = [(rng.choice(inside, len(inside)), rng.choice(outside, len(outside))) for _ in range(1000)]
+
+    def interval(v, against) -> list[float]:
+        """95% interval of AUROC(v) - AUROC(against) over the paired draws."""
+        diff = [auroc(v[i], v[o]) - auroc(against[i], against[o]) for i, o in draws]
+        return [float(q) for q in np.percentile(diff, [2.5, 97.5])]
+
     out = []
     for r, v in zip(rows, values):
         if r["method"].startswith("F2D2"):
-            diff = [auroc(v[i], v[o]) - auroc(reference[i], reference[o]) for i, o in draws]
             gap, speedup = abs(r["auroc"] - ref["auroc"]), ref["seconds"] / r["seconds"]
-            out.append(
-                {
-                    "run": r["run"],
-                    "auroc_difference": r["auroc"] - ref["auroc"],
-                    "difference_95": [float(q) for q in np.percentile(diff, [2.5, 97.5])],
-                    "auroc_gap": gap,
-                    "corrected_difference": r["auroc_corrected"] - ref["auroc_corrected"],
-                    "speedup": speedup,
-                    "met": gap <= TARGET_GAP and speedup >= TARGET_SPEEDUP,
-                }
-            )
+            row = {
+                "run": r["run"],
+                "auroc_difference": r["auroc"] - ref["auroc"],
+                "difference_95": interval(v, reference),
+                "auroc_gap": gap,
+                "corrected_difference": r["auroc_corrected"] - ref["auroc_corrected"],
+                "speedup": speedup,
+                "met": gap <= TARGET_GAP and speedup >= TARGET_SPEEDUP,
+            }
+            if (r["run"], own_method) in by_row:
+                own, own_v = by_row[(r["run"], own_method)]
+                row["own_auroc_difference"] = r["auroc"] - own["auroc"]
+                row["own_difference_95"] = interval(v, own_v)
+                row["own_speedup"] = own["seconds"] / r["seconds"]
+            out.append(row)
     return out
 
 
@@ -284,6 +311,12 @@ def print_table(res: dict) -> None:
             f"corrected {t['corrected_difference']:+.3f}), "
             f"{t['speedup']:.0f}x faster (>= {TARGET_SPEEDUP:.0f}x): {'met' if t['met'] else 'NOT met'}"
         )
+        if "own_auroc_difference" in t:
+            low, high = t["own_difference_95"]
+            print(
+                f"        against its own flow: AUROC difference {t['own_auroc_difference']:+.3f} "
+                f"(95% [{low:+.3f}, {high:+.3f}]), {t['own_speedup']:.0f}x faster"
+            )
 
 
 def write(out: Path, res: dict) -> None:
@@ -309,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exact-n", type=int, default=40, help="patches per set scored by the exact-divergence reference")
     p.add_argument("--seed", type=int, default=0, help="patch draws, dequantization, Hutchinson probes")
     p.add_argument("--compressor", choices=COMPRESSORS, default="png")
+    p.add_argument(
+        "--own-reference",
+        action="store_true",
+        help="also score each F2D2 run's own flow (dopri5 of its velocity) and compare its head's AUROC with it",
+    )
     p.add_argument("--out", default=str(ROOT / "results" / "ood"), help="folder for ood.json, ood.csv, scores.csv")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)

@@ -147,6 +147,33 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
     assert "target shortcut_f2d2: AUROC gap" in table and "reference dopri5 (exact) subset" in table
 
 
+def test_bench_own_reference_scores_each_f2d2_run_s_own_flow(tiny_runs, capsys):
+    d, config = tiny_runs
+    bench = load_bench("ood")
+    out = d / "ood-own"
+    assert (
+        bench.main(["--config", str(config), "--n", "6", "--exact-n", "0", "--own-reference", "--out", str(out)]) == 0
+    )
+    res = json.loads((out / "ood.json").read_text())
+    rows = {(r["run"], r["method"]): r for r in res["rows"]}
+    own = rows[("shortcut_f2d2", "own flow dopri5 (hutchinson)")]
+    teacher = rows[("teacher", "reference dopri5 (hutchinson)")]
+    head = rows[("shortcut_f2d2", "F2D2 K=1 (head)")]
+    assert own["nfe"] > 1 and 0 <= own["auroc"] <= 1
+    assert ("teacher", "own flow dopri5 (hutchinson)") not in rows  # only runs with a divergence head
+    # the own flow is another network's density than the teacher's: other per-patch values
+    scores = res["per_patch"]
+    assert not np.allclose(
+        scores["shortcut_f2d2 own flow dopri5 (hutchinson)"], scores["teacher reference dopri5 (hutchinson)"]
+    )
+    (t,) = res["target"]
+    assert t["own_auroc_difference"] == pytest.approx(head["auroc"] - own["auroc"])
+    assert t["auroc_difference"] == pytest.approx(head["auroc"] - teacher["auroc"])
+    low, high = t["own_difference_95"]
+    assert -1 <= low <= high <= 1 and t["own_speedup"] > 0
+    assert "against its own flow: AUROC difference" in capsys.readouterr().out
+
+
 def test_bench_refuses_runs_that_trained_on_an_ood_photo(tiny_runs):
     bench = load_bench("ood")
     data = {"name": "patches", "size": 8, "images": ["astronaut", "retina"]}
