@@ -145,8 +145,9 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
         loss = self._weighted(err_u)
         if self.f2d2:
             err_d = (out.d - d_target).pow(2)[(t - s).abs() <= self.div_max_gap]
-            terms["mf_div"] = err_d.mean() if err_d.numel() else err_d.sum()
-            loss = loss + self.lam * (self._weighted(err_d) if err_d.numel() else err_d.sum())
+            terms["mf_div"] = err_d.mean() if err_d.numel() else err_d.sum()  # no pair within the gap: 0
+            if err_d.numel():
+                loss = loss + self.lam * self._weighted(err_d)
         if n_sg:
             loss = loss + terms["sg"] + self.lam * terms.get("sg_div", 0)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
