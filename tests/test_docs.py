@@ -80,3 +80,14 @@ def test_the_objective_options_page_is_generated_from_the_declarations():
     from f2d2.objectives import options_reference
 
     assert (ROOT / "docs" / "objective-options.md").read_text() == options_reference()
+
+
+def test_every_row_of_the_objective_options_page_has_four_cells():
+    """A '|' inside a meaning (|t - s|) is escaped, so no row of the generated tables splits into more cells."""
+    import re
+
+    from f2d2.objectives import options_reference
+
+    rows = [line for line in options_reference().splitlines() if line.startswith("| `")]
+    assert any("\\|t - s\\|" in row for row in rows)
+    assert [row for row in rows if len(re.split(r"(?<!\\)\|", row)) != 6] == []

@@ -121,7 +121,9 @@ def options_reference() -> str:
         lines += ["| option | default | allowed | meaning |", "|---|---|---|---|"]
         for o in found.options:
             old = f" (formerly `{o.renamed_from}`)" if o.renamed_from else ""
-            lines.append(f"| `{o.name}`{old} | `{o.default!r}` | {describe_values(o.allowed)} | {o.meaning} |")
+            cells = (describe_values(o.allowed), o.meaning)  # a "|" in a cell (|t - s|) would end it: escaped
+            allowed, meaning = (c.replace("|", "\\|") for c in cells)
+            lines.append(f"| `{o.name}`{old} | `{o.default!r}` | {allowed} | {meaning} |")
     return "\n".join(lines) + "\n"
 
 
