@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check of the image path, prepared to run ONCE on a GPU machine (one H100/H200), ~8-11 minutes:
+# The GPU check of the image path, prepared to run ONCE on a GPU machine (one H100/H200); on one H200 its parts
+# overran their limits (docs/benchmarks.md: the full calibration alone needs ~8-9 minutes there):
 #   1. bench/images.py --size cifar: training images/s of every stage kind in float32 and bfloat16 (compile for
 #      flow matching), 1/2/4/8-NFE sampling ms/image, K = 1 BPD time of 10,000 patches vs the reference; at most
 #      200 s.
@@ -8,7 +9,8 @@
 #   3. the speed-accuracy frontier at 32x32 (f2d2 frontier): the calibrated Shortcut-Distill-F2D2 at K = 1, 2, 4, 8
 #      against the calibrated teacher's Euler, midpoint, RK4 and dopri5 solves (f2d2's and flow_matching's) on the
 #      test patches, scored against the mean of 16 Hutchinson dopri5 solves; at most 200 s.
-# Each part has its own time limit, so one overrunning part still leaves the other's output. Everything is
+# Each part has its own time limit (seconds; LIMIT_BENCH, LIMIT_CAL, LIMIT_FRONTIER override them, e.g. to fit a
+# lease), so one overrunning part still leaves the others' output. Everything is
 # printed; JSON and logs go to $OUT (the device tool's folder) or results/gpu_check.
 #   bash bench/gpu_check.sh            # on the GPU machine, with a python that imports f2d2 (PYTHON=...)
 #   bash bench/gpu_check.sh --tiny     # the same path on a CPU at CI size (~3 minutes on 2 cores)
@@ -22,13 +24,13 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ "${1:-}" == "--tiny" ]]; then
-    DEVICE=cpu; BENCH=(--size cpu --compile-kinds flow_matching); CAL=(--tiny); LIMIT_BENCH=400; LIMIT_CAL=300
-    FRONTIER=(--n 16 --euler 1 4 --midpoint 2 --rk4 1 --tols 1e-2 --ref-probes 2); LIMIT_FRONTIER=300
+    DEVICE=cpu; BENCH=(--size cpu --compile-kinds flow_matching); CAL=(--tiny); LIMITS=(400 300 300)
+    FRONTIER=(--n 16 --euler 1 4 --midpoint 2 --rk4 1 --tols 1e-2 --ref-probes 2)
 else
-    DEVICE=cuda; BENCH=(--size cifar); CAL=(); LIMIT_BENCH=200; LIMIT_CAL=300
+    DEVICE=cuda; BENCH=(--size cifar); CAL=(); LIMITS=(200 300 200)
     FRONTIER=(--n 255 --euler 1 2 4 8 16 32 --midpoint 1 2 4 8 16 --rk4 1 2 4 8 --tols 1e-2 1e-3 1e-4 --ref-probes 16)
-    LIMIT_FRONTIER=200
 fi
+LIMIT_BENCH=${LIMIT_BENCH:-${LIMITS[0]}}; LIMIT_CAL=${LIMIT_CAL:-${LIMITS[1]}}; LIMIT_FRONTIER=${LIMIT_FRONTIER:-${LIMITS[2]}}
 
 echo "== gpu_check on $(hostname) at $(date -u +%FT%TZ), device $DEVICE, output $OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
