@@ -62,7 +62,34 @@ def test_stage_overrides_pick_shared_and_own():
     assert bench.stage_overrides(items, "teacher") == ["train.device=cpu", "train.steps=4", "model.x=[1, 2]"]
 
 
-def test_gpu_check_script_is_valid_bash():
+@pytest.mark.slow
+def test_gpu_check_runs_its_three_parts_end_to_end_at_cpu_size(tmp_path):
+    """bench/gpu_check.sh --tiny: the GPU check's wiring (bench, calibration, the frontier on the calibrated
+    checkpoints) on a CPU, so that a GPU lease is not spent on a broken script. Generous limits: no speed test."""
+    import os
     import subprocess
+    import sys
 
-    assert subprocess.run(["bash", "-n", str(ROOT / "bench" / "gpu_check.sh")]).returncode == 0
+    out = tmp_path / "gpu_check"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    env.update(LIMIT_BENCH="3600", LIMIT_CAL="3600", LIMIT_FRONTIER="3600")
+    run = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--tiny"], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    for part in ("bench", "calibrate", "frontier"):
+        assert f"== {part}: exit 0" in log, log[-3000:]
+    bench = load_bench("images")
+    res = json.loads((out / "images.json").read_text())
+    assert {r["kind"] for r in res["train"]} == set(bench.KINDS)
+    cal = json.loads((out / "calibrate" / "calibrate.json").read_text())
+    assert cal["stages"] == list(bench.CALIBRATE_STAGES) and cal["ref_nfe"] > 0 and cal["k1_s"] > 0
+    front = json.loads((out / "frontier" / "frontier.json").read_text())
+    names = {r["name"] for r in front["rows"]}
+    assert {f"shortcut_distill_f2d2 K={k} head" for k in (1, 2, 4, 8)} <= names
+    assert {"teacher euler 1 hutchinson", "teacher euler 1 hutchinson (flow_matching)"} <= names
+    assert all(r["seconds"] > 0 and r["error_nats"] >= 0 for r in front["rows"])
+    for stage in bench.CALIBRATE_STAGES:  # the training curves are kept, the checkpoints removed
+        assert (out / f"{stage}.metrics.jsonl").read_text().strip()
+        assert not list((out / "calibrate" / stage).glob("checkpoint*.pt"))
