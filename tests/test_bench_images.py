@@ -4,6 +4,9 @@ nothing here depends on the machine's speed)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -66,10 +69,6 @@ def test_stage_overrides_pick_shared_and_own():
 def test_gpu_check_runs_its_three_parts_end_to_end_at_cpu_size(tmp_path):
     """bench/gpu_check.sh --tiny: the GPU check's wiring (bench, calibration, the frontier on the calibrated
     checkpoints) on a CPU, so that a GPU lease is not spent on a broken script. Generous limits: no speed test."""
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "gpu_check"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
     env.update(LIMIT_BENCH="3600", LIMIT_CAL="3600", LIMIT_FRONTIER="3600")
