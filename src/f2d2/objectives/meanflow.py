@@ -145,9 +145,11 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
         loss = self._weighted(err_u)
         if self.f2d2:
             err_d = (out.d - d_target).pow(2)[(t - s).abs() <= self.div_max_gap]
-            terms["mf_div"] = err_d.mean() if err_d.numel() else err_d.sum()  # no pair within the gap: 0
             if err_d.numel():
+                terms["mf_div"] = err_d.mean()
                 loss = loss + self.lam * self._weighted(err_d)
+            else:  # no pair within the gap: the term is 0 and adds nothing
+                terms["mf_div"] = err_d.sum()
         if n_sg:
             loss = loss + terms["sg"] + self.lam * terms.get("sg_div", 0)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
