@@ -16,7 +16,7 @@ import yaml
 
 from f2d2.cli import main
 from f2d2.config.resolve import ConfigError, resolve_run
-from f2d2.core.likelihood import reference_log_likelihood
+from f2d2.core.likelihood import log_likelihood, reference_log_likelihood
 from f2d2.data import make_dataset
 from f2d2.eval.bpd import bits_per_dim
 from f2d2.io.checkpoint import load_checkpoint, load_model
@@ -238,7 +238,9 @@ def test_keep_best_ends_with_the_best_checks_ema_and_a_resume_remembers_it(full,
     assert (tmp_path / "best" / "checkpoint.pt").read_bytes() == before
 
 
-def test_null_target_is_the_teachers_reference_bpd(tmp_path):
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A flow-matching teacher on the checkerboard: its checkpoint path."""
     teacher_run = resolve_run(
         {
             **copy.deepcopy(EXPERIMENT),
@@ -247,18 +249,88 @@ def test_null_target_is_the_teachers_reference_bpd(tmp_path):
         },
         "f2d2",
     )
-    teacher = train(teacher_run, tmp_path / "teacher", progress=False)
-    cfg = experiment({"target_bpd": None, "tol": 100.0})
+    return train(teacher_run, tmp_path_factory.mktemp("teacher"), progress=False)
+
+
+def distilled(teacher, early_stop: dict) -> dict:
+    """The f2d2 stage as Shortcut-Distill-F2D2 from ``teacher``, resolved, with ``early_stop``."""
+    cfg = experiment(early_stop)
     cfg["objective"] = {"name": "shortcut_distill_f2d2", "teacher": str(teacher), "div_source": "teacher", "lam": 1.0}
-    ckpt = load_checkpoint(train(resolve_run(cfg, "f2d2"), tmp_path / "f2d2", progress=False))
+    return resolve_run(cfg, "f2d2")
+
+
+def validation_reference_nll(teacher) -> torch.Tensor:
+    """The teacher's reference NLL (128,) in nats on the checks' validation split (n_val 128, seed 11)."""
+    x = validation_split(make_dataset({"name": "checkerboard"}), 128, 11)
+    return -reference_log_likelihood(load_model(teacher), x).log_prob.double()
+
+
+def test_null_target_is_the_teachers_reference_bpd(teacher, tmp_path):
+    ckpt = load_checkpoint(train(distilled(teacher, {"target_bpd": None, "tol": 100.0}), tmp_path, progress=False))
     assert ckpt["step"] == EVERY  # any BPD is within tol = 100: the first check stops
 
     x = validation_split(make_dataset({"name": "checkerboard"}), 128, 11)
-    want = float(bits_per_dim(-reference_log_likelihood(load_model(teacher), x).log_prob.double(), 2).mean())
+    want = float(bits_per_dim(validation_reference_nll(teacher), 2).mean())
     assert ckpt["early_stopped"]["target_bpd"] == pytest.approx(want, rel=1e-6)
     assert ckpt["early_stop"] == {"target_bpd": ckpt["early_stopped"]["target_bpd"]}
     # the split is not the first training batch of the same seed
     assert not torch.equal(x[:64], make_dataset({"name": "checkerboard"}).sample(64, torch.Generator().manual_seed(11)))
+
+
+def test_per_point_stops_only_where_the_largest_k_is_no_worse_per_point(teacher, tmp_path, monkeypatch):
+    """With per_point every check logs each K's mean |NLL - reference NLL| on the split (what the checkpoint's
+    kept per-point reference and the check's weights give), and the run stops at the first check within tol whose
+    largest K's error is at most the smallest K's: with tol 100 (every check within) not before that check. The
+    first two checks' K = 2 is made 1000 nats worse per point, so at least those two do not stop the run."""
+    evaluate, calls = early_stop_mod.EarlyStop.evaluate, []
+
+    def worse_k2_twice(self, model):
+        nlls = evaluate(self, model)
+        calls.append(1)
+        return {**nlls, 2: nlls[2] + 1000.0} if len(calls) <= 2 else nlls
+
+    monkeypatch.setattr(early_stop_mod.EarlyStop, "evaluate", worse_k2_twice)
+    early = {"target_bpd": None, "tol": 100.0, "steps": [1, 2], "per_point": True}
+    work = tmp_path / "pp"
+    ckpt = load_checkpoint(train(distilled(teacher, early), work, progress=False))
+    checks = [r for r in rows(work) if "val_bpd" in r]
+    assert len(checks) >= 3 and checks[0]["val_err_K2"] > 1000 > checks[0]["val_err_K1"]
+    assert all(r["val_err_K2"] > r["val_err_K1"] for r in checks[:-1])
+    monkeypatch.undo()
+    ref = validation_reference_nll(teacher)
+    assert torch.allclose(ckpt["early_stop"]["reference_nll"], ref, rtol=0, atol=1e-3)  # float32, other batches
+    last = checks[-1]
+    if last["val_err_K2"] <= last["val_err_K1"]:
+        assert ckpt["step"] == last["step"] and ckpt["early_stopped"]["val_err_K2"] == last["val_err_K2"]
+    else:
+        assert ckpt["step"] == STEPS and "early_stopped" not in ckpt
+    model = load_model(work / "checkpoint.pt")
+    x = validation_split(make_dataset({"name": "checkerboard"}), 128, 11)
+    for k in (1, 2):
+        nll = -log_likelihood(model, x, k, div="head", backward="two-way").log_prob.double()
+        assert (nll - ref).abs().mean().item() == pytest.approx(last[f"val_err_K{k}"], abs=1e-3)
+    # the same run without per_point stops at its first check (tol 100), with the same BPD there
+    plain = tmp_path / "plain"
+    first = load_checkpoint(train(distilled(teacher, {**early, "per_point": False}), plain, progress=False))
+    assert first["step"] == EVERY and "val_err_K1" not in rows(plain)[-1]
+    assert rows(plain)[-1]["val_bpd_K1"] == checks[0]["val_bpd_K1"]
+
+
+@pytest.mark.parametrize(
+    "early_stop, words",
+    [
+        ({"target_bpd": 1.0, "steps": [1, 2]}, ["target_bpd = 1.0", "set target_bpd: null"]),
+        ({"target_bpd": None, "steps": 1}, ["steps = 1", "two or more K"]),
+    ],
+)
+def test_per_point_without_a_per_point_reference_or_two_k_is_refused_before_training(
+    teacher, tmp_path, early_stop, words
+):
+    with pytest.raises(ConfigError) as err:
+        train(distilled(teacher, {**early_stop, "per_point": True}), tmp_path, progress=False)
+    for word in ["train.early_stop.per_point", *words]:
+        assert word in str(err.value), (word, str(err.value))
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_a_start_past_the_last_step_is_refused_before_training(tmp_path):

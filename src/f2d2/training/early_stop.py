@@ -7,7 +7,10 @@ from the target is the logged ``val_bpd``, each K's ``val_bpd_K<k>``): ``target_
 (dopri5) BPD on the same split, computed once at the start and kept in the checkpoint. With ``keep_best``
 a run whose checks never come within ``tol`` ends with the EMA weights of its best check (the smallest
 distance of its worst K to the target) instead of its last ones; the best so far is kept in the checkpoint, so
-a resumed run remembers it. ``start`` skips the
+a resumed run remembers it. With ``per_point`` (a null target, two or more K) each check also logs each K's
+mean per-point |NLL - reference NLL| on the split (``val_err_K<k>``, in nats), and the run stops only where
+the largest K's is at most the smallest K's as well: more steps no worse per point, not only on average (the
+per-point reference is kept in the checkpoint beside the target). ``start`` skips the
 first steps, where a new head's BPD falls from far above the target to far below it and passes the target
 once on its way (on 8x8 patches ~0.13 bits/dim per step near step 95): a stop there is no calibration.
 
@@ -43,7 +46,7 @@ VAL_STREAM = 2**32  # 2D validation points: seed + VAL_STREAM (training's stream
 
 def early_stop_problems(run: dict) -> list[str]:
     """What a resolved run with ``train.early_stop`` lacks (a divergence head; a teacher for a null target; a
-    start within train.steps)."""
+    start within train.steps; a per-point reference and two K for ``per_point``)."""
     es = run["train"].get("early_stop")
     if es is None:
         return []
@@ -65,6 +68,14 @@ def early_stop_problems(run: dict) -> list[str]:
             "objective.teacher = None; set objective.teacher (a stage name or checkpoint path) "
             "or a number as train.early_stop.target_bpd"
         )
+    if es["per_point"]:
+        steps = es["steps"] if isinstance(es["steps"], list) else [es["steps"]]
+        if es["target_bpd"] is not None or len(steps) < 2:
+            problems.append(
+                f"train.early_stop.per_point compares the per-point errors of the largest and smallest K against "
+                f"the teacher's per-point reference, but target_bpd = {es['target_bpd']!r} and steps = "
+                f"{es['steps']!r}; set target_bpd: null and two or more K, or per_point: false"
+            )
     return problems
 
 
@@ -92,7 +103,8 @@ class EarlyStop:
             raise ConfigError("; ".join(problems))
         self.cfg = run["train"]["early_stop"]
         self.every, self.tol, self.target = self.cfg["every"], self.cfg["tol"], self.cfg["target_bpd"]
-        self.keep_best = self.cfg["keep_best"]
+        self.keep_best, self.per_point = self.cfg["keep_best"], self.cfg["per_point"]
+        self.reference_nll: torch.Tensor | None = None  # with per_point: (n_val,) float64 nats on the split
         self.best: dict | None = None  # with keep_best: {"step", "row" (its metrics row), "ema" (its weights)}
         steps = self.cfg["steps"]
         self.ks = [steps] if isinstance(steps, int) else list(steps)
@@ -103,33 +115,39 @@ class EarlyStop:
 
     def reference(self, teacher: str | dict, div: str) -> float:
         """The reference (dopri5) BPD of the teacher's velocity (a checkpoint's EMA weights, or an outside
-        model's spec) on the split."""
+        model's spec) on the split; with ``per_point`` its per-point NLL is kept as ``reference_nll``."""
         with self._own_rng():
             model = load_teacher(teacher, device=self.device)
             gen = torch.Generator(self.device).manual_seed(self.cfg["seed"])  # Hutchinson probes
-            return self._mean_bpd(model, lambda x: reference_log_likelihood(model, x, div=div, generator=gen))
+            nll = self._nll(model, lambda x: reference_log_likelihood(model, x, div=div, generator=gen))
+        if self.per_point:
+            self.reference_nll = nll
+        return self._bpd(model, nll)
 
-    def evaluate(self, model: FlowMapNet) -> dict[int, float]:
-        """{K: the BPD of ``model``'s (the EMA network's) K-step F2D2 likelihood on the split} for each K of steps."""
+    def evaluate(self, model: FlowMapNet) -> dict[int, torch.Tensor]:
+        """{K: the per-point NLL (n_val,) in nats of ``model``'s (the EMA network's) K-step F2D2 likelihood on the
+        split} for each K of steps."""
         was_training = model.training
         model.eval()  # no dropout
         try:
             with self._own_rng():
                 return {
-                    k: self._mean_bpd(
-                        model, lambda x, k=k: log_likelihood(model, x, k, div="head", backward=self.backward)
-                    )
+                    k: self._nll(model, lambda x, k=k: log_likelihood(model, x, k, div="head", backward=self.backward))
                     for k in self.ks
                 }
         finally:
             model.train(was_training)
 
-    def row(self, bpds: dict[int, float]) -> dict[str, float]:
-        """The metrics row of one check: ``val_bpd`` (the K farthest from the target), ``target_bpd`` and, for
-        several K, ``val_bpd_K<k>``."""
+    def row(self, model: FlowMapNet, nlls: dict[int, torch.Tensor]) -> dict[str, float]:
+        """The metrics row of one check (``nlls`` from :meth:`evaluate`): ``val_bpd`` (the K farthest from the
+        target), ``target_bpd``, for several K each ``val_bpd_K<k>`` and, with ``per_point``, each ``val_err_K<k>``."""
+        bpds = {k: self._bpd(model, nll) for k, nll in nlls.items()}
         worst = max(bpds.values(), key=lambda bpd: abs(bpd - self.target))
         per_k = {f"val_bpd_K{k}": bpd for k, bpd in bpds.items()} if len(bpds) > 1 else {}
-        return {"val_bpd": worst, "target_bpd": self.target, **per_k}
+        errors = {}
+        if self.per_point:
+            errors = {f"val_err_K{k}": float((nll - self.reference_nll).abs().mean()) for k, nll in nlls.items()}
+        return {"val_bpd": worst, "target_bpd": self.target, **per_k, **errors}
 
     def consider(self, step: int, row: dict[str, float], ema: torch.nn.Module) -> None:
         """With ``keep_best``: remember the weights of ``ema`` (the EMA network's container, as the checkpoint
@@ -142,20 +160,39 @@ class EarlyStop:
 
     def state(self) -> dict:
         """The checkpoint's ``early_stop`` entry: the target and, with ``keep_best``, the best check so far."""
-        return {"target_bpd": self.target, **({"best": self.best} if self.keep_best else {})}
+        return {
+            "target_bpd": self.target,
+            **({"best": self.best} if self.keep_best else {}),
+            **({"reference_nll": self.reference_nll} if self.per_point else {}),
+        }
 
     def checks_at(self, step: int) -> bool:
         """Whether training measures the validation BPD after ``step`` steps: a multiple of every, >= start."""
         return step % self.every == 0 and step >= first_check(self.cfg)
 
-    def reached(self, bpd: float) -> bool:
-        return abs(bpd - self.target) <= self.tol
+    def reached(self, row: dict[str, float]) -> bool:
+        """Whether a check's row stops the run: its worst K within tol and, with ``per_point``, the largest K's
+        per-point error at most the smallest K's."""
+        if abs(row["val_bpd"] - self.target) > self.tol:
+            return False
+        return not self.per_point or row[f"val_err_K{max(self.ks)}"] <= row[f"val_err_K{min(self.ks)}"]
+
+    def per_point_note(self, row: dict[str, float]) -> str:
+        """With ``per_point``: the largest and smallest K's per-point errors of a check's row, for a message."""
+        if not self.per_point:
+            return ""
+        hi, lo = max(self.ks), min(self.ks)
+        return (
+            f" and K = {hi}'s per-point error {row[f'val_err_K{hi}']:.2f} nats is at most K = {lo}'s "
+            f"{row[f'val_err_K{lo}']:.2f}"
+        )
 
     def _own_rng(self):
         """Restore the global CPU (and this CUDA device's) RNG state afterwards."""
         return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
 
-    def _mean_bpd(self, model: FlowMapNet, likelihood: Callable[[torch.Tensor], LikelihoodResult]) -> float:
+    def _nll(self, model: FlowMapNet, likelihood: Callable[[torch.Tensor], LikelihoodResult]) -> torch.Tensor:
+        """Per-point NLL (n_val,) float64 nats on the split, rank 0's on every rank (one decision)."""
         nll, _ = points_nll(
             self.x,
             likelihood,
@@ -164,6 +201,10 @@ class EarlyStop:
             device=self.device,
             dequant=torch.Generator().manual_seed(self.cfg["seed"]),
         )
-        bpd = bits_per_dim(nll, math.prod(model.data_shape)).mean().reshape(1).to(self.device)
-        self.group.broadcast_([bpd])  # rank 0's value on every rank: one decision
-        return float(bpd)
+        nll = nll.to(self.device)
+        self.group.broadcast_([nll])
+        return nll.cpu()
+
+    @staticmethod
+    def _bpd(model: FlowMapNet, nll: torch.Tensor) -> float:
+        return float(bits_per_dim(nll, math.prod(model.data_shape)).mean())

@@ -337,9 +337,9 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
             # Validation of the EMA model (early stop).
             val = None
             if early is not None and early.checks_at(step):
-                val = early.row(early.evaluate(state.ema.module))
+                val = early.row(state.ema.module, early.evaluate(state.ema.module))
                 early.consider(step, val, state.ema)
-                if early.reached(val["val_bpd"]):
+                if early.reached(val):
                     stopped.update(step=step, **val)
             if step == tr["steps"] and not stopped and early is not None and early.best is not None:
                 state.ema.load_state_dict(early.best["ema"])
@@ -366,7 +366,8 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
                 if group.is_main:
                     print(
                         f"early stop at step {step}: validation BPD {stopped['val_bpd']:.4f} is within "
-                        f"{early.tol} of the target {early.target:.4f}; saved {ckpt_path}",
+                        f"{early.tol} of the target {early.target:.4f}{early.per_point_note(stopped)}; "
+                        f"saved {ckpt_path}",
                         flush=True,
                     )
                 break
@@ -395,15 +396,17 @@ def _device(tr: dict, group: Group) -> torch.device:
 
 
 def _early_stop(run: dict, data, device: torch.device, group: Group, ckpt: dict | None) -> EarlyStop | None:
-    """The early stop of ``train.early_stop`` (None without it); its target (and best check) come from the
-    checkpoint on a resume, else from the config or, when that is null, the teacher's reference BPD (computed now)."""
+    """The early stop of ``train.early_stop`` (None without it); its target (best check, per-point reference) come
+    from the checkpoint on a resume, else from the config or, when that is null, the teacher's reference BPD
+    (computed now, as is a per-point reference the checkpoint lacks)."""
     if run["train"]["early_stop"] is None:
         return None
     early = EarlyStop(run, data, device=device, group=group)
     if ckpt is not None:
         early.target = ckpt["early_stop"]["target_bpd"]
         early.best = ckpt["early_stop"].get("best")
-    elif early.target is None:
+        early.reference_nll = ckpt["early_stop"].get("reference_nll")
+    if early.target is None or (early.per_point and early.reference_nll is None):
         early.target = early.reference(run["objective"]["teacher"], describe(run["objective"]).div_method)
     return early
 
