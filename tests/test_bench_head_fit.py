@@ -1,0 +1,44 @@
+"""bench/head_fit.py: the exact joint flow map's head matches its own divergence at the interpolant's points and
+along its own paths (those of the exact map's jumps from the data); a head off by a known amount per unit time is
+reported off by exactly that, with its sign."""
+
+from __future__ import annotations
+
+import torch
+
+from analytic import GaussianFlow
+from f2d2.nets import FlowMapOutput
+from pipeline_helpers import load_bench
+
+head_fit = load_bench("head_fit")
+MU, SIGMA, C = [0.5, -1.0], 0.3, 7.0
+
+
+class ShiftedHead(GaussianFlow):
+    """The exact flow map with ``delta`` nats per unit time added to its average divergence."""
+
+    def __init__(self, delta: float):
+        super().__init__(MU, SIGMA, flow_map=True, div_scale=C)
+        self.delta = delta
+
+    def forward(self, x, s, t):
+        out = super().forward(x, s, t)
+        return FlowMapOutput(out.u, out.d + self.delta / self.div_scale)
+
+
+def test_exact_head_has_no_error_and_a_shifted_head_is_off_by_its_shift_at_both_kinds_of_points():
+    x1 = torch.tensor(MU) + SIGMA * torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    times = [1.0, 0.9, 0.5, 0.2]
+    exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=C)
+    for where, rows in head_fit.head_fit(exact, x1, times, 1e-6, 0).items():
+        assert [r["t"] for r in rows] == times, where
+        for r in rows:
+            want = 2 * float(exact.rate(torch.tensor(r["t"])))
+            assert abs(r["div_mean"] - want) < 1e-3 and abs(r["err_mean"]) < 1e-3, (where, r)
+    for t, x in head_fit.own_path(exact, x1, times, 1e-6).items():  # the exact map's jumps from the data
+        ones = torch.ones(len(x1))
+        assert torch.allclose(x, x1 + (t - 1) * exact(x1, ones, t * ones).u, atol=1e-4), t
+    for where, rows in head_fit.head_fit(ShiftedHead(-5.0), x1, times, 1e-6, 0).items():
+        for r in rows:
+            assert abs(r["err_mean"] + 5.0) < 1e-3 and abs(r["err_rms"] - 5.0) < 1e-3, (where, r)
+            assert abs(r["err_share"] - (-5.0) / r["div_mean"]) < 1e-6
