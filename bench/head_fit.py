@@ -1,6 +1,7 @@
 """Where a divergence head's tangent is off: c D(x, t, t) against the divergence of the model's own velocity
-u(x, t, t), at the interpolant's points I_t = t x1 + (1 - t) x0 (where the head is trained) and at the points of the
-velocity's own ODE paths from the same test data x1 (where a likelihood queries it). Not a test: it prints numbers.
+u(x, t, t) (or, with --against teacher, the teacher's), at the interpolant's points I_t = t x1 + (1 - t) x0 (where the
+head is trained) and at the points of that velocity's ODE paths from the same test data x1 (where a likelihood
+queries it). Not a test: it prints numbers.
 
     python bench/head_fit.py --config config/patches.yaml --results results/patches --n 64
 
@@ -40,6 +41,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=64, help="the first n test points")
     p.add_argument("--times", type=float, nargs="+", default=[1.0, 0.97, 0.9375, 0.875, 0.75, 0.5], help="t")
     p.add_argument("--tol", type=float, default=1e-4, help="the paths' dopri5 atol = rtol")
+    p.add_argument(
+        "--against",
+        choices=["own", "teacher"],
+        default="own",
+        help="whose velocity: the model's own or the config's teacher (what a div_source: teacher head learns)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the dequantization and of the noise x0")
     p.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
     args = p.parse_args(argv)
@@ -48,10 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def fit(model: f2d2.FlowMapNet, x: torch.Tensor, t: float) -> dict:
-    """The own divergence and the head's c D(x, t, t) at points x (B, *shape) and time t, compared."""
+def fit(model: f2d2.FlowMapNet, ode: f2d2.FlowMapNet, x: torch.Tensor, t: float) -> dict:
+    """The divergence of ``ode``'s velocity and ``model``'s head c D(x, t, t) at points x (B, *shape) and time t."""
     tt = torch.full((len(x),), t)
-    _, div = divergence(lambda z: model.velocity(z, tt), x, "exact")
+    _, div = divergence(lambda z: ode.velocity(z, tt), x, "exact")
     div = div.double()
     row = {"t": t, "div_mean": float(div.mean()), "div_sd": float(div.std())}
     if model.has_div_head:
@@ -80,14 +87,18 @@ def own_path(model: f2d2.FlowMapNet, x1: torch.Tensor, times: list[float], tol: 
     return path
 
 
-def head_fit(model: f2d2.FlowMapNet, x1: torch.Tensor, times: list[float], tol: float, seed: int) -> dict:
-    """{"interpolant": rows, "path": rows} of :func:`fit` at each of ``times`` (in decreasing order)."""
+def head_fit(
+    model: f2d2.FlowMapNet, x1: torch.Tensor, times: list[float], tol: float, seed: int, ode: f2d2.FlowMapNet = None
+) -> dict:
+    """{"interpolant": rows, "path": rows} of :func:`fit` at each of ``times`` (in decreasing order), against the
+    velocity of ``ode`` (default: the model's own) and along its paths."""
+    ode = model if ode is None else ode
     x0 = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
-    path = own_path(model, x1, times, tol)
+    path = own_path(ode, x1, times, tol)
     times = sorted(times, reverse=True)
     return {
-        "interpolant": [fit(model, t * x1 + (1 - t) * x0, t) for t in times],
-        "path": [fit(model, path[t], t) for t in times],
+        "interpolant": [fit(model, ode, t * x1 + (1 - t) * x0, t) for t in times],
+        "path": [fit(model, ode, path[t], t) for t in times],
     }
 
 
@@ -99,21 +110,32 @@ def main(argv=None) -> int:
     paths = {run: args.results / "train" / run / "checkpoint.pt" for run in runs}
     paths.update({str(p): p for p in args.checkpoints})
     result = {"command": " ".join(sys.argv), "n": args.n, "seed": args.seed, "tol": args.tol, "runs": {}}
+    result["against"] = args.against
+    teacher = None
+    if args.against == "teacher":
+        teacher = frozen(f2d2.load(args.results / "train" / experiment.reference_stage(cfg) / "checkpoint.pt"))
     for name, path in paths.items():
-        model = f2d2.load(path)
-        for p in model.parameters():
-            p.requires_grad_(False)
+        model = frozen(f2d2.load(path))
         x1 = frontier_points(args.results / "eval" / "test_points.npy", model.data_shape, args.n, args.seed)
         print(f"[head_fit] {name}", file=sys.stderr)
-        result["runs"][name] = head_fit(model, x1, args.times, args.tol, args.seed)
+        result["runs"][name] = head_fit(model, x1, args.times, args.tol, args.seed, ode=teacher)
     print_table(result)
     if args.out is not None:
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     return 0
 
 
+def frozen(model: f2d2.FlowMapNet) -> f2d2.FlowMapNet:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def print_table(result: dict) -> None:
-    print(f"{result['n']} test points; own divergence (exact) and head c D(x, t, t), nats per unit time")
+    print(
+        f"{result['n']} test points; the {result['against']} velocity's divergence (exact) and the head's "
+        "c D(x, t, t), nats per unit time"
+    )
     for name, rows in result["runs"].items():
         print(name)
         for where in ("interpolant", "path"):

@@ -42,3 +42,14 @@ def test_exact_head_has_no_error_and_a_shifted_head_is_off_by_its_shift_at_both_
         for r in rows:
             assert abs(r["err_mean"] + 5.0) < 1e-3 and abs(r["err_rms"] - 5.0) < 1e-3, (where, r)
             assert abs(r["err_share"] - (-5.0) / r["div_mean"]) < 1e-6
+
+
+def test_against_another_velocity_the_error_is_the_difference_of_the_two_divergences():
+    x1 = torch.tensor(MU) + SIGMA * torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    model = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=C)
+    teacher = GaussianFlow(MU, 0.6, flow_map=False)
+    for where, rows in head_fit.head_fit(model, x1, [0.9, 0.5], 1e-6, 0, ode=teacher).items():
+        for r in rows:
+            t = torch.tensor(r["t"])
+            assert abs(r["div_mean"] - 2 * float(teacher.rate(t))) < 1e-3, (where, r)
+            assert abs(r["err_mean"] - 2 * float(model.rate(t) - teacher.rate(t))) < 1e-3, (where, r)
