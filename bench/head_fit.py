@@ -88,7 +88,12 @@ def own_path(model: f2d2.FlowMapNet, x1: torch.Tensor, times: list[float], tol: 
 
 
 def head_fit(
-    model: f2d2.FlowMapNet, x1: torch.Tensor, times: list[float], tol: float, seed: int, ode: f2d2.FlowMapNet = None
+    model: f2d2.FlowMapNet,
+    x1: torch.Tensor,
+    times: list[float],
+    tol: float,
+    seed: int,
+    ode: f2d2.FlowMapNet | None = None,
 ) -> dict:
     """{"interpolant": rows, "path": rows} of :func:`fit` at each of ``times`` (in decreasing order), against the
     velocity of ``ode`` (default: the model's own) and along its paths."""

@@ -159,7 +159,8 @@ class EarlyStop:
             self.best = {"step": step, "row": dict(row), "ema": weights}
 
     def state(self) -> dict:
-        """The checkpoint's ``early_stop`` entry: the target and, with ``keep_best``, the best check so far."""
+        """The checkpoint's ``early_stop`` entry: the target, with ``keep_best`` the best check so far and with
+        ``per_point`` the per-point reference."""
         return {
             "target_bpd": self.target,
             **({"best": self.best} if self.keep_best else {}),
