@@ -51,7 +51,8 @@ def test_log_prob_from_the_sample_is_the_likelihood_of_the_plain_samples():
     head = _mlp(head=True)
     x0 = _noise(60, dtype=torch.float64)
     x1, log_q = f2d2.sample(head, x0, 2, log_prob=True, log_prob_from="sample", batch_size=25)
-    assert torch.equal(x1, f2d2.sample(head, x0, 2))
+    # the same batches: a matrix product's last bits may depend on the batch's size (on some CPUs)
+    assert torch.equal(x1, f2d2.sample(head, x0, 2, batch_size=25))
     assert torch.allclose(log_q, f2d2.log_prob(head, x1, steps=2), rtol=0, atol=1e-12)
     assert (log_q - f2d2.sample(head, x0, 2, log_prob=True)[1]).abs().mean() > 1e-2
     shortcut = _mlp(flow_map=True)  # no head: the jumps' samples, their likelihood by backward Euler steps
