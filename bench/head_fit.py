@@ -28,7 +28,7 @@ from f2d2.cli.commands import frontier_points
 from f2d2.config import experiment
 from f2d2.config.resolve import load_yaml
 from f2d2.core.divergence import divergence
-from f2d2.core.likelihood import solve_joint_ode
+from f2d2.core.likelihood import parameters_frozen, solve_joint_ode
 from f2d2.io.atomic import atomic_write_text
 
 
@@ -99,12 +99,13 @@ def head_fit(
     velocity of ``ode`` (default: the model's own) and along its paths."""
     ode = model if ode is None else ode
     x0 = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
-    path = own_path(ode, x1, times, tol)
     times = sorted(times, reverse=True)
-    return {
-        "interpolant": [fit(model, ode, t * x1 + (1 - t) * x0, t) for t in times],
-        "path": [fit(model, ode, path[t], t) for t in times],
-    }
+    with parameters_frozen(model), parameters_frozen(ode):  # the divergences need gradients in x alone
+        path = own_path(ode, x1, times, tol)
+        return {
+            "interpolant": [fit(model, ode, t * x1 + (1 - t) * x0, t) for t in times],
+            "path": [fit(model, ode, path[t], t) for t in times],
+        }
 
 
 def main(argv=None) -> int:
@@ -118,9 +119,9 @@ def main(argv=None) -> int:
     result["against"] = args.against
     teacher = None
     if args.against == "teacher":
-        teacher = frozen(f2d2.load(args.results / "train" / experiment.reference_stage(cfg) / "checkpoint.pt"))
+        teacher = f2d2.load(args.results / "train" / experiment.reference_stage(cfg) / "checkpoint.pt")
     for name, path in paths.items():
-        model = frozen(f2d2.load(path))
+        model = f2d2.load(path)
         x1 = frontier_points(args.results / "eval" / "test_points.npy", model.data_shape, args.n, args.seed)
         print(f"[head_fit] {name}", file=sys.stderr)
         result["runs"][name] = head_fit(model, x1, args.times, args.tol, args.seed, ode=teacher)
@@ -128,12 +129,6 @@ def main(argv=None) -> int:
     if args.out is not None:
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     return 0
-
-
-def frozen(model: f2d2.FlowMapNet) -> f2d2.FlowMapNet:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def print_table(result: dict) -> None:

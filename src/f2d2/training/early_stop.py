@@ -112,6 +112,7 @@ class EarlyStop:
         self.batch_size = run["train"]["batch_size"] // group.world
         self.device, self.group = device, group
         self.x = validation_split(data, self.cfg["n_val"], self.cfg["seed"])
+        self.dim = math.prod(self.x.shape[1:])  # dimensions per point (BPD)
 
     def reference(self, teacher: str | dict, div: str) -> float:
         """The reference (dopri5) BPD of the teacher's velocity (a checkpoint's EMA weights, or an outside
@@ -122,7 +123,7 @@ class EarlyStop:
             nll = self._nll(model, lambda x: reference_log_likelihood(model, x, div=div, generator=gen))
         if self.per_point:
             self.reference_nll = nll
-        return self._bpd(model, nll)
+        return self._bpd(nll)
 
     def evaluate(self, model: FlowMapNet) -> dict[int, torch.Tensor]:
         """{K: the per-point NLL (n_val,) in nats of ``model``'s (the EMA network's) K-step F2D2 likelihood on the
@@ -138,10 +139,10 @@ class EarlyStop:
         finally:
             model.train(was_training)
 
-    def row(self, model: FlowMapNet, nlls: dict[int, torch.Tensor]) -> dict[str, float]:
+    def row(self, nlls: dict[int, torch.Tensor]) -> dict[str, float]:
         """The metrics row of one check (``nlls`` from :meth:`evaluate`): ``val_bpd`` (the K farthest from the
         target), ``target_bpd``, for several K each ``val_bpd_K<k>`` and, with ``per_point``, each ``val_err_K<k>``."""
-        bpds = {k: self._bpd(model, nll) for k, nll in nlls.items()}
+        bpds = {k: self._bpd(nll) for k, nll in nlls.items()}
         worst = max(bpds.values(), key=lambda bpd: abs(bpd - self.target))
         per_k = {f"val_bpd_K{k}": bpd for k, bpd in bpds.items()} if len(bpds) > 1 else {}
         errors = {}
@@ -206,6 +207,5 @@ class EarlyStop:
         self.group.broadcast_([nll])
         return nll.cpu()
 
-    @staticmethod
-    def _bpd(model: FlowMapNet, nll: torch.Tensor) -> float:
-        return float(bits_per_dim(nll, math.prod(model.data_shape)).mean())
+    def _bpd(self, nll: torch.Tensor) -> float:
+        return float(bits_per_dim(nll, self.dim).mean())

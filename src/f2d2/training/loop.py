@@ -337,7 +337,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
             # Validation of the EMA model (early stop).
             val = None
             if early is not None and early.checks_at(step):
-                val = early.row(state.ema.module, early.evaluate(state.ema.module))
+                val = early.row(early.evaluate(state.ema.module))
                 early.consider(step, val, state.ema)
                 if early.reached(val):
                     stopped.update(step=step, **val)
