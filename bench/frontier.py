@@ -11,11 +11,13 @@ Points: the first --n of the pipeline's test points (<results>/eval/test_points.
 --seed and scored in model space, where an NLL error equals the pixels' NLL error). Error: mean per-point
 |NLL - reference NLL| in nats, the reference being the teacher's dopri5 solve at --ref-tol with the exact
 divergence (--ref-probes > 0: the mean of that many Hutchinson solves instead, for data of many dimensions).
-Seconds: all --n points, fastest of up to five repeats for a fast solve (f2d2.eval.frontier.timed).
+Seconds: all --n points, the fastest of up to nine repeats within 2 s (f2d2.eval.frontier.timed); each dopri5
+solve and its peer twin are timed in --peer-rounds alternating rounds (f2d2.eval.frontier.timed_twins).
 
 Prints one row per solve (error, NFE, seconds, on the Pareto front or not), then the targets: every F2D2 point at
 K <= 8 on the front against the teacher's solves; at K = 1 >= --speedup x faster than the cheapest teacher solve
-as accurate; f2d2's dopri5 at least as fast as the peer's at each tolerance. Writes --out/frontier.json (command,
+as accurate; f2d2's dopri5 at least as fast as the peer's at each tolerance (the median of the rounds' speed ratios
+with its 95% interval: faster, a tie or slower). Writes --out/frontier.json (command,
 seeds, checkpoints, rows, verdicts), frontier.csv and frontier.png (error against NFE and against seconds).
 """
 

@@ -98,14 +98,52 @@ def test_verdicts_name_what_beats_f2d2_and_the_speedup():
         _row("teacher", "dopri5", 1.5, 0.001, tol=1e-5, impl="flow_matching"),
     ]
     rows[3]["seconds"] = 0.2
+    rows[4]["round_seconds"] = [1.0] * 9
+    rows[5]["round_seconds"] = [1.5] * 8 + [0.5]  # one round slower than f2d2: the median and interval hold
     v = frontier.verdicts(rows, "teacher", speedup=10)
     assert [f["met"] for f in v["front"]] == [True, False]  # no teacher solve takes 0.01 s or less
     assert v["front"][1]["beaten_by"] == ["teacher rk4 2 exact"]
     (k1,) = v["speedup"]
     assert k1["cheapest"] == "teacher rk4 2 exact" and k1["ratio"] == pytest.approx(5.0) and not k1["met"]
     (peer,) = v["peer"]
-    assert peer["ratio"] == pytest.approx(1.5) and peer["met"]
+    assert peer["ratio"] == pytest.approx(1.5) and peer["low"] == pytest.approx(1.5) and peer["met"]
+    assert peer["verdict"] == "faster"
     assert any("beaten by ['teacher rk4 2 exact']" in line for line in v["lines"])
+
+
+@pytest.mark.parametrize(
+    "peer, verdict, met",
+    [([1.02, 0.97, 1.05, 0.99, 1.01, 1.03, 0.96, 1.04, 1.0], "a tie", True), ([0.8] * 8 + [1.3], "slower", False)],
+)
+def test_the_peer_verdict_reads_the_paired_rounds(peer, verdict, met):
+    rows = [
+        _row("teacher", "dopri5", 1.0, 0.0, tol=1e-3),
+        _row("teacher", "dopri5", 1.0, 0.0, tol=1e-3, impl="flow_matching"),
+    ]
+    rows[0]["round_seconds"], rows[1]["round_seconds"] = [1.0] * len(peer), peer
+    (v,) = frontier.verdicts(rows, "teacher")["peer"]
+    assert (v["verdict"], v["met"]) == (verdict, met)
+    assert v["low"] <= v["ratio"] <= v["high"]
+
+
+@pytest.mark.parametrize("n, k", [(5, 1), (6, 1), (9, 2), (15, 4), (20, 6)])
+def test_median_interval_takes_the_order_statistics_of_95_percent_coverage(n, k):
+    values = [float(v) for v in range(n, 0, -1)]  # unsorted on purpose
+    median, low, high = frontier.median_interval(values)
+    assert median == pytest.approx((n + 1) / 2) and (low, high) == (k, n + 1 - k)
+    # the coverage of [v_(k), v_(n+1-k)] reaches 0.95 (at n >= 6) and that of the next narrower one does not
+    cover = [1 - 2 * sum(math.comb(n, i) for i in range(j)) / 2**n for j in (k, k + 1)]
+    assert (cover[0] >= 0.95 or k == 1) and (cover[1] < 0.95 or k + 1 > (n + 1) // 2)
+
+
+def test_twins_are_timed_in_alternating_rounds():
+    calls = []
+    fns = tuple(lambda name=name: calls.append(name) or name for name in "ab")
+    results, times = frontier.timed_twins(fns, 3)
+    assert calls == ["a", "b", "b", "a", "a", "b"] and results == ["a", "b"]
+    assert [len(t) for t in times] == [3, 3] and all(s >= 0 for t in times for s in t)
+    with pytest.raises(ValueError, match=r"rounds = 0; expected >= 1"):
+        frontier.timed_twins(fns, 0)
 
 
 def test_measure_scores_against_the_reference_and_marks_the_front(flow, points):
@@ -119,6 +157,17 @@ def test_measure_scores_against_the_reference_and_marks_the_front(flow, points):
         frontier.measure(solves, {"t": flow}, points, truth[:3])
     with pytest.raises(ValueError, match=r"solves of \['t'\], which are not among the models \['u'\]"):
         frontier.measure(solves, {"u": flow}, points, truth)
+
+
+def test_measure_times_each_adaptive_solve_with_its_peer_in_rounds(flow, points):
+    truth = -flow.log_prob_data(points).double()
+    solves = frontier.teacher_solves("t", euler=[1], midpoint=[], rk4=[], tols=[1e-3], divs=["exact"])
+    rows = frontier.measure(solves, {"t": flow}, points, truth, peer_rounds=3)
+    assert [("round_seconds" in r) for r in rows] == [False, False, True, True]  # euler alone, dopri5 twins paired
+    for r in rows[2:]:
+        assert len(r["round_seconds"]) == 3 and r["seconds"] == min(r["round_seconds"])
+    (peer,) = frontier.verdicts(rows, "t")["peer"]
+    assert peer["low"] <= peer["ratio"] <= peer["high"]
 
 
 # ---------------------------------------------------------------- the pipeline's job and the bench

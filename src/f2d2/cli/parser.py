@@ -86,6 +86,9 @@ def add_frontier_grid(p: argparse.ArgumentParser) -> None:
         "--divs", nargs="+", choices=("exact", "hutchinson"), default=["exact", "hutchinson"], help="the teacher's"
     )
     p.add_argument("--no-peer", action="store_true", help="skip flow_matching's ODESolver (the peer)")
+    p.add_argument(
+        "--peer-rounds", type=_positive_int, default=9, help="paired timing rounds of each dopri5 solve and its peer"
+    )
     p.add_argument("--ref-tol", type=float, default=1e-5, help="the reference dopri5's atol = rtol")
     p.add_argument(
         "--ref-probes", type=int, default=0, help="0: exact divergence in the reference; > 0: mean of that many probes"

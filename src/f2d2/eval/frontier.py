@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -155,6 +155,42 @@ def timed(fn: Callable[[], LikelihoodResult], min_seconds: float = 2.0, max_repe
     return result, best
 
 
+def timed_twins(fns: tuple[Callable[[], LikelihoodResult], ...], rounds: int):
+    """(results, times): the twin solves ``fns`` timed ``rounds`` times each, in rounds that alternate their order
+    (a b, b a, a b, ...), so that a drift of the machine's speed falls on both alike; ``times[i]`` lists fn i's
+    wall seconds per round, ``results[i]`` its last result."""
+    if rounds < 1:
+        raise ValueError(f"rounds = {rounds!r}; expected >= 1")
+    results: list = [None] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            start = time.perf_counter()
+            results[i] = fns[i]()
+            times[i].append(time.perf_counter() - start)
+    return results, times
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high) of ``values``: the distribution-free interval [v_(k), v_(n+1-k)] of the sorted values
+    with the largest k whose coverage of the true median, 1 - 2 P(Binomial(n, 1/2) <= k - 1), is at least
+    ``level`` (k = 1, the extremes, when no k reaches it: n < 6 at 0.95)."""
+    v = sorted(values)
+    n = len(v)
+    if n == 0:
+        raise ValueError("median_interval of no values")
+    below = 0.0  # P(Binomial(n, 1/2) <= k - 1), for k = 1, 2, ...
+    k = 1
+    while k < (n + 1) // 2:
+        below += math.comb(n, k - 1) / 2**n
+        if 1 - 2 * (below + math.comb(n, k) / 2**n) < level:
+            break
+        k += 1
+    mid = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    return mid, v[k - 1], v[n - k]
+
+
 def measure(
     solves: list[Solve],
     models: dict[str, FlowMapNet],
@@ -163,11 +199,15 @@ def measure(
     *,
     seed: int = 0,
     batch_size: int | None = None,
+    peer_rounds: int = 9,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """One row per solve on points x (N, *shape): error (mean |NLL - reference_nll| in nats, ``reference_nll``
+    """One row per solve on points x (N, *shape): error (mean |NLL - reference NLL| in nats, ``reference_nll``
     (N,)), nfe (per point), seconds (all N points, in batches of ``batch_size``), pareto (on the front of these
-    rows in seconds and error) and the solve's fields."""
+    rows in seconds and error) and the solve's fields. An adaptive solve and its peer twin (the same solve through
+    the other implementation, next in ``solves``) are timed together in ``peer_rounds`` alternating rounds
+    (``timed_twins``): their rows keep each round's seconds (``round_seconds``) and report the fastest; every
+    other solve is ``timed`` alone."""
     if len(reference_nll) != len(x):
         raise ValueError(f"reference_nll has {len(reference_nll)} values; the points are {len(x)}")
     if missing := sorted({s.run for s in solves} - set(models)):
@@ -175,26 +215,47 @@ def measure(
     import flow_matching.solver  # noqa: F401  (both solvers' imports, before any clock starts)
     import torchdiffeq  # noqa: F401
 
-    rows = []
-    for solve in solves:
-        model = models[solve.run]
-
-        def run_all(model=model, solve=solve) -> LikelihoodResult:
-            parts = [likelihood(solve, model, chunk, seed) for chunk in x.split(batch_size or len(x))]
+    def run_all(solve: Solve) -> Callable[[], LikelihoodResult]:
+        def call() -> LikelihoodResult:
+            parts = [likelihood(solve, models[solve.run], chunk, seed) for chunk in x.split(batch_size or len(x))]
             # .cpu(): on a GPU the clock stops when the values are there, not when the kernels are queued
             return LikelihoodResult(torch.cat([p.log_prob for p in parts]).cpu(), x, max(p.nfe for p in parts))
 
-        result, seconds = timed(run_all)
-        nll = -result.log_prob.double()
-        finite = bool(torch.isfinite(nll).all())
-        row = {**asdict(solve), "name": solve.name, "nfe": result.nfe, "seconds": seconds}
-        row["error_nats"] = nll_error(nll, reference_nll) if finite else math.inf
-        rows.append(row)
-        if progress is not None:
-            progress(f"{solve.name}: {row['error_nats']:.4g} nats, {seconds:.4g} s, {result.nfe} NFE")
+        return call
+
+    rows = []
+    for group in _twins(solves):
+        if len(group) == 1:
+            result, seconds = timed(run_all(group[0]))
+            timings = [(result, seconds, {})]
+        else:
+            results, times = timed_twins(tuple(run_all(s) for s in group), peer_rounds)
+            timings = [(r, min(t), {"round_seconds": t}) for r, t in zip(results, times)]
+        for solve, (result, seconds, extra) in zip(group, timings):
+            nll = -result.log_prob.double()
+            finite = bool(torch.isfinite(nll).all())
+            row = {**asdict(solve), "name": solve.name, "nfe": result.nfe, "seconds": seconds, **extra}
+            row["error_nats"] = nll_error(nll, reference_nll) if finite else math.inf
+            rows.append(row)
+            if progress is not None:
+                progress(f"{solve.name}: {row['error_nats']:.4g} nats, {seconds:.4g} s, {result.nfe} NFE")
     for row, front in zip(rows, pareto([(r["seconds"], r["error_nats"]) for r in rows])):
         row["pareto"] = front
     return rows
+
+
+def _twins(solves: list[Solve]) -> list[list[Solve]]:
+    """``solves`` in order, in groups: an adaptive solve with the solves right after it that differ from it only in
+    their implementation, every other solve alone."""
+    groups: list[list[Solve]] = []
+    for solve in solves:
+        prev = groups[-1][0] if groups else None
+        adaptive = solve.solver != "flow map" and solve.steps is None
+        if adaptive and prev is not None and replace(prev, impl=solve.impl) == solve and prev.impl != solve.impl:
+            groups[-1].append(solve)
+        else:
+            groups.append([solve])
+    return groups
 
 
 def pareto(points: list[tuple[float, float]]) -> list[bool]:
@@ -214,7 +275,9 @@ def verdicts(rows: list[dict], teacher: str, *, speedup: float = 10.0) -> dict:
     """The frontier's targets on ``measure``'s rows: each F2D2 point (solver "flow map") not beaten by a solve of
     ``teacher`` in both seconds and error; at K = 1 at least ``speedup`` x faster than the cheapest teacher solve
     whose error is at most its own; f2d2's dopri5 at least as fast as the peer's at the same tolerance and
-    divergence. Returns {"front", "speedup", "peer": lists of dicts with "met", "lines": printable}."""
+    divergence, judged on their paired rounds (``round_seconds``): the median of the peer's seconds / f2d2's with
+    its 95% interval (``median_interval``), "faster" when the interval lies above 1, "slower" when below, else "a
+    tie"; met unless slower. Returns {"front", "speedup", "peer": lists of dicts with "met", "lines": printable}."""
     teacher_rows = [r for r in rows if r["run"] == teacher]
     maps = [r for r in rows if r["solver"] == "flow map"]
     out: dict = {"front": [], "speedup": [], "peer": [], "lines": []}
@@ -243,11 +306,16 @@ def verdicts(rows: list[dict], teacher: str, *, speedup: float = 10.0) -> dict:
         peer = peers.get((r["div"], r["tol"]))
         if r["solver"] != "dopri5" or r["impl"] != "f2d2" or peer is None:
             continue
-        ratio = peer["seconds"] / r["seconds"]
-        out["peer"].append({"div": r["div"], "tol": r["tol"], "ratio": ratio, "met": ratio >= 1})
+        ratio, low, high = median_interval([p / f for f, p in zip(r["round_seconds"], peer["round_seconds"])])
+        verdict = "faster" if low > 1 else "slower" if high < 1 else "a tie"
+        met = high >= 1
+        out["peer"].append(
+            {"div": r["div"], "tol": r["tol"], "ratio": ratio, "low": low, "high": high, "verdict": verdict, "met": met}
+        )
         out["lines"].append(
             f"own vs peer: dopri5 {r['tol']:g} {r['div']}: f2d2 {r['seconds']:.4g} s, flow_matching "
-            f"{peer['seconds']:.4g} s: {ratio:.2f}x ({'met' if ratio >= 1 else 'not met'})"
+            f"{peer['seconds']:.4g} s (fastest of {len(r['round_seconds'])} paired rounds); peer / f2d2 per round: "
+            f"median {ratio:.3f}x [{low:.3f}, {high:.3f}]: {verdict} ({'met' if met else 'not met'})"
         )
     return out
 
@@ -265,6 +333,7 @@ def run(
     speedup: float = 10.0,
     seed: int = 0,
     batch_size: int | None = None,
+    peer_rounds: int = 9,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """The frontier of points x (N, *shape): the reference (``reference_nll``), every F2D2 run's K-step solve and
@@ -278,7 +347,7 @@ def run(
         progress(f"reference: dopri5 {ref_tol:g}, {'exact divergence' if not ref_probes else f'{ref_probes} probes'}")
     ref = reference_nll(models[teacher], x, tol=ref_tol, probes=ref_probes, seed=seed)
     solves = f2d2_solves(runs, steps) + teacher_solves(teacher, **(grid or {}))
-    rows = measure(solves, models, x, ref, seed=seed, batch_size=batch_size, progress=progress)
+    rows = measure(solves, models, x, ref, seed=seed, batch_size=batch_size, peer_rounds=peer_rounds, progress=progress)
     return {
         "n": len(x),
         "dim": math.prod(x.shape[1:]),
