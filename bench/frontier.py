@@ -12,7 +12,8 @@ Points: the first --n of the pipeline's test points (<results>/eval/test_points.
 |NLL - reference NLL| in nats, the reference being the teacher's dopri5 solve at --ref-tol with the exact
 divergence (--ref-probes > 0: the mean of that many Hutchinson solves instead, for data of many dimensions).
 Seconds: all --n points, the fastest of up to nine repeats within 2 s (f2d2.eval.frontier.timed); each dopri5
-solve and its peer twin are timed in --peer-rounds alternating rounds (f2d2.eval.frontier.timed_twins).
+solve and its peer twin, and then each K = 1 F2D2 solve and the cheapest teacher solve as accurate, are timed in
+--paired-rounds alternating rounds (f2d2.eval.frontier.timed_twins, retime_speedups).
 
 Prints one row per solve (error, NFE, seconds, on the Pareto front or not), then the targets: every F2D2 point at
 K <= 8 on the front against the teacher's solves; at K = 1 >= --speedup x faster than the cheapest teacher solve

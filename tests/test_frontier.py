@@ -162,12 +162,33 @@ def test_measure_scores_against_the_reference_and_marks_the_front(flow, points):
 def test_measure_times_each_adaptive_solve_with_its_peer_in_rounds(flow, points):
     truth = -flow.log_prob_data(points).double()
     solves = frontier.teacher_solves("t", euler=[1], midpoint=[], rk4=[], tols=[1e-3], divs=["exact"])
-    rows = frontier.measure(solves, {"t": flow}, points, truth, peer_rounds=3)
+    rows = frontier.measure(solves, {"t": flow}, points, truth, paired_rounds=3)
     assert [("round_seconds" in r) for r in rows] == [False, False, True, True]  # euler alone, dopri5 twins paired
     for r in rows[2:]:
         assert len(r["round_seconds"]) == 3 and r["seconds"] == min(r["round_seconds"])
     (peer,) = frontier.verdicts(rows, "t")["peer"]
     assert peer["low"] <= peer["ratio"] <= peer["high"]
+
+
+def test_the_one_step_speedup_is_timed_again_beside_its_matched_teacher_solve(flow, points, monkeypatch):
+    models = {"map": GaussianFlow(MU, SIGMA), "t": flow}
+    truth = -flow.log_prob_data(points).double()
+    solves = frontier.f2d2_solves(["map"], [1, 2]) + frontier.teacher_solves(
+        "t", euler=[2, 16], midpoint=[], rk4=[], tols=[], divs=["exact"], impls=["f2d2"]
+    )
+    rows = frontier.measure(solves, models, points, truth)
+    k1, k2, coarse, fine = rows
+    assert coarse["error_nats"] > fine["error_nats"]
+    k1["error_nats"] = fine["error_nats"]  # K = 1 made as wrong as 16 Euler steps: its match, not 2 steps
+    before = {r["name"]: r["seconds"] for r in rows}
+    timed_solves = []
+    real = frontier.solve_all
+    monkeypatch.setattr(frontier, "solve_all", lambda solve, *a: timed_solves.append(solve.name) or real(solve, *a))
+    frontier.retime_speedups(rows, models, points, "t", rounds=3)
+    assert timed_solves == ["map K=1 head", "t euler 16 exact"]
+    assert k1["seconds"] <= before[k1["name"]] and fine["seconds"] <= before[fine["name"]]
+    assert (k2["seconds"], coarse["seconds"]) == (before[k2["name"]], before[coarse["name"]])
+    assert [r["pareto"] for r in rows] == frontier.pareto([(r["seconds"], r["error_nats"]) for r in rows])
 
 
 # ---------------------------------------------------------------- the pipeline's job and the bench

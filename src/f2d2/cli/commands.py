@@ -544,7 +544,7 @@ def measure_frontier(models: dict, teacher: str, runs: list[str], x: torch.Tenso
         speedup=args.speedup,
         seed=args.seed,
         batch_size=args.batch_size,
-        peer_rounds=args.peer_rounds,
+        paired_rounds=args.paired_rounds,
         progress=progress,
     )
 

@@ -87,7 +87,10 @@ def add_frontier_grid(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-peer", action="store_true", help="skip flow_matching's ODESolver (the peer)")
     p.add_argument(
-        "--peer-rounds", type=_positive_int, default=9, help="paired timing rounds of each dopri5 solve and its peer"
+        "--paired-rounds",
+        type=_positive_int,
+        default=9,
+        help="alternating timing rounds: each dopri5 solve and its peer, each K = 1 and its matched teacher solve",
     )
     p.add_argument("--ref-tol", type=float, default=1e-5, help="the reference dopri5's atol = rtol")
     p.add_argument(

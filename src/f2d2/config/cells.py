@@ -266,7 +266,7 @@ class Cells:
         args += ["--points", self.test_points, "--n", str(opts["n"]), "--steps", *map(str, self.steps)]
         for key in ("euler", "midpoint", "rk4", "tols", "divs"):
             args += [f"--{key}", *map(str, opts[key])]
-        args += ["--peer-rounds", str(opts["peer_rounds"])] if opts["peer"] else ["--no-peer"]
+        args += ["--paired-rounds", str(opts["paired_rounds"]), *([] if opts["peer"] else ["--no-peer"])]
         args += ["--ref-tol", str(self.eval["reference"]["atol"]), "--ref-probes", str(opts["ref_probes"])]
         args += ["--speedup", str(opts["speedup"]), *self.batch, "--out", folder]
         outputs = {name: f"{folder}/frontier.{name}" for name in ("json", "csv", "png")}

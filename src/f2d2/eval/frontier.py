@@ -32,6 +32,7 @@ from f2d2.io.atomic import atomic_path, atomic_write_text
 from f2d2.nets import FlowMapNet
 
 IMPLEMENTATIONS = ("f2d2", "flow_matching")
+SOLVE_FIELDS = ("run", "solver", "div", "steps", "tol", "impl")  # a row's Solve
 
 
 @dataclass(frozen=True)
@@ -199,13 +200,13 @@ def measure(
     *,
     seed: int = 0,
     batch_size: int | None = None,
-    peer_rounds: int = 9,
+    paired_rounds: int = 9,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """One row per solve on points x (N, *shape): error (mean |NLL - reference NLL| in nats, ``reference_nll``
     (N,)), nfe (per point), seconds (all N points, in batches of ``batch_size``), pareto (on the front of these
     rows in seconds and error) and the solve's fields. An adaptive solve and its peer twin (the same solve through
-    the other implementation, next in ``solves``) are timed together in ``peer_rounds`` alternating rounds
+    the other implementation, next in ``solves``) are timed together in ``paired_rounds`` alternating rounds
     (``timed_twins``): their rows keep each round's seconds (``round_seconds``) and report the fastest; every
     other solve is ``timed`` alone."""
     if len(reference_nll) != len(x):
@@ -216,12 +217,7 @@ def measure(
     import torchdiffeq  # noqa: F401
 
     def run_all(solve: Solve) -> Callable[[], LikelihoodResult]:
-        def call() -> LikelihoodResult:
-            parts = [likelihood(solve, models[solve.run], chunk, seed) for chunk in x.split(batch_size or len(x))]
-            # .cpu(): on a GPU the clock stops when the values are there, not when the kernels are queued
-            return LikelihoodResult(torch.cat([p.log_prob for p in parts]).cpu(), x, max(p.nfe for p in parts))
-
-        return call
+        return solve_all(solve, models, x, seed, batch_size)
 
     rows = []
     for group in _twins(solves):
@@ -229,7 +225,7 @@ def measure(
             result, seconds = timed(run_all(group[0]))
             timings = [(result, seconds, {})]
         else:
-            results, times = timed_twins(tuple(run_all(s) for s in group), peer_rounds)
+            results, times = timed_twins(tuple(run_all(s) for s in group), paired_rounds)
             timings = [(r, min(t), {"round_seconds": t}) for r, t in zip(results, times)]
         for solve, (result, seconds, extra) in zip(group, timings):
             nll = -result.log_prob.double()
@@ -239,9 +235,59 @@ def measure(
             rows.append(row)
             if progress is not None:
                 progress(f"{solve.name}: {row['error_nats']:.4g} nats, {seconds:.4g} s, {result.nfe} NFE")
+    mark_front(rows)
+    return rows
+
+
+def solve_all(
+    solve: Solve, models: dict[str, FlowMapNet], x: torch.Tensor, seed: int, batch_size: int | None
+) -> Callable[[], LikelihoodResult]:
+    """A call that computes ``solve``'s log p of all points x (N, *shape) in batches of ``batch_size``."""
+
+    def call() -> LikelihoodResult:
+        parts = [likelihood(solve, models[solve.run], chunk, seed) for chunk in x.split(batch_size or len(x))]
+        # .cpu(): on a GPU the clock stops when the values are there, not when the kernels are queued
+        return LikelihoodResult(torch.cat([p.log_prob for p in parts]).cpu(), x, max(p.nfe for p in parts))
+
+    return call
+
+
+def mark_front(rows: list[dict]) -> None:
+    """Set each row's "pareto": on the front of ``rows`` in seconds and error."""
     for row, front in zip(rows, pareto([(r["seconds"], r["error_nats"]) for r in rows])):
         row["pareto"] = front
-    return rows
+
+
+def cheapest_as_accurate(row: dict, teacher_rows: list[dict]) -> dict | None:
+    """The fastest of ``teacher_rows`` whose error is at most ``row``'s (None when none is)."""
+    matching = [t for t in teacher_rows if t["error_nats"] <= row["error_nats"]]
+    return min(matching, key=lambda t: t["seconds"]) if matching else None
+
+
+def retime_speedups(
+    rows: list[dict],
+    models: dict[str, FlowMapNet],
+    x: torch.Tensor,
+    teacher: str,
+    *,
+    rounds: int = 9,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> None:
+    """Time each K = 1 F2D2 row again with the cheapest teacher solve as accurate (``cheapest_as_accurate``) in
+    ``rounds`` alternating rounds (``timed_twins``), so that the K = 1 speed-up is not a ratio of two timings taken
+    minutes apart; each row's seconds becomes the fastest of all its timings, and the front is marked again."""
+    teacher_rows = [r for r in rows if r["run"] == teacher]
+    for row in [r for r in rows if r["solver"] == "flow map" and r["steps"] == 1]:
+        best = cheapest_as_accurate(row, teacher_rows)
+        if best is None:
+            continue
+        pair = [row, best]
+        solves = [Solve(**{k: r[k] for k in SOLVE_FIELDS}) for r in pair]
+        _, times = timed_twins(tuple(solve_all(s, models, x, seed, batch_size) for s in solves), rounds)
+        for r, t in zip(pair, times):
+            r["seconds"] = min(r["seconds"], *t)
+    mark_front(rows)
 
 
 def _twins(solves: list[Solve]) -> list[list[Solve]]:
@@ -291,8 +337,7 @@ def verdicts(rows: list[dict], teacher: str, *, speedup: float = 10.0) -> dict:
             + ("on the front: no teacher solve is faster and as accurate" if not beaten else f"beaten by {beaten}")
         )
     for r in (m for m in maps if m["steps"] == 1):
-        matching = [t for t in teacher_rows if t["error_nats"] <= r["error_nats"]]
-        best = min(matching, key=lambda t: t["seconds"]) if matching else None
+        best = cheapest_as_accurate(r, teacher_rows)
         ratio = best["seconds"] / r["seconds"] if best else math.inf
         met = ratio >= speedup
         out["speedup"].append({"name": r["name"], "cheapest": best and best["name"], "ratio": ratio, "met": met})
@@ -333,11 +378,12 @@ def run(
     speedup: float = 10.0,
     seed: int = 0,
     batch_size: int | None = None,
-    peer_rounds: int = 9,
+    paired_rounds: int = 9,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """The frontier of points x (N, *shape): the reference (``reference_nll``), every F2D2 run's K-step solve and
-    every teacher solve (``teacher_solves(teacher, **grid)``) measured side by side, and the ``verdicts``. Returns
+    every teacher solve (``teacher_solves(teacher, **grid)``) measured side by side (``measure``; the K = 1 speed-ups
+    timed again in ``paired_rounds`` rounds, ``retime_speedups``), and the ``verdicts``. Returns
     {"n", "dim", "reference", "seed", "rows", "verdicts", "seconds" (the whole measurement's wall time)};
     ``models`` holds the teacher and the runs."""
     start = time.perf_counter()
@@ -347,7 +393,10 @@ def run(
         progress(f"reference: dopri5 {ref_tol:g}, {'exact divergence' if not ref_probes else f'{ref_probes} probes'}")
     ref = reference_nll(models[teacher], x, tol=ref_tol, probes=ref_probes, seed=seed)
     solves = f2d2_solves(runs, steps) + teacher_solves(teacher, **(grid or {}))
-    rows = measure(solves, models, x, ref, seed=seed, batch_size=batch_size, peer_rounds=peer_rounds, progress=progress)
+    rows = measure(
+        solves, models, x, ref, seed=seed, batch_size=batch_size, paired_rounds=paired_rounds, progress=progress
+    )
+    retime_speedups(rows, models, x, teacher, rounds=paired_rounds, seed=seed, batch_size=batch_size)
     return {
         "n": len(x),
         "dim": math.prod(x.shape[1:]),
