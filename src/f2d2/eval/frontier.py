@@ -144,9 +144,8 @@ def likelihood(solve: Solve, model: FlowMapNet, x: torch.Tensor, seed: int = 0) 
 
 def timed(fn: Callable[[], LikelihoodResult], min_seconds: float = 2.0, max_repeats: int = 9):
     """(result, seconds): ``fn``'s last result and its fastest wall time; repeated until ``min_seconds`` have passed
-    (at most ``max_repeats`` times), so that a fast solve is timed several times and a slow one once. (With 1 s and
-    5 repeats, f2d2's and the peer's dopri5, a few percent apart, swapped places at 2 of 8 tolerances in one idle run
-    of the default pipeline's job; with 2 s and 9, 16 of 16 in two runs kept their order, at 85 s instead of 52.)"""
+    (at most ``max_repeats`` times), so that a fast solve is timed several times and a slow one once. Two solves a
+    few percent apart are compared with ``timed_twins`` instead."""
     best, spent, repeats = math.inf, 0.0, 0
     while repeats < max_repeats and (repeats == 0 or spent < min_seconds):
         start = time.perf_counter()
@@ -216,16 +215,14 @@ def measure(
     import flow_matching.solver  # noqa: F401  (both solvers' imports, before any clock starts)
     import torchdiffeq  # noqa: F401
 
-    def run_all(solve: Solve) -> Callable[[], LikelihoodResult]:
-        return solve_all(solve, models, x, seed, batch_size)
-
     rows = []
     for group in _twins(solves):
+        calls = tuple(solve_all(s, models, x, seed, batch_size) for s in group)
         if len(group) == 1:
-            result, seconds = timed(run_all(group[0]))
+            result, seconds = timed(calls[0])
             timings = [(result, seconds, {})]
         else:
-            results, times = timed_twins(tuple(run_all(s) for s in group), paired_rounds)
+            results, times = timed_twins(calls, paired_rounds)
             timings = [(r, min(t), {"round_seconds": t}) for r, t in zip(results, times)]
         for solve, (result, seconds, extra) in zip(group, timings):
             nll = -result.log_prob.double()
