@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,6 @@ from f2d2.io.atomic import atomic_path, atomic_write_text
 from f2d2.nets import FlowMapNet
 
 IMPLEMENTATIONS = ("f2d2", "flow_matching")
-SOLVE_FIELDS = ("run", "solver", "div", "steps", "tol", "impl")  # a row's Solve
 
 
 @dataclass(frozen=True)
@@ -272,17 +271,20 @@ def retime_speedups(
     batch_size: int | None = None,
 ) -> None:
     """Time each K = 1 F2D2 row again with the cheapest teacher solve as accurate (``cheapest_as_accurate``) in
-    ``rounds`` alternating rounds (``timed_twins``), so that the K = 1 speed-up is not a ratio of two timings taken
-    minutes apart; each row's seconds becomes the fastest of all its timings, and the front is marked again."""
+    ``rounds`` alternating rounds (``timed_twins``; the K = 1 rows that share that solve in one group, so it is timed
+    once per round), so that the K = 1 speed-up is not a ratio of two timings taken minutes apart; each row's
+    seconds becomes the fastest of all its timings, and the front is marked again."""
     teacher_rows = [r for r in rows if r["run"] == teacher]
+    matched: dict[str, tuple[dict, list[dict]]] = {}  # teacher row name -> (that row, the K = 1 rows it matches)
     for row in [r for r in rows if r["solver"] == "flow map" and r["steps"] == 1]:
         best = cheapest_as_accurate(row, teacher_rows)
-        if best is None:
-            continue
-        pair = [row, best]
-        solves = [Solve(**{k: r[k] for k in SOLVE_FIELDS}) for r in pair]
+        if best is not None:
+            matched.setdefault(best["name"], (best, []))[1].append(row)
+    for best, k1_rows in matched.values():
+        group = [*k1_rows, best]
+        solves = [Solve(**{f.name: r[f.name] for f in fields(Solve)}) for r in group]
         _, times = timed_twins(tuple(solve_all(s, models, x, seed, batch_size) for s in solves), rounds)
-        for r, t in zip(pair, times):
+        for r, t in zip(group, times):
             r["seconds"] = min(r["seconds"], *t)
     mark_front(rows)
 
