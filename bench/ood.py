@@ -17,9 +17,11 @@ patch is dequantized once (``--seed``) and scored by every model of ``--config``
 
 Higher BPD = out of distribution. Per scorer: AUROC of the BPD, of the complexity-corrected S = BPD - L(x)
 (``--compressor``, :mod:`f2d2.eval.ood`), per OOD photo, on the exact subset, and its per-patch distance to the
-exact reference there. Target: F2D2 K = 1 AUROC within 0.01 of the reference's and >= 100x faster (and, with
-``--own-reference``, the gap to the run's own flow's AUROC). Writes
-``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and scores.csv (per patch).
+exact reference there, and how its error on the held-out patches follows their complexity (``tilt``:
+``f2d2.eval.ood.complexity_tilt``; a tilt moves the ranking when the sets differ in complexity). Target: F2D2
+K = 1 AUROC within 0.01 of the reference's and >= 100x faster (and, with ``--own-reference``, the gap to the run's
+own flow's AUROC). Writes ``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and
+scores.csv (per patch).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from f2d2.core.likelihood import reference_log_likelihood
 from f2d2.data import make_dataset
 from f2d2.data.patches import DEFAULT_PHOTOS, OOD_PHOTOS, PHOTOS, Patches
 from f2d2.eval import bpd
-from f2d2.eval.ood import COMPRESSORS, auroc, compressed_bits_per_dim
+from f2d2.eval.ood import COMPRESSORS, auroc, complexity_tilt, compressed_bits_per_dim
 from f2d2.io.checkpoint import load_checkpoint, model_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,7 +211,8 @@ def _auroc(values, is_out, on) -> float | None:
 def summarize(values, complexity, is_out, sources, subset, exact, reference) -> dict:
     """AUROC of BPD ``values`` (N,) (NaN where not scored), per OOD photo and on the exact subset; unless None:
     corrected by ``complexity`` (N,), the mean |values - exact| on the subset, the mean shift from ``reference``
-    (N,) of each set (a shift that differs between the sets moves the AUROC)."""
+    (N,) of each set (a shift that differs between the sets moves the AUROC) and, with ``complexity`` too, how the
+    held-out patches' shift follows their complexity (``f2d2.eval.ood.complexity_tilt``: ``tilt``)."""
     scored = np.isfinite(values)
     on = np.flatnonzero(scored)
     sources = np.array(sources)
@@ -232,6 +235,9 @@ def summarize(values, complexity, is_out, sources, subset, exact, reference) -> 
     if reference is not None:
         out["shift_in"] = float((values - reference)[scored & ~is_out].mean())
         out["shift_out"] = float((values - reference)[scored & is_out].mean())
+        held_out = scored & ~is_out
+        if complexity is not None and held_out.sum() >= 8:
+            out["tilt"] = complexity_tilt((values - reference)[held_out], complexity[held_out])
     return out
 
 
@@ -239,7 +245,8 @@ def target(
     rows: list[dict], values: list[np.ndarray], reference: np.ndarray, is_out, seed: int, own_method: str
 ) -> list[dict]:
     """Per F2D2 run: |AUROC - the reference's| <= 0.01 and the reference's seconds / its seconds >= 100; with the
-    95% interval of the AUROC difference over 1000 paired bootstrap draws of each set (seeded). Where the run's
+    95% interval of the AUROC difference over 1000 paired bootstrap draws of each set (seeded), and the run's
+    ``tilt`` (:func:`summarize`). Where the run's
     own flow (row ``own_method``) was scored: the same difference against it (``own_*``)."""
     ref = next(r for r in rows if r["method"].startswith("reference") and not r["method"].endswith("subset"))
     by_row = {(r["run"], r["method"]): (r, v) for r, v in zip(rows, values)}
@@ -264,6 +271,7 @@ def target(
                 "corrected_difference": r["auroc_corrected"] - ref["auroc_corrected"],
                 "speedup": speedup,
                 "met": gap <= TARGET_GAP and speedup >= TARGET_SPEEDUP,
+                "tilt": r.get("tilt"),
             }
             if (r["run"], own_method) in by_row:
                 own, own_v = by_row[(r["run"], own_method)]
@@ -311,6 +319,13 @@ def print_table(res: dict) -> None:
             f"corrected {t['corrected_difference']:+.3f}), "
             f"{t['speedup']:.0f}x faster (>= {TARGET_SPEEDUP:.0f}x): {'met' if t['met'] else 'NOT met'}"
         )
+        if t["tilt"]:
+            tilt = t["tilt"]
+            print(
+                f"        held-out BPD - reference against {res['compressor']} bits/dim: correlation "
+                f"{tilt['corr']:+.2f}, simplest / most complex quarter {tilt['simplest']:+.3f} / "
+                f"{tilt['most_complex']:+.3f} bits/dim"
+            )
         if "own_auroc_difference" in t:
             low, high = t["own_difference_95"]
             print(

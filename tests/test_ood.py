@@ -13,7 +13,7 @@ import yaml
 
 from f2d2.cli import main
 from f2d2.data.patches import OOD_PHOTOS
-from f2d2.eval.ood import auroc, complexity_corrected, compressed_bits_per_dim
+from f2d2.eval.ood import auroc, complexity_corrected, complexity_tilt, compressed_bits_per_dim
 from pipeline_helpers import ROOT, load_bench
 
 
@@ -83,6 +83,30 @@ def test_compressor_refuses_bad_input_by_name(call, words):
     assert all(w in str(e.value) for w in words)
 
 
+def test_complexity_tilt_of_hand_made_errors():
+    c = np.arange(12.0)  # quarters: 0, 1, 2 and 9, 10, 11
+    tilt = complexity_tilt(0.5 - 0.1 * c, c)
+    assert tilt["corr"] == pytest.approx(-1.0)
+    assert tilt["simplest"] == pytest.approx(0.4) and tilt["most_complex"] == pytest.approx(-0.5)
+    flat = complexity_tilt(np.full(12, 0.3), c[::-1])  # an offset, no tilt
+    assert flat == pytest.approx({"corr": 0.0, "simplest": 0.3, "most_complex": 0.3})
+    noise = np.random.default_rng(0).normal(size=4000)
+    assert abs(complexity_tilt(noise, np.random.default_rng(1).normal(size=4000))["corr"]) < 0.1
+
+
+@pytest.mark.parametrize(
+    "error, complexity, words",
+    [
+        (np.zeros(8), np.zeros(9), "error has 8 and complexity 9 values"),
+        (np.zeros(7), np.zeros(7), "expected the same number, >= 8"),
+        ([0.0] * 7 + [float("nan")], np.zeros(8), "error has 1 non-finite"),
+    ],
+)
+def test_complexity_tilt_refuses_bad_input_by_name(error, complexity, words):
+    with pytest.raises(ValueError, match=words):
+        complexity_tilt(error, complexity)
+
+
 STAGES = ("teacher", "shortcut", "shortcut_f2d2")
 
 
@@ -137,6 +161,12 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
             assert np.isfinite([r["shift_in"], r["shift_out"], r["err_vs_exact_subset"]]).all(), r
     (t,) = res["target"]
     assert t["run"] == "shortcut_f2d2" and isinstance(t["met"], bool) and t["speedup"] > 0
+    # the tilt of the head's held-out error, from the per-patch scores the bench wrote
+    per = res["per_patch"]
+    held = np.array(per["source"]) == "test"
+    err = np.array(per["shortcut_f2d2 F2D2 K=1 (head)"]) - np.array(per["teacher reference dopri5 (hutchinson)"])
+    assert t["tilt"] == pytest.approx(complexity_tilt(err[held], np.array(per["png bits/dim"])[held]))
+    assert -1 <= t["tilt"]["corr"] <= 1 and t["tilt"]["simplest"] != t["tilt"]["most_complex"]
     low, high = t["difference_95"]
     assert -1 <= low <= high <= 1 and t["auroc_gap"] == abs(t["auroc_difference"])
     assert set(res["checkpoints"]) == set(STAGES) and res["seed"] == 0 and res["threads"] == 1
@@ -145,6 +175,7 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
     assert len(res["per_patch"]) == 2 + 5 and len(res["per_patch"]["png bits/dim"]) == 24
     table = capsys.readouterr().out
     assert "target shortcut_f2d2: AUROC gap" in table and "reference dopri5 (exact) subset" in table
+    assert "held-out BPD - reference against png bits/dim: correlation" in table
 
 
 def test_bench_own_reference_scores_each_f2d2_run_s_own_flow(tiny_runs, capsys):

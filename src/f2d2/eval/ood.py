@@ -91,3 +91,19 @@ def complexity_corrected(bpd, pixels: torch.Tensor, compressor: str = "png") -> 
     if len(bpd) != len(complexity):
         raise ValueError(f"bpd has {len(bpd)} scores and pixels {len(complexity)} images; expected one per image")
     return bpd - complexity
+
+
+def complexity_tilt(error, complexity) -> dict[str, float]:
+    """How a model's per-image error follows the image's complexity: ``error`` (N,), e.g. BPD - a reference's BPD,
+    and ``complexity`` (N,), e.g. :func:`compressed_bits_per_dim`; N >= 8.
+
+    Returns ``corr`` (Pearson's correlation of the two; 0 where either is constant), ``simplest`` and
+    ``most_complex`` (the mean error on the quarter of the images with the lowest / highest complexity). A likelihood
+    whose error is a tilt moves OOD rankings (the OOD set is often the simpler one) even when its mean error is 0."""
+    e, c = _scores("error", error), _scores("complexity", complexity)
+    if len(e) != len(c) or len(e) < 8:
+        raise ValueError(f"error has {len(e)} and complexity {len(c)} values; expected the same number, >= 8")
+    order = np.argsort(c, kind="stable")
+    q = len(e) // 4
+    corr = float(np.corrcoef(e, c)[0, 1]) if e.std() > 0 and c.std() > 0 else 0.0
+    return {"corr": corr, "simplest": float(e[order[:q]].mean()), "most_complex": float(e[order[-q:]].mean())}
