@@ -7,7 +7,8 @@ queries it). Not a test: it prints numbers.
 
 Per run and t: the mean and spread of the own divergence over the points, the head's mean, the head's mean error
 (signed, nats per unit time, and as a share of the divergence; + = the head is above it: a log-density too low when
-integrated from the data), its RMS error and the per-point correlation of the two. The divergence is exact (one
+integrated from the data), its RMS error, the per-point correlation of the two and the slope of the head on the
+divergence (below 1: the head shrinks each point's divergence towards their mean). The divergence is exact (one
 vector-Jacobian product per dimension); the paths are solved with dopri5 at --tol from t = 1 (with a Hutchinson
 divergence beside them, which the path does not depend on). A run without a head prints the divergence alone. Time
 runs from t = 0 (noise) to t = 1 (data).
@@ -71,6 +72,11 @@ def fit(model: f2d2.FlowMapNet, ode: f2d2.FlowMapNet, x: torch.Tensor, t: float)
             err_share=float(err.mean() / div.mean()),
             err_rms=float(err.pow(2).mean().sqrt()),
             corr=float(np.corrcoef(div.numpy(), head.numpy())[0, 1]) if div.std() > 0 and head.std() > 0 else None,
+            # least-squares slope of the head on the divergence over the points: below 1, the head pulls each
+            # point's divergence towards their mean (a tilt: too little for the stiffest points, too much for the rest)
+            slope=float(((head - head.mean()) * (div - div.mean())).mean() / div.var(unbiased=False))
+            if div.std() > 0
+            else None,
         )
     return row
 
@@ -145,6 +151,7 @@ def print_table(result: dict) -> None:
                     line += (
                         f"  head {r['head_mean']:9.1f}  error {r['err_mean']:+8.1f} ({100 * r['err_share']:+5.1f}%)"
                         f"  rms {r['err_rms']:7.1f}  corr {r['corr'] if r['corr'] is None else round(r['corr'], 3)}"
+                        f"  slope {r['slope'] if r['slope'] is None else round(r['slope'], 3)}"
                     )
                 print(line)
 
