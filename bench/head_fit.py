@@ -73,7 +73,7 @@ def fit(model: f2d2.FlowMapNet, ode: f2d2.FlowMapNet, x: torch.Tensor, t: float)
             err_rms=float(err.pow(2).mean().sqrt()),
             corr=float(np.corrcoef(div.numpy(), head.numpy())[0, 1]) if div.std() > 0 and head.std() > 0 else None,
             # least-squares slope of the head on the divergence over the points: below 1, the head pulls each
-            # point's divergence towards their mean (a tilt: too little for the stiffest points, too much for the rest)
+            # point's divergence towards their mean
             slope=float(((head - head.mean()) * (div - div.mean())).mean() / div.var(unbiased=False))
             if div.std() > 0
             else None,
