@@ -233,11 +233,11 @@ def summarize(values, complexity, is_out, sources, subset, exact, reference) -> 
         if exact is not None and len(subset):
             out["err_vs_exact_subset"] = float(np.abs(values[subset] - exact[subset]).mean())
     if reference is not None:
-        out["shift_in"] = float((values - reference)[scored & ~is_out].mean())
-        out["shift_out"] = float((values - reference)[scored & is_out].mean())
-        held_out = scored & ~is_out
+        shift, held_out = values - reference, scored & ~is_out
+        out["shift_in"] = float(shift[held_out].mean())
+        out["shift_out"] = float(shift[scored & is_out].mean())
         if complexity is not None and held_out.sum() >= 8:
-            out["tilt"] = complexity_tilt((values - reference)[held_out], complexity[held_out])
+            out["tilt"] = complexity_tilt(shift[held_out], complexity[held_out])
     return out
 
 
@@ -246,8 +246,8 @@ def target(
 ) -> list[dict]:
     """Per F2D2 run: |AUROC - the reference's| <= 0.01 and the reference's seconds / its seconds >= 100; with the
     95% interval of the AUROC difference over 1000 paired bootstrap draws of each set (seeded), and the run's
-    ``tilt`` (:func:`summarize`). Where the run's
-    own flow (row ``own_method``) was scored: the same difference against it (``own_*``)."""
+    ``tilt`` (:func:`summarize`). Where the run's own flow (row ``own_method``) was scored: the same difference
+    against it (``own_*``)."""
     ref = next(r for r in rows if r["method"].startswith("reference") and not r["method"].endswith("subset"))
     by_row = {(r["run"], r["method"]): (r, v) for r, v in zip(rows, values)}
     rng = np.random.default_rng([seed, 2])
