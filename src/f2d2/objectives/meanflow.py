@@ -114,6 +114,12 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
     def needs_teacher(self) -> bool:
         return self.tangent == "teacher" or (self.f2d2 and self.div_source == "teacher")
 
+    def base_source(self, model: FlowMapNet) -> FlowMapNet:
+        """The ``ode`` base step's velocity: the teacher's where the divergence (or, without a head, the tangent)
+        comes from it, else the model's own."""
+        teacher = (self.div_source == "teacher") if self.f2d2 else (self.tangent == "teacher")
+        return self.teacher if teacher else model
+
     def times(self, b: int, generator: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, t), each (b,): a share map_fraction with s != t, ordered s <= t unless two_way; of those, a share
         ``from_data`` moved to start at the data (``interpolant.from_data``)."""

@@ -76,6 +76,12 @@ class Shortcut(semigroup.SemigroupTerm, Objective):
             raise ValueError("objective.self_source = 'start' needs the frozen start network (train.init_from)")
         return self.start
 
+    def base_source(self, model: FlowMapNet) -> FlowMapNet:
+        """The ``ode`` base step's velocity: the teacher's where the divergence (or, without a head, the tangent)
+        comes from it, else the model's own."""
+        teacher = (self.div_source == "teacher") if self.f2d2 else self.distill
+        return self.teacher if teacher else self._own(model)
+
     def fits_steps(self, k: int) -> bool:
         """K a power of two <= 2^semigroup_log2: the dyadic step sizes 2^-j, j = 0..semigroup_log2, of the term."""
         return k >= 1 and k & (k - 1) == 0 and k <= 2**self.semigroup_log2
