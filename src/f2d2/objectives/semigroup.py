@@ -15,7 +15,7 @@ instantaneous fields at both ends, second order in d:
     u_target = (u(x, s, s) + u(x', t, t)) / 2,  D_target = (D(x, s, s) + D(x', t, t)) / 2,  x' = x + (t - s) u(x, s, s)
 
 or ``ode``, from the velocity v (the objective's ``base_source``: the model's own u(., tau, tau) or the teacher's)
-integrated over the step in 8 midpoint substeps, its divergence (Hutchinson) taken at each substep's midpoint:
+integrated over the step in 8 midpoint substeps, its divergence (``div_method``) taken at each substep's midpoint:
 u_target = (x_t - x) / (t - s), D_target = mean of div v / c. It does not ask the head at all, so a divergence that
 changes fast within the finest step (near the data) is integrated, not read off two points (docs/findings/).
 
@@ -32,14 +32,14 @@ from __future__ import annotations
 import torch
 
 from f2d2.config.options import Option
-from f2d2.core.divergence import divergence
-from f2d2.core.flowmap import jump
+from f2d2.core.flowmap import expand_time, jump
 from f2d2.nets import FlowMapNet
 from f2d2.objectives.interpolant import TIME_GRIDS, dyadic_steps, from_data, interpolate
+from f2d2.objectives.targets import divergence_target
 
 TERMS = ("sg", "sg_div")  # the term, and its divergence-head twin (F2D2)
-BASE_STEPS = ("halves", "heun", "ode")  # the finest step's targets: two half steps (the paper), Heun's rule, or
-# the instantaneous velocity's own ODE over the step
+# the finest step's targets: two half steps (the paper), Heun's rule, or the velocity's own ODE over the step
+BASE_STEPS = ("halves", "heun", "ode")
 
 
 def semigroup_options(*, fraction: float, log2: int, grid: str, fraction_allowed: dict) -> tuple[Option, ...]:
@@ -117,8 +117,8 @@ class SemigroupTerm:
             if self.base_step == "heun":
                 u_base, d_base = heun_targets(model, x[last], s[last], t[last])
             else:
-                source = self.base_source(model)
-                u_base, d_base = ode_targets(source, x[last], s[last], t[last], model.div_scale, self.f2d2, generator)
+                source, scale = self.base_source(model), (model.div_scale if self.f2d2 else None)
+                u_base, d_base = ode_targets(source, x[last], s[last], t[last], scale, self.div_method, generator)
             u_target[last] = u_base
             if d_target is not None:
                 d_target[last] = d_base
@@ -160,14 +160,15 @@ def ode_targets(
     x: torch.Tensor,
     s: torch.Tensor,
     t: torch.Tensor,
-    div_scale: float,
-    with_d: bool,
+    div_scale: float | None,
+    method: str,
     generator: torch.Generator,
     substeps: int = 8,
 ):
     """The velocity v = u(., tau, tau) of ``source`` integrated from x (B, *shape) at s to t (B,) in ``substeps``
     midpoint steps: sg targets u = (x_t - x) / (t - s) and D = the mean over the substeps of div v / ``div_scale``
-    at their midpoints (Hutchinson, one probe from ``generator``), or None when not ``with_d``.
+    at their midpoints (``method``: exact or Hutchinson with a probe from ``generator``); D is None when
+    ``div_scale`` is (no head).
 
     Second order in the substep: for an exact flow map the residual falls ~4x when the substeps double."""
     h = (t - s) / substeps
@@ -176,13 +177,10 @@ def ode_targets(
         for i in range(substeps):
             tau = s + i * h
             mid = jump(y, tau, tau + h / 2, source.velocity(y, tau))
-            if with_d:
-                v_mid, div_mid = divergence(
-                    lambda z, at=tau + h / 2: source.velocity(z, at), mid, "hutchinson", generator=generator
-                )
-                d = d + div_mid / substeps
-            else:
+            if div_scale is None:
                 v_mid = source.velocity(mid, tau + h / 2)
+            else:
+                v_mid, div_mid = divergence_target(source, mid, tau + h / 2, method, generator)
+                d = d + div_mid / substeps
             y = jump(y, tau, tau + h, v_mid)
-    u = (y - x) / (t - s).view(-1, *[1] * (x.dim() - 1))
-    return u, (d / div_scale if with_d else None)
+    return (y - x) / expand_time(t - s, x), (None if div_scale is None else d / div_scale)
