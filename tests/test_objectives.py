@@ -146,7 +146,7 @@ def test_ode_base_targets_integrate_the_velocity_along_its_path():
 
 
 def test_ode_base_step_integrates_the_velocity_the_divergence_comes_from():
-    """With base_step ode the finest steps' targets come from the objective's base_source: the model's own velocity
+    """With base_step ode the finest steps' targets come from the objective's velocity_source: the model's own velocity
     (Shortcut-F2D2, div_source self: an exact map's semigroup terms stay ~0) or the teacher's (div_source teacher: a
     teacher of another flow moves them, which the paper's two half steps never would)."""
     exact = GaussianFlow(MU, SIGMA, flow_map=True, div_scale=2.0).double()

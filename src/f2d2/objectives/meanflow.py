@@ -114,9 +114,9 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
     def needs_teacher(self) -> bool:
         return self.tangent == "teacher" or (self.f2d2 and self.div_source == "teacher")
 
-    def base_source(self, model: FlowMapNet) -> FlowMapNet:
-        """The ``ode`` base step's velocity: the teacher's where the divergence (or, without a head, the tangent)
-        comes from it, else the model's own."""
+    def velocity_source(self, model: FlowMapNet) -> FlowMapNet:
+        """Where the divergence targets (F2D2; without a head, the tangent's) and the ``ode`` base step's velocity
+        come from: the teacher, or the model's own."""
         teacher = (self.div_source == "teacher") if self.f2d2 else (self.tangent == "teacher")
         return self.teacher if teacher else model
 
@@ -141,7 +141,7 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
         x = interpolate(x0, x1, s)
         v, div_src, source = x1 - x0, None, None
         if self.f2d2:
-            source = self.teacher if self.div_source == "teacher" else model
+            source = self.velocity_source(model)
             v_src, div_src = divergence_target(source, x, s, self.div_method, generator)
         if self.tangent == "teacher":  # the teacher's velocity, from the divergence call when it made one
             v = v_src if source is self.teacher else velocity_target(self.teacher, x, s)

@@ -14,7 +14,7 @@ instantaneous fields at both ends, second order in d:
 
     u_target = (u(x, s, s) + u(x', t, t)) / 2,  D_target = (D(x, s, s) + D(x', t, t)) / 2,  x' = x + (t - s) u(x, s, s)
 
-or ``ode``, from the velocity v (the objective's ``base_source``: the model's own u(., tau, tau) or the teacher's)
+or ``ode``, from the velocity v (the objective's ``velocity_source``: the model's own u(., tau, tau) or the teacher's)
 integrated over the step in 8 midpoint substeps, its divergence (``div_method``) taken at each substep's midpoint:
 u_target = (x_t - x) / (t - s), D_target = mean of div v / c. It does not ask the head at all, so a divergence that
 changes fast within the finest step (near the data) is integrated, not read off two points (docs/findings/).
@@ -101,8 +101,9 @@ class SemigroupTerm:
         s, t = dyadic_steps(b, self.semigroup_log2, generator, like, grid=self.time_grid, two_way=self.two_way)
         return from_data(s, t, self.from_data, generator)
 
-    def base_source(self, model: FlowMapNet) -> FlowMapNet:
-        """Whose instantaneous velocity the ``ode`` base step integrates: the model's own."""
+    def velocity_source(self, model: FlowMapNet) -> FlowMapNet:
+        """Whose instantaneous velocity the ``ode`` base step integrates: the model's own (objectives with a
+        teacher say when it is the teacher's)."""
         return model
 
     def semigroup_terms(
@@ -117,7 +118,7 @@ class SemigroupTerm:
             if self.base_step == "heun":
                 u_base, d_base = heun_targets(model, x[last], s[last], t[last])
             else:
-                source, scale = self.base_source(model), (model.div_scale if self.f2d2 else None)
+                source, scale = self.velocity_source(model), (model.div_scale if self.f2d2 else None)
                 u_base, d_base = ode_targets(source, x[last], s[last], t[last], scale, self.div_method, generator)
             u_target[last] = u_base
             if d_target is not None:

@@ -76,9 +76,9 @@ class Shortcut(semigroup.SemigroupTerm, Objective):
             raise ValueError("objective.self_source = 'start' needs the frozen start network (train.init_from)")
         return self.start
 
-    def base_source(self, model: FlowMapNet) -> FlowMapNet:
-        """The ``ode`` base step's velocity: the teacher's where the divergence (or, without a head, the tangent)
-        comes from it, else the model's own."""
+    def velocity_source(self, model: FlowMapNet) -> FlowMapNet:
+        """Where the divergence targets (F2D2; without a head, the tangent's) and the ``ode`` base step's velocity
+        come from: the teacher, or the model's own velocity (``self_source``)."""
         teacher = (self.div_source == "teacher") if self.f2d2 else self.distill
         return self.teacher if teacher else self._own(model)
 
@@ -111,7 +111,7 @@ class Shortcut(semigroup.SemigroupTerm, Objective):
         out = model(xt, t, t)
         terms, source = {}, None
         if self.f2d2:
-            source = self.teacher if self.div_source == "teacher" else self._own(model)
+            source = self.velocity_source(model)
             v_src, div_src = divergence_target(source, xt, t, self.div_method, generator)
             terms["div"] = (out.d - div_src / model.div_scale).pow(2).mean()
         if self.distill or self.self_source == "start":
