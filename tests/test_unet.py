@@ -88,6 +88,18 @@ def test_time_flip_is_the_reversed_convention():
     torch.testing.assert_close(flipped(x, s, t).u, -model(x, 1 - s, 1 - s + (t - s)).u)
 
 
+def test_time_scale_is_the_times_multiplied():
+    """A net with time_scale k at (s, t) is the plain net at (k s, k t); k spreads near times apart."""
+    plain, scaled = small(), small(time_scale=1000.0)
+    scaled.load_state_dict(plain.state_dict())
+    x, s, t = torch.randn(2, 3, 8, 8), torch.tensor([0.001, 0.0004]), torch.tensor([0.0007, 0.001])
+    torch.testing.assert_close(scaled(x, s, t).u, plain(x, 1000 * s, 1000 * t).u)
+    one, near = torch.ones(1), torch.tensor([0.992])
+    plain_gap = (plain.time_embed(one) - plain.time_embed(near)).abs().max()
+    scaled_gap = (scaled.time_embed(1000 * one) - scaled.time_embed(1000 * near)).abs().max()
+    assert plain_gap < 0.01 < 0.5 < scaled_gap
+
+
 @pytest.mark.parametrize("name", ["flow_matching", "shortcut_f2d2", "meanflow_f2d2"])
 def test_objectives_run_on_images(name):
     """Every objective (including MeanFlow's JVP and Hutchinson divergences) works on (B, C, H, W) batches."""
@@ -110,6 +122,8 @@ def test_bad_config_names_the_key():
         build_model({**SMALL, "image_size": 6, "channel_mult": [1, 2, 2]})
     with pytest.raises(ValueError, match="div_hidden"):
         build_model({**SMALL, "image_size": 8, "div_hidden": [4]})
+    with pytest.raises(ValueError, match="time_scale = 0"):
+        build_model({**SMALL, "image_size": 8, "time_scale": 0})
     with pytest.raises(ValueError, match=r"\(B, 3, 8, 8\)"):
         small()(torch.randn(1, 3, 16, 16), torch.rand(1), torch.rand(1))
 

@@ -135,6 +135,7 @@ class UNetFlowMap(FlowMapNet):
         num_res_blocks: int = 4,
         dropout: float = 0.13,
         time_embedding: str = "positional",
+        time_scale: float = 1.0,
         time_mult: int = 1,
         emb_mult: int = 4,
         resample_filter: list[float] = (1, 1),
@@ -148,6 +149,8 @@ class UNetFlowMap(FlowMapNet):
         channel_mult, attn_resolutions = list(channel_mult), list(attn_resolutions)
         if time_embedding != "positional":
             raise ValueError(f"model.time_embedding = {time_embedding!r}; only 'positional' is implemented")
+        if not time_scale > 0:
+            raise ValueError(f"model.time_scale = {time_scale!r}; expected a number > 0")
         if not channel_mult or any(not isinstance(m, int) or m < 1 for m in channel_mult):
             raise ValueError(f"model.channel_mult = {channel_mult!r}; expected a non-empty list of integers >= 1")
         if image_size % 2 ** (len(channel_mult) - 1):
@@ -164,6 +167,7 @@ class UNetFlowMap(FlowMapNet):
             raise ValueError(f"model.div_hidden = {div_hidden!r}; expected two hidden sizes >= 1")
         self.data_shape = (in_channels, image_size, image_size)
         self.time_flip = bool(time_flip)
+        self.time_scale = float(time_scale)
         self.div_hidden = list(div_hidden)
         tdim, edim = channels * time_mult, channels * emb_mult
         self.time_embed = SinusoidalEmbedding(tdim)
@@ -215,7 +219,8 @@ class UNetFlowMap(FlowMapNet):
             shape = ", ".join(map(str, self.data_shape))
             raise ValueError(f"U-Net input of shape {tuple(x.shape)}; expected (B, {shape})")
         start = 1 - s if self.time_flip else s
-        emb = self.emb_mlp(torch.cat([self.time_embed(start), self.time_embed(t - s)], dim=1)).to(x.dtype)
+        tau = [self.time_scale * start, self.time_scale * (t - s)]
+        emb = self.emb_mlp(torch.cat([self.time_embed(tau[0]), self.time_embed(tau[1])], dim=1)).to(x.dtype)
         h = self.stem(x)
         skips = [h]
         for blk in self.encoder:
