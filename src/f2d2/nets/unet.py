@@ -2,7 +2,7 @@
 
 x: (B, C, H, W) in model space ([-1, 1] for data); s, t: (B,) with t = 0 noise, t = 1 data.
 The network is conditioned on both flow-map times through sinusoidal (positional)
-embeddings of the start time and of the signed step, (s, t - s), concatenated and
+embeddings of the start time and of the signed step, (s, t - s) times ``time_scale``, concatenated and
 mapped by two SiLU layers to one embedding that every residual block adds to its
 features. ``time_flip`` feeds (1 - s, t - s) instead and negates the velocity: the
 convention of networks trained with t = 0 data, t = 1 noise (the MeanFlow checkpoint,
@@ -120,7 +120,8 @@ class UNetFlowMap(FlowMapNet):
 
     Config keys: ``channels`` (base width), ``channel_mult`` (one multiplier per resolution),
     ``attn_resolutions`` (feature-map sizes with attention), ``num_res_blocks``, ``dropout``,
-    ``div_hidden`` (the head's two hidden sizes), ``resample_filter``, ``time_mult`` (time
+    ``div_hidden`` (the head's two hidden sizes), ``resample_filter``, ``time_scale`` (the times' factor before
+    the embedding, whose frequencies are <= 1 rad per unit time), ``time_mult`` (time
     embedding size = channels * time_mult per time), ``emb_mult`` (embedding size = channels *
     emb_mult); ``in_channels`` and ``image_size`` come from the dataset.
     """
@@ -219,8 +220,8 @@ class UNetFlowMap(FlowMapNet):
             shape = ", ".join(map(str, self.data_shape))
             raise ValueError(f"U-Net input of shape {tuple(x.shape)}; expected (B, {shape})")
         start = 1 - s if self.time_flip else s
-        tau = [self.time_scale * start, self.time_scale * (t - s)]
-        emb = self.emb_mlp(torch.cat([self.time_embed(tau[0]), self.time_embed(tau[1])], dim=1)).to(x.dtype)
+        k = self.time_scale
+        emb = self.emb_mlp(torch.cat([self.time_embed(k * start), self.time_embed(k * (t - s))], dim=1)).to(x.dtype)
         h = self.stem(x)
         skips = [h]
         for blk in self.encoder:
