@@ -2,7 +2,8 @@
 
 x: (B, C, H, W) in model space ([-1, 1] for data); s, t: (B,) with t = 0 noise, t = 1 data.
 The network is conditioned on both flow-map times through sinusoidal (positional)
-embeddings of the start time and of the signed step, (s, t - s) times ``time_scale``, concatenated and
+embeddings of the start time and of the signed step, (s, t - s), at frequencies up to ``time_scale``
+rad per unit time, concatenated and
 mapped by two SiLU layers to one embedding that every residual block adds to its
 features. ``time_flip`` feeds (1 - s, t - s) instead and negates the velocity: the
 convention of networks trained with t = 0 data, t = 1 noise (the MeanFlow checkpoint,
@@ -36,14 +37,14 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class SinusoidalEmbedding(nn.Module):
-    """tau (B,) -> [sin(tau f_k), cos(tau f_k)] (B, n) with f_k = 10000^(-k / (n/2 - 1)), k < n/2."""
+    """tau (B,) -> [sin(tau f_k), cos(tau f_k)] (B, n) with f_k = scale * 10000^(-k / (n/2 - 1)), k < n/2."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, scale: float = 1.0):
         super().__init__()
         if n < 4 or n % 2:
             raise ValueError(f"time embedding size {n} must be an even number >= 4")
         k = torch.arange(n // 2, dtype=torch.float32)
-        self.register_buffer("freqs", 10000.0 ** (-k / (n // 2 - 1)), persistent=False)
+        self.register_buffer("freqs", scale * 10000.0 ** (-k / (n // 2 - 1)), persistent=False)
 
     def forward(self, tau: torch.Tensor) -> torch.Tensor:
         ang = tau.float()[:, None] * self.freqs
@@ -120,8 +121,8 @@ class UNetFlowMap(FlowMapNet):
 
     Config keys: ``channels`` (base width), ``channel_mult`` (one multiplier per resolution),
     ``attn_resolutions`` (feature-map sizes with attention), ``num_res_blocks``, ``dropout``,
-    ``div_hidden`` (the head's two hidden sizes), ``resample_filter``, ``time_scale`` (the times' factor before
-    the embedding, whose frequencies are <= 1 rad per unit time), ``time_mult`` (time
+    ``div_hidden`` (the head's two hidden sizes), ``resample_filter``, ``time_scale`` (the embedding's highest
+    frequency, in rad per unit time), ``time_mult`` (time
     embedding size = channels * time_mult per time), ``emb_mult`` (embedding size = channels *
     emb_mult); ``in_channels`` and ``image_size`` come from the dataset.
     """
@@ -168,10 +169,9 @@ class UNetFlowMap(FlowMapNet):
             raise ValueError(f"model.div_hidden = {div_hidden!r}; expected two hidden sizes >= 1")
         self.data_shape = (in_channels, image_size, image_size)
         self.time_flip = bool(time_flip)
-        self.time_scale = float(time_scale)
         self.div_hidden = list(div_hidden)
         tdim, edim = channels * time_mult, channels * emb_mult
-        self.time_embed = SinusoidalEmbedding(tdim)
+        self.time_embed = SinusoidalEmbedding(tdim, float(time_scale))
         self.emb_mlp = nn.Sequential(nn.Linear(2 * tdim, edim), nn.SiLU(), nn.Linear(edim, edim), nn.SiLU())
         block = dict(emb=edim, dropout=dropout, taps=list(resample_filter))
 
@@ -220,8 +220,7 @@ class UNetFlowMap(FlowMapNet):
             shape = ", ".join(map(str, self.data_shape))
             raise ValueError(f"U-Net input of shape {tuple(x.shape)}; expected (B, {shape})")
         start = 1 - s if self.time_flip else s
-        k = self.time_scale
-        emb = self.emb_mlp(torch.cat([self.time_embed(k * start), self.time_embed(k * (t - s))], dim=1)).to(x.dtype)
+        emb = self.emb_mlp(torch.cat([self.time_embed(start), self.time_embed(t - s)], dim=1)).to(x.dtype)
         h = self.stem(x)
         skips = [h]
         for blk in self.encoder:
