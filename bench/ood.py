@@ -6,7 +6,8 @@ In-distribution: ``--n`` held-out patches (a seeded subset of the test split of 
 ``--n`` patches of ``f2d2.data.patches.OOD_PHOTOS`` (photos no patches run trains on; refused if the runs' data
 names one), the same number from each, cut by the same ``Patches`` grid (size, downsample, test region). Every
 patch is dequantized once (``--seed``) and scored by every model of ``--config``'s stages (checkpoints under
-``--results``), one after the other in one process on one CPU thread, each after a warm-up on one patch:
+``--results``; ``--runs``: only those named, and the reference), one after the other in one process on one CPU
+thread, each after a warm-up on one patch:
 
 - an F2D2 run (a divergence head): K = 1, the head's density change (``f2d2.log_prob(model, z, 1)``);
 - a run without a head: K = 1 Euler step of the joint ODE with ``eval.baseline_div`` (probes from ``--seed``);
@@ -20,7 +21,8 @@ Higher BPD = out of distribution. Per scorer: AUROC of the BPD, of the complexit
 exact reference there, and how its error on the held-out patches follows their complexity (``tilt``:
 ``f2d2.eval.ood.complexity_tilt``; a tilt moves the ranking when the sets differ in complexity). Target: F2D2
 K = 1 AUROC within 0.01 of the reference's and >= 100x faster (and, with ``--own-reference``, the gap to the run's
-own flow's AUROC). Writes ``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and
+own flow's AUROC); beside it each photo's AUROC difference and BPD shift, since the pooled difference can be small
+while the photos' cancel. Writes ``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and
 scores.csv (per patch).
 """
 
@@ -52,12 +54,16 @@ TARGET_GAP, TARGET_SPEEDUP = 0.01, 100.0
 OWN_FLOW = "own flow dopri5 ({})"
 
 
-def load_runs(cfg: dict, results: Path) -> tuple[str, dict[str, tuple[Path, dict]]]:
-    """The reference teacher and {stage: (checkpoint path, checkpoint)} of every stage of ``cfg`` in ``results``."""
-    paths = {run: results / "train" / run / "checkpoint.pt" for run in cfg["stages"]}
+def load_runs(cfg: dict, results: Path, only: list[str] | None = None) -> tuple[str, dict[str, tuple[Path, dict]]]:
+    """The reference teacher and {stage: (checkpoint path, checkpoint)} of every stage of ``cfg`` in ``results``
+    (of the stages ``only`` names and the teacher, where given)."""
+    stages, teacher = list(cfg["stages"]), experiment.reference_stage(cfg)
+    if unknown := sorted(set(only or []) - set(stages)):
+        raise SystemExit(f"--runs {unknown}: not stages of the config; expected some of {stages}")
+    paths = {run: results / "train" / run / "checkpoint.pt" for run in stages if not only or run in {*only, teacher}}
     if missing := [str(p) for p in paths.values() if not p.is_file()]:
         raise SystemExit(f"--results {results}: {missing} not found; train the config's stages first")
-    return experiment.reference_stage(cfg), {run: (p, load_checkpoint(p)) for run, p in paths.items()}
+    return teacher, {run: (p, load_checkpoint(p)) for run, p in paths.items()}
 
 
 def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -115,12 +121,14 @@ def reference_scorer(model, ref: dict, div: str, seed: int):
     return solve
 
 
-def scorers(cfg: dict, teacher: str, runs: dict, seed: int, own: bool = False):
-    """(run, method, likelihood) of every run's K = 1 (and, ``own``, each F2D2 run's own-flow reference) and of
-    the teacher's reference (``eval`` settings)."""
+def scorers(cfg: dict, teacher: str, runs: dict, seed: int, own: bool = False, only: list[str] | None = None):
+    """(run, method, likelihood) of every run's K = 1 (of those ``only`` names, where given; and, ``own``, each
+    F2D2 run's own-flow reference) and of the teacher's reference (``eval`` settings)."""
     ev, ref = cfg["eval"], cfg["eval"]["reference"]
     out = []
     for run, (path, ckpt) in runs.items():
+        if only and run not in only:
+            continue
         model = model_of(ckpt, path).eval()
         div = "head" if model.has_div_head else ev["baseline_div"]
         gen = torch.Generator().manual_seed(seed)
@@ -142,7 +150,7 @@ def evaluate(args) -> dict:
     torch.set_num_threads(1)
     cfg = load_yaml(args.config)
     results = Path(args.results or (ROOT / cfg["outdir"]))
-    teacher, runs = load_runs(cfg, results)
+    teacher, runs = load_runs(cfg, results, args.runs)
     data_cfg = runs[teacher][1]["config"]["data"]
     if others := [run for run, (_, c) in runs.items() if c["config"]["data"] != data_cfg]:
         raise SystemExit(f"runs {others} trained on other data than the teacher {teacher!r}; expected one data set")
@@ -156,7 +164,7 @@ def evaluate(args) -> dict:
     )
     batch = cfg["eval"].get("batch_size") or len(z)
     rows, scores = [], {}
-    for run, method, likelihood in scorers(cfg, teacher, runs, args.seed, args.own_reference):
+    for run, method, likelihood in scorers(cfg, teacher, runs, args.seed, args.own_reference, args.runs):
         on = subset if method.endswith("subset") else np.arange(len(z))
         if len(on) == 0:
             continue
@@ -236,6 +244,8 @@ def summarize(values, complexity, is_out, sources, subset, exact, reference) -> 
         shift, held_out = values - reference, scored & ~is_out
         out["shift_in"] = float(shift[held_out].mean())
         out["shift_out"] = float(shift[scored & is_out].mean())
+        by_source = {p: scored & (sources == p) for p in ["test", *OOD_PHOTOS]}
+        out["shift_by_source"] = {p: float(shift[on].mean()) for p, on in by_source.items() if on.any()}
         if complexity is not None and held_out.sum() >= 8:
             out["tilt"] = complexity_tilt(shift[held_out], complexity[held_out])
     return out
@@ -266,6 +276,9 @@ def target(
             row = {
                 "run": r["run"],
                 "auroc_difference": r["auroc"] - ref["auroc"],
+                "auroc_difference_by_source": {
+                    p: r["auroc_by_source"][p] - ref["auroc_by_source"][p] for p in OOD_PHOTOS
+                },
                 "difference_95": interval(v, reference),
                 "auroc_gap": gap,
                 "corrected_difference": r["auroc_corrected"] - ref["auroc_corrected"],
@@ -319,6 +332,13 @@ def print_table(res: dict) -> None:
             f"corrected {t['corrected_difference']:+.3f}), "
             f"{t['speedup']:.0f}x faster (>= {TARGET_SPEEDUP:.0f}x): {'met' if t['met'] else 'NOT met'}"
         )
+        row = next(r for r in res["rows"] if r["run"] == t["run"] and r["method"].startswith("F2D2"))
+        print(
+            "        per photo, AUROC - the reference's: "
+            + ", ".join(f"{p.split('_')[0]} {d:+.3f}" for p, d in t["auroc_difference_by_source"].items())
+            + "; BPD - the reference's: "
+            + ", ".join(f"{p.split('_')[0]} {d:+.3f}" for p, d in row["shift_by_source"].items())
+        )
         if t["tilt"]:
             tilt = t["tilt"]
             print(
@@ -361,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         "--own-reference",
         action="store_true",
         help="also score each F2D2 run's own flow (dopri5 of its velocity) and compare its head's AUROC with it",
+    )
+    p.add_argument(
+        "--runs", nargs="+", metavar="STAGE", help="score only these stages (the teacher's reference always)"
     )
     p.add_argument("--out", default=str(ROOT / "results" / "ood"), help="folder for ood.json, ood.csv, scores.csv")
     args = p.parse_args(argv)

@@ -169,6 +169,23 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
     assert -1 <= t["tilt"]["corr"] <= 1 and t["tilt"]["simplest"] != t["tilt"]["most_complex"]
     low, high = t["difference_95"]
     assert -1 <= low <= high <= 1 and t["auroc_gap"] == abs(t["auroc_difference"])
+    # per photo: the head's AUROC against the reference's on the held-out patches and that photo, and its BPD shift
+    rows = {(r["run"], r["method"]): r for r in res["rows"]}
+    head, ref = rows[("shortcut_f2d2", "F2D2 K=1 (head)")], rows[("teacher", "reference dopri5 (hutchinson)")]
+    source = np.array(per["source"])
+    for photo in OOD_PHOTOS:
+        on = (source == "test") | (source == photo)
+        want = auroc(
+            np.array(per["shortcut_f2d2 F2D2 K=1 (head)"])[on & held],
+            np.array(per["shortcut_f2d2 F2D2 K=1 (head)"])[on & ~held],
+        )
+        want -= auroc(
+            np.array(per["teacher reference dopri5 (hutchinson)"])[on & held],
+            np.array(per["teacher reference dopri5 (hutchinson)"])[on & ~held],
+        )
+        assert t["auroc_difference_by_source"][photo] == pytest.approx(want)
+        assert head["shift_by_source"][photo] == pytest.approx(err[source == photo].mean())
+    assert head["shift_by_source"]["test"] == pytest.approx(head["shift_in"]) and ref["shift_by_source"]["retina"] == 0
     assert set(res["checkpoints"]) == set(STAGES) and res["seed"] == 0 and res["threads"] == 1
     assert (out / "ood.csv").read_text().count("\n") == 1 + len(res["rows"])
     assert (out / "scores.csv").read_text().count("\n") == 1 + 24
@@ -176,6 +193,30 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
     table = capsys.readouterr().out
     assert "target shortcut_f2d2: AUROC gap" in table and "reference dopri5 (exact) subset" in table
     assert "held-out BPD - reference against png bits/dim: correlation" in table
+    assert "per photo, AUROC - the reference's: hubble" in table
+
+
+def test_bench_runs_scores_only_the_named_stages_and_the_reference(tiny_runs):
+    d, config = tiny_runs
+    bench = load_bench("ood")
+    out = d / "ood-runs"
+    assert (
+        bench.main(
+            ["--config", str(config), "--n", "6", "--exact-n", "0", "--runs", "shortcut_f2d2", "--out", str(out)]
+        )
+        == 0
+    )
+    res = json.loads((out / "ood.json").read_text())
+    assert {(r["run"], r["method"]) for r in res["rows"]} == {
+        ("shortcut_f2d2", "F2D2 K=1 (head)"),
+        ("teacher", "reference dopri5 (hutchinson)"),
+        ("-", "png bits/dim alone"),
+    }
+    assert set(res["checkpoints"]) == {"teacher", "shortcut_f2d2"} and [t["run"] for t in res["target"]] == [
+        "shortcut_f2d2"
+    ]
+    with pytest.raises(SystemExit, match=r"--runs \['shortcut_f3d3'\]: not stages of the config; expected some of"):
+        bench.main(["--config", str(config), "--runs", "shortcut_f3d3", "--out", str(out)])
 
 
 def test_bench_own_reference_scores_each_f2d2_run_s_own_flow(tiny_runs, capsys):
