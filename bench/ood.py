@@ -9,7 +9,8 @@ patch is dequantized once (``--seed``) and scored by every model of ``--config``
 ``--results``; ``--runs``: only those named, and the reference), one after the other in one process on one CPU
 thread, each after a warm-up on one patch:
 
-- an F2D2 run (a divergence head): K = 1, the head's density change (``f2d2.log_prob(model, z, 1)``);
+- an F2D2 run (a divergence head): K = 1, the head's density change (``f2d2.core.likelihood.log_likelihood``, what
+  ``f2d2.log_prob(model, z, 1)`` computes);
 - a run without a head: K = 1 Euler step of the joint ODE with ``eval.baseline_div`` (probes from ``--seed``);
 - the reference: the teacher's dopri5 solve with ``eval.reference`` (tolerances, divergence); and the same solve
   with the exact divergence on ``--exact-n`` patches of each set (seeded), to show the Hutchinson probe's noise;
@@ -22,8 +23,9 @@ exact reference there, and how its error on the held-out patches follows their c
 ``f2d2.eval.ood.complexity_tilt``; a tilt moves the ranking when the sets differ in complexity). Target: F2D2
 K = 1 AUROC within 0.01 of the reference's and >= 100x faster (and, with ``--own-reference``, the gap to the run's
 own flow's AUROC); beside it each photo's AUROC difference and BPD shift, since the pooled difference can be small
-while the photos' cancel. Writes ``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and
-scores.csv (per patch).
+while the photos' cancel, and how much of that shift is the prior at the point reached at t = 0 (the rest is the
+summed divergence). Writes ``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and
+scores.csv (per patch: each scorer's BPD and its prior part).
 """
 
 from __future__ import annotations
@@ -39,10 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import f2d2
 from f2d2.config import experiment
 from f2d2.config.resolve import load_yaml
-from f2d2.core.likelihood import reference_log_likelihood
+from f2d2.core.likelihood import log_likelihood, reference_log_likelihood, standard_normal_log_prob
 from f2d2.data import make_dataset
 from f2d2.data.patches import DEFAULT_PHOTOS, OOD_PHOTOS, PHOTOS, Patches
 from f2d2.eval import bpd
@@ -96,27 +97,29 @@ def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[st
     return torch.cat(pixels), sources
 
 
-def timed_bpd(likelihood, z: torch.Tensor, batch: int) -> tuple[np.ndarray, float, int]:
-    """(BPD (N,), wall seconds, model evaluations) of dequantized patches z (N, 3, s, s) under ``likelihood``
-    (z batch -> (log p (B,), nfe)), after a warm-up on one patch."""
+def timed_bpd(likelihood, z: torch.Tensor, batch: int) -> tuple[np.ndarray, float, int, np.ndarray]:
+    """(BPD (N,), wall seconds, model evaluations, prior part (N,)) of dequantized patches z (N, 3, s, s) under
+    ``likelihood`` (z batch -> LikelihoodResult), after a warm-up on one patch. The prior part is -log N(x0) of
+    the point x0 reached at t = 0, in bits/dim; the rest of the BPD is the summed divergence (and the constant)."""
     dim = math.prod(z.shape[1:])
     likelihood(z[:1])
-    start, logps, nfe = time.perf_counter(), [], 0
+    start, logps, priors, nfe = time.perf_counter(), [], [], 0
     for chunk in z.split(batch):
-        logp, evals = likelihood(chunk)
-        logps.append(logp)
-        nfe += evals
+        res = likelihood(chunk)
+        logps.append(res.log_prob)
+        priors.append(standard_normal_log_prob(res.x0))
+        nfe += res.nfe
     seconds = time.perf_counter() - start
-    return bpd.bits_per_dim(bpd.pixel_nll(torch.cat(logps).double(), dim), dim).numpy(), seconds, nfe
+    values = bpd.bits_per_dim(bpd.pixel_nll(torch.cat(logps).double(), dim), dim).numpy()
+    return values, seconds, nfe, (-torch.cat(priors).double() / (dim * math.log(2))).numpy()
 
 
 def reference_scorer(model, ref: dict, div: str, seed: int):
-    """z batch -> (log p (B,), nfe): ``model``'s dopri5 solve of its velocity with ``ref``'s tolerances."""
+    """z batch -> LikelihoodResult: ``model``'s dopri5 solve of its velocity with ``ref``'s tolerances."""
     gen = torch.Generator().manual_seed(seed)
 
     def solve(z):
-        res = reference_log_likelihood(model, z, atol=ref["atol"], rtol=ref["rtol"], div=div, generator=gen)
-        return res.log_prob, res.nfe
+        return reference_log_likelihood(model, z, atol=ref["atol"], rtol=ref["rtol"], div=div, generator=gen)
 
     return solve
 
@@ -134,7 +137,7 @@ def scorers(cfg: dict, teacher: str, runs: dict, seed: int, own: bool = False, o
         gen = torch.Generator().manual_seed(seed)
 
         def k1(z, model=model, div=div, gen=gen):
-            return f2d2.log_prob(model, z, 1, div=div, backward=ev["backward"], generator=gen), 1
+            return log_likelihood(model, z, 1, div=div, backward=ev["backward"], generator=gen)
 
         out.append((run, "F2D2 K=1 (head)" if div == "head" else f"K=1 Euler ({div})", k1))
         if own and div == "head":
@@ -163,21 +166,23 @@ def evaluate(args) -> dict:
         np.concatenate([rng.choice(np.flatnonzero(is_out == o), args.exact_n, replace=False) for o in (0, 1)])
     )
     batch = cfg["eval"].get("batch_size") or len(z)
-    rows, scores = [], {}
+    rows, scores, priors = [], {}, {}
     for run, method, likelihood in scorers(cfg, teacher, runs, args.seed, args.own_reference, args.runs):
         on = subset if method.endswith("subset") else np.arange(len(z))
         if len(on) == 0:
             continue
-        values, seconds, nfe = timed_bpd(likelihood, z[on], batch)
-        scores[f"{run} {method}"] = np.full(len(z), np.nan)
-        scores[f"{run} {method}"][on] = values
+        values, seconds, nfe, prior = timed_bpd(likelihood, z[on], batch)
+        scores[f"{run} {method}"], priors[f"{run} {method}"] = np.full(len(z), np.nan), np.full(len(z), np.nan)
+        scores[f"{run} {method}"][on], priors[f"{run} {method}"][on] = values, prior
         rows.append({"run": run, "method": method, "n": len(on), "seconds": seconds, "nfe": nfe})
         print(f"  {run:24s} {method:32s} {len(on):5d} patches {seconds:9.3f} s", flush=True)
     exact = next((v for k, v in scores.items() if k.endswith("subset")), None)
     ref_div = cfg["eval"]["reference"]["div"]
     reference = scores[f"{teacher} reference dopri5 ({ref_div})"]
-    for row, values in zip(rows, scores.values()):
+    reference_prior = priors[f"{teacher} reference dopri5 ({ref_div})"]
+    for row, values, prior in zip(rows, scores.values(), priors.values()):
         row.update(summarize(values, complexity, is_out, sources, subset, exact, reference))
+        row["prior_shift_by_source"] = shift_by_source(prior - reference_prior, sources)
     rows.append(
         {
             "run": "-",
@@ -207,8 +212,16 @@ def evaluate(args) -> dict:
             "source": sources,
             f"{args.compressor} bits/dim": complexity.tolist(),
             **{k: v.tolist() for k, v in scores.items()},
+            **{f"{k} prior": v.tolist() for k, v in priors.items()},
         },
     }
+
+
+def shift_by_source(shift: np.ndarray, sources) -> dict[str, float]:
+    """{source: mean of ``shift`` (N,) over its scored (finite) patches}, "test" and each OOD photo that has one."""
+    sources = np.asarray(sources)
+    on = {p: np.isfinite(shift) & (sources == p) for p in ["test", *OOD_PHOTOS]}
+    return {p: float(shift[m].mean()) for p, m in on.items() if m.any()}
 
 
 def _auroc(values, is_out, on) -> float | None:
@@ -244,8 +257,7 @@ def summarize(values, complexity, is_out, sources, subset, exact, reference) -> 
         shift, held_out = values - reference, scored & ~is_out
         out["shift_in"] = float(shift[held_out].mean())
         out["shift_out"] = float(shift[scored & is_out].mean())
-        by_source = {p: scored & (sources == p) for p in ["test", *OOD_PHOTOS]}
-        out["shift_by_source"] = {p: float(shift[on].mean()) for p, on in by_source.items() if on.any()}
+        out["shift_by_source"] = shift_by_source(shift, sources)
         if complexity is not None and held_out.sum() >= 8:
             out["tilt"] = complexity_tilt(shift[held_out], complexity[held_out])
     return out
@@ -338,6 +350,11 @@ def print_table(res: dict) -> None:
             + ", ".join(f"{p.split('_')[0]} {d:+.3f}" for p, d in t["auroc_difference_by_source"].items())
             + "; BPD - the reference's: "
             + ", ".join(f"{p.split('_')[0]} {d:+.3f}" for p, d in row["shift_by_source"].items())
+        )
+        print(
+            "        of that shift, the prior at the point reached at t = 0: "
+            + ", ".join(f"{p.split('_')[0]} {d:+.3f}" for p, d in row["prior_shift_by_source"].items())
+            + " (the rest: the summed divergence)"
         )
         if t["tilt"]:
             tilt = t["tilt"]
