@@ -176,16 +176,13 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
     rows = {(r["run"], r["method"]): r for r in res["rows"]}
     head, ref = rows[("shortcut_f2d2", "F2D2 K=1 (head)")], rows[("teacher", "reference dopri5 (hutchinson)")]
     source = np.array(per["source"])
+    head_bpd, ref_bpd = (
+        np.array(per["shortcut_f2d2 F2D2 K=1 (head)"]),
+        np.array(per["teacher reference dopri5 (hutchinson)"]),
+    )
     for photo in OOD_PHOTOS:
         on = (source == "test") | (source == photo)
-        want = auroc(
-            np.array(per["shortcut_f2d2 F2D2 K=1 (head)"])[on & held],
-            np.array(per["shortcut_f2d2 F2D2 K=1 (head)"])[on & ~held],
-        )
-        want -= auroc(
-            np.array(per["teacher reference dopri5 (hutchinson)"])[on & held],
-            np.array(per["teacher reference dopri5 (hutchinson)"])[on & ~held],
-        )
+        want = auroc(head_bpd[on & held], head_bpd[on & ~held]) - auroc(ref_bpd[on & held], ref_bpd[on & ~held])
         assert t["auroc_difference_by_source"][photo] == pytest.approx(want)
         assert head["shift_by_source"][photo] == pytest.approx(err[source == photo].mean())
     assert head["shift_by_source"]["test"] == pytest.approx(head["shift_in"]) and ref["shift_by_source"]["retina"] == 0

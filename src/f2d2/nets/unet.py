@@ -2,12 +2,11 @@
 
 x: (B, C, H, W) in model space ([-1, 1] for data); s, t: (B,) with t = 0 noise, t = 1 data.
 The network is conditioned on both flow-map times through sinusoidal (positional)
-embeddings of the start time and of the signed step, (s, t - s), at frequencies up to ``time_scale``
-rad per unit time, concatenated and
-mapped by two SiLU layers to one embedding that every residual block adds to its
-features. ``time_flip`` feeds (1 - s, t - s) instead and negates the velocity: the
-convention of networks trained with t = 0 data, t = 1 noise (the MeanFlow checkpoint,
-see ``f2d2.io.meanflow``).
+embeddings of the start time and of the signed step, (s, t - s), at frequencies up to
+``time_scale`` rad per unit time, concatenated and mapped by two SiLU layers to one
+embedding that every residual block adds to its features. ``time_flip`` feeds
+(1 - s, t - s) instead and negates the velocity: the convention of networks trained
+with t = 0 data, t = 1 noise (the MeanFlow checkpoint, see ``f2d2.io.meanflow``).
 
 Layout (per resolution, top to bottom): ``num_res_blocks`` residual blocks, then a
 downsampling block; at the bottom two middle blocks (the first with attention);
