@@ -24,8 +24,9 @@ exact reference there, and how its error on the held-out patches follows their c
 K = 1 AUROC within 0.01 of the reference's and >= 100x faster (and, with ``--own-reference``, the gap to the run's
 own flow's AUROC); beside it each photo's AUROC difference and BPD shift, since the pooled difference can be small
 while the photos' cancel, and how much of that shift is the prior at the point reached at t = 0 (the rest is the
-summed divergence). Writes ``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv (rows) and
-scores.csv (per patch: each scorer's BPD and its prior part).
+summed divergence); and the shift of the held-out patches of each training photo, the same kind of error on
+photos the head was trained on. Writes ``--out``/ood.json (command, seeds, checkpoints, sources, rows), ood.csv
+(rows) and scores.csv (per patch: its source and photo, each scorer's BPD and its prior part).
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ def load_runs(cfg: dict, results: Path, only: list[str] | None = None) -> tuple[
     return teacher, {run: (p, load_checkpoint(p)) for run, p in paths.items()}
 
 
-def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[str], list[str]]:
     """uint8 (2n, 3, s, s): n held-out test patches of ``data_cfg``, then n OOD patches (``OOD_PHOTOS`` in turn,
-    equal shares); and the source of each ("test" or the photo)."""
+    equal shares); the source of each ("test" or the OOD photo) and the photo it was cut from."""
     if data_cfg.get("name") != "patches":
         raise SystemExit(f"the runs' data is {data_cfg.get('name')!r}; bench/ood.py scores patches runs")
     if trained := sorted(set(OOD_PHOTOS) & set(data_cfg.get("images") or DEFAULT_PHOTOS)):
@@ -78,8 +79,9 @@ def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[st
     test = held_out.test_pixels()
     if not 1 <= n <= len(test):
         raise SystemExit(f"--n {n}: expected 1 .. {len(test)} (the test patches of the runs' data)")
-    pixels = [test[np.sort(np.random.default_rng([seed, 0]).choice(len(test), n, replace=False))]]
-    sources = ["test"] * n
+    chosen = np.sort(np.random.default_rng([seed, 0]).choice(len(test), n, replace=False))
+    boxes = held_out.patch_boxes("test")
+    pixels, sources, photos = [test[chosen]], ["test"] * n, [boxes[i][0] for i in chosen]
     for i, photo in enumerate(OOD_PHOTOS):
         count = n // len(OOD_PHOTOS) + (i < n % len(OOD_PHOTOS))
         out = Patches(
@@ -94,7 +96,8 @@ def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[st
             raise SystemExit(f"--n {n}: {photo} has {len(out)} test patches, fewer than its share {count}")
         pixels.append(out)
         sources += [photo] * count
-    return torch.cat(pixels), sources
+        photos += [photo] * count
+    return torch.cat(pixels), sources, photos
 
 
 def timed_bpd(likelihood, z: torch.Tensor, batch: int) -> tuple[np.ndarray, float, int, np.ndarray]:
@@ -154,7 +157,7 @@ def evaluate(args) -> dict:
     data_cfg = runs[teacher][1]["config"]["data"]
     if others := [run for run, (_, c) in runs.items() if c["config"]["data"] != data_cfg]:
         raise SystemExit(f"runs {others} trained on other data than the teacher {teacher!r}; expected one data set")
-    pixels, sources = patch_sets(data_cfg, args.n, args.seed)
+    pixels, sources, photos = patch_sets(data_cfg, args.n, args.seed)
     z = bpd.dequantize(pixels, torch.Generator().manual_seed(args.seed))
     is_out = np.array([s != "test" for s in sources])
     complexity = compressed_bits_per_dim(pixels, args.compressor).numpy()
@@ -178,14 +181,14 @@ def evaluate(args) -> dict:
     reference = scores[f"{teacher} reference dopri5 ({ref_div})"]
     reference_prior = priors[f"{teacher} reference dopri5 ({ref_div})"]
     for row, values, prior in zip(rows, scores.values(), priors.values()):
-        row.update(summarize(values, complexity, is_out, sources, subset, exact, reference))
+        row.update(summarize(values, complexity, is_out, sources, subset, exact, reference, photos))
         row["prior_shift_by_source"] = shift_by_source(prior - reference_prior, sources)
     rows.append(
         {
             "run": "-",
             "method": f"{args.compressor} bits/dim alone",
             "n": len(z),
-            **summarize(complexity, None, is_out, sources, subset, None, None),
+            **summarize(complexity, None, is_out, sources, subset, None, None, photos),
         }
     )
     return {
@@ -207,6 +210,7 @@ def evaluate(args) -> dict:
         "target": target(rows, list(scores.values()), reference, is_out, args.seed, OWN_FLOW.format(ref_div)),
         "per_patch": {
             "source": sources,
+            "photo": photos,
             f"{args.compressor} bits/dim": complexity.tolist(),
             **{k: v.tolist() for k, v in scores.items()},
             **{f"{k} prior": v.tolist() for k, v in priors.items()},
@@ -226,11 +230,12 @@ def _auroc(values, is_out, on) -> float | None:
     return auroc(v[~o], v[o]) if o.any() and (~o).any() and np.isfinite(v).all() else None
 
 
-def summarize(values, complexity, is_out, sources, subset, exact, reference) -> dict:
+def summarize(values, complexity, is_out, sources, subset, exact, reference, photos) -> dict:
     """AUROC of BPD ``values`` (N,) (NaN where not scored), per OOD photo and on the exact subset; unless None:
     corrected by ``complexity`` (N,), the mean |values - exact| on the subset, the mean shift from ``reference``
-    (N,) of each set (a shift that differs between the sets moves the AUROC) and, with ``complexity`` too, how the
-    held-out patches' shift follows their complexity (``f2d2.eval.ood.complexity_tilt``: ``tilt``)."""
+    (N,) of each set (a shift that differs between the sets moves the AUROC) and of the patches of each photo
+    (``photos`` (N,): the held-out patches' training photos too, ``shift_by_photo``) and, with ``complexity`` too,
+    how the held-out patches' shift follows their complexity (``f2d2.eval.ood.complexity_tilt``: ``tilt``)."""
     scored = np.isfinite(values)
     on = np.flatnonzero(scored)
     sources = np.array(sources)
@@ -255,6 +260,8 @@ def summarize(values, complexity, is_out, sources, subset, exact, reference) -> 
         out["shift_in"] = float(shift[held_out].mean())
         out["shift_out"] = float(shift[scored & is_out].mean())
         out["shift_by_source"] = shift_by_source(shift, sources)
+        photos = np.asarray(photos)
+        out["shift_by_photo"] = {p: float(shift[scored & (photos == p)].mean()) for p in dict.fromkeys(photos[scored])}
         if complexity is not None and held_out.sum() >= 8:
             out["tilt"] = complexity_tilt(shift[held_out], complexity[held_out])
     return out
@@ -347,6 +354,12 @@ def print_table(res: dict) -> None:
             + ", ".join(f"{p.split('_')[0]} {d:+.3f}" for p, d in t["auroc_difference_by_source"].items())
             + "; BPD - the reference's: "
             + ", ".join(f"{p.split('_')[0]} {d:+.3f}" for p, d in row["shift_by_source"].items())
+        )
+        held = [p for p in row["shift_by_photo"] if p not in OOD_PHOTOS]
+        print(
+            "        held-out patches by their (training) photo, BPD - the reference's: "
+            + ", ".join(f"{p.split('_')[0]} {row['shift_by_photo'][p]:+.3f}" for p in held)
+            + f" (sd over the photos {np.std([row['shift_by_photo'][p] for p in held]):.3f})"
         )
         print(
             "        of that shift, the prior at the point reached at t = 0: "

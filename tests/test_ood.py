@@ -13,7 +13,7 @@ import yaml
 
 from f2d2.cli import main
 from f2d2.core.likelihood import log_likelihood, standard_normal_log_prob
-from f2d2.data.patches import OOD_PHOTOS
+from f2d2.data.patches import DEFAULT_PHOTOS, OOD_PHOTOS, Patches
 from f2d2.eval import bpd
 from f2d2.eval.ood import auroc, complexity_corrected, complexity_tilt, compressed_bits_per_dim
 from f2d2.io.checkpoint import load_model
@@ -187,7 +187,7 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
         assert head["shift_by_source"][photo] == pytest.approx(err[source == photo].mean())
     assert head["shift_by_source"]["test"] == pytest.approx(head["shift_in"]) and ref["shift_by_source"]["retina"] == 0
     # the prior part: -log N(x0) / (d ln 2) of the point the head's one step reaches, recomputed here
-    pixels, _ = bench.patch_sets(res["data"], 12, 0)
+    pixels, _, photos = bench.patch_sets(res["data"], 12, 0)
     z = bpd.dequantize(pixels, torch.Generator().manual_seed(0))
     model = load_model(d / "results" / "train" / "shortcut_f2d2" / "checkpoint.pt")
     x0 = log_likelihood(model, z, 1, div="head").x0
@@ -198,15 +198,25 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
         want = (prior - ref_prior)[source == photo].mean()
         assert head["prior_shift_by_source"][photo] == pytest.approx(want)
     assert set(ref["prior_shift_by_source"].values()) == {0.0}
+    # each held-out patch's own photo: cut from that photo's test region, and the head's mean shift per photo
+    photo = np.array(per["photo"])
+    assert photos == per["photo"] and list(photo[~held]) == list(source[~held])
+    assert set(photo[held]) <= set(DEFAULT_PHOTOS) and len(set(photo[held])) > 1
+    for name in set(photo[held]):
+        own = Patches(size=res["data"]["size"], images=[name]).test_pixels().flatten(1)
+        assert all((own == patch.flatten()).all(1).any() for patch in pixels[:12][photo[:12] == name])
+        assert head["shift_by_photo"][name] == pytest.approx(err[photo == name].mean())
+    assert head["shift_by_photo"]["retina"] == pytest.approx(head["shift_by_source"]["retina"])
     assert set(res["checkpoints"]) == set(STAGES) and res["seed"] == 0 and res["threads"] == 1
     assert (out / "ood.csv").read_text().count("\n") == 1 + len(res["rows"])
     assert (out / "scores.csv").read_text().count("\n") == 1 + 24
-    assert len(res["per_patch"]) == 2 + 2 * 5 and len(res["per_patch"]["png bits/dim"]) == 24
+    assert len(res["per_patch"]) == 3 + 2 * 5 and len(res["per_patch"]["png bits/dim"]) == 24
     table = capsys.readouterr().out
     assert "target shortcut_f2d2: AUROC gap" in table and "reference dopri5 (exact) subset" in table
     assert "held-out BPD - reference against png bits/dim: correlation" in table
     assert "per photo, AUROC - the reference's: hubble" in table
     assert "of that shift, the prior at the point reached at t = 0: test" in table
+    assert "held-out patches by their (training) photo, BPD - the reference's: " in table
 
 
 def test_bench_runs_scores_only_the_named_stages_and_the_reference(tiny_runs):
