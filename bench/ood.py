@@ -182,7 +182,7 @@ def evaluate(args) -> dict:
     reference_prior = priors[f"{teacher} reference dopri5 ({ref_div})"]
     for row, values, prior in zip(rows, scores.values(), priors.values()):
         row.update(summarize(values, complexity, is_out, sources, subset, exact, reference, photos))
-        row["prior_shift_by_source"] = shift_by_source(prior - reference_prior, sources)
+        row["prior_shift_by_source"] = mean_by_group(prior - reference_prior, sources)
     rows.append(
         {
             "run": "-",
@@ -218,11 +218,11 @@ def evaluate(args) -> dict:
     }
 
 
-def shift_by_source(shift: np.ndarray, sources) -> dict[str, float]:
-    """{source: mean of ``shift`` (N,) over its scored (finite) patches}, "test" and each OOD photo that has one."""
-    sources = np.asarray(sources)
-    on = {p: np.isfinite(shift) & (sources == p) for p in ["test", *OOD_PHOTOS]}
-    return {p: float(shift[m].mean()) for p, m in on.items() if m.any()}
+def mean_by_group(values: np.ndarray, groups) -> dict[str, float]:
+    """{group: mean of ``values`` (N,) over its scored (finite) patches}, ``groups`` (N,) labels (the patches'
+    sources or photos), in the order they first appear; a group with no scored patch is left out."""
+    groups, scored = np.asarray(groups), np.isfinite(values)
+    return {g: float(values[scored & (groups == g)].mean()) for g in dict.fromkeys(groups[scored])}
 
 
 def _auroc(values, is_out, on) -> float | None:
@@ -259,9 +259,7 @@ def summarize(values, complexity, is_out, sources, subset, exact, reference, pho
         shift, held_out = values - reference, scored & ~is_out
         out["shift_in"] = float(shift[held_out].mean())
         out["shift_out"] = float(shift[scored & is_out].mean())
-        out["shift_by_source"] = shift_by_source(shift, sources)
-        photos = np.asarray(photos)
-        out["shift_by_photo"] = {p: float(shift[scored & (photos == p)].mean()) for p in dict.fromkeys(photos[scored])}
+        out["shift_by_source"], out["shift_by_photo"] = mean_by_group(shift, sources), mean_by_group(shift, photos)
         if complexity is not None and held_out.sum() >= 8:
             out["tilt"] = complexity_tilt(shift[held_out], complexity[held_out])
     return out
