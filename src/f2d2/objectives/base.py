@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
+
 from f2d2.config.options import Option, option_problems, resolve_options
+from f2d2.objectives import teacher_path as tp
 
 F2D2_OPTIONS = (
     Option("f2d2", False, {"type": "boolean"}, "train the divergence head D as well (the F2D2 variant)"),
@@ -41,6 +44,7 @@ F2D2_OPTIONS = (
     Option(
         "lam", 1.0, {"type": "number", "minimum": 0}, "the weight lambda of the divergence terms", only={"f2d2": True}
     ),
+    tp.OPTION,
 )
 
 
@@ -69,6 +73,11 @@ class Objective:
             setattr(self, key, networks.get(key))
         self.options = {o.name: values[o.name] for o in self.OPTIONS if o.applies(values)}
         self.check()
+        if getattr(self, "teacher_path", None) is not None and self.div_source != "teacher":
+            raise ObjectiveError(
+                f"objective.teacher_path gives the head the teacher's divergence, but objective.div_source = "
+                f"{self.div_source!r}; set div_source: teacher or teacher_path: null"
+            )
 
     @classmethod
     def option_problems(cls, values: dict, where: str, what: str) -> list[str]:
@@ -84,6 +93,26 @@ class Objective:
 
     def check(self) -> None:
         """Rules that span several options; raises ObjectiveError naming the keys and values."""
+
+    path: tp.TeacherPath | None = None  # with objective.teacher_path: the run's path (set by the training loop)
+
+    def with_path_term(self, loss: torch.Tensor, terms: dict, model, generator: torch.Generator) -> torch.Tensor:
+        """``loss`` plus lam * weight * L_path (``terms["path"]``) with objective.teacher_path set, else ``loss``."""
+        options = getattr(self, "teacher_path", None)
+        if options is None:
+            return loss
+        if self.path is None:
+            raise ValueError(
+                "objective.teacher_path is set but the objective has no TeacherPath; give it the run's "
+                "(f2d2.objectives.teacher_path.prepare) as objective.path"
+            )
+        terms["path"] = tp.path_loss(model, self.path, options["rows"], generator, backward=self.two_way)
+        return loss + self.lam * options["weight"] * terms["path"]
+
+    @property
+    def needs_path(self) -> bool:
+        """Trains on the teacher's path (objective.teacher_path): the loop prepares it before the first step."""
+        return getattr(self, "teacher_path", None) is not None
 
     needs_teacher = False  # reads a frozen flow-matching teacher (the network objective.teacher names)
     needs_start = False  # reads a frozen copy of the network the run warm-starts from (train.init_from)

@@ -22,6 +22,9 @@ the dyadic grid by default):
 
     L = L_MF + L_SG + lambda (L_MF-div + L_SG-div)
 
+With ``teacher_path`` set, either loss gains lambda w L_path (targets from the teacher's own path:
+``f2d2.objectives.teacher_path``).
+
 The Eulerian target multiplies the model's s-derivative by the whole gap t - s; uniform pairs almost never
 draw the full step (1, 0) that the one-step likelihood takes, and there the derivative is taken at the edge
 of the time domain, next to the data. The semigroup term trains exactly the K = 2^j steps of evaluation
@@ -98,8 +101,8 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
         ),
     )
     NETWORKS = ("teacher",)
-    TERMS = ("mf", "mf_div", *semigroup.TERMS)
-    DIVERGENCE_TERMS = ("mf_div", "sg_div")
+    TERMS = ("mf", "mf_div", *semigroup.TERMS, "path")
+    DIVERGENCE_TERMS = ("mf_div", "sg_div", "path")
     uses_jvp = True
 
     def check(self) -> None:
@@ -158,6 +161,7 @@ class MeanFlow(semigroup.SemigroupTerm, Objective):
                 terms["mf_div"] = err_d.sum()
         if n_sg:
             loss = loss + terms["sg"] + self.lam * terms.get("sg_div", 0)
+        loss = self.with_path_term(loss, terms, model, generator)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
     def _semigroup(self, model: FlowMapNet, x1: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ condition at s = t. With m = (s + t) / 2 and x = I_s:
     L_SG      = || u(x, s, t) - sg((u(x, s, m) + u(X_{s,m}(x), m, t)) / 2) ||^2
     L_div     = || D(I_t, t, t) - sg(div v(I_t, t)) / c ||^2                    (F2D2)
     L_SG-div  = || D(x, s, t) - sg((D(x, s, m) + D(X_{s,m}(x), m, t)) / 2) ||^2   (F2D2)
-    L = L_tangent + L_SG + lambda (L_div + L_SG-div)
+    L = L_tangent + L_SG + lambda (L_div + L_SG-div)   (+ lambda w L_path, f2d2.objectives.teacher_path)
 
 ``self_source`` says where Shortcut(-F2D2)'s own velocity comes from: ``live``, the network in training
 (the paper: the tangent target is x1 - x0 and, with ``div_source: self``, the divergence is that of
@@ -54,8 +54,8 @@ class Shortcut(semigroup.SemigroupTerm, Objective):
         ),
     )
     NETWORKS = ("teacher", "start")
-    TERMS = ("tangent", *semigroup.TERMS, "div")
-    DIVERGENCE_TERMS = ("div", "sg_div")
+    TERMS = ("tangent", *semigroup.TERMS, "div", "path")
+    DIVERGENCE_TERMS = ("div", "sg_div", "path")
 
     def check(self) -> None:
         check_from_data(self.from_data, self.two_way)
@@ -103,6 +103,7 @@ class Shortcut(semigroup.SemigroupTerm, Objective):
         loss = terms["tangent"] + terms["sg"]
         if self.f2d2:
             loss = loss + self.lam * (terms["div"] + terms["sg_div"])
+        loss = self.with_path_term(loss, terms, model, generator)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
     def _tangent(self, model, x0, x1, generator) -> dict[str, torch.Tensor]:

@@ -40,7 +40,7 @@ from f2d2.io.atomic import FULL, DiskFull, atomic_write_text, remove_stale_tempo
 from f2d2.io.checkpoint import load_resumable, previous_path, save_checkpoint, warm_start
 from f2d2.io.teacher import load_teacher
 from f2d2.nets import FlowMapNet, build_model
-from f2d2.objectives import build_objective, describe, option_problems_of
+from f2d2.objectives import build_objective, describe, option_problems_of, teacher_path
 from f2d2.objectives import resolve as resolve_objective
 from f2d2.training import speed
 from f2d2.training.distributed import Group, init_from_env, shutdown
@@ -288,7 +288,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     # Resume from the workdir's checkpoint, if any.
     ckpt_path = workdir / CHECKPOINT
     if group.is_main:
-        for name in (CHECKPOINT, METRICS, "config.yaml"):
+        for name in (CHECKPOINT, METRICS, "config.yaml", teacher_path.FILE):
             remove_stale_temporaries(workdir / name)
     group.barrier()
     ckpt = resume(ckpt_path, run, state, group, restart_on_change=restart_on_change)
@@ -296,6 +296,8 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
         if group.is_main and not (workdir / "config.yaml").exists():  # e.g. Snakemake removed a failed job's outputs
             atomic_write_text(workdir / "config.yaml", yaml.safe_dump(ckpt["config"], sort_keys=False))
         return ckpt_path
+    if objective.needs_path:
+        objective.path = _teacher_path(run, objective, teacher, data, workdir, group, device).to(device)
     early = _early_stop(run, data, device, group, ckpt)
     if group.is_main:
         atomic_write_text(workdir / "config.yaml", yaml.safe_dump(run, sort_keys=False))
@@ -409,6 +411,19 @@ def _early_stop(run: dict, data, device: torch.device, group: Group, ckpt: dict 
     if early.target is None or (early.per_point and early.reference_nll is None):
         early.target = early.reference(run["objective"]["teacher"], describe(run["objective"]).div_method)
     return early
+
+
+def _teacher_path(run: dict, objective, teacher: FlowMapNet, data, workdir: Path, group: Group, device):
+    """The path of objective.teacher_path: solved by rank 0 into the workdir (or read back from it), then read
+    by the other ranks."""
+    args = (workdir, run["objective"]["teacher_path"], objective.div_method, teacher, data, run["seed"], device)
+    path = None
+    if group.is_main:
+        t0 = time.time()
+        path = teacher_path.prepare(*args)
+        print(f"teacher path: {path.x.shape[1]} points, {path.grid} segments ({time.time() - t0:.0f} s)", flush=True)
+    group.barrier()
+    return path if path is not None else teacher_path.prepare(*args)
 
 
 def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
