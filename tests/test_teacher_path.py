@@ -74,6 +74,9 @@ def test_prepare_keeps_the_path_and_solves_again_only_for_other_settings(tmp_pat
     assert torch.equal(first.x, again.x) and torch.equal(first.div, again.div)  # seeded
     torch.testing.assert_close(first.x[0], data.sample(40, torch.Generator().manual_seed(tp.PATH_STREAM)))
 
+    unwritten = tp.prepare(tmp_path / "other rank", OPTIONS, "exact", teacher, data, 0, cpu, write=False)
+    assert torch.equal(unwritten.x, first.x) and not (tmp_path / "other rank" / tp.FILE).exists()
+
     def no_solve(*args, **kwargs):
         raise AssertionError("solved again")
 

@@ -114,11 +114,20 @@ def path_loss(model: FlowMapNet, path: TeacherPath, rows: int, generator: torch.
 
 
 def prepare(
-    folder: Path, options: dict, div: str, teacher: FlowMapNet, data, seed: int, device: torch.device
+    folder: Path,
+    options: dict,
+    div: str,
+    teacher: FlowMapNet,
+    data,
+    seed: int,
+    device: torch.device,
+    *,
+    write: bool = True,
 ) -> TeacherPath:
     """The run's path (on the CPU): read from ``folder / FILE`` when it was solved from the same teacher weights
     and options, else solved now on ``device`` (the teacher's) from ``options["points"]`` training points drawn
-    with seed + PATH_STREAM, and written there."""
+    with seed + PATH_STREAM, and written there (with ``write``: one rank of several writes, each solves the same
+    path itself, so none waits on another)."""
     key = {
         "teacher": _weights_digest(teacher),
         "div": div,
@@ -134,7 +143,8 @@ def prepare(
     x1 = _points(data, options["points"], generator)
     probes = torch.Generator(device).manual_seed(seed + PATH_STREAM)
     path = solve(teacher, x1.to(device), options["grid"], tol=options["tol"], div=div, generator=probes, key=key)
-    save_checkpoint(file, {"x": path.x, "div": path.div, "key": key})
+    if write:
+        save_checkpoint(file, {"x": path.x, "div": path.div, "key": key})
     return path
 
 

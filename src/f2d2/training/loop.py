@@ -414,16 +414,22 @@ def _early_stop(run: dict, data, device: torch.device, group: Group, ckpt: dict 
 
 
 def _teacher_path(run: dict, objective, teacher: FlowMapNet, data, workdir: Path, group: Group, device):
-    """The path of objective.teacher_path: solved by rank 0 into the workdir (or read back from it), then read
-    by the other ranks."""
-    args = (workdir, run["objective"]["teacher_path"], objective.div_method, teacher, data, run["seed"], device)
-    path = None
+    """The path of objective.teacher_path, read back from the workdir or solved by every rank alike (rank 0
+    writes it): no rank waits for another, so a long solve meets no collective's timeout."""
+    t0 = time.time()
+    path = teacher_path.prepare(
+        workdir,
+        run["objective"]["teacher_path"],
+        objective.div_method,
+        teacher,
+        data,
+        run["seed"],
+        device,
+        write=group.is_main,
+    )
     if group.is_main:
-        t0 = time.time()
-        path = teacher_path.prepare(*args)
         print(f"teacher path: {path.x.shape[1]} points, {path.grid} segments ({time.time() - t0:.0f} s)", flush=True)
-    group.barrier()
-    return path if path is not None else teacher_path.prepare(*args)
+    return path
 
 
 def _rank_rng(ckpt: dict, group: Group, path: Path) -> dict:
