@@ -73,7 +73,7 @@ class Objective:
             setattr(self, key, networks.get(key))
         self.options = {o.name: values[o.name] for o in self.OPTIONS if o.applies(values)}
         self.check()
-        if getattr(self, "teacher_path", None) is not None and self.div_source != "teacher":
+        if self.needs_path and self.div_source != "teacher":
             raise ObjectiveError(
                 f"objective.teacher_path gives the head the teacher's divergence, but objective.div_source = "
                 f"{self.div_source!r}; set div_source: teacher or teacher_path: null"
@@ -98,14 +98,14 @@ class Objective:
 
     def with_path_term(self, loss: torch.Tensor, terms: dict, model, generator: torch.Generator) -> torch.Tensor:
         """``loss`` plus lam * weight * L_path (``terms["path"]``) with objective.teacher_path set, else ``loss``."""
-        options = getattr(self, "teacher_path", None)
-        if options is None:
+        if not self.needs_path:
             return loss
         if self.path is None:
             raise ValueError(
                 "objective.teacher_path is set but the objective has no TeacherPath; give it the run's "
                 "(f2d2.objectives.teacher_path.prepare) as objective.path"
             )
+        options = self.teacher_path
         terms["path"] = tp.path_loss(model, self.path, options["rows"], generator, backward=self.two_way)
         return loss + self.lam * options["weight"] * terms["path"]
 
