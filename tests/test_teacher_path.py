@@ -16,6 +16,7 @@ from f2d2.io.checkpoint import load_checkpoint
 from f2d2.objectives import describe
 from f2d2.objectives import teacher_path as tp
 from f2d2.objectives.base import ObjectiveError
+from f2d2.training import path_cache
 from f2d2.training.loop import train
 
 OPTIONS = {"points": 40, "grid": 4, "rows": 64, "weight": 2.0, "tol": 1e-6}
@@ -69,19 +70,19 @@ def test_prepare_keeps_the_path_and_solves_again_only_for_other_settings(tmp_pat
     data = make_dataset({"name": "checkerboard"})
     teacher = GaussianFlow(MU, SIGMA, flow_map=False)
     cpu = torch.device("cpu")
-    first = tp.prepare(tmp_path, OPTIONS, "exact", teacher, data, 0, cpu)
-    again = tp.prepare(tmp_path / "fresh", OPTIONS, "exact", teacher, data, 0, cpu)
+    first = path_cache.prepare(tmp_path, OPTIONS, "exact", teacher, data, 0, cpu)
+    again = path_cache.prepare(tmp_path / "fresh", OPTIONS, "exact", teacher, data, 0, cpu)
     assert torch.equal(first.x, again.x) and torch.equal(first.div, again.div)  # seeded
-    torch.testing.assert_close(first.x[0], data.sample(40, torch.Generator().manual_seed(tp.PATH_STREAM)))
+    torch.testing.assert_close(first.x[0], data.sample(40, torch.Generator().manual_seed(path_cache.PATH_STREAM)))
 
-    unwritten = tp.prepare(tmp_path / "other rank", OPTIONS, "exact", teacher, data, 0, cpu, write=False)
-    assert torch.equal(unwritten.x, first.x) and not (tmp_path / "other rank" / tp.FILE).exists()
+    unwritten = path_cache.prepare(tmp_path / "other rank", OPTIONS, "exact", teacher, data, 0, cpu, write=False)
+    assert torch.equal(unwritten.x, first.x) and not (tmp_path / "other rank" / path_cache.FILE).exists()
 
     def no_solve(*args, **kwargs):
         raise AssertionError("solved again")
 
     monkeypatch.setattr(tp, "solve", no_solve)
-    kept = tp.prepare(tmp_path, OPTIONS, "exact", teacher, data, 0, cpu)
+    kept = path_cache.prepare(tmp_path, OPTIONS, "exact", teacher, data, 0, cpu)
     assert torch.equal(kept.x, first.x)
     for options, seed, flow in [
         ({**OPTIONS, "grid": 2}, 0, teacher),
@@ -89,7 +90,7 @@ def test_prepare_keeps_the_path_and_solves_again_only_for_other_settings(tmp_pat
         (OPTIONS, 0, GaussianFlow([0.4, -1.0], SIGMA, flow_map=False)),  # other teacher weights (mu)
     ]:
         with pytest.raises(AssertionError, match="solved again"):
-            tp.prepare(tmp_path, options, "exact", flow, data, seed, cpu)
+            path_cache.prepare(tmp_path, options, "exact", flow, data, seed, cpu)
 
 
 def test_bad_settings_are_refused_by_name(tmp_path):
@@ -104,7 +105,9 @@ def test_bad_settings_are_refused_by_name(tmp_path):
     images = make_dataset({"name": "patches", "size": 8})
     n = len(images.train_pixels())
     with pytest.raises(ValueError, match=rf"teacher_path.points = {n + 1} is more than the {n} training"):
-        tp.prepare(tmp_path, {**OPTIONS, "points": n + 1}, "exact", GaussianFlow([0.0] * 192, 0.5), images, 0, "cpu")
+        path_cache.prepare(
+            tmp_path, {**OPTIONS, "points": n + 1}, "exact", GaussianFlow([0.0] * 192, 0.5), images, 0, "cpu"
+        )
 
 
 def _run(teacher: str, steps: int) -> dict:
@@ -141,7 +144,7 @@ def test_a_run_trains_on_its_path_and_reads_it_back_when_resumed(tmp_path, monke
     first = load_checkpoint(train(run, tmp_path / "f2d2", progress=False))
     rows = [json.loads(line) for line in (tmp_path / "f2d2" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["path"] > 0 for r in rows)
-    saved = torch.load(tmp_path / "f2d2" / tp.FILE, weights_only=True)
+    saved = torch.load(tmp_path / "f2d2" / path_cache.FILE, weights_only=True)
     assert saved["x"].shape == (5, 64, 2) and saved["key"]["points"] == 64
 
     # the run again from step 0 in the same folder (its checkpoints gone): the kept path, the same weights

@@ -103,7 +103,7 @@ class Objective:
         if self.path is None:
             raise ValueError(
                 "objective.teacher_path is set but the objective has no TeacherPath; give it the run's "
-                "(f2d2.objectives.teacher_path.prepare) as objective.path"
+                "(f2d2.training.path_cache.prepare) as objective.path"
             )
         options = self.teacher_path
         terms["path"] = tp.path_loss(model, self.path, options["rows"], generator, backward=self.two_way)

@@ -13,28 +13,21 @@ and a start t_a on the grid (t_b = t_a - h >= 0), and
 
 is added to the loss as lam * weight * L_path; for a forward-only objective (two_way false) the rows step
 forward, D(x(t_b), t_b, t_a), with the same target. The head must learn the teacher's divergence
-(``div_source: teacher``). The path is kept in the run's folder (``teacher_path.pt``, written atomically) with
-what it was solved from, so a resumed run reads it back instead of solving again.
+(``div_source: teacher``). The training loop solves the path, or reads it back from the run's folder
+(``f2d2.training.path_cache``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from f2d2.config.options import Option
 from f2d2.core.likelihood import solve_joint_ode
-from f2d2.data import ImageDataset
-from f2d2.eval.bpd import dequantize
-from f2d2.io.checkpoint import save_checkpoint
 from f2d2.nets import FlowMapNet
 
-FILE = "teacher_path.pt"
-PATH_STREAM = 2**33  # the points' draw and the solve's probes: seed + PATH_STREAM, apart from training's streams
 SOLVE_BATCH = 500  # points per solve
 
 OPTION = Option(
@@ -111,59 +104,3 @@ def path_loss(model: FlowMapNet, path: TeacherPath, rows: int, generator: torch.
     else:
         out = model(path.x[start + span, point], t_b.float(), t_a.float())
     return (out.d - target).pow(2).mean()
-
-
-def prepare(
-    folder: Path,
-    options: dict,
-    div: str,
-    teacher: FlowMapNet,
-    data,
-    seed: int,
-    device: torch.device,
-    *,
-    write: bool = True,
-) -> TeacherPath:
-    """The run's path (on the CPU): read from ``folder / FILE`` when it was solved from the same teacher weights
-    and options, else solved now on ``device`` (the teacher's) from ``options["points"]`` training points drawn
-    with seed + PATH_STREAM, and written there (with ``write``: one rank of several writes, each solves the same
-    path itself, so none waits on another)."""
-    key = {
-        "teacher": _weights_digest(teacher),
-        "div": div,
-        "seed": seed,
-        **{k: options[k] for k in ("points", "grid", "tol")},
-    }
-    file = Path(folder) / FILE
-    if file.exists():
-        saved = torch.load(file, map_location="cpu", weights_only=True)
-        if saved["key"] == key:
-            return TeacherPath(saved["x"], saved["div"], key)
-    generator = torch.Generator().manual_seed(seed + PATH_STREAM)
-    x1 = _points(data, options["points"], generator)
-    probes = torch.Generator(device).manual_seed(seed + PATH_STREAM)
-    path = solve(teacher, x1.to(device), options["grid"], tol=options["tol"], div=div, generator=probes, key=key)
-    if write:
-        save_checkpoint(file, {"x": path.x, "div": path.div, "key": key})
-    return path
-
-
-def _points(data, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n training points at t = 1 on the CPU: distinct dequantized training images, or n draws of a 2D set."""
-    if not isinstance(data, ImageDataset):
-        return data.sample(n, generator)
-    pixels = data.train_pixels()
-    if n > len(pixels):
-        raise ValueError(
-            f"objective.teacher_path.points = {n} is more than the {len(pixels)} training images; "
-            f"use at most {len(pixels)}"
-        )
-    return dequantize(pixels[torch.randperm(len(pixels), generator=generator)[:n]], generator)
-
-
-def _weights_digest(model: FlowMapNet) -> str:
-    h = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]

@@ -40,9 +40,9 @@ from f2d2.io.atomic import FULL, DiskFull, atomic_write_text, remove_stale_tempo
 from f2d2.io.checkpoint import load_resumable, previous_path, save_checkpoint, warm_start
 from f2d2.io.teacher import load_teacher
 from f2d2.nets import FlowMapNet, build_model
-from f2d2.objectives import build_objective, describe, option_problems_of, teacher_path
+from f2d2.objectives import build_objective, describe, option_problems_of
 from f2d2.objectives import resolve as resolve_objective
-from f2d2.training import speed
+from f2d2.training import path_cache, speed
 from f2d2.training.distributed import Group, init_from_env, shutdown
 from f2d2.training.early_stop import EarlyStop
 from f2d2.training.ema import multi_avg_fn
@@ -288,7 +288,7 @@ def _train(run: dict, data: Dataset2D, workdir: Path, group: Group, progress: bo
     # Resume from the workdir's checkpoint, if any.
     ckpt_path = workdir / CHECKPOINT
     if group.is_main:
-        for name in (CHECKPOINT, METRICS, "config.yaml", teacher_path.FILE):
+        for name in (CHECKPOINT, METRICS, "config.yaml", path_cache.FILE):
             remove_stale_temporaries(workdir / name)
     group.barrier()
     ckpt = resume(ckpt_path, run, state, group, restart_on_change=restart_on_change)
@@ -417,7 +417,7 @@ def _teacher_path(run: dict, objective, teacher: FlowMapNet, data, workdir: Path
     """The path of objective.teacher_path, read back from the workdir or solved by every rank alike (rank 0
     writes it): no rank waits for another, so a long solve meets no collective's timeout."""
     t0 = time.time()
-    path = teacher_path.prepare(
+    path = path_cache.prepare(
         workdir,
         run["objective"]["teacher_path"],
         objective.div_method,
