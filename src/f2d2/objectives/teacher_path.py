@@ -20,12 +20,12 @@ forward, D(x(t_b), t_b, t_a), with the same target. The head must learn the teac
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from f2d2.config.options import Option
-from f2d2.core.likelihood import solve_joint_ode
+from f2d2.core.likelihood import solve_joint_ode, time_grid
 from f2d2.nets import FlowMapNet
 
 SOLVE_BATCH = 500  # points per solve
@@ -55,11 +55,16 @@ OPTION = Option(
 class TeacherPath:
     """``x`` (grid + 1, N, *shape): the states x(t_k) at t_k = 1 - k / grid (k = 0: the data points);
     ``div`` (grid, N): the teacher's mean divergence over segment k, [t_{k+1}, t_k]; ``key``: what it was
-    solved from (teacher weights, points, grid, tol, divergence, seed)."""
+    solved from (teacher weights, points, grid, tol, divergence, seed); ``summed`` (grid + 1, N): the running
+    sum of ``div`` from t = 1 (0 first), computed once, from which every step's target is a difference."""
 
     x: torch.Tensor
     div: torch.Tensor
     key: dict
+    summed: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.summed = torch.cat([torch.zeros_like(self.div[:1]), self.div.cumsum(0)])
 
     @property
     def grid(self) -> int:
@@ -76,8 +81,8 @@ def solve(
     states, means = [x1], []
     x = x1
     with torch.no_grad():
-        for k in range(grid):
-            s, t = 1 - k / grid, 1 - (k + 1) / grid
+        times = time_grid(grid)
+        for s, t in zip(times, times[1:]):
             parts = [
                 solve_joint_ode(teacher, chunk, s, t, atol=tol, rtol=tol, div=div, generator=generator)
                 for chunk in x.split(SOLVE_BATCH)
@@ -96,8 +101,7 @@ def path_loss(model: FlowMapNet, path: TeacherPath, rows: int, generator: torch.
     span = grid // 2**j  # segments per step
     start = (torch.rand(rows, generator=generator, device=device) * 2**j).long() * span  # index of t_a
     point = torch.randint(0, n, (rows,), generator=generator, device=device)
-    summed = torch.cat([torch.zeros_like(path.div[:1]), path.div.cumsum(0)])  # (grid + 1, N)
-    target = (summed[start + span, point] - summed[start, point]) / span / model.div_scale
+    target = (path.summed[start + span, point] - path.summed[start, point]) / span / model.div_scale
     t_a, t_b = 1 - start / grid, 1 - (start + span) / grid
     if backward:
         out = model(path.x[start, point], t_a.float(), t_b.float())
