@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from f2d2.config.options import Option, option_problems, resolve_options
+from f2d2.data import jitter
 from f2d2.objectives import teacher_path as tp
 
 F2D2_OPTIONS = (
@@ -78,6 +79,9 @@ class Objective:
                 f"objective.teacher_path gives the head the teacher's divergence, but objective.div_source = "
                 f"{self.div_source!r}; set div_source: teacher or teacher_path: null"
             )
+        if self.needs_path and (settings := self.teacher_path.get("jitter")):
+            if problems := jitter.problems(settings, "objective.teacher_path.jitter"):
+                raise ObjectiveError("; ".join(problems))
 
     @classmethod
     def option_problems(cls, values: dict, where: str, what: str) -> list[str]:

@@ -13,7 +13,9 @@ and a start t_a on the grid (t_b = t_a - h >= 0), and
 
 is added to the loss as lam * weight * L_path; for a forward-only objective (two_way false) the rows step
 forward, D(x(t_b), t_b, t_a), with the same target. The head must learn the teacher's divergence
-(``div_source: teacher``). The training loop solves the path, or reads it back from the run's folder
+(``div_source: teacher``). With ``jitter`` (images only) the path also starts from ``jitter.points``
+photometrically jittered training images (:mod:`f2d2.data.jitter`), so that the head meets the teacher on inputs
+around the training images too. The training loop solves the path, or reads it back from the run's folder
 (``f2d2.training.path_cache``).
 """
 
@@ -26,6 +28,7 @@ import torch
 
 from f2d2.config.options import Option
 from f2d2.core.likelihood import solve_joint_ode, time_grid
+from f2d2.data.jitter import SETTINGS
 from f2d2.nets import FlowMapNet
 
 SOLVE_BATCH = 500  # points per solve
@@ -43,10 +46,27 @@ OPTION = Option(
             "rows": {"type": "integer", "minimum": 1, "description": "path rows per training step"},
             "weight": {"type": "number", "exclusiveMinimum": 0, "description": "the term's weight, times lam"},
             "tol": {"type": "number", "exclusiveMinimum": 0, "description": "dopri5 atol = rtol of the solve"},
+            "jitter": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "required": ["points", *SETTINGS],
+                "description": "images only: `points` more path points, jittered training images "
+                "(f2d2.data.jitter); null (the default): none",
+                "properties": {
+                    "points": {"type": "integer", "minimum": 1, "description": "jittered images added"},
+                    **{
+                        key: {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 2, "maxItems": 2}
+                        for key in ("saturation", "contrast", "brightness")
+                    },
+                    "noise": {"type": "number", "minimum": 0, "description": "largest noise sd, 8-bit levels"},
+                    "flat": {"type": "number", "minimum": 0, "maximum": 1, "description": "share made flat"},
+                },
+            },
         },
     },
-    "targets for the head from the teacher's dopri5 path (atol = rtol = tol) of `points` training points, cut in "
-    "`grid` segments; `rows` rows per step weighted `weight` x lam (f2d2.objectives.teacher_path); null: off",
+    "targets for the head from the teacher's dopri5 path (atol = rtol = tol) of `points` training points (and, "
+    "images only, `jitter.points` jittered ones), cut in `grid` segments; `rows` rows per step weighted `weight` x "
+    "lam (f2d2.objectives.teacher_path); null: off",
     only={"f2d2": True},
 )
 

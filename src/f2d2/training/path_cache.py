@@ -1,9 +1,10 @@
 """The run's teacher path (``objective.teacher_path``, f2d2.objectives.teacher_path), kept in its folder.
 
-``prepare`` draws the training points (distinct dequantized images, or draws of a 2D set; seeded with
-seed + PATH_STREAM, apart from training's streams), solves the teacher's path from them and writes it to
-``<workdir>/teacher_path.pt`` atomically with what it was solved from (a digest of the teacher's weights, the
-divergence, the seed, points, grid and tol); a run that finds a file with the same key reads it back instead.
+``prepare`` draws the training points (distinct dequantized images and, with ``jitter``, jittered ones, or draws
+of a 2D set; seeded with seed + PATH_STREAM, apart from training's streams), solves the teacher's path from them
+and writes it to ``<workdir>/teacher_path.pt`` atomically with what it was solved from (a digest of the teacher's
+weights, the divergence, the seed, points, grid, tol and jitter); a run that finds a file with the same key reads
+it back instead.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from f2d2.data import ImageDataset
+from f2d2.data import ImageDataset, jitter
 from f2d2.eval.bpd import dequantize
 from f2d2.io.checkpoint import save_checkpoint
 from f2d2.nets import FlowMapNet
@@ -43,6 +44,7 @@ def prepare(
         "div": div,
         "seed": seed,
         **{k: options[k] for k in ("points", "grid", "tol")},
+        "jitter": options.get("jitter"),
     }
     file = Path(folder) / FILE
     if file.exists():
@@ -50,7 +52,7 @@ def prepare(
         if saved["key"] == key:
             return teacher_path.TeacherPath(saved["x"], saved["div"], key)
     generator = torch.Generator().manual_seed(seed + PATH_STREAM)
-    x1 = _points(data, options["points"], generator)
+    x1 = _points(data, options["points"], options.get("jitter"), generator)
     probes = torch.Generator(device).manual_seed(seed + PATH_STREAM)
     path = teacher_path.solve(
         teacher, x1.to(device), options["grid"], tol=options["tol"], div=div, generator=probes, key=key
@@ -60,17 +62,28 @@ def prepare(
     return path
 
 
-def _points(data, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n training points at t = 1 on the CPU: distinct dequantized training images, or n draws of a 2D set."""
+def _points(data, n: int, jittered: dict | None, generator: torch.Generator) -> torch.Tensor:
+    """The path's points at t = 1 on the CPU: n distinct dequantized training images, then (``jittered``) its
+    ``points`` jittered training images (a second draw of distinct images); or n draws of a 2D set."""
     if not isinstance(data, ImageDataset):
+        if jittered:
+            raise ValueError(
+                f"objective.teacher_path.jitter = {jittered!r} jitters images, but the run's data "
+                f"{type(data).__name__} gives points; set jitter: null"
+            )
         return data.sample(n, generator)
     pixels = data.train_pixels()
-    if n > len(pixels):
-        raise ValueError(
-            f"objective.teacher_path.points = {n} is more than the {len(pixels)} training images; "
-            f"use at most {len(pixels)}"
-        )
-    return dequantize(pixels[torch.randperm(len(pixels), generator=generator)[:n]], generator)
+    for key, count in (("points", n), ("jitter.points", jittered["points"] if jittered else 0)):
+        if count > len(pixels):
+            raise ValueError(
+                f"objective.teacher_path.{key} = {count} is more than the {len(pixels)} training images; "
+                f"use at most {len(pixels)}"
+            )
+    chosen = [pixels[torch.randperm(len(pixels), generator=generator)[:n]]]
+    if jittered:
+        drawn = pixels[torch.randperm(len(pixels), generator=generator)[: jittered["points"]]]
+        chosen.append(jitter.jitter(drawn, jittered, generator))
+    return dequantize(torch.cat(chosen), generator)
 
 
 def _weights_digest(model: FlowMapNet) -> str:
