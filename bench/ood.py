@@ -3,11 +3,12 @@
     python bench/ood.py --results /work/patchrun/results/patches --out results/ood/patches
 
 In-distribution: ``--n`` held-out patches (a seeded subset of the test split of the runs' data config). Out:
-``--n`` patches of ``f2d2.data.patches.OOD_PHOTOS`` (photos no patches run trains on; refused if the runs' data
-names one), the same number from each, cut by the same ``Patches`` grid (size, downsample, test region). Every
-patch is dequantized once (``--seed``) and scored by every model of ``--config``'s stages (checkpoints under
-``--results``; ``--runs``: only those named, and the reference), one after the other in one process on one CPU
-thread, each after a warm-up on one patch:
+``--n`` patches of ``--ood-photos`` (default ``f2d2.data.patches.OOD_PHOTOS``; ``CHECK_PHOTOS``: two photos of
+another wheel that no setting was chosen on, an independent check; photos no patches run trains on: refused if the
+runs' data names one), the same number from each, cut by the same ``Patches`` grid (size, downsample, test
+region). Every patch is dequantized once (``--seed``) and scored by every model of ``--config``'s stages
+(checkpoints under ``--results``; ``--runs``: only those named, and the reference), one after the other in one
+process on one CPU thread, each after a warm-up on one patch:
 
 - an F2D2 run (a divergence head): K = 1, the head's density change (``f2d2.core.likelihood.log_likelihood``, what
   ``f2d2.log_prob(model, z, 1)`` computes);
@@ -46,7 +47,7 @@ from f2d2.config import experiment
 from f2d2.config.resolve import load_yaml
 from f2d2.core.likelihood import log_likelihood, reference_log_likelihood, standard_normal_log_prob
 from f2d2.data import make_dataset
-from f2d2.data.patches import DEFAULT_PHOTOS, OOD_PHOTOS, PHOTOS, Patches
+from f2d2.data.patches import CHECK_PHOTOS, DEFAULT_PHOTOS, OOD_PHOTOS, PHOTOS, Patches
 from f2d2.eval import bpd
 from f2d2.eval.ood import COMPRESSORS, auroc, complexity_tilt, compressed_bits_per_dim
 from f2d2.io.checkpoint import load_checkpoint, model_of
@@ -68,13 +69,13 @@ def load_runs(cfg: dict, results: Path, only: list[str] | None = None) -> tuple[
     return teacher, {run: (p, load_checkpoint(p)) for run, p in paths.items()}
 
 
-def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[str], list[str]]:
-    """uint8 (2n, 3, s, s): n held-out test patches of ``data_cfg``, then n OOD patches (``OOD_PHOTOS`` in turn,
+def patch_sets(data_cfg: dict, n: int, seed: int, ood: list[str]) -> tuple[torch.Tensor, list[str], list[str]]:
+    """uint8 (2n, 3, s, s): n held-out test patches of ``data_cfg``, then n OOD patches (the photos ``ood`` in turn,
     equal shares); the source of each ("test" or the OOD photo) and the photo it was cut from."""
     if data_cfg.get("name") != "patches":
         raise SystemExit(f"the runs' data is {data_cfg.get('name')!r}; bench/ood.py scores patches runs")
-    if trained := sorted(set(OOD_PHOTOS) & set(data_cfg.get("images") or DEFAULT_PHOTOS)):
-        raise SystemExit(f"the runs' data.images include {trained}, the OOD photos; expected none of {OOD_PHOTOS}")
+    if trained := sorted(set(ood) & set(data_cfg.get("images") or DEFAULT_PHOTOS)):
+        raise SystemExit(f"the runs' data.images include {trained}, the OOD photos; expected none of {ood}")
     held_out = make_dataset(data_cfg)
     test = held_out.test_pixels()
     if not 1 <= n <= len(test):
@@ -82,8 +83,8 @@ def patch_sets(data_cfg: dict, n: int, seed: int) -> tuple[torch.Tensor, list[st
     chosen = np.sort(np.random.default_rng([seed, 0]).choice(len(test), n, replace=False))
     boxes = held_out.patch_boxes("test")
     pixels, sources, photos = [test[chosen]], ["test"] * n, [boxes[i][0] for i in chosen]
-    for i, photo in enumerate(OOD_PHOTOS):
-        count = n // len(OOD_PHOTOS) + (i < n % len(OOD_PHOTOS))
+    for i, photo in enumerate(ood):
+        count = n // len(ood) + (i < n % len(ood))
         out = Patches(
             size=held_out.size,
             images=[photo],
@@ -157,7 +158,7 @@ def evaluate(args) -> dict:
     data_cfg = runs[teacher][1]["config"]["data"]
     if others := [run for run, (_, c) in runs.items() if c["config"]["data"] != data_cfg]:
         raise SystemExit(f"runs {others} trained on other data than the teacher {teacher!r}; expected one data set")
-    pixels, sources, photos = patch_sets(data_cfg, args.n, args.seed)
+    pixels, sources, photos = patch_sets(data_cfg, args.n, args.seed, args.ood_photos)
     z = bpd.dequantize(pixels, torch.Generator().manual_seed(args.seed))
     is_out = np.array([s != "test" for s in sources])
     complexity = compressed_bits_per_dim(pixels, args.compressor).numpy()
@@ -181,14 +182,14 @@ def evaluate(args) -> dict:
     reference = scores[f"{teacher} reference dopri5 ({ref_div})"]
     reference_prior = priors[f"{teacher} reference dopri5 ({ref_div})"]
     for row, values, prior in zip(rows, scores.values(), priors.values()):
-        row.update(summarize(values, complexity, is_out, sources, subset, exact, reference, photos))
+        row.update(summarize(values, complexity, is_out, sources, subset, exact, reference, photos, args.ood_photos))
         row["prior_shift_by_source"] = mean_by_group(prior - reference_prior, sources)
     rows.append(
         {
             "run": "-",
             "method": f"{args.compressor} bits/dim alone",
             "n": len(z),
-            **summarize(complexity, None, is_out, sources, subset, None, None, photos),
+            **summarize(complexity, None, is_out, sources, subset, None, None, photos, args.ood_photos),
         }
     )
     return {
@@ -197,7 +198,7 @@ def evaluate(args) -> dict:
         "results": str(results),
         "checkpoints": {run: str(p) for run, (p, _) in runs.items()},
         "data": data_cfg,
-        "sources": {photo: PHOTOS[photo][:2] for photo in OOD_PHOTOS},
+        "sources": {photo: PHOTOS[photo][:2] for photo in args.ood_photos},
         "n_in": int((~is_out).sum()),
         "n_out": int(is_out.sum()),
         "exact_n": args.exact_n,
@@ -230,9 +231,9 @@ def _auroc(values, is_out, on) -> float | None:
     return auroc(v[~o], v[o]) if o.any() and (~o).any() and np.isfinite(v).all() else None
 
 
-def summarize(values, complexity, is_out, sources, subset, exact, reference, photos) -> dict:
-    """AUROC of BPD ``values`` (N,) (NaN where not scored), per OOD photo and on the exact subset; unless None:
-    corrected by ``complexity`` (N,), the mean |values - exact| on the subset, the mean shift from ``reference``
+def summarize(values, complexity, is_out, sources, subset, exact, reference, photos, ood) -> dict:
+    """AUROC of BPD ``values`` (N,) (NaN where not scored), per OOD photo (``ood``) and on the exact subset; unless
+    None: corrected by ``complexity`` (N,), the mean |values - exact| on the subset, the mean shift from ``reference``
     (N,) of each set (a shift that differs between the sets moves the AUROC) and of the patches of each photo
     (``photos`` (N,): the held-out patches' training photos too, ``shift_by_photo``) and, with ``complexity`` too,
     how the held-out patches' shift follows their complexity (``f2d2.eval.ood.complexity_tilt``: ``tilt``)."""
@@ -244,15 +245,13 @@ def summarize(values, complexity, is_out, sources, subset, exact, reference, pho
         "bpd_out": float(values[scored & is_out].mean()),
         "auroc": _auroc(values, is_out, on),
         "auroc_subset": _auroc(values, is_out, subset),
-        "auroc_by_source": {p: _auroc(values, is_out, on[np.isin(sources[on], ["test", p])]) for p in OOD_PHOTOS},
+        "auroc_by_source": {p: _auroc(values, is_out, on[np.isin(sources[on], ["test", p])]) for p in ood},
     }
     if complexity is not None:
         s = values - complexity
         out["auroc_corrected"] = _auroc(s, is_out, on)
         out["auroc_corrected_subset"] = _auroc(s, is_out, subset)
-        out["auroc_corrected_by_source"] = {
-            p: _auroc(s, is_out, on[np.isin(sources[on], ["test", p])]) for p in OOD_PHOTOS
-        }
+        out["auroc_corrected_by_source"] = {p: _auroc(s, is_out, on[np.isin(sources[on], ["test", p])]) for p in ood}
         if exact is not None and len(subset):
             out["err_vs_exact_subset"] = float(np.abs(values[subset] - exact[subset]).mean())
     if reference is not None:
@@ -291,7 +290,7 @@ def target(
                 "run": r["run"],
                 "auroc_difference": r["auroc"] - ref["auroc"],
                 "auroc_difference_by_source": {
-                    p: r["auroc_by_source"][p] - ref["auroc_by_source"][p] for p in OOD_PHOTOS
+                    p: r["auroc_by_source"][p] - ref["auroc_by_source"][p] for p in r["auroc_by_source"]
                 },
                 "difference_95": interval(v, reference),
                 "auroc_gap": gap,
@@ -320,14 +319,14 @@ def print_table(res: dict) -> None:
     )
     head = f"{'run':24s} {'method':32s} {'BPD in':>7s} {'out':>7s} {'AUROC':>6s} {'corr':>6s} {'seconds':>9s}"
     head += (
-        "".join(f" {p.split('_')[0]:>10s}" for p in OOD_PHOTOS)
+        "".join(f" {p.split('_')[0]:>10s}" for p in res["sources"])
         + f" {'subset':>6s} {'corr':>6s} {'|-exact|':>8s} {'-ref in/out':>11s}"
     )
     print(head)
     for r in res["rows"]:
         line = f"{r['run']:24s} {r['method']:32s} {r['bpd_in']:7.3f} {r['bpd_out']:7.3f} {_f(r['auroc']):>6s} "
         line += f"{_f(r.get('auroc_corrected')):>6s} {_f(r.get('seconds')):>9s}"
-        for p in OOD_PHOTOS:
+        for p in res["sources"]:
             raw, corr = r["auroc_by_source"][p], r.get("auroc_corrected_by_source", {}).get(p)
             line += f" {_f(raw, '.2f') + '/' + _f(corr, '.2f'):>10s}"
         line += f" {_f(r['auroc_subset']):>6s} {_f(r.get('auroc_corrected_subset')):>6s}"
@@ -353,7 +352,7 @@ def print_table(res: dict) -> None:
             + "; BPD - the reference's: "
             + ", ".join(f"{p.split('_')[0]} {d:+.3f}" for p, d in row["shift_by_source"].items())
         )
-        held = [p for p in row["shift_by_photo"] if p not in OOD_PHOTOS]
+        held = [p for p in row["shift_by_photo"] if p not in res["sources"]]
         print(
             "        held-out patches by their (training) photo, BPD - the reference's: "
             + ", ".join(f"{p.split('_')[0]} {row['shift_by_photo'][p]:+.3f}" for p in held)
@@ -402,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exact-n", type=int, default=40, help="patches per set scored by the exact-divergence reference")
     p.add_argument("--seed", type=int, default=0, help="patch draws, dequantization, Hutchinson probes")
     p.add_argument("--compressor", choices=COMPRESSORS, default="png")
+    p.add_argument(
+        "--ood-photos",
+        nargs="+",
+        choices=sorted(PHOTOS),
+        default=list(OOD_PHOTOS),
+        metavar="PHOTO",
+        help=f"the OOD photos (default {' '.join(OOD_PHOTOS)}; an independent check: {' '.join(CHECK_PHOTOS)})",
+    )
     p.add_argument(
         "--own-reference",
         action="store_true",

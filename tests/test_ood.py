@@ -13,7 +13,7 @@ import yaml
 
 from f2d2.cli import main
 from f2d2.core.likelihood import log_likelihood, standard_normal_log_prob
-from f2d2.data.patches import DEFAULT_PHOTOS, OOD_PHOTOS, Patches
+from f2d2.data.patches import CHECK_PHOTOS, DEFAULT_PHOTOS, OOD_PHOTOS, Patches
 from f2d2.eval import bpd
 from f2d2.eval.ood import auroc, complexity_corrected, complexity_tilt, compressed_bits_per_dim
 from f2d2.io.checkpoint import load_model
@@ -187,7 +187,7 @@ def test_bench_scores_every_model_and_writes_every_row(tiny_runs, capsys):
         assert head["shift_by_source"][photo] == pytest.approx(err[source == photo].mean())
     assert head["shift_by_source"]["test"] == pytest.approx(head["shift_in"]) and ref["shift_by_source"]["retina"] == 0
     # the prior part: -log N(x0) / (d ln 2) of the point the head's one step reaches, recomputed here
-    pixels, _, photos = bench.patch_sets(res["data"], 12, 0)
+    pixels, _, photos = bench.patch_sets(res["data"], 12, 0, list(OOD_PHOTOS))
     z = bpd.dequantize(pixels, torch.Generator().manual_seed(0))
     model = load_model(d / "results" / "train" / "shortcut_f2d2" / "checkpoint.pt")
     x0 = log_likelihood(model, z, 1, div="head").x0
@@ -273,6 +273,25 @@ def test_bench_refuses_runs_that_trained_on_an_ood_photo(tiny_runs):
     bench = load_bench("ood")
     data = {"name": "patches", "size": 8, "images": ["astronaut", "retina"]}
     with pytest.raises(SystemExit, match=r"data.images include \['retina'\]"):
-        bench.patch_sets(data, 4, 0)
+        bench.patch_sets(data, 4, 0, list(OOD_PHOTOS))
+    with pytest.raises(SystemExit, match=r"data.images include \['china'\]"):
+        bench.patch_sets({**data, "images": ["china"]}, 4, 0, list(CHECK_PHOTOS))
     with pytest.raises(SystemExit, match="--n 100000: expected 1 .."):
-        bench.patch_sets({"name": "patches", "size": 8}, 100000, 0)
+        bench.patch_sets({"name": "patches", "size": 8}, 100000, 0, list(OOD_PHOTOS))
+
+
+def test_bench_scores_the_check_photos_when_asked(tiny_runs, capsys):
+    d, config = tiny_runs
+    bench = load_bench("ood")
+    out = d / "ood-check"
+    argv = ["--config", str(config), "--n", "8", "--exact-n", "0", "--runs", "shortcut_f2d2", "--out", str(out)]
+    assert bench.main([*argv, "--ood-photos", *CHECK_PHOTOS]) == 0
+    res = json.loads((out / "ood.json").read_text())
+    assert list(res["sources"]) == list(CHECK_PHOTOS) and res["sources"]["china"] == ["scikit-learn", "china.jpg"]
+    assert [s for s in res["per_patch"]["source"] if s != "test"] == ["china"] * 4 + ["flower"] * 4
+    (t,) = res["target"]
+    assert set(t["auroc_difference_by_source"]) == set(CHECK_PHOTOS)
+    assert "china" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main([*argv, "--ood-photos", "moon"])
+    assert "invalid choice: 'moon'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import yaml
 
 from f2d2.cli import main
 from f2d2.data import IMAGE_NAMES, DataError, make_dataset
-from f2d2.data.patches import DEFAULT_PHOTOS, OOD_PHOTOS, PHOTOS, Patches, read_photo
+from f2d2.data.patches import CHECK_PHOTOS, DEFAULT_PHOTOS, OOD_PHOTOS, PHOTOS, Patches, read_photo
 
 
 @pytest.fixture(scope="module", params=[8, 32])
@@ -96,6 +96,7 @@ def test_every_photo_reads_at_its_size_and_the_ood_photos_are_never_defaults():
         img = read_photo(name)
         assert img.dtype == np.uint8 and img.shape == (*size, 3) and img.std() > 10, name
     assert set(OOD_PHOTOS) <= set(PHOTOS) and not set(OOD_PHOTOS) & set(DEFAULT_PHOTOS)
+    assert set(CHECK_PHOTOS) <= set(PHOTOS) and not set(CHECK_PHOTOS) & {*DEFAULT_PHOTOS, *OOD_PHOTOS}
 
 
 def test_pixel_statistics_are_not_degenerate(patches):

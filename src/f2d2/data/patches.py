@@ -1,5 +1,5 @@
-"""Natural-image patches from photographs bundled in installed wheels (scikit-image's, one of matplotlib's): real
-pixels, no download.
+"""Natural-image patches from photographs bundled in installed wheels (scikit-image's, one of matplotlib's, two of
+scikit-learn's): real pixels, no download.
 
 Each photo (uint8 RGB, optionally shrunk by an integer ``downsample`` factor, block means)
 is cut into a bottom band of ``test_fraction`` of its rows, the test region, and the rows
@@ -11,6 +11,9 @@ pixel in the (downsampled) photo.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -18,7 +21,8 @@ from f2d2.data.images import ImageDataset
 from f2d2.data.toy2d import DataError
 
 # name -> (wheel, photo, (height, width) of the photo it gives): a function of skimage.data (files shipped in
-# the wheel, loaded from skimage/data/, never fetched) or a file of matplotlib's mpl-data/sample_data. RGB photos
+# the wheel, loaded from skimage/data/, never fetched), a file of matplotlib's mpl-data/sample_data or of
+# scikit-learn's sklearn/datasets/images (read from the installed package's folder; sklearn is not imported). RGB photos
 # only: a grey photo copied into three channels would make two of them redundant and the bits per dimension
 # meaningless. "motorcycle" is the left view of stereo_motorcycle (the right view shows the same scene).
 PHOTOS = {
@@ -31,12 +35,16 @@ PHOTOS = {
     "motorcycle": ("scikit-image", "stereo_motorcycle", (500, 741)),
     "retina": ("scikit-image", "retina", (1411, 1411)),
     "rocket": ("scikit-image", "rocket", (427, 640)),
+    "china": ("scikit-learn", "china.jpg", (427, 640)),
+    "flower": ("scikit-learn", "flower.jpg", (427, 640)),
 }
 # The default leaves out hubble_deep_field (a dark star field) and retina (a fifth of its patches are the flat
 # black surround): together they would be two thirds of all patches. They and grace_hopper (a portrait) are the
 # out-of-distribution photos of bench/ood.py (docs/ood.md).
 DEFAULT_PHOTOS = ("astronaut", "chelsea", "coffee", "immunohistochemistry", "motorcycle", "rocket")
 OOD_PHOTOS = ("hubble_deep_field", "retina", "grace_hopper")
+# Kept for an independent OOD check (bench/ood.py --ood-photos): no setting was chosen on them (docs/ood.md).
+CHECK_PHOTOS = ("china", "flower")
 
 Box = tuple[str, int, int]
 
@@ -59,6 +67,13 @@ def _downsample(img: np.ndarray, f: int) -> np.ndarray:
     return ((blocks + f * f // 2) // (f * f)).astype(np.uint8)
 
 
+def _read_rgb(file) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(file) as f:
+        return np.asarray(f.convert("RGB"))
+
+
 def read_photo(name: str) -> np.ndarray:
     """The photo ``name`` of ``PHOTOS``, uint8 (height, width, 3), read from its package's files."""
     package, item, size = PHOTOS[name]
@@ -69,13 +84,17 @@ def read_photo(name: str) -> np.ndarray:
             img = getattr(skimage.data, item)()
             img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
             where = f"skimage.data.{item}()"
-        else:
+        elif package == "matplotlib":
             import matplotlib.cbook
-            from PIL import Image
 
-            with Image.open(matplotlib.cbook.get_sample_data(item, asfileobj=False)) as f:
-                img = np.asarray(f.convert("RGB"))
+            img = _read_rgb(matplotlib.cbook.get_sample_data(item, asfileobj=False))
             where = f"matplotlib's sample_data/{item}"
+        else:
+            spec = importlib.util.find_spec("sklearn")
+            if spec is None or not spec.submodule_search_locations:
+                raise ModuleNotFoundError("sklearn")
+            img = _read_rgb(Path(spec.submodule_search_locations[0]) / "datasets" / "images" / item)
+            where = f"scikit-learn's sklearn/datasets/images/{item}"
     except ModuleNotFoundError as e:
         raise DataError(f"patches: photo {name!r} needs {package} (pip install {package}), which ships it") from e
     expected = size + (3,)
