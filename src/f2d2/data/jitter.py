@@ -12,21 +12,23 @@ factor, uniform in its range, in this order:
 - brightness b: y = b y;
 - noise: y + sigma N(0, 1) per value, sigma = ``noise`` u^2, u ~ U(0, 1) (most images get little);
 
-then rounded and clipped to 0..255. ``SETTINGS``: the keys of a jitter's settings.
+then rounded and clipped to 0..255. ``SETTINGS``: the keys of a jitter's settings (``RANGES``: those given as
+[low, high]).
 """
 
 from __future__ import annotations
 
 import torch
 
-SETTINGS = ("saturation", "contrast", "brightness", "noise", "flat")
+RANGES = ("saturation", "contrast", "brightness")  # settings given as [low, high]
+SETTINGS = (*RANGES, "noise", "flat")
 
 
 def problems(settings: dict, where: str) -> list[str]:
     """One line per range of ``settings`` whose low end is above its high end (the schema checks the rest)."""
     return [
         f"{where}.{key} = {settings[key]!r}; expected [low, high] with low <= high"
-        for key in ("saturation", "contrast", "brightness")
+        for key in RANGES
         if settings[key][0] > settings[key][1]
     ]
 

@@ -28,7 +28,7 @@ import torch
 
 from f2d2.config.options import Option
 from f2d2.core.likelihood import solve_joint_ode, time_grid
-from f2d2.data.jitter import SETTINGS
+from f2d2.data.jitter import RANGES, SETTINGS
 from f2d2.nets import FlowMapNet
 
 SOLVE_BATCH = 500  # points per solve
@@ -56,7 +56,7 @@ OPTION = Option(
                     "points": {"type": "integer", "minimum": 1, "description": "jittered images added"},
                     **{
                         key: {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 2, "maxItems": 2}
-                        for key in ("saturation", "contrast", "brightness")
+                        for key in RANGES
                     },
                     "noise": {"type": "number", "minimum": 0, "description": "largest noise sd, 8-bit levels"},
                     "flat": {"type": "number", "minimum": 0, "maximum": 1, "description": "share made flat"},
